@@ -1,1 +1,23 @@
+//! Inference through ONNX Runtime (`ort`, loaded dynamically).
+//!
+//! Models are data: each `models/*.toml` manifest says where the file comes from, its
+//! checksum and licence, and how to feed it and read it ([`manifest`]). Preprocessing
+//! ([`preprocess`]) and output decoding ([`decode`]) are plain Rust driven by the
+//! manifest; [`Analyzer`] runs the detector, the age model on each detected face and
+//! the whole-frame classifier.
 #![forbid(unsafe_code)]
+
+mod analyzer;
+pub mod config;
+pub mod decode;
+mod error;
+pub mod manifest;
+pub mod metrics;
+pub mod preprocess;
+mod runtime;
+
+pub use analyzer::{Analysis, Analyzer, ModelInfo};
+pub use config::InferConfig;
+pub use error::InferError;
+pub use manifest::{ModelKind, ModelManifest};
+pub use runtime::environment;

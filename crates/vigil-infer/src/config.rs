@@ -1,0 +1,99 @@
+use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
+
+/// `[infer]`: where ONNX Runtime and the models are, and which models run.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InferConfig {
+    /// The setup cache: model files under `models/`, ONNX Runtime under `onnxruntime/`.
+    /// Default: `$VIGIL_CACHE_DIR`, else `.cache/vigil`.
+    #[serde(default = "default_cache_dir")]
+    pub cache_dir: PathBuf,
+    /// libonnxruntime.so; default: `$ORT_DYLIB_PATH`, else the one setup put in the cache.
+    #[serde(default)]
+    pub onnxruntime_lib: Option<PathBuf>,
+    /// Folder of model manifests (`*.toml`).
+    #[serde(default = "default_models_dir")]
+    pub models_dir: PathBuf,
+    /// Manifest names of the models to run; the age model runs on detected faces.
+    #[serde(default = "default_detector")]
+    pub detector: String,
+    #[serde(default = "default_age")]
+    pub age: Option<String>,
+    #[serde(default = "default_classifier")]
+    pub classifier: Option<String>,
+    /// Threads inside one model run.
+    #[serde(default = "default_intra_threads")]
+    pub intra_threads: usize,
+    /// Tried in order; CPU is always the last resort unless `require_gpu`.
+    #[serde(default = "default_providers")]
+    pub execution_providers: Vec<String>,
+    #[serde(default)]
+    pub require_gpu: bool,
+}
+
+pub const KNOWN_PROVIDERS: [&str; 3] = ["tensorrt", "cuda", "cpu"];
+pub const ORT_LIB_FILE: &str = "onnxruntime/libonnxruntime.so.1.32.0";
+
+impl Default for InferConfig {
+    fn default() -> Self {
+        toml::from_str("").expect("defaults deserialize")
+    }
+}
+
+fn default_cache_dir() -> PathBuf {
+    std::env::var_os("VIGIL_CACHE_DIR").map(PathBuf::from).unwrap_or_else(|| PathBuf::from(".cache/vigil"))
+}
+fn default_models_dir() -> PathBuf {
+    PathBuf::from("models")
+}
+fn default_detector() -> String {
+    "nudenet-320n".into()
+}
+fn default_age() -> Option<String> {
+    Some("age-v1".into())
+}
+fn default_classifier() -> Option<String> {
+    Some("open-nsfw".into())
+}
+fn default_intra_threads() -> usize {
+    1
+}
+fn default_providers() -> Vec<String> {
+    vec!["cpu".into()]
+}
+
+impl InferConfig {
+    pub fn onnxruntime_lib(&self) -> PathBuf {
+        self.onnxruntime_lib
+            .clone()
+            .or_else(|| std::env::var_os("ORT_DYLIB_PATH").map(PathBuf::from))
+            .unwrap_or_else(|| self.cache_dir.join(ORT_LIB_FILE))
+    }
+
+    pub fn model_file(&self, file: &str) -> PathBuf {
+        self.cache_dir.join("models").join(file)
+    }
+
+    pub fn validate(&self, prefix: &str) -> Vec<String> {
+        let mut e = Vec::new();
+        if self.detector.trim().is_empty() {
+            e.push(format!("{prefix}.detector: must name a model manifest"));
+        }
+        if !(1..=64).contains(&self.intra_threads) {
+            e.push(format!("{prefix}.intra_threads: {} is outside 1..=64", self.intra_threads));
+        }
+        if self.execution_providers.is_empty() {
+            e.push(format!("{prefix}.execution_providers: must list at least one of {KNOWN_PROVIDERS:?}"));
+        }
+        for (i, p) in self.execution_providers.iter().enumerate() {
+            if !KNOWN_PROVIDERS.contains(&p.as_str()) {
+                e.push(format!("{prefix}.execution_providers[{i}]: unknown provider \"{p}\" (known: {KNOWN_PROVIDERS:?})"));
+            }
+        }
+        if self.require_gpu && self.execution_providers.iter().all(|p| p == "cpu") {
+            e.push(format!("{prefix}.require_gpu: set, but execution_providers lists no GPU provider"));
+        }
+        e
+    }
+}

@@ -1,0 +1,261 @@
+//! Files and pulled URLs: `uridecodebin` → sampling chain → `appsink`.
+//!
+//! Frames are pulled from the appsink by the consumer's thread, never by a callback on
+//! a streaming thread, so analysis can take as long as it needs without stalling
+//! GStreamer. For files the appsink's bounded queue gives backpressure (nothing is
+//! dropped); live sources will use the drop-oldest mode.
+
+use crate::{MediaError, SampleConfig, metrics::METRICS};
+use gstreamer as gst;
+use gstreamer::prelude::*;
+use gstreamer_app as gst_app;
+use gstreamer_video as gst_video;
+use gstreamer_video::prelude::*;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use vigil_core::{Frame, StreamId};
+
+const SAMPLE_CHAIN: &str = include_str!("../../../pipelines/sample-fixed-rate.gst");
+const POLL: Duration = Duration::from_millis(100);
+
+/// A running decode of one source, yielding sampled frames in order.
+pub struct FrameSource {
+    input: String,
+    stream: StreamId,
+    pipeline: gst::Pipeline,
+    sink: gst_app::AppSink,
+    stall_timeout: Duration,
+    /// Set from the pad-added callback when the source's video is refused.
+    refusal: Arc<Mutex<Option<String>>>,
+    /// Duration of the source when it is known (files), for progress reporting.
+    duration_ms: Option<u64>,
+    frames: u64,
+    done: bool,
+}
+
+/// Starts decoding `uri` (see [`crate::to_uri`]) and returns the frame source.
+pub fn open_uri(uri: &str, stream: StreamId, cfg: &SampleConfig) -> Result<FrameSource, MediaError> {
+    gst::init().map_err(|e| MediaError::Init(e.to_string()))?;
+    let pipeline = gst::Pipeline::new();
+    let src = gst::ElementFactory::make("uridecodebin")
+        .property("uri", uri)
+        .build()
+        .map_err(|e| MediaError::Pipeline(format!("uridecodebin: {e}")))?;
+    let chain_desc = SAMPLE_CHAIN
+        .trim()
+        .replace("{fps}", &cfg.fps_fraction())
+        .replace("{queue_frames}", &cfg.queue_frames.to_string())
+        .replace("{drop}", "false");
+    let chain = gst::parse::bin_from_description(&chain_desc, true)
+        .map_err(|e| MediaError::Pipeline(format!("sampling chain: {e}")))?;
+    pipeline
+        .add_many([&src, chain.upcast_ref()])
+        .map_err(|e| MediaError::Pipeline(e.to_string()))?;
+    let sink = chain
+        .by_name("frames")
+        .and_then(|e| e.downcast::<gst_app::AppSink>().ok())
+        .ok_or_else(|| MediaError::Pipeline("sampling chain has no appsink named frames".into()))?;
+    let size_caps = chain
+        .by_name("size_caps")
+        .ok_or_else(|| MediaError::Pipeline("sampling chain has no capsfilter named size_caps".into()))?;
+
+    let refusal = Arc::new(Mutex::new(None));
+    let chain_sink = chain.static_pad("sink").ok_or_else(|| MediaError::Pipeline("chain has no sink pad".into()))?;
+    let cfg2 = cfg.clone();
+    let refusal2 = refusal.clone();
+    src.connect_pad_added(move |element, pad| {
+        link_video_pad(element, pad, &chain_sink, &size_caps, &cfg2, &refusal2);
+    });
+
+    pipeline
+        .set_state(gst::State::Playing)
+        .map_err(|_| MediaError::Decode { input: uri.to_string(), reason: first_bus_error(&pipeline) })?;
+    Ok(FrameSource {
+        input: uri.to_string(),
+        stream,
+        pipeline,
+        sink,
+        stall_timeout: Duration::from_secs(cfg.stall_timeout_secs),
+        refusal,
+        duration_ms: None,
+        frames: 0,
+        done: false,
+    })
+}
+
+/// Links the first video pad of the decoder to the sampling chain, after checking the
+/// decoded size against the limits. Other pads (audio, subtitles) stay unlinked.
+fn link_video_pad(
+    element: &gst::Element,
+    pad: &gst::Pad,
+    chain_sink: &gst::Pad,
+    size_caps: &gst::Element,
+    cfg: &SampleConfig,
+    refusal: &Mutex<Option<String>>,
+) {
+    let Some(caps) = pad.current_caps().or_else(|| Some(pad.query_caps(None))) else { return };
+    let Some(s) = caps.structure(0) else { return };
+    if !s.name().starts_with("video/") || chain_sink.is_linked() {
+        return;
+    }
+    let (w, h) = (s.get::<i32>("width").unwrap_or(0), s.get::<i32>("height").unwrap_or(0));
+    if w <= 0 || h <= 0 || w as u32 > cfg.max_input_px || h as u32 > cfg.max_input_px {
+        let reason = format!("video is {w}x{h}, the limit is {0}x{0}", cfg.max_input_px);
+        *refusal.lock().unwrap_or_else(|p| p.into_inner()) = Some(reason.clone());
+        gst::element_error!(element, gst::StreamError::Format, ["{}", reason]);
+        return;
+    }
+    let (aw, ah) = cfg.analysis_size(w as u32, h as u32);
+    let caps = gst::Caps::builder("video/x-raw")
+        .field("format", "RGB")
+        .field("width", aw as i32)
+        .field("height", ah as i32)
+        .field("pixel-aspect-ratio", gst::Fraction::new(1, 1))
+        .build();
+    size_caps.set_property("caps", &caps);
+    if let Err(e) = pad.link(chain_sink) {
+        gst::element_error!(element, gst::CoreError::Negotiation, ["cannot link video pad: {:?}", e]);
+    }
+}
+
+fn first_bus_error(pipeline: &gst::Pipeline) -> String {
+    let bus = pipeline.bus().expect("a pipeline has a bus");
+    while let Some(msg) = bus.timed_pop_filtered(Duration::from_millis(500).try_into().ok(), &[gst::MessageType::Error]) {
+        if let gst::MessageView::Error(err) = msg.view() {
+            return describe(err);
+        }
+    }
+    "the pipeline refused to start".into()
+}
+
+fn describe(err: &gst::message::Error) -> String {
+    let mut s = err.error().to_string();
+    if let Some(d) = err.debug() {
+        // The first line of the debug string names the element and the cause.
+        if let Some(line) = d.lines().next() {
+            let short: String = line.chars().take(200).collect();
+            s = format!("{s} ({short})");
+        }
+    }
+    s
+}
+
+impl FrameSource {
+    pub fn stream(&self) -> &StreamId {
+        &self.stream
+    }
+
+    /// Duration of the source in milliseconds, when the container says.
+    pub fn duration_ms(&mut self) -> Option<u64> {
+        if self.duration_ms.is_none() {
+            self.duration_ms = self.pipeline.query_duration::<gst::ClockTime>().map(|d| d.mseconds());
+        }
+        self.duration_ms
+    }
+
+    pub fn frames_so_far(&self) -> u64 {
+        self.frames
+    }
+
+    fn fail(&mut self, kind: &str, err: MediaError) -> Option<Result<Frame, MediaError>> {
+        self.done = true;
+        METRICS.errors.with_label_values(&[kind]).inc();
+        let _ = self.pipeline.set_state(gst::State::Null);
+        Some(Err(err))
+    }
+
+    fn check_bus(&mut self) -> Option<Result<Frame, MediaError>> {
+        let bus = self.pipeline.bus()?;
+        while let Some(msg) = bus.pop_filtered(&[gst::MessageType::Error, gst::MessageType::Eos]) {
+            match msg.view() {
+                gst::MessageView::Error(err) => {
+                    let refused = self.refusal.lock().unwrap_or_else(|p| p.into_inner()).take();
+                    let input = self.input.clone();
+                    return match refused {
+                        Some(reason) => self.fail("refused", MediaError::Refused { input, reason }),
+                        None => self.fail("decode", MediaError::Decode { input, reason: describe(err) }),
+                    };
+                }
+                gst::MessageView::Eos(_) if !self.sink.is_eos() => {
+                    // The source ended without any video reaching the sampling chain.
+                    if self.frames == 0 {
+                        let input = self.input.clone();
+                        return self.fail("no_video", MediaError::Decode { input, reason: "no video stream found".into() });
+                    }
+                }
+                _ => {}
+            }
+        }
+        None
+    }
+
+    fn frame_from_sample(&self, sample: &gst::Sample) -> Result<Frame, MediaError> {
+        let bad = |reason: &str| MediaError::Decode { input: self.input.clone(), reason: reason.to_string() };
+        let caps = sample.caps().ok_or_else(|| bad("sample without caps"))?;
+        let info = gst_video::VideoInfo::from_caps(caps).map_err(|_| bad("sample caps are not raw video"))?;
+        let buffer = sample.buffer().ok_or_else(|| bad("sample without buffer"))?;
+        let vframe = gst_video::VideoFrameRef::from_buffer_ref_readable(buffer, &info)
+            .map_err(|_| bad("cannot map frame"))?;
+        let (w, h) = (info.width() as usize, info.height() as usize);
+        let stride = vframe.plane_stride()[0] as usize;
+        let data = vframe.plane_data(0).map_err(|_| bad("cannot read frame plane"))?;
+        let mut rgb = Vec::with_capacity(w * h * 3);
+        for row in 0..h {
+            rgb.extend_from_slice(&data[row * stride..row * stride + w * 3]);
+        }
+        Ok(Frame {
+            stream: self.stream.clone(),
+            pts_ms: buffer.pts().map(|t| t.mseconds()).unwrap_or(0),
+            keyframe: !buffer.flags().contains(gst::BufferFlags::DELTA_UNIT),
+            width: w as u32,
+            height: h as u32,
+            rgb,
+        })
+    }
+}
+
+impl Iterator for FrameSource {
+    type Item = Result<Frame, MediaError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.done {
+            return None;
+        }
+        let started = Instant::now();
+        loop {
+            if let Some(sample) = self.sink.try_pull_sample(gst::ClockTime::from_mseconds(POLL.as_millis() as u64)) {
+                return match self.frame_from_sample(&sample) {
+                    Ok(frame) => {
+                        self.frames += 1;
+                        METRICS.frames_sampled.inc();
+                        Some(Ok(frame))
+                    }
+                    Err(e) => self.fail("frame", e),
+                };
+            }
+            if let Some(err) = self.check_bus() {
+                return Some(err);
+            }
+            if self.sink.is_eos() {
+                self.done = true;
+                let _ = self.pipeline.set_state(gst::State::Null);
+                if self.frames == 0 {
+                    let input = self.input.clone();
+                    self.done = false;
+                    return self.fail("no_video", MediaError::Decode { input, reason: "no frames could be decoded".into() });
+                }
+                return None;
+            }
+            if started.elapsed() > self.stall_timeout {
+                let (input, secs) = (self.input.clone(), self.stall_timeout.as_secs());
+                return self.fail("stalled", MediaError::Stalled { input, secs });
+            }
+        }
+    }
+}
+
+impl Drop for FrameSource {
+    fn drop(&mut self) {
+        let _ = self.pipeline.set_state(gst::State::Null);
+    }
+}
