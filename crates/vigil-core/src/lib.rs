@@ -8,6 +8,4 @@ mod frame;
 mod signals;
 
 pub use frame::{Frame, StreamId};
-pub use signals::{
-    AgeEstimate, BankMatch, Detection, FaceSignal, FrameSignals, PdqSignal, Unscanned, Verdict,
-};
+pub use signals::{AgeEstimate, BankMatch, Detection, FaceSignal, FrameSignals, PdqSignal, Unscanned, Verdict};

@@ -6,8 +6,8 @@
 //!
 //! A malformed line is reported with file and line number and the rest still loads.
 
-use crate::config::{BankAction, BankConfig};
 use crate::Hash256;
+use crate::config::{BankAction, BankConfig};
 use std::path::{Path, PathBuf};
 use vigil_core::BankMatch;
 
@@ -106,7 +106,11 @@ fn parse(text: &str, path: &Path) -> (Vec<String>, Vec<Hash256>, Vec<BadLine>) {
             }
             // A CSV header is a first row whose hash column is not a hash.
             Err(_) if !seen_data && line.contains(',') && bad.is_empty() && !is_hexish(hex) => {}
-            Err(e) => bad.push(BadLine { path: path.to_path_buf(), line: line_no, reason: format!("\"{}\": {e}", truncate(hex)) }),
+            Err(e) => bad.push(BadLine {
+                path: path.to_path_buf(),
+                line: line_no,
+                reason: format!("\"{}\": {e}", truncate(hex)),
+            }),
         }
     }
     (ids, hashes, bad)

@@ -65,7 +65,8 @@ impl HashConfig {
     pub fn validate(&self, prefix: &str) -> Vec<String> {
         let mut errors = Vec::new();
         if self.quality_floor > 100 {
-            errors.push(format!("{prefix}.quality_floor: {} is above 100, the highest PDQ quality", self.quality_floor));
+            errors
+                .push(format!("{prefix}.quality_floor: {} is above 100, the highest PDQ quality", self.quality_floor));
         }
         let mut names = std::collections::HashSet::new();
         for (i, bank) in self.banks.iter().enumerate() {

@@ -18,11 +18,7 @@ impl Hash256 {
 
     /// Number of differing bits.
     pub fn distance(&self, other: &Hash256) -> u32 {
-        self.words()
-            .iter()
-            .zip(other.words().iter())
-            .map(|(a, b)| (a ^ b).count_ones())
-            .sum()
+        self.words().iter().zip(other.words().iter()).map(|(a, b)| (a ^ b).count_ones()).sum()
     }
 
     fn words(&self) -> [u64; 4] {

@@ -3,6 +3,9 @@
 //! RGB → luma → two passes of a Jarosz box filter → 64×64 decimation → quality →
 //! 16×16 of a 64-point DCT (DC dropped) → threshold at the median.
 
+// Index loops mirror the reference so the order of float operations is visibly the same.
+#![allow(clippy::needless_range_loop)]
+
 use crate::Hash256;
 
 /// PDQ hashes images smaller than this in either dimension as all zeroes, quality 0.
@@ -39,9 +42,8 @@ impl PdqHasher {
         let scale = (2.0f64 / 64.0).sqrt();
         for (i, row) in dct.iter_mut().enumerate() {
             for (j, v) in row.iter_mut().enumerate() {
-                *v = (scale
-                    * ((std::f64::consts::PI / 2.0 / 64.0) * (i as f64 + 1.0) * (2.0 * j as f64 + 1.0))
-                        .cos()) as f32;
+                *v = (scale * ((std::f64::consts::PI / 2.0 / 64.0) * (i as f64 + 1.0) * (2.0 * j as f64 + 1.0)).cos())
+                    as f32;
             }
         }
         Self {
@@ -136,7 +138,7 @@ impl PdqHasher {
 }
 
 fn jarosz_window(old_dim: usize, new_dim: usize) -> usize {
-    (old_dim + 2 * new_dim - 1) / (2 * new_dim)
+    old_dim.div_ceil(2 * new_dim)
 }
 
 /// The reference's running-sum box filter: windows are clipped at both ends and the

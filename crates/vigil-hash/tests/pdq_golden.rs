@@ -65,7 +65,12 @@ fn jpegs_match_reference_within_decoder_tolerance() {
         worst = worst.max(d);
         exact += usize::from(d == 0);
         assert!(d <= JPEG_MAX_BITS, "{}: {d} bits from the reference", r.file);
-        assert!((quality - r.quality).abs() <= JPEG_MAX_QUALITY_DELTA, "{}: quality {quality} vs {}", r.file, r.quality);
+        assert!(
+            (quality - r.quality).abs() <= JPEG_MAX_QUALITY_DELTA,
+            "{}: quality {quality} vs {}",
+            r.file,
+            r.quality
+        );
     }
     eprintln!("{} JPEGs: {exact} bit-exact, worst distance {worst}", jpegs.len());
 }

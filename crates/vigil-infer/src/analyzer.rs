@@ -111,7 +111,8 @@ impl Model {
 }
 
 fn verify_checksum(m: &ModelManifest, path: &Path) -> Result<(), InferError> {
-    let data = std::fs::read(path).map_err(|_| InferError::ModelMissing { name: m.name.clone(), path: path.to_path_buf() })?;
+    let data =
+        std::fs::read(path).map_err(|_| InferError::ModelMissing { name: m.name.clone(), path: path.to_path_buf() })?;
     let actual = hex::encode(Sha256::digest(&data));
     if !actual.eq_ignore_ascii_case(&m.sha256) {
         return Err(InferError::Checksum {
@@ -141,6 +142,8 @@ impl Analyzer {
                 tracing::warn!(provider = %p, "this build runs on the CPU provider only; falling back to CPU");
             }
         }
+        // The runtime first: without it no model can load, and that is the fix to name.
+        crate::environment(cfg)?;
         let detector = Model::load(cfg, &cfg.detector, ModelKind::Detector)?;
         let age = cfg.age.as_deref().map(|n| Model::load(cfg, n, ModelKind::Age)).transpose()?;
         let classifier = cfg.classifier.as_deref().map(|n| Model::load(cfg, n, ModelKind::Classifier)).transpose()?;
@@ -219,7 +222,8 @@ fn estimate_ages(m: &mut Model, frame: &Frame, faces: &[FaceSignal]) -> Result<V
     Ok(raw
         .chunks_exact(bins.len())
         .map(|p| {
-            decode::age_bins(p, bins, minor_below).map(|(expected_years, p_minor)| AgeEstimate { expected_years, p_minor })
+            decode::age_bins(p, bins, minor_below)
+                .map(|(expected_years, p_minor)| AgeEstimate { expected_years, p_minor })
         })
         .collect())
 }

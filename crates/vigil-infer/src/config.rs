@@ -88,7 +88,9 @@ impl InferConfig {
         }
         for (i, p) in self.execution_providers.iter().enumerate() {
             if !KNOWN_PROVIDERS.contains(&p.as_str()) {
-                e.push(format!("{prefix}.execution_providers[{i}]: unknown provider \"{p}\" (known: {KNOWN_PROVIDERS:?})"));
+                e.push(format!(
+                    "{prefix}.execution_providers[{i}]: unknown provider \"{p}\" (known: {KNOWN_PROVIDERS:?})"
+                ));
             }
         }
         if self.require_gpu && self.execution_providers.iter().all(|p| p == "cpu") {

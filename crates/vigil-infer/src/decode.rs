@@ -22,7 +22,7 @@ pub fn yolov8(
     iou_threshold: f32,
 ) -> Vec<RawDetection> {
     let rows = 4 + classes;
-    if classes == 0 || out.len() % rows != 0 {
+    if classes == 0 || !out.len().is_multiple_of(rows) {
         return Vec::new();
     }
     let anchors = out.len() / rows;
@@ -38,7 +38,7 @@ pub fn yolov8(
                 class = c;
             }
         }
-        if !(best >= score_threshold) {
+        if best.is_nan() || best < score_threshold {
             continue;
         }
         let (cx, cy, w, h) = (at(0, a), at(1, a), at(2, a), at(3, a));

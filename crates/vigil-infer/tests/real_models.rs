@@ -11,7 +11,8 @@ fn root() -> PathBuf {
 
 fn config() -> InferConfig {
     let mut cfg = InferConfig::default();
-    cfg.cache_dir = std::env::var_os("VIGIL_CACHE_DIR").map(PathBuf::from).unwrap_or_else(|| root().join(".cache/vigil"));
+    cfg.cache_dir =
+        std::env::var_os("VIGIL_CACHE_DIR").map(PathBuf::from).unwrap_or_else(|| root().join(".cache/vigil"));
     cfg.models_dir = root().join("models");
     cfg
 }

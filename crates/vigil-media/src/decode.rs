@@ -48,9 +48,7 @@ pub fn open_uri(uri: &str, stream: StreamId, cfg: &SampleConfig) -> Result<Frame
         .replace("{drop}", "false");
     let chain = gst::parse::bin_from_description(&chain_desc, true)
         .map_err(|e| MediaError::Pipeline(format!("sampling chain: {e}")))?;
-    pipeline
-        .add_many([&src, chain.upcast_ref()])
-        .map_err(|e| MediaError::Pipeline(e.to_string()))?;
+    pipeline.add_many([&src, chain.upcast_ref()]).map_err(|e| MediaError::Pipeline(e.to_string()))?;
     let sink = chain
         .by_name("frames")
         .and_then(|e| e.downcast::<gst_app::AppSink>().ok())
@@ -93,7 +91,9 @@ fn link_video_pad(
     cfg: &SampleConfig,
     refusal: &Mutex<Option<String>>,
 ) {
-    let Some(caps) = pad.current_caps().or_else(|| Some(pad.query_caps(None))) else { return };
+    let Some(caps) = pad.current_caps().or_else(|| Some(pad.query_caps(None))) else {
+        return;
+    };
     let Some(s) = caps.structure(0) else { return };
     if !s.name().starts_with("video/") || chain_sink.is_linked() {
         return;
@@ -120,7 +120,8 @@ fn link_video_pad(
 
 fn first_bus_error(pipeline: &gst::Pipeline) -> String {
     let bus = pipeline.bus().expect("a pipeline has a bus");
-    while let Some(msg) = bus.timed_pop_filtered(Duration::from_millis(500).try_into().ok(), &[gst::MessageType::Error]) {
+    while let Some(msg) = bus.timed_pop_filtered(Duration::from_millis(500).try_into().ok(), &[gst::MessageType::Error])
+    {
         if let gst::MessageView::Error(err) = msg.view() {
             return describe(err);
         }
@@ -176,12 +177,11 @@ impl FrameSource {
                         None => self.fail("decode", MediaError::Decode { input, reason: describe(err) }),
                     };
                 }
-                gst::MessageView::Eos(_) if !self.sink.is_eos() => {
-                    // The source ended without any video reaching the sampling chain.
-                    if self.frames == 0 {
-                        let input = self.input.clone();
-                        return self.fail("no_video", MediaError::Decode { input, reason: "no video stream found".into() });
-                    }
+                // The source ended without any video reaching the sampling chain.
+                gst::MessageView::Eos(_) if !self.sink.is_eos() && self.frames == 0 => {
+                    let input = self.input.clone();
+                    let reason = "no video stream found".into();
+                    return self.fail("no_video", MediaError::Decode { input, reason });
                 }
                 _ => {}
             }
@@ -194,8 +194,8 @@ impl FrameSource {
         let caps = sample.caps().ok_or_else(|| bad("sample without caps"))?;
         let info = gst_video::VideoInfo::from_caps(caps).map_err(|_| bad("sample caps are not raw video"))?;
         let buffer = sample.buffer().ok_or_else(|| bad("sample without buffer"))?;
-        let vframe = gst_video::VideoFrameRef::from_buffer_ref_readable(buffer, &info)
-            .map_err(|_| bad("cannot map frame"))?;
+        let vframe =
+            gst_video::VideoFrameRef::from_buffer_ref_readable(buffer, &info).map_err(|_| bad("cannot map frame"))?;
         let (w, h) = (info.width() as usize, info.height() as usize);
         let stride = vframe.plane_stride()[0] as usize;
         let data = vframe.plane_data(0).map_err(|_| bad("cannot read frame plane"))?;
@@ -242,7 +242,8 @@ impl Iterator for FrameSource {
                 if self.frames == 0 {
                     let input = self.input.clone();
                     self.done = false;
-                    return self.fail("no_video", MediaError::Decode { input, reason: "no frames could be decoded".into() });
+                    return self
+                        .fail("no_video", MediaError::Decode { input, reason: "no frames could be decoded".into() });
                 }
                 return None;
             }

@@ -11,11 +11,8 @@ pub struct MediaMetrics {
 pub static METRICS: LazyLock<MediaMetrics> = LazyLock::new(|| MediaMetrics {
     frames_sampled: IntCounter::new("vigil_media_frames_sampled_total", "Frames handed to analysis")
         .expect("valid metric"),
-    errors: IntCounterVec::new(
-        Opts::new("vigil_media_errors_total", "Sources that failed, by kind"),
-        &["kind"],
-    )
-    .expect("valid metric"),
+    errors: IntCounterVec::new(Opts::new("vigil_media_errors_total", "Sources that failed, by kind"), &["kind"])
+        .expect("valid metric"),
 });
 
 /// Adds this stage's metrics to a registry (the worker's `/metrics`).

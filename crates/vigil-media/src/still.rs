@@ -16,9 +16,8 @@ pub fn load(path: &Path, stream: StreamId, cfg: &SampleConfig) -> Result<Frame, 
         .map_err(|e| MediaError::Open { input: input.clone(), reason: e.to_string() })?
         .with_guessed_format()
         .map_err(|e| MediaError::Open { input: input.clone(), reason: e.to_string() })?;
-    let (w, h) = reader
-        .into_dimensions()
-        .map_err(|e| MediaError::Decode { input: input.clone(), reason: e.to_string() })?;
+    let (w, h) =
+        reader.into_dimensions().map_err(|e| MediaError::Decode { input: input.clone(), reason: e.to_string() })?;
     if w > cfg.max_input_px || h > cfg.max_input_px {
         return Err(MediaError::Refused {
             input,

@@ -1,1 +1,56 @@
+//! Where results go. The embedded default writes newline-delimited JSON: one record per
+//! line, flushed per record so a reader (or a crash) never sees half a line.
 #![forbid(unsafe_code)]
+
+use serde::Serialize;
+use std::io::Write;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SinkError {
+    #[error("cannot serialise record: {0}")]
+    Serialise(#[from] serde_json::Error),
+    #[error("cannot write record: {0}")]
+    Write(#[from] std::io::Error),
+}
+
+pub struct JsonlSink<W: Write> {
+    out: W,
+    written: u64,
+}
+
+impl<W: Write> JsonlSink<W> {
+    pub fn new(out: W) -> Self {
+        Self { out, written: 0 }
+    }
+
+    pub fn write<T: Serialize>(&mut self, record: &T) -> Result<(), SinkError> {
+        let mut line = serde_json::to_vec(record)?;
+        line.push(b'\n');
+        self.out.write_all(&line)?;
+        self.out.flush()?;
+        self.written += 1;
+        Ok(())
+    }
+
+    pub fn written(&self) -> u64 {
+        self.written
+    }
+
+    pub fn into_inner(self) -> W {
+        self.out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_line_per_record() {
+        let mut s = JsonlSink::new(Vec::new());
+        s.write(&serde_json::json!({"a": 1})).unwrap();
+        s.write(&serde_json::json!({"b": "x\ny"})).unwrap();
+        let out = String::from_utf8(s.into_inner()).unwrap();
+        assert_eq!(out, "{\"a\":1}\n{\"b\":\"x\\ny\"}\n");
+    }
+}

@@ -1,1 +1,75 @@
-fn main() {}
+//! `vigil`: the command-line tool and (later) the worker. Each subcommand lives in its
+//! own module; this file only parses arguments, sets up logging and maps outcomes to
+//! exit codes: 0 clean, 1 at least one alert, 2 error.
+
+mod config;
+mod hash_cmd;
+mod scan;
+mod source;
+
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(name = "vigil", version, about = "Live-stream abuse detection: decode, hash, infer, fuse, alert")]
+struct Cli {
+    /// Configuration file (default: the embedded config/vigil.toml).
+    #[arg(long, global = true, env = "VIGIL_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Scan a video file, URL or image: one JSON line per sampled frame, then a summary.
+    Scan(scan::ScanArgs),
+    /// Print the PDQ hash and quality of an image, or of each sampled frame of a video.
+    Hash(hash_cmd::HashArgs),
+    /// Check configuration files; lists every mistake.
+    Validate {
+        /// Files to check (none: the embedded default).
+        files: Vec<PathBuf>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("VIGIL_LOG").unwrap_or_else(|_| "warn".into()))
+        .init();
+    let result = match cli.command {
+        Command::Scan(args) => scan::run(cli.config.as_deref(), args),
+        Command::Hash(args) => hash_cmd::run(cli.config.as_deref(), args),
+        Command::Validate { files } => validate(files),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            // One line: what failed and why, for the operator's terminal or a log.
+            let msg = format!("{e:#}").replace('\n', "; ");
+            eprintln!("vigil: error: {msg}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn validate(files: Vec<PathBuf>) -> anyhow::Result<ExitCode> {
+    let targets: Vec<Option<PathBuf>> =
+        if files.is_empty() { vec![None] } else { files.into_iter().map(Some).collect() };
+    let mut failed = false;
+    for f in targets {
+        match config::VigilConfig::load(f.as_deref()) {
+            Ok(_) => {
+                println!("{}: ok", f.as_ref().map_or("embedded default config".into(), |p| p.display().to_string()))
+            }
+            Err(e) => {
+                failed = true;
+                eprintln!("{e}");
+            }
+        }
+    }
+    Ok(if failed { ExitCode::from(2) } else { ExitCode::SUCCESS })
+}

@@ -1,0 +1,168 @@
+//! `vigil scan`: every stage on one file or URL, in order, on this thread.
+//! Decode + sample (GStreamer threads) → PDQ + bank match → models → frame rule →
+//! JSON lines on stdout, a progress bar on stderr when it is a terminal.
+
+use crate::config::VigilConfig;
+use crate::source::Input;
+use anyhow::Context;
+use indicatif::{ProgressBar, ProgressStyle};
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Instant;
+use vigil_core::{FrameSignals, PdqSignal, Verdict};
+use vigil_fusion::{FrameVerdict, judge_frame};
+use vigil_hash::{BankAction, BankConfig, BankSet, PdqHasher};
+use vigil_infer::Analyzer;
+
+#[derive(clap::Args)]
+pub struct ScanArgs {
+    /// Video file, image, or URL (file://, rtmp://, rtsp://, http(s)://).
+    input: String,
+    /// Sampled frames per second (default from config: 1).
+    #[arg(long)]
+    fps: Option<f64>,
+    /// Hash bank to match against (hex per line or id,hash CSV); repeatable.
+    #[arg(long)]
+    bank: Vec<PathBuf>,
+    /// Action of the --bank banks.
+    #[arg(long, default_value = "interrupt", value_parser = ["interrupt", "review", "allow"])]
+    bank_action: String,
+}
+
+#[derive(Serialize)]
+struct FrameRecord<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    stream: &'a str,
+    #[serde(flatten)]
+    signals: &'a FrameSignals,
+    #[serde(flatten)]
+    verdict: &'a FrameVerdict,
+}
+
+#[derive(Serialize, Default)]
+struct Summary {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    input: String,
+    frames: u64,
+    alerts: u64,
+    verdicts: BTreeMap<String, u64>,
+    bank_matches: u64,
+    below_quality_floor: u64,
+    faces: u64,
+    elapsed_ms: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
+}
+
+pub fn run(config: Option<&Path>, args: ScanArgs) -> anyhow::Result<ExitCode> {
+    let mut cfg = VigilConfig::load(config)?;
+    if let Some(fps) = args.fps {
+        cfg.media.sample_fps = fps;
+    }
+    let action = match args.bank_action.as_str() {
+        "review" => BankAction::Review,
+        "allow" => BankAction::Allow,
+        _ => BankAction::Interrupt,
+    };
+    for (i, path) in args.bank.iter().enumerate() {
+        cfg.hash.banks.push(BankConfig { name: format!("cli-{i}"), path: path.clone(), action, max_distance: 31 });
+    }
+    let errors = cfg.validate();
+    anyhow::ensure!(errors.is_empty(), "invalid settings: {}", errors.join("; "));
+
+    let (banks, bad_lines) = BankSet::load(&cfg.hash.banks)?;
+    for bad in &bad_lines {
+        tracing::warn!("bank line skipped: {bad}");
+    }
+    let mut analyzer = Analyzer::load(&cfg.infer).context("loading models")?;
+    let mut input = Input::open(&args.input, &cfg.media)?;
+
+    let progress = progress_bar(input.duration_ms());
+    let mut sink = vigil_sink::JsonlSink::new(std::io::stdout().lock());
+    let mut hasher = PdqHasher::new();
+    let mut summary = Summary { kind: "summary", input: args.input.clone(), ..Default::default() };
+    let started = Instant::now();
+    let mut scan_error = None;
+
+    for frame in input.by_ref() {
+        let frame = match frame {
+            Ok(f) => f,
+            Err(e) => {
+                scan_error = Some(e.to_string());
+                break;
+            }
+        };
+        let pdq = hasher.hash_rgb(&frame.rgb, frame.width as usize, frame.height as usize);
+        let mut signals = FrameSignals {
+            pts_ms: frame.pts_ms,
+            pdq: Some(PdqSignal { hash: pdq.hash.to_hex(), quality: pdq.quality }),
+            ..Default::default()
+        };
+        if pdq.quality >= cfg.hash.quality_floor {
+            signals.bank_matches = banks.lookup(&pdq.hash);
+        } else {
+            summary.below_quality_floor += 1;
+        }
+        let analysis = analyzer.analyze(&frame);
+        signals.detections = analysis.detections;
+        signals.faces = analysis.faces;
+        signals.nsfw_score = analysis.nsfw_score;
+        signals.unscanned = analysis.unscanned;
+        let verdict = judge_frame(&cfg.fusion, &signals);
+
+        summary.frames += 1;
+        summary.alerts += u64::from(verdict.verdict.is_alert());
+        summary.bank_matches += u64::from(!signals.bank_matches.is_empty());
+        summary.faces += signals.faces.len() as u64;
+        *summary.verdicts.entry(verdict_name(verdict.verdict)).or_default() += 1;
+        sink.write(&FrameRecord { kind: "frame", stream: &args.input, signals: &signals, verdict: &verdict })
+            .context("writing output")?;
+        progress.set_position(frame.pts_ms);
+        progress.set_message(format!("{} frames, {} alerts", summary.frames, summary.alerts));
+    }
+    progress.finish_and_clear();
+    summary.elapsed_ms = started.elapsed().as_millis() as u64;
+    summary.error = scan_error.clone();
+    sink.write(&summary).context("writing output")?;
+
+    let unscanned = summary.verdicts.get("unscanned").copied().unwrap_or(0);
+    Ok(if summary.alerts > 0 {
+        // An alert outranks an error: what was found must not be hidden by what failed.
+        if let Some(e) = scan_error {
+            eprintln!("vigil: error after {} frames: {e}", summary.frames);
+        }
+        ExitCode::from(1)
+    } else if let Some(e) = scan_error {
+        eprintln!("vigil: error: {e}");
+        ExitCode::from(2)
+    } else if unscanned > 0 {
+        eprintln!("vigil: error: {unscanned} frame(s) could not be fully scanned");
+        ExitCode::from(2)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+fn verdict_name(v: Verdict) -> String {
+    serde_json::to_value(v).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default()
+}
+
+/// A bar over the media timeline when its length is known, a spinner otherwise; hidden
+/// when stderr is not a terminal.
+fn progress_bar(duration_ms: Option<u64>) -> ProgressBar {
+    match duration_ms {
+        Some(ms) if ms > 0 => {
+            let bar = ProgressBar::new(ms);
+            bar.set_style(
+                ProgressStyle::with_template("{spinner} [{elapsed_precise}] {wide_bar} {percent}% {msg}")
+                    .expect("valid template"),
+            );
+            bar
+        }
+        _ => ProgressBar::new_spinner(),
+    }
+}

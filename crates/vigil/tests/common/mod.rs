@@ -1,0 +1,85 @@
+//! Test harness: runs the real `vigil` binary against fixtures that the tests generate
+//! with GStreamer (`gst-launch-1.0`, installed by `make setup`).
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().unwrap()
+}
+
+pub fn cache_dir() -> PathBuf {
+    std::env::var_os("VIGIL_CACHE_DIR").map(PathBuf::from).unwrap_or_else(|| root().join(".cache/vigil"))
+}
+
+pub fn astronaut() -> PathBuf {
+    let p = cache_dir().join("testdata/astronaut.png");
+    assert!(p.exists(), "{} is missing: run make setup", p.display());
+    p
+}
+
+/// `vigil ARGS` with the repository's models and the setup cache.
+pub fn vigil(args: &[&str]) -> Output {
+    vigil_env(args, &[])
+}
+
+pub fn vigil_env(args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_vigil"));
+    cmd.args(args)
+        .env("VIGIL_CACHE_DIR", cache_dir())
+        .env("VIGIL__INFER__MODELS_DIR", root().join("models"))
+        .env_remove("VIGIL_CONFIG");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().expect("vigil runs")
+}
+
+pub fn stdout_json(out: &Output) -> Vec<serde_json::Value> {
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect()
+}
+
+pub fn frames(records: &[serde_json::Value]) -> Vec<&serde_json::Value> {
+    records.iter().filter(|r| r["type"] == "frame").collect()
+}
+
+pub fn summary(records: &[serde_json::Value]) -> &serde_json::Value {
+    records.iter().find(|r| r["type"] == "summary").expect("a summary line")
+}
+
+/// Runs a gst-launch-1.0 pipeline description, failing the test with its output.
+pub fn gst_launch(pipeline: &str) {
+    let args: Vec<&str> = pipeline.split_whitespace().collect();
+    let out = Command::new("gst-launch-1.0").arg("-q").args(&args).output().expect("gst-launch-1.0 (make setup)");
+    assert!(out.status.success(), "gst-launch-1.0 {pipeline}\n{}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// A test-pattern clip: `secs` seconds at 30 fps, H.264 in the container `mux` names.
+pub fn test_pattern_clip(dir: &Path, name: &str, secs: u32, mux: &str) -> PathBuf {
+    let path = dir.join(name);
+    gst_launch(&format!(
+        "videotestsrc num-buffers={} pattern=smpte ! video/x-raw,width=640,height=360,framerate=30/1 \
+         ! x264enc speed-preset=ultrafast key-int-max=30 ! h264parse ! {mux} ! filesink location={}",
+        secs * 30,
+        path.display()
+    ));
+    path
+}
+
+/// The still image shown for `secs` seconds, re-encoded at `kbps` and `height` lines.
+pub fn still_clip(dir: &Path, image: &Path, name: &str, secs: u32, kbps: u32, height: u32, mux: &str) -> PathBuf {
+    let path = dir.join(name);
+    gst_launch(&format!(
+        "filesrc location={} ! decodebin ! videoconvert ! videoscale ! video/x-raw,height={height},pixel-aspect-ratio=1/1 \
+         ! imagefreeze num-buffers={} ! video/x-raw,framerate=25/1 ! videoconvert ! x264enc speed-preset=ultrafast bitrate={kbps} \
+         ! h264parse ! {mux} ! filesink location={}",
+        image.display(),
+        secs * 25,
+        path.display()
+    ));
+    path
+}

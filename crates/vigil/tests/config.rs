@@ -1,0 +1,50 @@
+//! `vigil validate`: every file in config/ is valid; a broken one lists every mistake.
+
+mod common;
+
+use common::*;
+
+#[test]
+fn every_shipped_config_file_validates() {
+    let files: Vec<_> = std::fs::read_dir(root().join("config"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+        .collect();
+    assert!(!files.is_empty());
+    for f in files {
+        let out = vigil(&["validate", f.to_str().unwrap()]);
+        assert!(out.status.success(), "{}: {}", f.display(), String::from_utf8_lossy(&out.stderr));
+    }
+    assert!(vigil(&["validate"]).status.success(), "embedded default");
+}
+
+#[test]
+fn broken_config_lists_every_mistake() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("bad.toml");
+    std::fs::write(
+        &f,
+        "[media]\nsample_fps = -1\n[infer]\nexecution_providers = [\"gpu\"]\n[fusion]\nexposed_min_score = 2\n[sinks]\n",
+    )
+    .unwrap();
+    let out = vigil(&["validate", f.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    for needle in [
+        "4 error(s)",
+        "sinks: unknown section",
+        "media.sample_fps",
+        "infer.execution_providers[0]",
+        "fusion.exposed_min_score",
+    ] {
+        assert!(err.contains(needle), "{needle:?} missing from:\n{err}");
+    }
+}
+
+#[test]
+fn scan_refuses_an_invalid_config_before_doing_work() {
+    let out = vigil_env(&["scan", astronaut().to_str().unwrap()], &[("VIGIL__MEDIA__SAMPLE_FPS", "0")]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("media.sample_fps"));
+}

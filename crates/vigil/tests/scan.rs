@@ -1,0 +1,182 @@
+//! `vigil scan` end to end: real GStreamer decode, real models, real PDQ and banks.
+
+mod common;
+
+use common::*;
+
+#[test]
+fn frame_count_follows_the_sampling_rate() {
+    let dir = tempfile::tempdir().unwrap();
+    let clip = test_pattern_clip(dir.path(), "bars.mp4", 5, "mp4mux");
+    let out = vigil(&["scan", clip.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let recs = stdout_json(&out);
+    let f = frames(&recs);
+    assert_eq!(f.len(), 5, "1 fps over 5 s");
+    let pts: Vec<u64> = f.iter().map(|r| r["pts_ms"].as_u64().unwrap()).collect();
+    assert_eq!(pts, vec![0, 1000, 2000, 3000, 4000]);
+    assert_eq!(summary(&recs)["frames"], 5);
+
+    let out = vigil(&["scan", "--fps", "2", clip.to_str().unwrap()]);
+    assert_eq!(frames(&stdout_json(&out)).len(), 10, "2 fps over 5 s");
+}
+
+#[test]
+fn every_frame_carries_signals_from_all_three_stages() {
+    let dir = tempfile::tempdir().unwrap();
+    let clip = still_clip(dir.path(), &astronaut(), "astro.flv", 3, 1000, 512, "flvmux");
+    let out = vigil(&["scan", clip.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let recs = stdout_json(&out);
+    let f = frames(&recs);
+    assert_eq!(f.len(), 3);
+    for r in f {
+        // hash stage
+        assert_eq!(r["pdq"]["hash"].as_str().unwrap().len(), 64);
+        assert!(r["pdq"]["quality"].as_u64().unwrap() >= 50);
+        assert!(r["bank_matches"].as_array().unwrap().is_empty());
+        // inference stage: the astronaut's face, estimated an adult
+        let faces = r["faces"].as_array().unwrap();
+        assert_eq!(faces.len(), 1, "{r}");
+        let age = &faces[0]["age"];
+        assert!(age["expected_years"].as_f64().unwrap() >= 18.0, "{r}");
+        assert!(age["p_minor"].as_f64().unwrap() < 0.5, "{r}");
+        assert!(r["nsfw_score"].as_f64().unwrap() < 0.5, "{r}");
+        // fusion stage
+        assert_eq!(r["verdict"], "clear");
+    }
+}
+
+#[test]
+fn still_image_is_one_frame() {
+    let out = vigil(&["scan", astronaut().to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let recs = stdout_json(&out);
+    assert_eq!(frames(&recs).len(), 1);
+    assert_eq!(frames(&recs)[0]["faces"].as_array().unwrap().len(), 1);
+}
+
+/// A bank with the astronaut's PDQ among unrelated random hashes.
+fn bank_with_astronaut(dir: &std::path::Path) -> std::path::PathBuf {
+    let out = vigil(&["hash", astronaut().to_str().unwrap()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let h = stdout_json(&out)[0]["pdq"].as_str().unwrap().to_string();
+    let mut text = String::from("id,pdq,label\n");
+    let mut x: u64 = 0x9e3779b97f4a7c15;
+    for i in 0..200 {
+        let mut hex = String::new();
+        for _ in 0..4 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            hex.push_str(&format!("{x:016x}"));
+        }
+        text.push_str(&format!("random-{i},{hex},unrelated\n"));
+    }
+    text.push_str(&format!("astronaut-1,{h},known\n"));
+    let bank = dir.join("bank.csv");
+    std::fs::write(&bank, text).unwrap();
+    bank
+}
+
+#[test]
+fn banked_image_in_a_reencoded_video_is_matched() {
+    let dir = tempfile::tempdir().unwrap();
+    let bank = bank_with_astronaut(dir.path());
+    // Re-encoded at 300 kbit/s and scaled to 480 lines: PDQ must still match.
+    let clip = still_clip(dir.path(), &astronaut(), "astro-480.mp4", 3, 300, 480, "mp4mux");
+    let out = vigil(&["scan", "--bank", bank.to_str().unwrap(), clip.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1), "an alert; stderr: {}", String::from_utf8_lossy(&out.stderr));
+    let recs = stdout_json(&out);
+    let f = frames(&recs);
+    assert_eq!(f.len(), 3);
+    for r in f {
+        let m = &r["bank_matches"][0];
+        assert_eq!(m["id"], "astronaut-1", "{r}");
+        assert!(m["distance"].as_u64().unwrap() <= 31, "{r}");
+        assert_eq!(r["verdict"], "interrupt");
+        assert_eq!(r["rule"], "bank_match");
+    }
+    assert_eq!(summary(&recs)["alerts"], 3);
+}
+
+#[test]
+fn video_not_in_the_bank_is_not_matched() {
+    let dir = tempfile::tempdir().unwrap();
+    let bank = bank_with_astronaut(dir.path());
+    let clip = test_pattern_clip(dir.path(), "bars.flv", 3, "flvmux");
+    let out = vigil(&["scan", "--bank", bank.to_str().unwrap(), clip.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let recs = stdout_json(&out);
+    assert_eq!(frames(&recs).len(), 3);
+    assert!(frames(&recs).iter().all(|r| r["bank_matches"].as_array().unwrap().is_empty()));
+    assert_eq!(summary(&recs)["bank_matches"], 0);
+}
+
+fn assert_clean_error(out: &std::process::Output, expect: &str) {
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "stderr: {stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    let line =
+        stderr.lines().find(|l| l.starts_with("vigil: error:")).unwrap_or_else(|| panic!("no error line: {stderr}"));
+    assert!(line.contains(expect), "expected {expect:?} in: {line}");
+}
+
+#[test]
+fn truncated_file_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let clip = test_pattern_clip(dir.path(), "whole.mp4", 3, "mp4mux");
+    let bytes = std::fs::read(&clip).unwrap();
+    let cut = dir.path().join("cut.mp4");
+    std::fs::write(&cut, &bytes[..bytes.len() / 2]).unwrap();
+    assert_clean_error(&vigil(&["scan", cut.to_str().unwrap()]), "cut.mp4");
+}
+
+#[test]
+fn garbage_and_empty_files_are_clear_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let junk = dir.path().join("junk.mp4");
+    std::fs::write(&junk, (0..50_000u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect::<Vec<_>>())
+        .unwrap();
+    assert_clean_error(&vigil(&["scan", junk.to_str().unwrap()]), "junk.mp4");
+    let empty = dir.path().join("empty.flv");
+    std::fs::write(&empty, b"").unwrap();
+    assert_clean_error(&vigil(&["scan", empty.to_str().unwrap()]), "empty.flv");
+    let bad_png = dir.path().join("bad.png");
+    std::fs::write(&bad_png, b"\x89PNG\r\n\x1a\nnot really").unwrap();
+    assert_clean_error(&vigil(&["scan", bad_png.to_str().unwrap()]), "bad.png");
+    assert_clean_error(&vigil(&["scan", dir.path().join("missing.mp4").to_str().unwrap()]), "missing.mp4");
+}
+
+#[test]
+fn missing_runtime_or_model_says_what_to_do() {
+    let dir = tempfile::tempdir().unwrap();
+    let empty_cache = dir.path().to_str().unwrap();
+    let out = vigil_env(&["scan", astronaut().to_str().unwrap()], &[("VIGIL__INFER__CACHE_DIR", empty_cache)]);
+    assert_clean_error(&out, "ONNX Runtime library not found");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("make setup"));
+
+    let lib = cache_dir().join("onnxruntime/libonnxruntime.so.1.32.0");
+    let out = vigil_env(
+        &["scan", astronaut().to_str().unwrap()],
+        &[("VIGIL__INFER__CACHE_DIR", empty_cache), ("VIGIL__INFER__ONNXRUNTIME_LIB", lib.to_str().unwrap())],
+    );
+    assert_clean_error(&out, "model nudenet-320n");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("is missing"));
+}
+
+#[test]
+fn tampered_model_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("models")).unwrap();
+    std::fs::write(dir.path().join("models/nudenet-320n.onnx"), b"not the model").unwrap();
+    let lib = cache_dir().join("onnxruntime/libonnxruntime.so.1.32.0");
+    let out = vigil_env(
+        &["scan", astronaut().to_str().unwrap()],
+        &[
+            ("VIGIL__INFER__CACHE_DIR", dir.path().to_str().unwrap()),
+            ("VIGIL__INFER__ONNXRUNTIME_LIB", lib.to_str().unwrap()),
+        ],
+    );
+    assert_clean_error(&out, "refusing to load it");
+}
