@@ -10,6 +10,10 @@ pub struct FrameSignals {
     pub bank_matches: Vec<BankMatch>,
     pub detections: Vec<Detection>,
     pub faces: Vec<FaceSignal>,
+    /// Set when this sample was a near-duplicate of the sample at this time, whose model
+    /// results it reuses (hashing and bank matching still ran on this sample).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reused_analysis_of_ms: Option<u64>,
     /// Whole-frame classifier score in 0..1.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub nsfw_score: Option<f32>,
@@ -34,6 +38,9 @@ pub struct BankMatch {
     pub id: String,
     pub distance: u32,
     pub action: String,
+    /// Which hash of the frame matched: `original`, a rotation or flip (`flip_y`), or a
+    /// crop-reach variant (`crop_5%`).
+    pub variant: String,
 }
 
 /// A region the detector found, in frame pixel coordinates.

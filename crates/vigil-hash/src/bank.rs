@@ -1,14 +1,13 @@
-//! Hash banks: files of known-content hashes, each with an action and a threshold.
-//!
-//! Accepted line formats (one hash per line; `#` starts a comment):
-//! - `HEX` — 64 hex digits; the id is the line number.
-//! - `ID,HEX[,LABEL...]` — CSV with an id first; a header row is skipped.
-//!
-//! A malformed line is reported with file and line number and the rest still loads.
+//! Hash banks: files of known-content hashes (formats in [`crate::format`]), each with
+//! an action, a distance threshold and the frame variants it is queried with, indexed
+//! for exact radius search ([`crate::index`]).
 
 use crate::Hash256;
 use crate::config::{BankAction, BankConfig};
-use std::path::{Path, PathBuf};
+use crate::format;
+use crate::index::HashIndex;
+use crate::variants::FrameHashes;
+use std::path::PathBuf;
 use vigil_core::BankMatch;
 
 #[derive(Debug, thiserror::Error)]
@@ -31,176 +30,234 @@ impl std::fmt::Display for BadLine {
     }
 }
 
+/// Strings packed end to end: 4 bytes of overhead per string instead of 24 + heap.
+#[derive(Default)]
+struct Arena {
+    text: String,
+    ends: Vec<u32>,
+}
+
+impl Arena {
+    fn push(&mut self, s: &str) {
+        self.text.push_str(s);
+        self.ends.push(self.text.len() as u32);
+    }
+    fn get(&self, i: usize) -> &str {
+        let start = if i == 0 { 0 } else { self.ends[i - 1] as usize };
+        &self.text[start..self.ends[i] as usize]
+    }
+    fn bytes(&self) -> usize {
+        self.text.capacity() + self.ends.capacity() * 4
+    }
+}
+
 pub struct Bank {
+    pub config: BankConfig,
+    index: HashIndex,
+    ids: Arena,
+    labels: Arena,
+    /// Rows of other signal types that were skipped.
+    pub other_types: usize,
+}
+
+/// Summary of one loaded bank.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct BankStats {
     pub name: String,
-    pub action: BankAction,
+    pub action: &'static str,
+    pub path: PathBuf,
+    pub rows: usize,
+    pub other_types: usize,
     pub max_distance: u32,
-    ids: Vec<String>,
-    hashes: Vec<Hash256>,
+    pub memory_bytes: usize,
 }
 
 impl Bank {
+    /// Reads and indexes a bank file. Bad lines are returned for the caller to report;
+    /// the good rows serve.
     pub fn load(config: &BankConfig) -> Result<(Bank, Vec<BadLine>), BankError> {
-        let text = std::fs::read(&config.path).map_err(|source| BankError::Read {
+        let bytes = std::fs::read(&config.path).map_err(|source| BankError::Read {
             bank: config.name.clone(),
             path: config.path.clone(),
             source,
         })?;
-        let text = String::from_utf8_lossy(&text);
-        let (ids, hashes, bad) = parse(&text, &config.path);
-        Ok((
-            Bank { name: config.name.clone(), action: config.action, max_distance: config.max_distance, ids, hashes },
-            bad,
-        ))
+        let parsed = format::parse(&String::from_utf8_lossy(&bytes));
+        drop(bytes);
+        let bad =
+            parsed.bad.into_iter().map(|(line, reason)| BadLine { path: config.path.clone(), line, reason }).collect();
+        Ok((Self::from_rows(config.clone(), parsed.rows, parsed.other_types), bad))
+    }
+
+    pub fn from_rows(config: BankConfig, rows: Vec<format::Row>, other_types: usize) -> Bank {
+        let (mut ids, mut labels) = (Arena::default(), Arena::default());
+        let mut hashes = Vec::with_capacity(rows.len());
+        for r in rows {
+            ids.push(&r.id);
+            labels.push(&r.label);
+            hashes.push(r.hash);
+        }
+        Bank { config, index: HashIndex::build(hashes), ids, labels, other_types }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.config.name
+    }
+
+    pub fn action(&self) -> BankAction {
+        self.config.action
     }
 
     pub fn len(&self) -> usize {
-        self.hashes.len()
+        self.index.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.hashes.is_empty()
+        self.index.is_empty()
     }
 
-    /// Every banked hash within this bank's distance, nearest first.
-    pub fn lookup(&self, hash: &Hash256) -> Vec<BankMatch> {
-        let mut found: Vec<BankMatch> = self
-            .hashes
-            .iter()
-            .zip(&self.ids)
-            .filter_map(|(h, id)| {
-                let distance = h.distance(hash);
-                (distance <= self.max_distance).then(|| BankMatch {
-                    bank: self.name.clone(),
-                    id: id.clone(),
-                    distance,
-                    action: self.action.as_str().to_string(),
-                })
+    pub fn stats(&self) -> BankStats {
+        BankStats {
+            name: self.config.name.clone(),
+            action: self.config.action.as_str(),
+            path: self.config.path.clone(),
+            rows: self.len(),
+            other_types: self.other_types,
+            max_distance: self.config.max_distance,
+            memory_bytes: self.index.memory_bytes() + self.ids.bytes() + self.labels.bytes(),
+        }
+    }
+
+    /// Id and label of row `i`.
+    pub fn row(&self, i: u32) -> (&str, &str, &Hash256) {
+        (self.ids.get(i as usize), self.labels.get(i as usize), self.index.hash(i))
+    }
+
+    /// Every banked hash within this bank's distance of `hash`, nearest first.
+    pub fn lookup_hash(&self, hash: &Hash256, variant: &str) -> Vec<BankMatch> {
+        self.index
+            .search(hash, self.config.max_distance)
+            .into_iter()
+            .map(|hit| BankMatch {
+                bank: self.config.name.clone(),
+                id: self.ids.get(hit.id as usize).to_string(),
+                distance: hit.distance,
+                action: self.config.action.as_str().to_string(),
+                variant: variant.to_string(),
             })
+            .collect()
+    }
+
+    /// Matches for a frame, over the variants this bank is configured to use; one
+    /// match per banked row, at its nearest variant.
+    pub fn lookup_frame(&self, frame: &FrameHashes) -> Vec<BankMatch> {
+        let mut all: Vec<BankMatch> = frame
+            .variants
+            .iter()
+            .filter(|v| self.config.uses(&v.variant))
+            .flat_map(|v| self.lookup_hash(&v.hash, &v.variant.name()))
             .collect();
-        found.sort_by_key(|m| m.distance);
-        found
+        // Nearest first, then prefer the plain hash on ties; keep one per row id.
+        all.sort_by_key(|m| (m.distance, m.variant != "original"));
+        let mut seen = std::collections::HashSet::new();
+        all.retain(|m| seen.insert(m.id.clone()));
+        all
     }
-}
-
-fn parse(text: &str, path: &Path) -> (Vec<String>, Vec<Hash256>, Vec<BadLine>) {
-    let (mut ids, mut hashes, mut bad) = (Vec::new(), Vec::new(), Vec::new());
-    let mut seen_data = false;
-    for (n, raw) in text.lines().enumerate() {
-        let line_no = n + 1;
-        let line = raw.split('#').next().unwrap_or("").trim();
-        if line.is_empty() {
-            continue;
-        }
-        let mut fields = line.split(',').map(str::trim);
-        let (id, hex) = match (fields.next(), fields.next()) {
-            (Some(hex), None) => (line_no.to_string(), hex),
-            (Some(id), Some(hex)) => (id.to_string(), hex),
-            _ => unreachable!("split yields at least one field"),
-        };
-        match hex.parse::<Hash256>() {
-            Ok(h) => {
-                seen_data = true;
-                ids.push(id);
-                hashes.push(h);
-            }
-            // A CSV header is a first row whose hash column is not a hash.
-            Err(_) if !seen_data && line.contains(',') && bad.is_empty() && !is_hexish(hex) => {}
-            Err(e) => bad.push(BadLine {
-                path: path.to_path_buf(),
-                line: line_no,
-                reason: format!("\"{}\": {e}", truncate(hex)),
-            }),
-        }
-    }
-    (ids, hashes, bad)
-}
-
-fn is_hexish(s: &str) -> bool {
-    !s.is_empty() && s.chars().all(|c| c.is_ascii_hexdigit())
-}
-
-fn truncate(s: &str) -> String {
-    s.chars().take(80).collect()
 }
 
 /// All configured banks, matched together.
 #[derive(Default)]
 pub struct BankSet {
-    pub banks: Vec<Bank>,
+    /// Shared with later sets when a reload leaves a bank unchanged.
+    pub banks: Vec<std::sync::Arc<Bank>>,
 }
 
 impl BankSet {
-    /// Loads every bank. Unreadable banks are errors; bad lines are returned so the
-    /// caller reports them while the good rows serve.
+    /// Loads every bank; unreadable banks are errors (see [`crate::BankStore`] for the
+    /// serving path, which keeps going without them).
     pub fn load(configs: &[BankConfig]) -> Result<(BankSet, Vec<BadLine>), BankError> {
         let mut banks = Vec::new();
         let mut bad = Vec::new();
         for c in configs {
             let (bank, lines) = Bank::load(c)?;
             bad.extend(lines);
-            banks.push(bank);
+            banks.push(std::sync::Arc::new(bank));
         }
         Ok((BankSet { banks }, bad))
     }
 
     /// Matches in every bank. A match in an `allow` bank (a known false positive)
-    /// suppresses the other banks' matches for this hash and is itself reported.
-    pub fn lookup(&self, hash: &Hash256) -> Vec<BankMatch> {
-        let mut all: Vec<BankMatch> = self.banks.iter().flat_map(|b| b.lookup(hash)).collect();
-        if all.iter().any(|m| m.action == BankAction::Allow.as_str()) {
-            all.retain(|m| m.action == BankAction::Allow.as_str());
-        }
-        all
+    /// suppresses the other banks' matches for this frame and is itself reported.
+    pub fn lookup(&self, frame: &FrameHashes) -> Vec<BankMatch> {
+        let all: Vec<BankMatch> = self.banks.iter().flat_map(|b| b.lookup_frame(frame)).collect();
+        suppress_allowed(all)
     }
 
     pub fn total_hashes(&self) -> usize {
-        self.banks.iter().map(Bank::len).sum()
+        self.banks.iter().map(|b| b.len()).sum()
     }
+
+    /// Crop fractions any bank wants, so a frame is hashed once for all of them.
+    pub fn crop_fractions(&self) -> Vec<f32> {
+        let mut all: Vec<f32> = self.banks.iter().flat_map(|b| b.config.crops.iter().copied()).collect();
+        all.sort_by(f32::total_cmp);
+        all.dedup();
+        all
+    }
+}
+
+fn suppress_allowed(mut all: Vec<BankMatch>) -> Vec<BankMatch> {
+    if all.iter().any(|m| m.action == BankAction::Allow.as_str()) {
+        all.retain(|m| m.action == BankAction::Allow.as_str());
+    }
+    all
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn bank(text: &str, action: BankAction) -> (Bank, Vec<BadLine>) {
-        let (ids, hashes, bad) = parse(text, Path::new("t.csv"));
-        (Bank { name: "t".into(), action, max_distance: 31, ids, hashes }, bad)
-    }
+    use crate::variants::VariantHasher;
 
     const A: &str = "f8f8f0cee0f4a84f06370a22038f63f0b36e2ed596621e1d33e6b39c4e9c9b22";
 
-    #[test]
-    fn plain_and_csv_rows_load_and_bad_lines_are_reported_with_line_numbers() {
-        let text = format!("id,hash,label\nx1,{A},bridge\n# comment\nnot-a-hash\nx2,{A}\n{A}\n");
-        let (b, bad) = bank(&text, BankAction::Interrupt);
-        assert_eq!(b.len(), 3);
-        assert_eq!(bad.len(), 1);
-        assert_eq!(bad[0].line, 4);
-        assert_eq!(bad[0].to_string(), "t.csv:4: \"not-a-hash\": a 256-bit hash has 64 hex digits, this has 10");
-        assert_eq!(b.ids, vec!["x1", "x2", "6"]);
+    fn bank(text: &str, action: BankAction) -> Bank {
+        let p = format::parse(text);
+        let cfg = BankConfig { name: format!("{action:?}"), action, ..BankConfig::for_path("t.csv") };
+        Bank::from_rows(cfg, p.rows, 0)
+    }
+
+    fn frame_of(h: Hash256) -> FrameHashes {
+        let mut fh = VariantHasher::new(&[]).hash(&[0u8; 64 * 64 * 3], 64, 64);
+        fh.variants[0].hash = h;
+        fh.variants.truncate(1);
+        fh
     }
 
     #[test]
     fn lookup_respects_distance() {
-        let (b, _) = bank(A, BankAction::Interrupt);
+        let b = bank(A, BankAction::Interrupt);
         let mut h: Hash256 = A.parse().unwrap();
         for k in 0..31 {
             h.0[k / 8] ^= 1 << (k % 8);
         }
-        assert_eq!(b.lookup(&h)[0].distance, 31);
+        assert_eq!(b.lookup_hash(&h, "original")[0].distance, 31);
         h.0[31] ^= 0x80;
-        assert!(b.lookup(&h).is_empty());
+        assert!(b.lookup_hash(&h, "original").is_empty());
     }
 
     #[test]
     fn allow_bank_suppresses_other_matches() {
-        let (deny, _) = bank(A, BankAction::Interrupt);
-        let (mut allow, _) = bank(A, BankAction::Allow);
-        allow.name = "fp".into();
-        let set = BankSet { banks: vec![deny, allow] };
-        let m = set.lookup(&A.parse().unwrap());
+        let banks = vec![bank(A, BankAction::Interrupt).into(), bank(A, BankAction::Allow).into()];
+        let set = BankSet { banks };
+        let m = set.lookup(&frame_of(A.parse().unwrap()));
         assert_eq!(m.len(), 1);
         assert_eq!(m[0].action, "allow");
+    }
+
+    #[test]
+    fn rows_keep_ids_and_labels() {
+        let b = bank(&format!("id,hash,label\nx1,{A},bridge\n"), BankAction::Review);
+        let (id, label, h) = b.row(0);
+        assert_eq!((id, label, h.to_hex().as_str()), ("x1", "bridge", A));
+        assert_eq!(b.lookup_hash(&A.parse().unwrap(), "original")[0].id, "x1");
     }
 }

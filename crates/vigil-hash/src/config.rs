@@ -1,7 +1,8 @@
+use crate::variants::Variant;
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 
-/// `[hash]`: PDQ hashing and the banks frames are matched against.
+/// `[hash]`: PDQ hashing, near-duplicate skipping and the banks frames are matched against.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HashConfig {
@@ -9,18 +10,38 @@ pub struct HashConfig {
     /// (ThreatExchange's recommended floor is 50).
     #[serde(default = "default_quality_floor")]
     pub quality_floor: u8,
+    /// A sample within this PDQ distance of the stream's last analysed sample reuses
+    /// that sample's model results (0 turns skipping off). Bank matching always runs.
+    #[serde(default = "default_near_duplicate_max_distance")]
+    pub near_duplicate_max_distance: u32,
+    /// At most this many samples in a row reuse one analysis, so a slowly changing
+    /// scene is still looked at again.
+    #[serde(default = "default_near_duplicate_max_reuse")]
+    pub near_duplicate_max_reuse: u32,
+    /// How often bank files are checked for changes (hot reload).
+    #[serde(default = "default_reload_poll_secs")]
+    pub reload_poll_secs: u64,
     #[serde(default)]
     pub banks: Vec<BankConfig>,
 }
 
 impl Default for HashConfig {
     fn default() -> Self {
-        Self { quality_floor: default_quality_floor(), banks: Vec::new() }
+        toml::from_str("").expect("defaults deserialize")
     }
 }
 
 fn default_quality_floor() -> u8 {
     50
+}
+fn default_near_duplicate_max_distance() -> u32 {
+    6
+}
+fn default_near_duplicate_max_reuse() -> u32 {
+    5
+}
+fn default_reload_poll_secs() -> u64 {
+    5
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -32,10 +53,53 @@ pub struct BankConfig {
     /// Hamming distance at or below which a frame hash matches (ThreatExchange: 31).
     #[serde(default = "default_max_distance")]
     pub max_distance: u32,
+    /// Also query with the frame's rotations and reflections (free: same DCT).
+    #[serde(default = "default_true")]
+    pub dihedral: bool,
+    /// Crop-reach variants: share cropped from each side (0.02 = 2%) to reach for.
+    #[serde(default = "default_crops")]
+    pub crops: Vec<f32>,
+    /// A reload that keeps fewer than this share of the rows is refused and alarmed:
+    /// a bank never shrinks silently (a truncated download, a wrong file).
+    #[serde(default = "default_min_keep_fraction")]
+    pub min_keep_fraction: f32,
 }
 
 fn default_max_distance() -> u32 {
     31
+}
+fn default_true() -> bool {
+    true
+}
+fn default_crops() -> Vec<f32> {
+    vec![0.02, 0.05]
+}
+fn default_min_keep_fraction() -> f32 {
+    0.5
+}
+
+impl BankConfig {
+    /// A bank with every default, for the command line and tests.
+    pub fn for_path(path: impl Into<PathBuf>) -> BankConfig {
+        BankConfig {
+            name: "bank".into(),
+            path: path.into(),
+            action: BankAction::Interrupt,
+            max_distance: default_max_distance(),
+            dihedral: true,
+            crops: default_crops(),
+            min_keep_fraction: default_min_keep_fraction(),
+        }
+    }
+
+    /// Whether this bank is queried with `variant`.
+    pub fn uses(&self, variant: &Variant) -> bool {
+        match variant {
+            Variant::Dihedral(_) if variant.is_original() => true,
+            Variant::Dihedral(_) => self.dihedral,
+            Variant::Crop { per_mille } => self.crops.iter().any(|c| (c * 1000.0).round() as u16 == *per_mille),
+        }
+    }
 }
 
 /// What a match in a bank asks for.
@@ -68,6 +132,15 @@ impl HashConfig {
             errors
                 .push(format!("{prefix}.quality_floor: {} is above 100, the highest PDQ quality", self.quality_floor));
         }
+        if self.near_duplicate_max_distance > 31 {
+            errors.push(format!(
+                "{prefix}.near_duplicate_max_distance: {} would treat different images as the same (keep it well under 31)",
+                self.near_duplicate_max_distance
+            ));
+        }
+        if self.reload_poll_secs == 0 {
+            errors.push(format!("{prefix}.reload_poll_secs: must be at least 1"));
+        }
         let mut names = std::collections::HashSet::new();
         for (i, bank) in self.banks.iter().enumerate() {
             let at = format!("{prefix}.banks[{i}]");
@@ -84,6 +157,14 @@ impl HashConfig {
             }
             if bank.path.as_os_str().is_empty() {
                 errors.push(format!("{at}.path: must not be empty"));
+            }
+            for (j, c) in bank.crops.iter().enumerate() {
+                if !(*c > 0.0 && *c <= 0.2) {
+                    errors.push(format!("{at}.crops[{j}]: {c} is outside (0, 0.2]"));
+                }
+            }
+            if !(0.0..=1.0).contains(&bank.min_keep_fraction) {
+                errors.push(format!("{at}.min_keep_fraction: {} is outside 0..=1", bank.min_keep_fraction));
             }
         }
         errors

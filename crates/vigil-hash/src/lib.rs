@@ -8,10 +8,18 @@
 
 pub mod bank;
 pub mod config;
+pub mod format;
 mod hash256;
+pub mod index;
+pub mod metrics;
 pub mod pdq;
+mod store;
+pub mod variants;
 
-pub use bank::{Bank, BankError, BankSet};
+pub use bank::{BadLine, Bank, BankError, BankSet, BankStats};
 pub use config::{BankAction, BankConfig, HashConfig};
 pub use hash256::{Hash256, ParseHashError};
-pub use pdq::{PdqHasher, PdqOutput};
+pub use index::{HashIndex, Hit};
+pub use pdq::{DIHEDRAL, Dihedral, PdqHasher, PdqOutput};
+pub use store::{BankState, BankStatus, BankStore};
+pub use variants::{FrameHashes, Variant, VariantHasher};

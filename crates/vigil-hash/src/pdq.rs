@@ -92,7 +92,40 @@ impl PdqHasher {
         }
         let quality = quality_metric(&self.b64);
         self.dct_64_to_16();
-        PdqOutput { hash: self.bits_above_median(), quality }
+        PdqOutput { hash: bits_above_median(&self.b16), quality }
+    }
+
+    /// The hashes of all eight rotations and reflections of the image, from one DCT:
+    /// each is a sign pattern and/or a transpose of the 16×16 coefficients (as the
+    /// reference's `pdqHash256sFromFloatLuma`). Order: [`DIHEDRAL`].
+    pub fn hash_rgb_dihedral(&mut self, rgb: &[u8], width: usize, height: usize) -> [PdqOutput; 8] {
+        let first = self.hash_rgb(rgb, width, height);
+        let mut out = [first; 8];
+        if width < MIN_HASHABLE_DIM || height < MIN_HASHABLE_DIM {
+            return out;
+        }
+        let a = &*self.b16;
+        let mut b = [[0f32; 16]; 16];
+        for (k, slot) in out.iter_mut().enumerate().skip(1) {
+            for i in 0..16 {
+                for j in 0..16 {
+                    let (odd_i, odd_j) = (i & 1 == 1, j & 1 == 1);
+                    let v = a[i][j];
+                    match DIHEDRAL[k] {
+                        Dihedral::Rotate90 => b[j][i] = if odd_j { v } else { -v },
+                        Dihedral::Rotate180 => b[i][j] = if odd_i ^ odd_j { -v } else { v },
+                        Dihedral::Rotate270 => b[j][i] = if odd_i { v } else { -v },
+                        Dihedral::FlipX => b[i][j] = if odd_i { v } else { -v },
+                        Dihedral::FlipY => b[i][j] = if odd_j { v } else { -v },
+                        Dihedral::FlipPlus1 => b[j][i] = v,
+                        Dihedral::FlipMinus1 => b[j][i] = if odd_i ^ odd_j { -v } else { v },
+                        Dihedral::Original => b[i][j] = v,
+                    }
+                }
+            }
+            slot.hash = bits_above_median(&b);
+        }
+        out
     }
 
     fn dct_64_to_16(&mut self) {
@@ -116,25 +149,66 @@ impl PdqHasher {
             }
         }
     }
+}
 
-    fn bits_above_median(&self) -> Hash256 {
-        let mut sorted = [0f32; 256];
-        for (i, row) in self.b16.iter().enumerate() {
-            sorted[i * 16..i * 16 + 16].copy_from_slice(row);
+/// The eight rotations and reflections, in the reference's order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dihedral {
+    Original,
+    Rotate90,
+    Rotate180,
+    Rotate270,
+    /// Mirrored top to bottom (ThreatExchange's "flipx").
+    FlipX,
+    /// Mirrored left to right (ThreatExchange's "flipy"): what a mirrored webcam shows.
+    FlipY,
+    FlipPlus1,
+    FlipMinus1,
+}
+
+impl Dihedral {
+    pub fn name(self) -> &'static str {
+        match self {
+            Dihedral::Original => "original",
+            Dihedral::Rotate90 => "rotate90",
+            Dihedral::Rotate180 => "rotate180",
+            Dihedral::Rotate270 => "rotate270",
+            Dihedral::FlipX => "flip_x",
+            Dihedral::FlipY => "flip_y",
+            Dihedral::FlipPlus1 => "flip_plus1",
+            Dihedral::FlipMinus1 => "flip_minus1",
         }
-        sorted.sort_unstable_by(f32::total_cmp);
-        // Torben's median in the reference returns the lower middle element.
-        let median = sorted[127];
-        let mut hash = Hash256::default();
-        for i in 0..16 {
-            for j in 0..16 {
-                if self.b16[i][j] > median {
-                    hash.set_bit(i * 16 + j);
-                }
+    }
+}
+
+pub const DIHEDRAL: [Dihedral; 8] = [
+    Dihedral::Original,
+    Dihedral::Rotate90,
+    Dihedral::Rotate180,
+    Dihedral::Rotate270,
+    Dihedral::FlipX,
+    Dihedral::FlipY,
+    Dihedral::FlipPlus1,
+    Dihedral::FlipMinus1,
+];
+
+fn bits_above_median(b16: &[[f32; 16]; 16]) -> Hash256 {
+    let mut sorted = [0f32; 256];
+    for (i, row) in b16.iter().enumerate() {
+        sorted[i * 16..i * 16 + 16].copy_from_slice(row);
+    }
+    sorted.sort_unstable_by(f32::total_cmp);
+    // Torben's median in the reference returns the lower middle element.
+    let median = sorted[127];
+    let mut hash = Hash256::default();
+    for i in 0..16 {
+        for j in 0..16 {
+            if b16[i][j] > median {
+                hash.set_bit(i * 16 + j);
             }
         }
-        hash
     }
+    hash
 }
 
 fn jarosz_window(old_dim: usize, new_dim: usize) -> usize {

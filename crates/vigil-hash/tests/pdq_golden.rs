@@ -84,3 +84,30 @@ fn dihedral_copies_of_the_bridge_are_far_from_the_original_under_plain_pdq() {
     let flip = rows.iter().find(|r| r.file.ends_with("bridge-5-flipx.jpg")).unwrap();
     assert!(orig.hash.distance(&flip.hash) > 31);
 }
+
+#[test]
+fn dihedral_hashes_of_the_original_match_the_transformed_images() {
+    // ThreatExchange's dih/ images are the bridge rotated and flipped; the dihedral
+    // hashes of the original (one DCT, sign patterns and transposes) must find each.
+    let names = [
+        "bridge-1-original.jpg",
+        "bridge-2-rotate-90.jpg",
+        "bridge-3-rotate-180.jpg",
+        "bridge-4-rotate-270.jpg",
+        "bridge-5-flipx.jpg",
+        "bridge-6-flipy.jpg",
+        "bridge-7-flip-plus-1.jpg",
+        "bridge-8-flip-minus-1.jpg",
+    ];
+    let mut h = PdqHasher::new();
+    let img = image::open(data_dir().join("reg-test-input/dih/bridge-1-original.jpg")).unwrap().to_rgb8();
+    let (w, ht) = img.dimensions();
+    let all = h.hash_rgb_dihedral(img.as_raw(), w as usize, ht as usize);
+    let rows = rows();
+    for (k, name) in names.iter().enumerate() {
+        let expected = rows.iter().find(|r| r.file.ends_with(name)).unwrap();
+        let d = all[k].hash.distance(&expected.hash);
+        assert!(d <= 16, "{name} ({:?}): {d} bits", vigil_hash::DIHEDRAL[k]);
+    }
+    assert_eq!(all[0].hash, h.hash_rgb(img.as_raw(), w as usize, ht as usize).hash);
+}

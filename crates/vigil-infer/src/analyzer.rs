@@ -44,7 +44,7 @@ struct Model {
 
 impl Model {
     fn load(cfg: &InferConfig, name: &str, kind: ModelKind) -> Result<Model, InferError> {
-        let manifest = ModelManifest::find(&cfg.models_dir, name)?;
+        let manifest = ModelManifest::find(&cfg.models_dir(), name)?;
         if manifest.kind != kind {
             return Err(InferError::Load {
                 name: name.into(),

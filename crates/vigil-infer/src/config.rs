@@ -47,6 +47,19 @@ fn default_cache_dir() -> PathBuf {
 fn default_models_dir() -> PathBuf {
     PathBuf::from("models")
 }
+
+/// A relative path as found from the working directory, else from the folders above
+/// the executable (a checkout's `target/release/vigil` finds the checkout's cache), else
+/// as given.
+fn locate(path: &std::path::Path) -> PathBuf {
+    if path.is_absolute() || path.exists() {
+        return path.to_path_buf();
+    }
+    std::env::current_exe()
+        .ok()
+        .and_then(|exe| exe.ancestors().skip(1).map(|a| a.join(path)).find(|p| p.exists()))
+        .unwrap_or_else(|| path.to_path_buf())
+}
 fn default_detector() -> String {
     "nudenet-320n".into()
 }
@@ -68,11 +81,21 @@ impl InferConfig {
         self.onnxruntime_lib
             .clone()
             .or_else(|| std::env::var_os("ORT_DYLIB_PATH").map(PathBuf::from))
-            .unwrap_or_else(|| self.cache_dir.join(ORT_LIB_FILE))
+            .unwrap_or_else(|| self.cache_dir().join(ORT_LIB_FILE))
+    }
+
+    /// The cache folder, found as [`locate`] does for relative paths.
+    pub fn cache_dir(&self) -> PathBuf {
+        locate(&self.cache_dir)
+    }
+
+    /// The manifest folder, found as [`locate`] does for relative paths.
+    pub fn models_dir(&self) -> PathBuf {
+        locate(&self.models_dir)
     }
 
     pub fn model_file(&self, file: &str) -> PathBuf {
-        self.cache_dir.join("models").join(file)
+        self.cache_dir().join("models").join(file)
     }
 
     pub fn validate(&self, prefix: &str) -> Vec<String> {

@@ -2,6 +2,8 @@
 //! own module; this file only parses arguments, sets up logging and maps outcomes to
 //! exit codes: 0 clean, 1 at least one alert, 2 error.
 
+mod bank_cmd;
+mod bench;
 mod config;
 mod hash_cmd;
 mod scan;
@@ -27,6 +29,12 @@ enum Command {
     Scan(scan::ScanArgs),
     /// Print the PDQ hash and quality of an image, or of each sampled frame of a video.
     Hash(hash_cmd::HashArgs),
+    /// Inspect hash banks.
+    #[command(subcommand)]
+    Bank(bank_cmd::BankCommand),
+    /// Benchmarks (ratios against a baseline measured in the same run).
+    #[command(subcommand)]
+    Bench(bench::BenchCommand),
     /// Check configuration files; lists every mistake.
     Validate {
         /// Files to check (none: the embedded default).
@@ -43,10 +51,13 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Scan(args) => scan::run(cli.config.as_deref(), args),
         Command::Hash(args) => hash_cmd::run(cli.config.as_deref(), args),
+        Command::Bank(cmd) => bank_cmd::run(cli.config.as_deref(), cmd),
+        Command::Bench(cmd) => bench::run(cmd),
         Command::Validate { files } => validate(files),
     };
     match result {
         Ok(code) => code,
+        Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS, // the reader went away (`| head`)
         Err(e) => {
             // One line: what failed and why, for the operator's terminal or a log.
             let msg = format!("{e:#}").replace('\n', "; ");
@@ -54,6 +65,15 @@ fn main() -> ExitCode {
             ExitCode::from(2)
         }
     }
+}
+
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+            || c.downcast_ref::<vigil_sink::SinkError>().is_some_and(
+                |s| matches!(s, vigil_sink::SinkError::Write(io) if io.kind() == std::io::ErrorKind::BrokenPipe),
+            )
+    })
 }
 
 fn validate(files: Vec<PathBuf>) -> anyhow::Result<ExitCode> {

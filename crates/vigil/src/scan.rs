@@ -13,8 +13,10 @@ use std::process::ExitCode;
 use std::time::Instant;
 use vigil_core::{FrameSignals, PdqSignal, Verdict};
 use vigil_fusion::{FrameVerdict, judge_frame};
-use vigil_hash::{BankAction, BankConfig, BankSet, PdqHasher};
-use vigil_infer::Analyzer;
+use vigil_hash::{
+    BankAction, BankConfig, BankState, BankStore, Hash256, VariantHasher, metrics::METRICS as HASH_METRICS,
+};
+use vigil_infer::{Analysis, Analyzer};
 
 #[derive(clap::Args)]
 pub struct ScanArgs {
@@ -52,6 +54,7 @@ struct Summary {
     verdicts: BTreeMap<String, u64>,
     bank_matches: u64,
     below_quality_floor: u64,
+    near_duplicate_skips: u64,
     faces: u64,
     elapsed_ms: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -69,21 +72,30 @@ pub fn run(config: Option<&Path>, args: ScanArgs) -> anyhow::Result<ExitCode> {
         _ => BankAction::Interrupt,
     };
     for (i, path) in args.bank.iter().enumerate() {
-        cfg.hash.banks.push(BankConfig { name: format!("cli-{i}"), path: path.clone(), action, max_distance: 31 });
+        cfg.hash.banks.push(BankConfig { name: format!("cli-{i}"), action, ..BankConfig::for_path(path) });
     }
     let errors = cfg.validate();
     anyhow::ensure!(errors.is_empty(), "invalid settings: {}", errors.join("; "));
 
-    let (banks, bad_lines) = BankSet::load(&cfg.hash.banks)?;
+    let (store, bad_lines) = BankStore::open(&cfg.hash.banks);
     for bad in &bad_lines {
         tracing::warn!("bank line skipped: {bad}");
     }
+    for st in store.status() {
+        match st.state {
+            BankState::Ok => {}
+            BankState::Empty => tracing::warn!(bank = %st.name, "bank {} holds no hashes", st.path.display()),
+            _ => anyhow::bail!("bank {}: {}", st.name, st.detail.unwrap_or_default()),
+        }
+    }
+    let banks = store.snapshot();
     let mut analyzer = Analyzer::load(&cfg.infer).context("loading models")?;
     let mut input = Input::open(&args.input, &cfg.media)?;
 
     let progress = progress_bar(input.duration_ms());
     let mut sink = vigil_sink::JsonlSink::new(std::io::stdout().lock());
-    let mut hasher = PdqHasher::new();
+    let mut hasher = VariantHasher::new(&banks.crop_fractions());
+    let mut last: Option<LastAnalysis> = None;
     let mut summary = Summary { kind: "summary", input: args.input.clone(), ..Default::default() };
     let started = Instant::now();
     let mut scan_error = None;
@@ -96,18 +108,40 @@ pub fn run(config: Option<&Path>, args: ScanArgs) -> anyhow::Result<ExitCode> {
                 break;
             }
         };
-        let pdq = hasher.hash_rgb(&frame.rgb, frame.width as usize, frame.height as usize);
+        HASH_METRICS.frames_hashed.inc();
+        let hashes = hasher.hash(&frame.rgb, frame.width as usize, frame.height as usize);
+        let pdq = hashes.pdq;
         let mut signals = FrameSignals {
             pts_ms: frame.pts_ms,
             pdq: Some(PdqSignal { hash: pdq.hash.to_hex(), quality: pdq.quality }),
             ..Default::default()
         };
         if pdq.quality >= cfg.hash.quality_floor {
-            signals.bank_matches = banks.lookup(&pdq.hash);
+            signals.bank_matches = banks.lookup(&hashes);
         } else {
             summary.below_quality_floor += 1;
+            HASH_METRICS.below_quality_floor.inc();
         }
-        let analysis = analyzer.analyze(&frame);
+        let analysis = match last.as_mut().filter(|l| l.reusable_for(&pdq.hash, &cfg.hash)) {
+            Some(l) => {
+                l.reused += 1;
+                summary.near_duplicate_skips += 1;
+                HASH_METRICS.near_duplicate_skips.inc();
+                signals.reused_analysis_of_ms = Some(l.pts_ms);
+                l.analysis.clone()
+            }
+            None => {
+                let analysis = analyzer.analyze(&frame);
+                // A failed analysis is never reused: the next sample tries again.
+                last = analysis.unscanned.is_empty().then(|| LastAnalysis {
+                    hash: pdq.hash,
+                    pts_ms: frame.pts_ms,
+                    reused: 0,
+                    analysis: analysis.clone(),
+                });
+                analysis
+            }
+        };
         signals.detections = analysis.detections;
         signals.faces = analysis.faces;
         signals.nsfw_score = analysis.nsfw_score;
@@ -145,6 +179,22 @@ pub fn run(config: Option<&Path>, args: ScanArgs) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// The last sample the models ran on, for near-duplicate skipping.
+struct LastAnalysis {
+    hash: Hash256,
+    pts_ms: u64,
+    reused: u32,
+    analysis: Analysis,
+}
+
+impl LastAnalysis {
+    fn reusable_for(&self, hash: &Hash256, cfg: &vigil_hash::HashConfig) -> bool {
+        cfg.near_duplicate_max_distance > 0
+            && self.reused < cfg.near_duplicate_max_reuse
+            && self.hash.distance(hash) <= cfg.near_duplicate_max_distance
+    }
 }
 
 fn verdict_name(v: Verdict) -> String {

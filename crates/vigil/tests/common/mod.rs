@@ -72,9 +72,31 @@ pub fn test_pattern_clip(dir: &Path, name: &str, secs: u32, mux: &str) -> PathBu
 
 /// The still image shown for `secs` seconds, re-encoded at `kbps` and `height` lines.
 pub fn still_clip(dir: &Path, image: &Path, name: &str, secs: u32, kbps: u32, height: u32, mux: &str) -> PathBuf {
+    transformed_clip(
+        dir,
+        image,
+        name,
+        secs,
+        kbps,
+        &format!("videoscale ! video/x-raw,height={height},pixel-aspect-ratio=1/1"),
+        mux,
+    )
+}
+
+/// The still image through `transform` (GStreamer elements, e.g. a flip or a crop),
+/// shown for `secs` seconds and re-encoded at `kbps`.
+pub fn transformed_clip(
+    dir: &Path,
+    image: &Path,
+    name: &str,
+    secs: u32,
+    kbps: u32,
+    transform: &str,
+    mux: &str,
+) -> PathBuf {
     let path = dir.join(name);
     gst_launch(&format!(
-        "filesrc location={} ! decodebin ! videoconvert ! videoscale ! video/x-raw,height={height},pixel-aspect-ratio=1/1 \
+        "filesrc location={} ! decodebin ! videoconvert ! {transform} ! videoconvert \
          ! imagefreeze num-buffers={} ! video/x-raw,framerate=25/1 ! videoconvert ! x264enc speed-preset=ultrafast bitrate={kbps} \
          ! h264parse ! {mux} ! filesink location={}",
         image.display(),

@@ -1,0 +1,47 @@
+//! Counters of the hash + bank-match stage. Bank names are labels: their number is
+//! bounded by configuration.
+
+use prometheus::{IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry};
+use std::sync::LazyLock;
+
+pub struct HashMetrics {
+    pub frames_hashed: IntCounter,
+    pub below_quality_floor: IntCounter,
+    pub near_duplicate_skips: IntCounter,
+    pub matches: IntCounterVec,
+    pub bank_rows: IntGaugeVec,
+    pub bank_reloads: IntCounterVec,
+}
+
+pub static METRICS: LazyLock<HashMetrics> = LazyLock::new(|| HashMetrics {
+    frames_hashed: IntCounter::new("vigil_hash_frames_total", "Frames hashed").expect("valid metric"),
+    below_quality_floor: IntCounter::new(
+        "vigil_hash_below_quality_floor_total",
+        "Frames whose PDQ quality was under the floor: counted, not matched",
+    )
+    .expect("valid metric"),
+    near_duplicate_skips: IntCounter::new(
+        "vigil_hash_near_duplicate_skips_total",
+        "Samples that reused the previous analysis because they were near-duplicates",
+    )
+    .expect("valid metric"),
+    matches: IntCounterVec::new(Opts::new("vigil_hash_matches_total", "Bank matches, by action"), &["action"])
+        .expect("valid metric"),
+    bank_rows: IntGaugeVec::new(Opts::new("vigil_hash_bank_rows", "Hashes loaded per bank"), &["bank"])
+        .expect("valid metric"),
+    bank_reloads: IntCounterVec::new(
+        Opts::new("vigil_hash_bank_reloads_total", "Bank (re)loads, by bank and result"),
+        &["bank", "result"],
+    )
+    .expect("valid metric"),
+});
+
+pub fn register(registry: &Registry) -> prometheus::Result<()> {
+    let m = &*METRICS;
+    registry.register(Box::new(m.frames_hashed.clone()))?;
+    registry.register(Box::new(m.below_quality_floor.clone()))?;
+    registry.register(Box::new(m.near_duplicate_skips.clone()))?;
+    registry.register(Box::new(m.matches.clone()))?;
+    registry.register(Box::new(m.bank_rows.clone()))?;
+    registry.register(Box::new(m.bank_reloads.clone()))
+}

@@ -1,0 +1,189 @@
+//! Index benchmark. Banks are generated (xorshift, seeded) so runs are comparable:
+//! - random: uniform 256-bit hashes;
+//! - clustered: half the bank in clusters of 5,000 near-duplicates (within 40 bits of a
+//!   centre), half random — the adversarial case for bucketed indexes.
+//!
+//! Queries: half near a banked hash (0–40 bits away), half unrelated. Every index answer
+//! checked against the linear scan is compared, so a fast wrong index cannot report.
+
+use super::percentile_ms;
+use anyhow::Context;
+use serde_json::json;
+use std::io::Write;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+use vigil_hash::index::linear_scan;
+use vigil_hash::{Hash256, HashIndex};
+
+#[derive(clap::Args)]
+pub struct HashBenchArgs {
+    /// Bank sizes to measure.
+    #[arg(long, value_delimiter = ',', default_value = "1000000,10000000")]
+    sizes: Vec<usize>,
+    /// Queries per bank for the index.
+    #[arg(long, default_value_t = 2000)]
+    queries: usize,
+    /// Queries per bank for the linear scan (slow at 10 M).
+    #[arg(long, default_value_t = 30)]
+    scan_queries: usize,
+    #[arg(long, default_value_t = 31)]
+    radius: u32,
+    /// A small smoke run (100,000 hashes, few queries) for CI.
+    #[arg(long)]
+    quick: bool,
+    /// Also time FAISS (`faiss-cpu` from PyPI) on the same hashes when it is importable.
+    #[arg(long)]
+    faiss: bool,
+}
+
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn hash(&mut self) -> Hash256 {
+        let mut b = [0u8; 32];
+        for c in b.chunks_exact_mut(8) {
+            c.copy_from_slice(&self.next().to_le_bytes());
+        }
+        Hash256(b)
+    }
+    fn near(&mut self, h: &Hash256, max_bits: u32) -> Hash256 {
+        let mut out = *h;
+        let bits = (self.next() % (max_bits as u64 + 1)) as usize;
+        for _ in 0..bits {
+            let k = (self.next() % 256) as usize;
+            out.0[k / 8] ^= 1 << (k % 8);
+        }
+        out
+    }
+}
+
+fn bank(kind: &str, n: usize, rng: &mut Rng) -> Vec<Hash256> {
+    match kind {
+        "random" => (0..n).map(|_| rng.hash()).collect(),
+        _ => {
+            let mut v = Vec::with_capacity(n);
+            while v.len() < n / 2 {
+                let centre = rng.hash();
+                for _ in 0..5000.min(n / 2 - v.len()) {
+                    v.push(rng.near(&centre, 40));
+                }
+            }
+            while v.len() < n {
+                v.push(rng.hash());
+            }
+            v
+        }
+    }
+}
+
+fn queries(bank: &[Hash256], n: usize, rng: &mut Rng) -> Vec<Hash256> {
+    (0..n)
+        .map(|i| {
+            if i % 2 == 0 {
+                let pick = (rng.next() % bank.len() as u64) as usize;
+                rng.near(&bank[pick], 40)
+            } else {
+                rng.hash()
+            }
+        })
+        .collect()
+}
+
+fn time_each(qs: &[Hash256], mut f: impl FnMut(&Hash256) -> usize) -> (Vec<Duration>, usize) {
+    let mut times = Vec::with_capacity(qs.len());
+    let mut hits = 0;
+    for q in qs {
+        let t = Instant::now();
+        hits += f(q);
+        times.push(t.elapsed());
+    }
+    times.sort_unstable();
+    (times, hits)
+}
+
+pub fn run(mut args: HashBenchArgs) -> anyhow::Result<ExitCode> {
+    if args.quick {
+        args.sizes = vec![100_000];
+        args.queries = 200;
+        args.scan_queries = 20;
+    }
+    let mut all_exact = true;
+    println!(
+        "{:>10} {:>9} {:>9} {:>9} {:>9} {:>10} {:>10} {:>8}",
+        "hashes", "bank", "build_s", "B/hash", "p50_ms", "p99_ms", "scan_p50", "speedup"
+    );
+    for &n in &args.sizes {
+        for kind in ["random", "clustered"] {
+            let mut rng = Rng(0x5eed_0000 ^ n as u64);
+            let hashes = bank(kind, n, &mut rng);
+            let qs = queries(&hashes, args.queries, &mut rng);
+            let started = Instant::now();
+            let index = HashIndex::build(hashes.clone());
+            let build_s = started.elapsed().as_secs_f64();
+            let bytes_per_hash = index.memory_bytes() as f64 / n as f64;
+            // Warm the tables once so the first queries do not pay page faults.
+            for q in qs.iter().take(20) {
+                std::hint::black_box(index.search(q, args.radius));
+            }
+            let (idx_times, idx_hits) = time_each(&qs, |q| index.search(q, args.radius).len());
+            let scan_qs = &qs[..args.scan_queries.min(qs.len())];
+            let (scan_times, _) = time_each(scan_qs, |q| linear_scan(&hashes, q, args.radius).len());
+            let exact = scan_qs.iter().all(|q| index.search(q, args.radius) == linear_scan(&hashes, q, args.radius));
+            all_exact &= exact;
+            let (p50, p99, scan50) =
+                (percentile_ms(&idx_times, 50.0), percentile_ms(&idx_times, 99.0), percentile_ms(&scan_times, 50.0));
+            println!(
+                "{n:>10} {kind:>9} {build_s:>9.2} {bytes_per_hash:>9.1} {p50:>9.3} {p99:>10.3} {scan50:>10.2} {:>7.0}x",
+                scan50 / p50
+            );
+            let mut record = json!({
+                "bench": "hash_index", "hashes": n, "bank": kind, "radius": args.radius,
+                "build_s": build_s, "bytes_per_hash": bytes_per_hash,
+                "query_p50_ms": p50, "query_p99_ms": p99, "queries": qs.len(), "hits": idx_hits,
+                "scan_p50_ms": scan50, "speedup_p50_vs_scan": scan50 / p50,
+                "speedup_p99_vs_scan": scan50 / p99, "exact_vs_scan": exact,
+            });
+            if args.faiss {
+                match faiss(&hashes, &qs, args.radius) {
+                    Ok(f) => {
+                        println!("{:>10} {kind:>9}   faiss: {f}", n);
+                        record["faiss"] = f;
+                    }
+                    Err(e) => println!("{:>10} {kind:>9}   faiss: not measured: {e:#}", n),
+                }
+            }
+            eprintln!("{record}");
+            drop(index);
+        }
+    }
+    anyhow::ensure!(all_exact, "the index disagreed with the linear scan");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Runs scripts/bench_faiss.py on the same hashes and queries, returns its JSON.
+fn faiss(hashes: &[Hash256], qs: &[Hash256], radius: u32) -> anyhow::Result<serde_json::Value> {
+    let dir = tempfile::tempdir()?;
+    let write = |name: &str, hs: &[Hash256]| -> anyhow::Result<std::path::PathBuf> {
+        let p = dir.path().join(name);
+        let mut f = std::io::BufWriter::new(std::fs::File::create(&p)?);
+        for h in hs {
+            f.write_all(&h.0)?;
+        }
+        f.flush()?;
+        Ok(p)
+    };
+    let (db, q) = (write("db.bin", hashes)?, write("q.bin", qs)?);
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/bench_faiss.py");
+    let out = std::process::Command::new("python3")
+        .arg(&script)
+        .args([db.to_str().unwrap_or_default(), q.to_str().unwrap_or_default(), &radius.to_string()])
+        .output()
+        .context("running python3")?;
+    anyhow::ensure!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr).lines().last().unwrap_or(""));
+    Ok(serde_json::from_slice(&out.stdout)?)
+}

@@ -1,0 +1,29 @@
+//! `vigil bench`: measurements that print ratios against a baseline measured in the
+//! same run (these machines are shared and noisy; absolute times are for context).
+
+mod hash;
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+#[derive(clap::Subcommand)]
+pub enum BenchCommand {
+    /// The bank index against a linear scan (and FAISS when installed): build time,
+    /// memory per hash, radius-31 query p50/p99, on random and clustered banks.
+    Hash(hash::HashBenchArgs),
+}
+
+pub fn run(cmd: BenchCommand) -> anyhow::Result<ExitCode> {
+    match cmd {
+        BenchCommand::Hash(args) => hash::run(args),
+    }
+}
+
+/// p-th percentile (0..=100) of durations, in milliseconds.
+pub fn percentile_ms(sorted: &[Duration], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let i = ((p / 100.0) * (sorted.len() - 1) as f64).round() as usize;
+    sorted[i].as_secs_f64() * 1000.0
+}
