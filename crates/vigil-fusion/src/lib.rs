@@ -128,7 +128,7 @@ mod tests {
         FaceSignal { bbox: [0.0; 4], score: 0.9, age: Some(AgeEstimate { expected_years: 12.0, p_minor }) }
     }
     fn bank(action: &str) -> BankMatch {
-        BankMatch { bank: "b".into(), id: "1".into(), distance: 3, action: action.into() }
+        BankMatch { bank: "b".into(), id: "1".into(), distance: 3, action: action.into(), variant: "original".into() }
     }
 
     #[test]
