@@ -24,7 +24,7 @@ for name, make in [
     t = time.perf_counter()
     index.add(db)
     build = time.perf_counter() - t
-    n = min(len(q), 100 if name == "IndexBinaryFlat" else len(q))
+    n = min(len(q), 100 if name == "IndexBinaryFlat" else 300)
     times = []
     for i in range(n):
         t = time.perf_counter()

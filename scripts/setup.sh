@@ -15,6 +15,8 @@ APT_PACKAGES=(
   libgstreamer1.0-dev libgstreamer-plugins-base1.0-dev libgstreamer-plugins-bad1.0-dev
   gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad
   gstreamer1.0-plugins-ugly gstreamer1.0-libav gstreamer1.0-tools gstreamer1.0-nice
+  # textoverlay (pango) and a font, for the robustness benchmark's captions
+  gstreamer1.0-x fonts-dejavu-core
   # the RTMP origin used by the ingest tests
   nginx libnginx-mod-rtmp
 )

@@ -70,9 +70,10 @@ impl VariantHasher {
             .zip(dihedral.iter())
             .map(|(d, out)| VariantHash { variant: Variant::Dihedral(*d), hash: out.hash })
             .collect();
+        let canvas = crop_canvas(width, height);
         for &pm in &self.crops_per_mille {
-            shrink_and_pad(rgb, width, height, pm as f32 / 1000.0, &mut self.scratch);
-            let out = self.pdq.hash_rgb(&self.scratch, width, height);
+            shrink_and_pad(rgb, (width, height), pm as f32 / 1000.0, canvas, &mut self.scratch);
+            let out = self.pdq.hash_rgb(&self.scratch, canvas.0, canvas.1);
             variants.push(VariantHash { variant: Variant::Crop { per_mille: pm }, hash: out.hash });
         }
         FrameHashes { pdq: dihedral[0], variants }
@@ -84,25 +85,48 @@ impl VariantHasher {
     }
 }
 
-/// Writes into `out` the frame scaled by `1 - 2 * fraction` about its centre, with the
-/// border filled by replicating the edge pixels (sampling clamps to the frame).
-pub fn shrink_and_pad(rgb: &[u8], width: usize, height: usize, fraction: f32, out: &mut Vec<u8>) {
-    out.resize(rgb.len(), 0);
+/// Crop-reach variants are drawn at most this wide or high: PDQ reduces every image
+/// to 64×64 anyway, and a smaller canvas makes the variant several times cheaper.
+pub const CROP_CANVAS_MAX_PX: usize = 448;
+
+/// The canvas size for crop-reach variants of a `width`×`height` frame.
+pub fn crop_canvas(width: usize, height: usize) -> (usize, usize) {
+    let scale = (CROP_CANVAS_MAX_PX as f32 / width.max(height) as f32).min(1.0);
+    (((width as f32 * scale).round() as usize).max(1), ((height as f32 * scale).round() as usize).max(1))
+}
+
+/// Writes into `out` (an `ow`×`oh` RGB canvas) the frame scaled by `1 - 2 * fraction`
+/// about its centre, the border filled by replicating the edge pixels (sampling clamps
+/// to the frame). Coordinates are precomputed per column, so the loop is a gather.
+pub fn shrink_and_pad(
+    rgb: &[u8],
+    (width, height): (usize, usize),
+    fraction: f32,
+    (ow, oh): (usize, usize),
+    out: &mut Vec<u8>,
+) {
+    out.resize(ow * oh * 3, 0);
     let s = 1.0 - 2.0 * fraction;
-    let (fw, fh) = (width as f32, height as f32);
-    for y in 0..height {
-        let sy = (((y as f32 + 0.5) - fh * fraction) / s - 0.5).clamp(0.0, fh - 1.0);
-        let (y0, ay) = (sy.floor() as usize, sy.fract());
-        let y1 = (y0 + 1).min(height - 1);
-        for x in 0..width {
-            let sx = (((x as f32 + 0.5) - fw * fraction) / s - 0.5).clamp(0.0, fw - 1.0);
-            let (x0, ax) = (sx.floor() as usize, sx.fract());
-            let x1 = (x0 + 1).min(width - 1);
+    let axis = |n_out: usize, n_in: usize| -> Vec<(usize, usize, f32)> {
+        let (fo, fi) = (n_out as f32, n_in as f32);
+        (0..n_out)
+            .map(|i| {
+                let pos = (i as f32 + 0.5) * fi / fo;
+                let src = ((pos - fi * fraction) / s - 0.5).clamp(0.0, fi - 1.0);
+                let i0 = src.floor() as usize;
+                (i0, (i0 + 1).min(n_in - 1), src - i0 as f32)
+            })
+            .collect()
+    };
+    let (xs, ys) = (axis(ow, width), axis(oh, height));
+    for (y, &(y0, y1, ay)) in ys.iter().enumerate() {
+        let (r0, r1) = (&rgb[y0 * width * 3..(y0 + 1) * width * 3], &rgb[y1 * width * 3..(y1 + 1) * width * 3]);
+        let row = &mut out[y * ow * 3..(y + 1) * ow * 3];
+        for (x, &(x0, x1, ax)) in xs.iter().enumerate() {
             for c in 0..3 {
-                let p = |xx: usize, yy: usize| rgb[(yy * width + xx) * 3 + c] as f32;
-                let top = p(x0, y0) * (1.0 - ax) + p(x1, y0) * ax;
-                let bottom = p(x0, y1) * (1.0 - ax) + p(x1, y1) * ax;
-                out[(y * width + x) * 3 + c] = (top * (1.0 - ay) + bottom * ay).round() as u8;
+                let top = r0[x0 * 3 + c] as f32 * (1.0 - ax) + r0[x1 * 3 + c] as f32 * ax;
+                let bottom = r1[x0 * 3 + c] as f32 * (1.0 - ax) + r1[x1 * 3 + c] as f32 * ax;
+                row[x * 3 + c] = (top + (bottom - top) * ay + 0.5) as u8;
             }
         }
     }
@@ -125,7 +149,7 @@ mod tests {
         // 10x10, left half black, right half white.
         let rgb: Vec<u8> = (0..100).flat_map(|i| if i % 10 < 5 { [0u8; 3] } else { [255u8; 3] }).collect();
         let mut out = Vec::new();
-        shrink_and_pad(&rgb, 10, 10, 0.1, &mut out);
+        shrink_and_pad(&rgb, (10, 10), 0.1, (10, 10), &mut out);
         assert_eq!(out.len(), rgb.len());
         assert_eq!(out[0], 0, "left edge replicated");
         assert_eq!(out[9 * 3], 255, "right edge replicated");

@@ -8,6 +8,7 @@
 pub mod config;
 pub mod decode;
 mod error;
+pub mod launch;
 pub mod metrics;
 pub mod still;
 

@@ -52,7 +52,9 @@ fn main() -> ExitCode {
         Command::Scan(args) => scan::run(cli.config.as_deref(), args),
         Command::Hash(args) => hash_cmd::run(cli.config.as_deref(), args),
         Command::Bank(cmd) => bank_cmd::run(cli.config.as_deref(), cmd),
-        Command::Bench(cmd) => bench::run(cmd),
+        Command::Bench(cmd) => config::VigilConfig::load(cli.config.as_deref())
+            .map_err(anyhow::Error::from)
+            .and_then(|cfg| bench::run(cmd, &cfg)),
         Command::Validate { files } => validate(files),
     };
     match result {

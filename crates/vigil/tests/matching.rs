@@ -134,3 +134,18 @@ fn bench_hash_quick_smoke_is_exact() {
         assert!(r["bytes_per_hash"].as_f64().unwrap() <= 256.0);
     }
 }
+
+#[test]
+fn bench_robustness_quick_shows_what_variants_win() {
+    let out = vigil(&["bench", "robustness", "--quick"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mirrored = text.lines().find(|l| l.starts_with("mirrored")).expect("a mirrored row");
+    let cols: Vec<&str> = mirrored.split_whitespace().collect();
+    assert_eq!(
+        (cols[1], cols[2]),
+        ("0%", "100%"),
+        "plain PDQ misses mirrored copies, the variants find them: {mirrored}"
+    );
+    assert!(text.contains("false matches against 10000 random hashes"), "{text}");
+}

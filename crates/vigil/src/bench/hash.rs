@@ -151,7 +151,19 @@ pub fn run(mut args: HashBenchArgs) -> anyhow::Result<ExitCode> {
             if args.faiss {
                 match faiss(&hashes, &qs, args.radius) {
                     Ok(f) => {
-                        println!("{:>10} {kind:>9}   faiss: {f}", n);
+                        for (name, r) in f.as_object().into_iter().flatten() {
+                            let (fp50, fp99) = (
+                                r["query_p50_ms"].as_f64().unwrap_or(f64::NAN),
+                                r["query_p99_ms"].as_f64().unwrap_or(f64::NAN),
+                            );
+                            println!(
+                                "{:>10} {kind:>9}   faiss {name}: p50 {fp50:.3} ms, p99 {fp99:.3} ms, build {:.2} s; vigil is {:.0}x faster at p50, {:.0}x at p99",
+                                n,
+                                r["build_s"].as_f64().unwrap_or(f64::NAN),
+                                fp50 / p50,
+                                fp99 / p99
+                            );
+                        }
                         record["faiss"] = f;
                     }
                     Err(e) => println!("{:>10} {kind:>9}   faiss: not measured: {e:#}", n),

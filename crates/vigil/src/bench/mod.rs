@@ -2,6 +2,7 @@
 //! same run (these machines are shared and noisy; absolute times are for context).
 
 mod hash;
+mod robustness;
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -11,11 +12,15 @@ pub enum BenchCommand {
     /// The bank index against a linear scan (and FAISS when installed): build time,
     /// memory per hash, radius-31 query p50/p99, on random and clustered banks.
     Hash(hash::HashBenchArgs),
+    /// What bank matching survives (re-encode, scaling, text, crops, mirroring) with
+    /// plain PDQ, PDQ with variants, and pHash; false matches; variant cost.
+    Robustness(robustness::RobustnessArgs),
 }
 
-pub fn run(cmd: BenchCommand) -> anyhow::Result<ExitCode> {
+pub fn run(cmd: BenchCommand, config: &crate::config::VigilConfig) -> anyhow::Result<ExitCode> {
     match cmd {
         BenchCommand::Hash(args) => hash::run(args),
+        BenchCommand::Robustness(args) => robustness::run(args, &config.infer.cache_dir()),
     }
 }
 
