@@ -89,6 +89,7 @@ def main() -> None:
         dest.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=dest.parent, delete=False) as tmp:
             tmp.write(data)
+        os.chmod(tmp.name, 0o644)
         os.replace(tmp.name, dest)
         print(f"setup: installed {item['dest']} (sha256 verified)")
     print(f"setup: cache ready at {CACHE}")

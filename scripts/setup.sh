@@ -36,3 +36,13 @@ else
 fi
 
 python3 scripts/fetch_assets.py
+
+# Tiny marker-driven models for the tests' positive paths, built with a pinned `onnx`
+# in a private virtualenv (kept apart from the system's Python packages).
+VENV="${VIGIL_CACHE_DIR:-.cache/vigil}/venv"
+if [ ! -x "$VENV/bin/python" ] || ! "$VENV/bin/python" -c 'import onnx; assert onnx.__version__ == "1.23.2"' 2>/dev/null; then
+  echo "setup: creating $VENV with onnx==1.23.2"
+  python3 -m venv "$VENV"
+  "$VENV/bin/pip" install --quiet --disable-pip-version-check onnx==1.23.2
+fi
+"$VENV/bin/python" scripts/make_test_models.py

@@ -40,6 +40,8 @@ struct Model {
     manifest: ModelManifest,
     session: Session,
     input: Vec<f32>,
+    /// The execution provider the session runs on.
+    provider: &'static str,
 }
 
 impl Model {
@@ -55,12 +57,7 @@ impl Model {
         verify_checksum(&manifest, &path)?;
         let env = crate::environment(cfg)?;
         let load_err = |e: String| InferError::Load { name: name.into(), reason: e };
-        let session = Session::builder(&env)
-            .map_err(|e| load_err(e.to_string()))?
-            .with_intra_threads(cfg.intra_threads)
-            .map_err(|e| load_err(e.to_string()))?
-            .commit_from_file(&path)
-            .map_err(|e| load_err(e.to_string()))?;
+        let (session, provider) = crate::providers::session_with_fallback(&env, cfg, name, &path)?;
         for (what, want, have) in [
             ("input", &manifest.input.name, session.inputs().iter().map(|o| o.name().to_string()).collect::<Vec<_>>()),
             ("output", &manifest.output.name, session.outputs().iter().map(|o| o.name().to_string()).collect()),
@@ -70,7 +67,8 @@ impl Model {
             }
         }
         let input = vec![0f32; manifest.input_len()];
-        Ok(Model { manifest, session, input })
+        crate::metrics::METRICS.provider.with_label_values(&[name, provider]).set(1);
+        Ok(Model { manifest, session, input, provider })
     }
 
     /// Runs the model on `batch` images already written to `self.input`.
@@ -105,7 +103,7 @@ impl Model {
             kind: self.manifest.kind,
             version: self.manifest.version.clone(),
             license: self.manifest.license.spdx.clone(),
-            provider: "cpu".into(),
+            provider: self.provider.into(),
         }
     }
 }
@@ -129,25 +127,40 @@ pub struct Analyzer {
     detector: Model,
     age: Option<Model>,
     classifier: Option<Model>,
+    warmup_ms: u64,
 }
 
 impl Analyzer {
     /// Loads every configured model, checking checksums and input/output names.
     pub fn load(cfg: &InferConfig) -> Result<Analyzer, InferError> {
-        for p in &cfg.execution_providers {
-            if p != "cpu" {
-                if cfg.require_gpu {
-                    return Err(InferError::ProviderUnavailable(p.clone()));
-                }
-                tracing::warn!(provider = %p, "this build runs on the CPU provider only; falling back to CPU");
-            }
-        }
         // The runtime first: without it no model can load, and that is the fix to name.
         crate::environment(cfg)?;
         let detector = Model::load(cfg, &cfg.detector, ModelKind::Detector)?;
-        let age = cfg.age.as_deref().map(|n| Model::load(cfg, n, ModelKind::Age)).transpose()?;
-        let classifier = cfg.classifier.as_deref().map(|n| Model::load(cfg, n, ModelKind::Classifier)).transpose()?;
-        Ok(Analyzer { detector, age, classifier })
+        // An empty name switches an optional model off (e.g. VIGIL__INFER__CLASSIFIER="").
+        let optional = |n: &Option<String>| n.as_deref().filter(|n| !n.is_empty()).map(str::to_string);
+        let age = optional(&cfg.age).map(|n| Model::load(cfg, &n, ModelKind::Age)).transpose()?;
+        let classifier = optional(&cfg.classifier).map(|n| Model::load(cfg, &n, ModelKind::Classifier)).transpose()?;
+        let mut analyzer = Analyzer { detector, age, classifier, warmup_ms: 0 };
+        analyzer.warm_up()?;
+        Ok(analyzer)
+    }
+
+    /// Runs every model once on a blank input, so the first real frame does not pay
+    /// for lazy initialisation and a model that cannot run is found before serving.
+    fn warm_up(&mut self) -> Result<(), InferError> {
+        let started = Instant::now();
+        for m in std::iter::once(&mut self.detector).chain(self.age.as_mut()).chain(self.classifier.as_mut()) {
+            let n = m.manifest.input_len();
+            m.input[..n].fill(0.0);
+            m.run(1)?;
+        }
+        self.warmup_ms = started.elapsed().as_millis() as u64;
+        Ok(())
+    }
+
+    /// How long the warm-up run of every model took.
+    pub fn warmup_ms(&self) -> u64 {
+        self.warmup_ms
     }
 
     pub fn models(&self) -> Vec<ModelInfo> {
@@ -155,67 +168,120 @@ impl Analyzer {
     }
 
     pub fn analyze(&mut self, frame: &Frame) -> Analysis {
-        let mut out = Analysis::default();
-        match self.detect(frame) {
-            Ok(dets) => out.detections = dets,
-            Err(e) => out.unscanned.push(Unscanned { stage: "detector".into(), reason: e.to_string() }),
+        self.analyze_batch(std::slice::from_ref(frame)).pop().unwrap_or_default()
+    }
+
+    /// Analyses frames together: one detector run and one classifier run for the whole
+    /// batch, one age run for every face in it. A failed run marks the stage unscanned
+    /// on every frame of the batch.
+    pub fn analyze_batch(&mut self, frames: &[Frame]) -> Vec<Analysis> {
+        let mut out = vec![Analysis::default(); frames.len()];
+        if frames.is_empty() {
+            return out;
         }
-        let faces: Vec<&Detection> =
-            out.detections.iter().filter(|d| d.signal.as_deref() == Some("face")).take(MAX_FACES).collect();
-        out.faces = faces.iter().map(|d| FaceSignal { bbox: d.bbox, score: d.score, age: None }).collect();
-        if !out.faces.is_empty()
-            && let Some(age) = self.age.as_mut()
-        {
-            match estimate_ages(age, frame, &out.faces) {
-                Ok(ages) => out.faces.iter_mut().zip(ages).for_each(|(f, a)| f.age = a),
-                Err(e) => out.unscanned.push(Unscanned { stage: "age".into(), reason: e.to_string() }),
+        let unscanned = |out: &mut Vec<Analysis>, stage: &str, e: &InferError| {
+            for a in out.iter_mut() {
+                a.unscanned.push(Unscanned { stage: stage.into(), reason: e.to_string() });
+            }
+        };
+        match detect(&mut self.detector, frames) {
+            Ok(dets) => out.iter_mut().zip(dets).for_each(|(a, d)| a.detections = d),
+            Err(e) => unscanned(&mut out, "detector", &e),
+        }
+        for a in out.iter_mut() {
+            a.faces = a
+                .detections
+                .iter()
+                .filter(|d| d.signal.as_deref() == Some("face"))
+                .take(MAX_FACES)
+                .map(|d| FaceSignal { bbox: d.bbox, score: d.score, age: None })
+                .collect();
+        }
+        if let Some(age) = self.age.as_mut() {
+            let faces: Vec<(usize, usize)> =
+                out.iter().enumerate().flat_map(|(fi, a)| (0..a.faces.len()).map(move |k| (fi, k))).collect();
+            if !faces.is_empty() {
+                let crops: Vec<(&Frame, [f32; 4])> =
+                    faces.iter().map(|&(fi, k)| (&frames[fi], out[fi].faces[k].bbox)).collect();
+                match estimate_ages(age, &crops) {
+                    Ok(ages) => faces.iter().zip(ages).for_each(|(&(fi, k), a)| out[fi].faces[k].age = a),
+                    Err(e) => {
+                        for &(fi, _) in &faces {
+                            if !out[fi].unscanned.iter().any(|u| u.stage == "age") {
+                                out[fi].unscanned.push(Unscanned { stage: "age".into(), reason: e.to_string() });
+                            }
+                        }
+                    }
+                }
             }
         }
         if let Some(c) = self.classifier.as_mut() {
-            match classify(c, frame) {
-                Ok(score) => out.nsfw_score = score,
-                Err(e) => out.unscanned.push(Unscanned { stage: "classifier".into(), reason: e.to_string() }),
+            match classify(c, frames) {
+                Ok(scores) => out.iter_mut().zip(scores).for_each(|(a, s)| a.nsfw_score = s),
+                Err(e) => unscanned(&mut out, "classifier", &e),
             }
         }
         out
     }
+}
 
-    fn detect(&mut self, frame: &Frame) -> Result<Vec<Detection>, InferError> {
-        let m = &mut self.detector;
-        let mapping = preprocess::fill_input(&m.manifest.input, frame, Region::whole(frame), &mut m.input);
-        let raw = m.run(1)?;
-        let o = &m.manifest.output;
-        let dets = decode::yolov8(
-            &raw,
-            o.labels.len(),
-            mapping,
-            (frame.width as f32, frame.height as f32),
-            o.score_threshold,
-            o.iou_threshold,
-        );
-        Ok(dets
+/// Writes `items` (a frame and the region of it to use) as a batch into the model's
+/// input buffer, growing it only when a larger batch than ever before arrives.
+fn fill_batch<'a>(
+    m: &mut Model,
+    items: impl ExactSizeIterator<Item = (&'a Frame, Region)>,
+) -> Vec<preprocess::Mapping> {
+    let n = m.manifest.input_len();
+    let len = items.len();
+    if m.input.len() < n * len {
+        m.input.resize(n * len, 0.0);
+    }
+    items
+        .enumerate()
+        .map(|(i, (frame, region))| {
+            preprocess::fill_input(&m.manifest.input, frame, region, &mut m.input[i * n..(i + 1) * n])
+        })
+        .collect()
+}
+
+fn detect(m: &mut Model, frames: &[Frame]) -> Result<Vec<Vec<Detection>>, InferError> {
+    let mappings = fill_batch(m, frames.iter().map(|f| (f, Region::whole(f))));
+    let raw = m.run(frames.len())?;
+    let o = &m.manifest.output;
+    let per_image = raw.len() / frames.len();
+    Ok(frames
+        .iter()
+        .zip(mappings)
+        .zip(raw.chunks_exact(per_image.max(1)))
+        .map(|((frame, mapping), out)| {
+            decode::yolov8(
+                out,
+                o.labels.len(),
+                mapping,
+                (frame.width as f32, frame.height as f32),
+                o.score_threshold,
+                o.iou_threshold,
+            )
             .into_iter()
             .map(|d| {
                 let label = o.labels[d.class].clone();
                 let signal = m.manifest.signal_of(&label).map(str::to_string);
                 Detection { label, score: d.score, bbox: d.bbox, signal }
             })
-            .collect())
-    }
+            .collect()
+        })
+        .collect())
 }
 
-/// All faces of a frame in one batch.
-fn estimate_ages(m: &mut Model, frame: &Frame, faces: &[FaceSignal]) -> Result<Vec<Option<AgeEstimate>>, InferError> {
-    let n = m.manifest.input_len();
-    if m.input.len() < n * faces.len() {
-        m.input.resize(n * faces.len(), 0.0);
-    }
+/// Every face crop in one batch.
+fn estimate_ages(m: &mut Model, faces: &[(&Frame, [f32; 4])]) -> Result<Vec<Option<AgeEstimate>>, InferError> {
     let pad = m.manifest.input.face_padding;
-    for (i, f) in faces.iter().enumerate() {
-        let [x, y, w, h] = f.bbox;
-        let region = Region { x: x - w * pad, y: y - h * pad, w: w * (1.0 + 2.0 * pad), h: h * (1.0 + 2.0 * pad) };
-        preprocess::fill_input(&m.manifest.input, frame, region, &mut m.input[i * n..(i + 1) * n]);
-    }
+    fill_batch(
+        m,
+        faces.iter().map(|(frame, [x, y, w, h])| {
+            (*frame, Region { x: x - w * pad, y: y - h * pad, w: w * (1.0 + 2.0 * pad), h: h * (1.0 + 2.0 * pad) })
+        }),
+    );
     let raw = m.run(faces.len())?;
     let bins = &m.manifest.output.bins;
     let minor_below = m.manifest.output.minor_below_years;
@@ -228,11 +294,14 @@ fn estimate_ages(m: &mut Model, frame: &Frame, faces: &[FaceSignal]) -> Result<V
         .collect())
 }
 
-/// The classifier's probability for its `nsfw_score` signal.
-fn classify(m: &mut Model, frame: &Frame) -> Result<Option<f32>, InferError> {
-    preprocess::fill_input(&m.manifest.input, frame, Region::whole(frame), &mut m.input);
-    let raw = m.run(1)?;
+/// The classifier's probability for its `nsfw_score` signal, per frame.
+fn classify(m: &mut Model, frames: &[Frame]) -> Result<Vec<Option<f32>>, InferError> {
+    fill_batch(m, frames.iter().map(|f| (f, Region::whole(f))));
+    let raw = m.run(frames.len())?;
     let labels = &m.manifest.output.labels;
     let idx = labels.iter().position(|l| m.manifest.signal_of(l) == Some("nsfw_score"));
-    Ok(idx.and_then(|i| raw.get(i).copied()).filter(|v| v.is_finite()))
+    Ok(raw
+        .chunks_exact(labels.len().max(1))
+        .map(|p| idx.and_then(|i| p.get(i).copied()).filter(|v| v.is_finite()))
+        .collect())
 }

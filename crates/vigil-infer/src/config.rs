@@ -30,6 +30,31 @@ pub struct InferConfig {
     pub execution_providers: Vec<String>,
     #[serde(default)]
     pub require_gpu: bool,
+    /// Inference threads, each with its own sessions.
+    #[serde(default = "default_inference_threads")]
+    pub inference_threads: usize,
+    /// The batcher runs at most this many frames together...
+    #[serde(default = "default_batch_max_frames")]
+    pub batch_max_frames: usize,
+    /// ...and waits at most this long after the first frame for more.
+    #[serde(default = "default_batch_max_wait_ms")]
+    pub batch_max_wait_ms: u64,
+    /// Frames waiting for inference, across all streams.
+    #[serde(default = "default_queue_frames")]
+    pub queue_frames: usize,
+}
+
+fn default_inference_threads() -> usize {
+    1
+}
+fn default_batch_max_frames() -> usize {
+    8
+}
+fn default_batch_max_wait_ms() -> u64 {
+    5
+}
+fn default_queue_frames() -> usize {
+    64
 }
 
 pub const KNOWN_PROVIDERS: [&str; 3] = ["tensorrt", "cuda", "cpu"];
@@ -115,6 +140,24 @@ impl InferConfig {
                     "{prefix}.execution_providers[{i}]: unknown provider \"{p}\" (known: {KNOWN_PROVIDERS:?})"
                 ));
             }
+        }
+        if !(1..=64).contains(&self.inference_threads) {
+            e.push(format!("{prefix}.inference_threads: {} is outside 1..=64", self.inference_threads));
+        }
+        if !(1..=256).contains(&self.batch_max_frames) {
+            e.push(format!("{prefix}.batch_max_frames: {} is outside 1..=256", self.batch_max_frames));
+        }
+        if self.batch_max_wait_ms > 1000 {
+            e.push(format!(
+                "{prefix}.batch_max_wait_ms: {} ms would delay alerts; at most 1000",
+                self.batch_max_wait_ms
+            ));
+        }
+        if self.queue_frames < self.batch_max_frames {
+            e.push(format!(
+                "{prefix}.queue_frames: {} is smaller than batch_max_frames ({})",
+                self.queue_frames, self.batch_max_frames
+            ));
         }
         if self.require_gpu && self.execution_providers.iter().all(|p| p == "cpu") {
             e.push(format!("{prefix}.require_gpu: set, but execution_providers lists no GPU provider"));

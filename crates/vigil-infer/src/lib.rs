@@ -8,15 +8,18 @@
 #![forbid(unsafe_code)]
 
 mod analyzer;
+mod batcher;
 pub mod config;
 pub mod decode;
 mod error;
 pub mod manifest;
 pub mod metrics;
 pub mod preprocess;
+mod providers;
 mod runtime;
 
 pub use analyzer::{Analysis, Analyzer, ModelInfo};
+pub use batcher::{Batcher, QueueFull};
 pub use config::InferConfig;
 pub use error::InferError;
 pub use manifest::{ModelKind, ModelManifest};

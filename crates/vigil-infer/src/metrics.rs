@@ -4,12 +4,31 @@ use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry};
 use std::sync::LazyLock;
 
 pub struct InferMetrics {
+    pub batch_frames: prometheus::Histogram,
+    pub queue_full: prometheus::IntCounter,
+    /// 1 for the execution provider each model's session runs on.
+    pub provider: prometheus::IntGaugeVec,
     pub runs: IntCounterVec,
     pub errors: IntCounterVec,
     pub seconds: HistogramVec,
 }
 
 pub static METRICS: LazyLock<InferMetrics> = LazyLock::new(|| InferMetrics {
+    batch_frames: prometheus::Histogram::with_opts(
+        HistogramOpts::new("vigil_infer_batch_frames", "Frames per batch the batcher ran")
+            .buckets(vec![1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0]),
+    )
+    .expect("valid metric"),
+    queue_full: prometheus::IntCounter::new(
+        "vigil_infer_queue_full_total",
+        "Frames refused because the inference queue was full (marked unscanned)",
+    )
+    .expect("valid metric"),
+    provider: prometheus::IntGaugeVec::new(
+        Opts::new("vigil_infer_provider", "Execution provider of each model's session (value 1)"),
+        &["model", "provider"],
+    )
+    .expect("valid metric"),
     runs: IntCounterVec::new(Opts::new("vigil_infer_runs_total", "Model runs, by model"), &["model"])
         .expect("valid metric"),
     errors: IntCounterVec::new(Opts::new("vigil_infer_errors_total", "Failed model runs, by model"), &["model"])
@@ -23,6 +42,9 @@ pub static METRICS: LazyLock<InferMetrics> = LazyLock::new(|| InferMetrics {
 });
 
 pub fn register(registry: &Registry) -> prometheus::Result<()> {
+    registry.register(Box::new(METRICS.provider.clone()))?;
+    registry.register(Box::new(METRICS.batch_frames.clone()))?;
+    registry.register(Box::new(METRICS.queue_full.clone()))?;
     registry.register(Box::new(METRICS.runs.clone()))?;
     registry.register(Box::new(METRICS.errors.clone()))?;
     registry.register(Box::new(METRICS.seconds.clone()))

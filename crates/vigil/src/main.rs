@@ -6,6 +6,7 @@ mod bank_cmd;
 mod bench;
 mod config;
 mod hash_cmd;
+mod models_cmd;
 mod scan;
 mod source;
 
@@ -32,6 +33,9 @@ enum Command {
     /// Inspect hash banks.
     #[command(subcommand)]
     Bank(bank_cmd::BankCommand),
+    /// Model manifests, checksums, and what the loaded models run on.
+    #[command(subcommand)]
+    Models(models_cmd::ModelsCommand),
     /// Benchmarks (ratios against a baseline measured in the same run).
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -51,6 +55,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Scan(args) => scan::run(cli.config.as_deref(), args),
         Command::Hash(args) => hash_cmd::run(cli.config.as_deref(), args),
+        Command::Models(cmd) => models_cmd::run(cli.config.as_deref(), cmd),
         Command::Bank(cmd) => bank_cmd::run(cli.config.as_deref(), cmd),
         Command::Bench(cmd) => config::VigilConfig::load(cli.config.as_deref())
             .map_err(anyhow::Error::from)

@@ -1,0 +1,118 @@
+//! Cross-stream dynamic batching. Frames from any number of streams go into one
+//! bounded queue; each inference thread owns its own sessions (`Session::run` takes
+//! `&mut self`, so no lock on the hot path), takes the first waiting frame, gathers more
+//! until the batch is full or `batch_max_wait_ms` has passed, and runs them together —
+//! so a GPU sees full batches when load is high and a lone frame waits only briefly.
+//!
+//! The queue never grows without bound: `submit` refuses a frame when it is full (the
+//! caller counts it and marks the sample unscanned), `submit_wait` blocks (for files).
+
+use crate::metrics::METRICS;
+use crate::{Analysis, Analyzer, InferConfig, InferError};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError, sync_channel};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+use vigil_core::Frame;
+
+struct Job {
+    frame: Frame,
+    reply: SyncSender<Analysis>,
+}
+
+pub struct Batcher {
+    queue: Option<SyncSender<Job>>,
+    workers: Vec<JoinHandle<()>>,
+}
+
+/// A frame the batcher could not take: the queue was full.
+#[derive(Debug)]
+pub struct QueueFull(pub Frame);
+
+impl Batcher {
+    /// Loads one analyzer per inference thread (each warmed up) and starts the threads.
+    pub fn start(cfg: &InferConfig) -> Result<Batcher, InferError> {
+        let (tx, rx) = sync_channel::<Job>(cfg.queue_frames);
+        let rx = Arc::new(Mutex::new(rx));
+        let mut workers = Vec::new();
+        for i in 0..cfg.inference_threads {
+            let analyzer = Analyzer::load(cfg)?;
+            let rx = rx.clone();
+            let (max_batch, max_wait) = (cfg.batch_max_frames, Duration::from_millis(cfg.batch_max_wait_ms));
+            let handle = std::thread::Builder::new()
+                .name(format!("vigil-infer-{i}"))
+                .spawn(move || worker(analyzer, rx, max_batch, max_wait))
+                .map_err(|e| InferError::Load { name: "batcher".into(), reason: e.to_string() })?;
+            workers.push(handle);
+        }
+        Ok(Batcher { queue: Some(tx), workers })
+    }
+
+    /// Queues a frame unless the queue is full; the analysis arrives on the receiver.
+    pub fn submit(&self, frame: Frame) -> Result<Receiver<Analysis>, QueueFull> {
+        let (reply, rx) = sync_channel(1);
+        let queue = self.queue.as_ref().expect("queue lives until drop");
+        match queue.try_send(Job { frame, reply }) {
+            Ok(()) => Ok(rx),
+            Err(TrySendError::Full(job) | TrySendError::Disconnected(job)) => {
+                METRICS.queue_full.inc();
+                Err(QueueFull(job.frame))
+            }
+        }
+    }
+
+    /// Queues a frame, waiting for room (backpressure for sources that can wait).
+    pub fn submit_wait(&self, frame: Frame) -> Receiver<Analysis> {
+        let (reply, rx) = sync_channel(1);
+        let queue = self.queue.as_ref().expect("queue lives until drop");
+        // A send fails only when every worker is gone; the dropped reply then tells the
+        // caller (its receiver sees a disconnect).
+        let _ = queue.send(Job { frame, reply });
+        rx
+    }
+}
+
+impl Drop for Batcher {
+    /// Closes the queue and lets the threads finish what was already accepted.
+    fn drop(&mut self) {
+        self.queue.take();
+        for w in self.workers.drain(..) {
+            let _ = w.join();
+        }
+    }
+}
+
+fn worker(mut analyzer: Analyzer, rx: Arc<Mutex<Receiver<Job>>>, max_batch: usize, max_wait: Duration) {
+    let mut jobs: Vec<Job> = Vec::with_capacity(max_batch);
+    let mut frames: Vec<Frame> = Vec::with_capacity(max_batch);
+    loop {
+        {
+            let rx = rx.lock().unwrap_or_else(|p| p.into_inner());
+            match rx.recv() {
+                Ok(job) => jobs.push(job),
+                Err(_) => return, // queue closed and drained
+            }
+            let deadline = Instant::now() + max_wait;
+            while jobs.len() < max_batch {
+                let left = deadline.saturating_duration_since(Instant::now());
+                match rx.recv_timeout(left) {
+                    Ok(job) => jobs.push(job),
+                    Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => break,
+                }
+            }
+        }
+        METRICS.batch_frames.observe(jobs.len() as f64);
+        let replies: Vec<SyncSender<Analysis>> = jobs
+            .drain(..)
+            .map(|j| {
+                frames.push(j.frame);
+                j.reply
+            })
+            .collect();
+        let results = analyzer.analyze_batch(&frames);
+        frames.clear();
+        for (reply, analysis) in replies.into_iter().zip(results) {
+            let _ = reply.send(analysis); // the submitter may have gone away; fine
+        }
+    }
+}

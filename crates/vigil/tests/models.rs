@@ -1,0 +1,143 @@
+//! The inference path end to end, including the positive paths, driven by tiny
+//! marker models the setup builds (scripts/make_test_models.py): a red square in the
+//! frame's corner makes the stand-in detector report a face and a sexual-exposure
+//! region; a green face makes the stand-in age model say 8 years old. No real sexual
+//! imagery of anyone is used or generated.
+
+mod common;
+
+use common::*;
+use std::path::{Path, PathBuf};
+
+fn marker_env() -> Vec<(&'static str, String)> {
+    vec![
+        ("VIGIL__INFER__MODELS_DIR", cache_dir().join("test-models").display().to_string()),
+        ("VIGIL__INFER__DETECTOR", "test-marker-detector".into()),
+        ("VIGIL__INFER__AGE", "test-marker-age".into()),
+    ]
+}
+
+fn scan_with_markers(input: &Path) -> std::process::Output {
+    let env = marker_env();
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    vigil_env(&["scan", input.to_str().unwrap()], &env)
+}
+
+/// A 640x360 grey frame; `marker` paints the detector's red corner, `face` the colour
+/// of the region where the stand-in detector reports the face.
+fn synthetic(dir: &Path, name: &str, marker: bool, face: [u8; 3]) -> PathBuf {
+    let mut img = image::RgbImage::from_pixel(640, 360, image::Rgb([128, 128, 128]));
+    for (x, y, p) in img.enumerate_pixels_mut() {
+        if marker && x < 40 && y < 40 {
+            *p = image::Rgb([255, 0, 0]);
+        } else if (230..410).contains(&x) && (110..290).contains(&y) {
+            *p = image::Rgb(face);
+        }
+    }
+    let path = dir.join(name);
+    img.save(&path).unwrap();
+    path
+}
+
+#[test]
+fn likely_minor_with_sexual_exposure_interrupts() {
+    let dir = tempfile::tempdir().unwrap();
+    let img = synthetic(dir.path(), "positive.png", true, [0, 255, 0]);
+    let out = scan_with_markers(&img);
+    assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stderr));
+    let recs = stdout_json(&out);
+    let f = frames(&recs)[0];
+    assert_eq!(f["verdict"], "interrupt", "{f}");
+    assert_eq!(f["rule"], "minor_with_sexual_exposure");
+    let age = &f["faces"][0]["age"];
+    assert!((age["expected_years"].as_f64().unwrap() - 8.0).abs() < 0.5, "{f}");
+    assert!(age["p_minor"].as_f64().unwrap() > 0.99, "{f}");
+    // The face box lands where the stand-in put it, mapped back to frame pixels.
+    let bbox: Vec<f64> = f["faces"][0]["bbox"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
+    assert!((bbox[0] - 260.0).abs() < 2.0 && (bbox[1] - 140.0).abs() < 2.0, "{bbox:?}");
+}
+
+#[test]
+fn exposure_with_an_adult_face_goes_to_review_and_nothing_is_clear() {
+    let dir = tempfile::tempdir().unwrap();
+    let adult = synthetic(dir.path(), "adult.png", true, [128, 128, 128]);
+    let out = scan_with_markers(&adult);
+    assert_eq!(out.status.code(), Some(1));
+    let recs = stdout_json(&out);
+    assert_eq!(frames(&recs)[0]["verdict"], "review");
+    assert_eq!(frames(&recs)[0]["rule"], "sexual_exposure");
+
+    let blank = synthetic(dir.path(), "blank.png", false, [0, 255, 0]);
+    let out = scan_with_markers(&blank);
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(frames(&stdout_json(&out))[0]["verdict"], "clear");
+}
+
+#[test]
+fn positive_frames_in_video_interrupt_every_sample() {
+    let dir = tempfile::tempdir().unwrap();
+    let img = synthetic(dir.path(), "positive.png", true, [0, 255, 0]);
+    let clip = still_clip(dir.path(), &img, "positive.mp4", 3, 1500, 360, "mp4mux");
+    let out = scan_with_markers(&clip);
+    assert_eq!(out.status.code(), Some(1));
+    let recs = stdout_json(&out);
+    assert_eq!(frames(&recs).len(), 3);
+    assert!(frames(&recs).iter().all(|f| f["verdict"] == "interrupt"), "{recs:?}");
+    assert_eq!(summary(&recs)["alerts"], 3);
+}
+
+#[test]
+fn models_list_verify_and_info() {
+    let out = vigil(&["models", "list"]);
+    assert!(out.status.success());
+    let list = stdout_json(&out);
+    let names: Vec<&str> = list.iter().map(|m| m["name"].as_str().unwrap()).collect();
+    assert_eq!(names, vec!["age-v1", "nudenet-320n", "open-nsfw"]);
+    assert!(list.iter().all(|m| m["present"] == true && m["configured"] == true));
+
+    let out = vigil(&["models", "verify"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+    assert!(stdout_json(&out).iter().all(|m| m["state"] == "ok"));
+
+    let out = vigil(&["models", "info"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let info = stdout_json(&out);
+    assert!(info.iter().filter(|r| r.get("model").is_some()).all(|r| r["model"]["provider"] == "cpu"));
+    let nudenet = info.iter().find(|r| r["model"]["name"] == "nudenet-320n").unwrap();
+    assert!(nudenet["license_warning"].as_str().unwrap().contains("AGPL"));
+    assert_eq!(info.last().unwrap()["ready"], true);
+}
+
+#[test]
+fn verify_finds_a_tampered_model() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("models")).unwrap();
+    for f in ["age-v1.onnx", "open-nsfw.onnx"] {
+        std::os::unix::fs::symlink(cache_dir().join("models").join(f), dir.path().join("models").join(f)).unwrap();
+    }
+    std::fs::write(dir.path().join("models/nudenet-320n.onnx"), b"tampered").unwrap();
+    let out = vigil_env(&["models", "verify"], &[("VIGIL__INFER__CACHE_DIR", dir.path().to_str().unwrap())]);
+    assert_eq!(out.status.code(), Some(2));
+    let rows = stdout_json(&out);
+    let bad = rows.iter().find(|r| r["name"] == "nudenet-320n").unwrap();
+    assert!(bad["state"].as_str().unwrap().starts_with("mismatch"), "{bad}");
+}
+
+#[test]
+fn gpu_providers_fall_back_to_cpu_or_fail_clearly_when_required() {
+    let out =
+        vigil_env(&["models", "info"], &[("VIGIL__INFER__EXECUTION_PROVIDERS", "[\"tensorrt\", \"cuda\", \"cpu\"]")]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let info = stdout_json(&out);
+    assert!(info.iter().filter(|r| r.get("model").is_some()).all(|r| r["model"]["provider"] == "cpu"));
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(log.contains("CUDAExecutionProvider"), "the fallback is logged with its reason: {log}");
+
+    let out = vigil_env(
+        &["models", "info"],
+        &[("VIGIL__INFER__EXECUTION_PROVIDERS", "[\"cuda\"]"), ("VIGIL__INFER__REQUIRE_GPU", "true")],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("vigil: error:") && err.contains("CUDAExecutionProvider"), "{err}");
+}
