@@ -305,3 +305,29 @@ fn classify(m: &mut Model, frames: &[Frame]) -> Result<Vec<Option<f32>>, InferEr
         .map(|p| idx.and_then(|i| p.get(i).copied()).filter(|v| v.is_finite()))
         .collect())
 }
+
+/// Loads model `name` alone and times `runs` runs at batch size `batch` on a synthetic
+/// input (for `vigil bench infer`). Returns the sorted run times and the provider.
+pub fn time_model_runs(
+    cfg: &InferConfig,
+    name: &str,
+    kind: ModelKind,
+    batch: usize,
+    runs: usize,
+) -> Result<(Vec<std::time::Duration>, &'static str), InferError> {
+    let mut m = Model::load(cfg, name, kind)?;
+    let n = m.manifest.input_len();
+    m.input.resize(n * batch, 0.0);
+    for (i, v) in m.input.iter_mut().enumerate() {
+        *v = ((i * 2654435761) % 255) as f32 / 255.0;
+    }
+    m.run(batch)?; // warm-up at this batch size
+    let mut times = Vec::with_capacity(runs);
+    for _ in 0..runs {
+        let t = Instant::now();
+        m.run(batch)?;
+        times.push(t.elapsed());
+    }
+    times.sort_unstable();
+    Ok((times, m.provider))
+}

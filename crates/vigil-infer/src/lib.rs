@@ -18,7 +18,7 @@ pub mod preprocess;
 mod providers;
 mod runtime;
 
-pub use analyzer::{Analysis, Analyzer, ModelInfo};
+pub use analyzer::{Analysis, Analyzer, ModelInfo, time_model_runs};
 pub use batcher::{Batcher, QueueFull};
 pub use config::InferConfig;
 pub use error::InferError;

@@ -141,3 +141,16 @@ fn gpu_providers_fall_back_to_cpu_or_fail_clearly_when_required() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("vigil: error:") && err.contains("CUDAExecutionProvider"), "{err}");
 }
+
+#[test]
+fn bench_infer_quick_reports_every_model_and_the_batcher() {
+    let out = vigil(&["bench", "infer", "--quick"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let records: Vec<serde_json::Value> =
+        String::from_utf8_lossy(&out.stderr).lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
+    let models: Vec<&serde_json::Value> = records.iter().filter(|r| r["bench"] == "infer_model").collect();
+    assert_eq!(models.len(), 6, "3 models x 2 batch sizes");
+    assert!(models.iter().all(|r| r["frames_per_s"].as_f64().unwrap() > 0.0 && r["provider"] == "cpu"));
+    let batcher = records.iter().find(|r| r["bench"] == "infer_batcher").expect("batcher line");
+    assert!(batcher["ratio"].as_f64().unwrap() > 0.0);
+}

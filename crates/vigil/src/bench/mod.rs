@@ -2,6 +2,7 @@
 //! same run (these machines are shared and noisy; absolute times are for context).
 
 mod hash;
+mod infer;
 mod robustness;
 
 use std::process::ExitCode;
@@ -15,12 +16,16 @@ pub enum BenchCommand {
     /// What bank matching survives (re-encode, scaling, text, crops, mirroring) with
     /// plain PDQ, PDQ with variants, and pHash; false matches; variant cost.
     Robustness(robustness::RobustnessArgs),
+    /// Each model at batch 1, 8, 32 (frames/s, p50/p99), and the cross-stream batcher
+    /// against frame-by-frame analysis.
+    Infer(infer::InferBenchArgs),
 }
 
 pub fn run(cmd: BenchCommand, config: &crate::config::VigilConfig) -> anyhow::Result<ExitCode> {
     match cmd {
         BenchCommand::Hash(args) => hash::run(args),
         BenchCommand::Robustness(args) => robustness::run(args, &config.infer.cache_dir()),
+        BenchCommand::Infer(args) => infer::run(args, config),
     }
 }
 
