@@ -26,4 +26,4 @@ lint: setup
 # Format and lint gates, then every test (real GStreamer, real models).
 test: lint
 	$(CARGO) test --workspace
-	for f in config/*.toml; do ./target/debug/vigil validate "$$f" || exit 1; done
+	for f in config/*.toml config/policies/*.toml; do ./target/debug/vigil validate "$$f" || exit 1; done

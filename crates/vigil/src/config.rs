@@ -123,13 +123,14 @@ mod tests {
 
     #[test]
     fn every_mistake_is_listed_at_once() {
-        let text = "[media]\nsample_fps = 0\n[hash]\nqualty_floor = 3\n[fusion]\nnsfw_review_score = 7.0\n[bogus]\n";
+        let text =
+            "[media]\nsample_fps = 0\n[hash]\nqualty_floor = 3\n[fusion]\npolicy = \"/nonexistent.toml\"\n[bogus]\n";
         let e = load(text, &[]).unwrap_err();
         let all = e.errors.join("\n");
         assert!(all.contains("bogus: unknown section"), "{all}");
         assert!(all.contains("qualty_floor"), "{all}");
         assert!(all.contains("media.sample_fps"), "{all}");
-        assert!(all.contains("fusion.nsfw_review_score"), "{all}");
+        assert!(all.contains("fusion.policy"), "{all}");
         assert_eq!(e.errors.len(), 4, "{all}");
     }
 

@@ -74,6 +74,14 @@ fn main() -> ExitCode {
     }
 }
 
+/// Policy files have a top-level `[policy]` table; worker configurations never do.
+fn is_policy_file(path: &std::path::Path) -> bool {
+    std::fs::read_to_string(path)
+        .ok()
+        .and_then(|t| t.parse::<toml::Table>().ok())
+        .is_some_and(|t| t.contains_key("policy"))
+}
+
 fn is_broken_pipe(e: &anyhow::Error) -> bool {
     e.chain().any(|c| {
         c.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
@@ -88,6 +96,16 @@ fn validate(files: Vec<PathBuf>) -> anyhow::Result<ExitCode> {
         if files.is_empty() { vec![None] } else { files.into_iter().map(Some).collect() };
     let mut failed = false;
     for f in targets {
+        if let Some(path) = f.as_deref().filter(|p| is_policy_file(p)) {
+            match vigil_fusion::Policy::load(path) {
+                Ok(_) => println!("{}: ok (policy)", path.display()),
+                Err(errors) => {
+                    failed = true;
+                    eprintln!("{}: {} error(s):\n  {}", path.display(), errors.len(), errors.join("\n  "));
+                }
+            }
+            continue;
+        }
         match config::VigilConfig::load(f.as_deref()) {
             Ok(_) => {
                 println!("{}: ok", f.as_ref().map_or("embedded default config".into(), |p| p.display().to_string()))

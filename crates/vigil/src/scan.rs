@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Instant;
 use vigil_core::{FrameSignals, PdqSignal, Verdict};
-use vigil_fusion::{FrameVerdict, judge_frame};
+use vigil_fusion::{Event, StreamFusion};
 use vigil_hash::{
     BankAction, BankConfig, BankState, BankStore, Hash256, VariantHasher, metrics::METRICS as HASH_METRICS,
 };
@@ -40,8 +40,22 @@ struct FrameRecord<'a> {
     stream: &'a str,
     #[serde(flatten)]
     signals: &'a FrameSignals,
+    /// The stream's decision as of this sample, and the policy rule behind it.
+    verdict: Verdict,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    rule: Option<String>,
+    /// The policy conditions this sample met (before any k-of-n window).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    conditions: Vec<&'static str>,
+}
+
+/// An alert event: an incident opened, escalated or closed. Hashes, scores and times only.
+#[derive(Serialize)]
+struct AlertRecord<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
     #[serde(flatten)]
-    verdict: &'a FrameVerdict,
+    event: &'a Event,
 }
 
 #[derive(Serialize, Default)]
@@ -50,7 +64,9 @@ struct Summary {
     kind: &'static str,
     input: String,
     frames: u64,
+    /// Incidents opened (one alert each, however long it lasts).
     alerts: u64,
+    escalations: u64,
     verdicts: BTreeMap<String, u64>,
     bank_matches: u64,
     below_quality_floor: u64,
@@ -89,6 +105,8 @@ pub fn run(config: Option<&Path>, args: ScanArgs) -> anyhow::Result<ExitCode> {
         }
     }
     let banks = store.snapshot();
+    let policy = cfg.fusion.load_policy().map_err(|e| anyhow::anyhow!("fusion policy: {}", e.join("; ")))?;
+    let mut fusion = StreamFusion::new(std::sync::Arc::new(policy), vigil_core::StreamId(args.input.clone()));
     let mut analyzer = Analyzer::load(&cfg.infer).context("loading models")?;
     let mut input = Input::open(&args.input, &cfg.media)?;
 
@@ -146,15 +164,29 @@ pub fn run(config: Option<&Path>, args: ScanArgs) -> anyhow::Result<ExitCode> {
         signals.faces = analysis.faces;
         signals.nsfw_score = analysis.nsfw_score;
         signals.unscanned = analysis.unscanned;
-        let verdict = judge_frame(&cfg.fusion, &signals);
+        let outcome = fusion.observe(&signals);
 
         summary.frames += 1;
-        summary.alerts += u64::from(verdict.verdict.is_alert());
         summary.bank_matches += u64::from(!signals.bank_matches.is_empty());
         summary.faces += signals.faces.len() as u64;
-        *summary.verdicts.entry(verdict_name(verdict.verdict)).or_default() += 1;
-        sink.write(&FrameRecord { kind: "frame", stream: &args.input, signals: &signals, verdict: &verdict })
-            .context("writing output")?;
+        *summary.verdicts.entry(verdict_name(outcome.verdict)).or_default() += 1;
+        sink.write(&FrameRecord {
+            kind: "frame",
+            stream: &args.input,
+            signals: &signals,
+            verdict: outcome.verdict,
+            rule: outcome.rule.clone(),
+            conditions: outcome.conditions.names(),
+        })
+        .context("writing output")?;
+        for event in &outcome.events {
+            match event {
+                Event::Opened(_) => summary.alerts += 1,
+                Event::Escalated(_) => summary.escalations += 1,
+                Event::Closed(_) => {}
+            }
+            sink.write(&AlertRecord { kind: "alert", event }).context("writing output")?;
+        }
         progress.set_position(frame.pts_ms);
         progress.set_message(format!("{} frames, {} alerts", summary.frames, summary.alerts));
     }

@@ -6,11 +6,13 @@ use common::*;
 
 #[test]
 fn every_shipped_config_file_validates() {
-    let files: Vec<_> = std::fs::read_dir(root().join("config"))
-        .unwrap()
+    let files: Vec<_> = ["config", "config/policies"]
+        .iter()
+        .flat_map(|d| std::fs::read_dir(root().join(d)).unwrap())
         .map(|e| e.unwrap().path())
         .filter(|p| p.extension().is_some_and(|x| x == "toml"))
         .collect();
+    assert!(files.iter().any(|f| f.ends_with("policies/default.toml")));
     assert!(!files.is_empty());
     for f in files {
         let out = vigil(&["validate", f.to_str().unwrap()]);
@@ -25,7 +27,7 @@ fn broken_config_lists_every_mistake() {
     let f = dir.path().join("bad.toml");
     std::fs::write(
         &f,
-        "[media]\nsample_fps = -1\n[infer]\nexecution_providers = [\"gpu\"]\n[fusion]\nexposed_min_score = 2\n[sinks]\n",
+        "[media]\nsample_fps = -1\n[infer]\nexecution_providers = [\"gpu\"]\n[fusion]\npolicy = \"/nonexistent/policy.toml\"\n[sinks]\n",
     )
     .unwrap();
     let out = vigil(&["validate", f.to_str().unwrap()]);
@@ -36,7 +38,7 @@ fn broken_config_lists_every_mistake() {
         "sinks: unknown section",
         "media.sample_fps",
         "infer.execution_providers[0]",
-        "fusion.exposed_min_score",
+        "fusion.policy",
     ] {
         assert!(err.contains(needle), "{needle:?} missing from:\n{err}");
     }
@@ -47,4 +49,19 @@ fn scan_refuses_an_invalid_config_before_doing_work() {
     let out = vigil_env(&["scan", astronaut().to_str().unwrap()], &[("VIGIL__MEDIA__SAMPLE_FPS", "0")]);
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("media.sample_fps"));
+}
+
+#[test]
+fn a_broken_policy_lists_every_mistake() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = std::fs::read_to_string(root().join("config/policies/default.toml"))
+        .unwrap()
+        .replace("nsfw_min_score = 0.8", "nsfw_min_score = 3.0")
+        .replace("clear_samples = 5", "clear_samples = 0");
+    let f = dir.path().join("policy.toml");
+    std::fs::write(&f, text).unwrap();
+    let out = vigil(&["validate", f.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("thresholds.nsfw_min_score") && err.contains("incident.clear_samples"), "{err}");
 }

@@ -40,14 +40,14 @@ fn synthetic(dir: &Path, name: &str, marker: bool, face: [u8; 3]) -> PathBuf {
 }
 
 #[test]
-fn likely_minor_with_sexual_exposure_interrupts() {
+fn a_likely_minor_with_sexual_exposure_goes_to_review_at_once() {
     let dir = tempfile::tempdir().unwrap();
     let img = synthetic(dir.path(), "positive.png", true, [0, 255, 0]);
     let out = scan_with_markers(&img);
     assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stderr));
     let recs = stdout_json(&out);
     let f = frames(&recs)[0];
-    assert_eq!(f["verdict"], "interrupt", "{f}");
+    assert_eq!(f["verdict"], "review", "{f}");
     assert_eq!(f["rule"], "minor_with_sexual_exposure");
     let age = &f["faces"][0]["age"];
     assert!((age["expected_years"].as_f64().unwrap() - 8.0).abs() < 0.5, "{f}");
@@ -58,32 +58,49 @@ fn likely_minor_with_sexual_exposure_interrupts() {
 }
 
 #[test]
-fn exposure_with_an_adult_face_goes_to_review_and_nothing_is_clear() {
-    let dir = tempfile::tempdir().unwrap();
-    let adult = synthetic(dir.path(), "adult.png", true, [128, 128, 128]);
-    let out = scan_with_markers(&adult);
-    assert_eq!(out.status.code(), Some(1));
-    let recs = stdout_json(&out);
-    assert_eq!(frames(&recs)[0]["verdict"], "review");
-    assert_eq!(frames(&recs)[0]["rule"], "sexual_exposure");
-
-    let blank = synthetic(dir.path(), "blank.png", false, [0, 255, 0]);
-    let out = scan_with_markers(&blank);
-    assert_eq!(out.status.code(), Some(0));
-    assert_eq!(frames(&stdout_json(&out))[0]["verdict"], "clear");
-}
-
-#[test]
-fn positive_frames_in_video_interrupt_every_sample() {
+fn sustained_minor_with_exposure_escalates_one_alert_to_interrupt() {
     let dir = tempfile::tempdir().unwrap();
     let img = synthetic(dir.path(), "positive.png", true, [0, 255, 0]);
     let clip = still_clip(dir.path(), &img, "positive.mp4", 3, 1500, 360, "mp4mux");
     let out = scan_with_markers(&clip);
     assert_eq!(out.status.code(), Some(1));
     let recs = stdout_json(&out);
-    assert_eq!(frames(&recs).len(), 3);
-    assert!(frames(&recs).iter().all(|f| f["verdict"] == "interrupt"), "{recs:?}");
-    assert_eq!(summary(&recs)["alerts"], 3);
+    let verdicts: Vec<&str> = frames(&recs).iter().map(|f| f["verdict"].as_str().unwrap()).collect();
+    assert_eq!(verdicts, vec!["review", "interrupt", "interrupt"]);
+    let events: Vec<(&str, &str)> = recs
+        .iter()
+        .filter(|r| r["type"] == "alert")
+        .map(|r| (r["event"].as_str().unwrap(), r["id"].as_str().unwrap()))
+        .collect();
+    assert_eq!(events.len(), 2, "{events:?}");
+    assert_eq!((events[0].0, events[1].0), ("opened", "escalated"));
+    assert_eq!(events[0].1, events[1].1, "the same alert id, updated");
+    assert_eq!((summary(&recs)["alerts"].as_u64(), summary(&recs)["escalations"].as_u64()), (Some(1), Some(1)));
+}
+
+#[test]
+fn sustained_exposure_with_an_adult_face_goes_to_review_and_blank_is_clear() {
+    let dir = tempfile::tempdir().unwrap();
+    let adult = synthetic(dir.path(), "adult.png", true, [128, 128, 128]);
+    // One sample is not enough for the exposure rule (2 of 4)...
+    let out = scan_with_markers(&adult);
+    assert_eq!(out.status.code(), Some(0));
+    let f = &frames(&stdout_json(&out))[0].clone();
+    assert_eq!((f["verdict"].as_str(), f["conditions"][0].as_str()), (Some("clear"), Some("exposure")));
+    // ...two are.
+    let clip = still_clip(dir.path(), &adult, "adult.mp4", 3, 1500, 360, "mp4mux");
+    let out = scan_with_markers(&clip);
+    assert_eq!(out.status.code(), Some(1));
+    let recs = stdout_json(&out);
+    assert_eq!(frames(&recs)[1]["verdict"], "review");
+    assert_eq!(frames(&recs)[1]["rule"], "sexual_exposure");
+
+    let blank = synthetic(dir.path(), "blank.png", false, [0, 255, 0]);
+    let out = scan_with_markers(&blank);
+    assert_eq!(out.status.code(), Some(0));
+    let f = &frames(&stdout_json(&out))[0].clone();
+    assert_eq!(f["verdict"], "clear");
+    assert!(f["detections"].as_array().unwrap().is_empty());
 }
 
 #[test]

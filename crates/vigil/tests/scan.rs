@@ -95,9 +95,16 @@ fn banked_image_in_a_reencoded_video_is_matched() {
         assert_eq!(m["id"], "astronaut-1", "{r}");
         assert!(m["distance"].as_u64().unwrap() <= 31, "{r}");
         assert_eq!(r["verdict"], "interrupt");
-        assert_eq!(r["rule"], "bank_match");
+        assert_eq!(r["rule"], "known_abuse_material");
     }
-    assert_eq!(summary(&recs)["alerts"], 3);
+    // One incident, one alert: opened on the first sample, not repeated.
+    assert_eq!(summary(&recs)["alerts"], 1);
+    let alerts: Vec<_> = recs.iter().filter(|r| r["type"] == "alert").collect();
+    assert_eq!(alerts.len(), 1);
+    assert_eq!(alerts[0]["event"], "opened");
+    assert_eq!(alerts[0]["decision"], "interrupt");
+    assert!(alerts[0]["reasons"][0].as_str().unwrap().contains("astronaut-1"), "{}", alerts[0]);
+    assert!(alerts[0].get("rgb").is_none() && !alerts[0].to_string().contains("pixels"));
 }
 
 #[test]

@@ -1,0 +1,253 @@
+//! Fusion policies (`config/policies/*.toml`): thresholds that turn a sample's signals
+//! into conditions, and rules over a stream's recent samples ("k of the last n").
+
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+use vigil_core::{FrameSignals, Verdict};
+
+pub const DEFAULT_POLICY: &str = include_str!("../../../config/policies/default.toml");
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Policy {
+    pub policy: PolicyMeta,
+    pub thresholds: Thresholds,
+    pub rule: Vec<Rule>,
+    pub incident: IncidentConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyMeta {
+    pub name: String,
+    pub version: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Thresholds {
+    pub exposed_min_score: f32,
+    pub minor_min_probability: f32,
+    pub nsfw_min_score: f32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Condition {
+    BankInterrupt,
+    BankReview,
+    MinorWithExposure,
+    Exposure,
+    Nsfw,
+    Unscanned,
+}
+
+impl Condition {
+    pub const ALL: [Condition; 6] = [
+        Condition::BankInterrupt,
+        Condition::BankReview,
+        Condition::MinorWithExposure,
+        Condition::Exposure,
+        Condition::Nsfw,
+        Condition::Unscanned,
+    ];
+
+    fn bit(self) -> u8 {
+        1 << (self as u8)
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Condition::BankInterrupt => "bank_interrupt",
+            Condition::BankReview => "bank_review",
+            Condition::MinorWithExposure => "minor_with_exposure",
+            Condition::Exposure => "exposure",
+            Condition::Nsfw => "nsfw",
+            Condition::Unscanned => "unscanned",
+        }
+    }
+}
+
+/// The conditions one sample met, as a bit set.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Conditions(u8);
+
+impl Conditions {
+    pub fn has(self, c: Condition) -> bool {
+        self.0 & c.bit() != 0
+    }
+    pub fn is_empty(self) -> bool {
+        self.0 == 0
+    }
+    fn set(&mut self, c: Condition) {
+        self.0 |= c.bit();
+    }
+    pub fn names(self) -> Vec<&'static str> {
+        Condition::ALL.iter().filter(|c| self.has(**c)).map(|c| c.name()).collect()
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Decision {
+    Review,
+    Interrupt,
+}
+
+impl Decision {
+    pub fn verdict(self) -> Verdict {
+        match self {
+            Decision::Review => Verdict::Review,
+            Decision::Interrupt => Verdict::Interrupt,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Rule {
+    pub name: String,
+    pub condition: Condition,
+    /// Fires when the condition held in at least `k` of the last `n` samples.
+    pub k: usize,
+    pub n: usize,
+    pub decision: Decision,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IncidentConfig {
+    /// Samples in a row with no condition that close an incident (hysteresis).
+    pub clear_samples: usize,
+    /// And at least this long since the incident was last seen.
+    pub cooldown_secs: u64,
+}
+
+impl Policy {
+    pub fn embedded_default() -> Policy {
+        Policy::parse(DEFAULT_POLICY).expect("the shipped policy is valid (tested)")
+    }
+
+    /// Parses and validates; every mistake is listed.
+    pub fn parse(text: &str) -> Result<Policy, Vec<String>> {
+        let p: Policy = toml::from_str(text).map_err(|e| vec![e.message().trim().to_string()])?;
+        let errors = p.validate();
+        if errors.is_empty() { Ok(p) } else { Err(errors) }
+    }
+
+    pub fn load(path: &Path) -> Result<Policy, Vec<String>> {
+        let text = std::fs::read_to_string(path).map_err(|e| vec![format!("cannot read: {e}")])?;
+        Policy::parse(&text)
+    }
+
+    pub fn validate(&self) -> Vec<String> {
+        let mut e = Vec::new();
+        for (k, v) in [
+            ("exposed_min_score", self.thresholds.exposed_min_score),
+            ("minor_min_probability", self.thresholds.minor_min_probability),
+            ("nsfw_min_score", self.thresholds.nsfw_min_score),
+        ] {
+            if !(v > 0.0 && v <= 1.0) {
+                e.push(format!("thresholds.{k}: {v} is outside (0, 1]"));
+            }
+        }
+        if self.rule.is_empty() {
+            e.push("rule: a policy needs at least one rule".into());
+        }
+        let mut names = std::collections::HashSet::new();
+        for (i, r) in self.rule.iter().enumerate() {
+            if !names.insert(r.name.as_str()) {
+                e.push(format!("rule[{i}].name: \"{}\" is used twice", r.name));
+            }
+            if r.k == 0 || r.k > r.n {
+                e.push(format!("rule[{i}] ({}): k = {} must be in 1..=n ({})", r.name, r.k, r.n));
+            }
+            if r.n > 64 {
+                e.push(format!("rule[{i}] ({}): n = {} is more than 64 samples", r.name, r.n));
+            }
+        }
+        if self.incident.clear_samples == 0 {
+            e.push("incident.clear_samples: must be at least 1".into());
+        }
+        e
+    }
+
+    /// The longest window any rule looks at.
+    pub fn window(&self) -> usize {
+        self.rule.iter().map(|r| r.n).max().unwrap_or(1)
+    }
+
+    /// Which conditions a sample meets, with the facts behind each.
+    pub fn conditions(&self, s: &FrameSignals) -> (Conditions, Vec<String>) {
+        let t = &self.thresholds;
+        let mut c = Conditions::default();
+        let mut why = Vec::new();
+        for m in &s.bank_matches {
+            let cond = match m.action.as_str() {
+                "interrupt" => Condition::BankInterrupt,
+                "review" => Condition::BankReview,
+                _ => continue,
+            };
+            c.set(cond);
+            why.push(format!("bank {} id {} at distance {} ({})", m.bank, m.id, m.distance, m.variant));
+        }
+        let exposed: Vec<String> = s
+            .detections
+            .iter()
+            .filter(|d| d.signal.as_deref() == Some("sexual_exposed") && d.score >= t.exposed_min_score)
+            .map(|d| format!("{} {:.2}", d.label, d.score))
+            .collect();
+        let minors: Vec<String> = s
+            .faces
+            .iter()
+            .filter_map(|f| f.age)
+            .filter(|a| a.p_minor >= t.minor_min_probability)
+            .map(|a| format!("face P(minor) {:.2}, expected age {:.1}", a.p_minor, a.expected_years))
+            .collect();
+        if !exposed.is_empty() {
+            c.set(Condition::Exposure);
+            if !minors.is_empty() {
+                c.set(Condition::MinorWithExposure);
+                why.extend(minors);
+            }
+            why.extend(exposed);
+        }
+        if let Some(score) = s.nsfw_score.filter(|v| *v >= t.nsfw_min_score) {
+            c.set(Condition::Nsfw);
+            why.push(format!("nsfw score {score:.2}"));
+        }
+        if !s.unscanned.is_empty() {
+            c.set(Condition::Unscanned);
+            why.extend(s.unscanned.iter().map(|u| format!("unscanned {}: {}", u.stage, u.reason)));
+        }
+        (c, why)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shipped_policy_is_valid() {
+        let p = Policy::embedded_default();
+        assert_eq!(p.policy.name, "default");
+        assert!(p.window() >= 4);
+    }
+
+    #[test]
+    fn every_mistake_is_listed() {
+        let text = DEFAULT_POLICY
+            .replace("nsfw_min_score = 0.8", "nsfw_min_score = 1.8")
+            .replace("k = 2\nn = 4\ndecision = \"interrupt\"", "k = 5\nn = 4\ndecision = \"interrupt\"")
+            .replace("clear_samples = 5", "clear_samples = 0");
+        let e = Policy::parse(&text).unwrap_err();
+        assert_eq!(e.len(), 3, "{e:?}");
+    }
+
+    #[test]
+    fn unknown_keys_are_refused() {
+        let e = Policy::parse(&DEFAULT_POLICY.replace("[incident]", "[incident]\ncooldown_mins = 3")).unwrap_err();
+        assert!(e[0].contains("cooldown_mins"), "{e:?}");
+    }
+}

@@ -1,0 +1,181 @@
+//! One stream's fusion state: its recent samples, its open incident, and the sampling
+//! density it should get. Deterministic: the same signal sequence gives the same
+//! decisions and the same alert ids.
+
+use crate::policy::{Conditions, Decision, Policy};
+use serde::{Deserialize, Serialize};
+use std::collections::VecDeque;
+use std::sync::Arc;
+use vigil_core::{FrameSignals, StreamId, Verdict};
+
+/// Frames kept as evidence in an incident (the first ones and the latest ones).
+const MAX_EVIDENCE_FRAMES: usize = 16;
+
+/// What media should do for this stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Sampling {
+    /// Calm: the cheap baseline (keyframes).
+    Cheap,
+    /// Risk is rising or an incident is open: sample densely.
+    Dense,
+}
+
+/// A frame an incident rests on: its time and hash, never its pixels.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EvidenceFrame {
+    pub pts_ms: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pdq: Option<String>,
+    pub conditions: Vec<String>,
+}
+
+/// An incident: one per continuous episode of risk on a stream; its id is the alert id.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Incident {
+    pub id: String,
+    pub stream: StreamId,
+    pub decision: Decision,
+    pub rule: String,
+    pub started_ms: u64,
+    pub last_seen_ms: u64,
+    pub reasons: Vec<String>,
+    pub frames: Vec<EvidenceFrame>,
+    pub policy: String,
+    pub policy_version: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum Event {
+    /// A new incident: alert.
+    Opened(Incident),
+    /// The same incident, now with a stronger decision (review → interrupt).
+    Escalated(Incident),
+    /// The stream has been calm long enough: the incident is over.
+    Closed(Incident),
+}
+
+/// What one sample did to the stream.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Outcome {
+    /// The stream's decision as of this sample.
+    pub verdict: Verdict,
+    /// The rule behind `verdict`, when one fired.
+    pub rule: Option<String>,
+    pub conditions: Conditions,
+    pub events: Vec<Event>,
+    pub sampling: Sampling,
+}
+
+struct Sample {
+    conditions: Conditions,
+}
+
+pub struct StreamFusion {
+    policy: Arc<Policy>,
+    stream: StreamId,
+    window: VecDeque<Sample>,
+    incident: Option<Incident>,
+    clear_streak: usize,
+}
+
+impl StreamFusion {
+    pub fn new(policy: Arc<Policy>, stream: StreamId) -> Self {
+        let cap = policy.window();
+        StreamFusion { policy, stream, window: VecDeque::with_capacity(cap), incident: None, clear_streak: 0 }
+    }
+
+    pub fn open_incident(&self) -> Option<&Incident> {
+        self.incident.as_ref()
+    }
+
+    pub fn observe(&mut self, s: &FrameSignals) -> Outcome {
+        let (conditions, reasons) = self.policy.conditions(s);
+        if self.window.len() == self.policy.window() {
+            self.window.pop_front();
+        }
+        self.window.push_back(Sample { conditions });
+        let fired = self
+            .policy
+            .rule
+            .iter()
+            .find(|r| self.window.iter().rev().take(r.n).filter(|x| x.conditions.has(r.condition)).count() >= r.k);
+        let mut events = Vec::new();
+        let evidence = EvidenceFrame {
+            pts_ms: s.pts_ms,
+            pdq: s.pdq.as_ref().map(|p| p.hash.clone()),
+            conditions: conditions.names().into_iter().map(str::to_string).collect(),
+        };
+        self.clear_streak = if conditions.is_empty() { self.clear_streak + 1 } else { 0 };
+        match (fired, self.incident.as_mut()) {
+            (Some(rule), None) => {
+                let incident = Incident {
+                    id: format!("{}@{}", self.stream, s.pts_ms),
+                    stream: self.stream.clone(),
+                    decision: rule.decision,
+                    rule: rule.name.clone(),
+                    started_ms: s.pts_ms,
+                    last_seen_ms: s.pts_ms,
+                    reasons: reasons.clone(),
+                    frames: vec![evidence],
+                    policy: self.policy.policy.name.clone(),
+                    policy_version: self.policy.policy.version.clone(),
+                };
+                events.push(Event::Opened(incident.clone()));
+                self.incident = Some(incident);
+            }
+            (Some(rule), Some(inc)) => {
+                if !conditions.is_empty() {
+                    inc.last_seen_ms = s.pts_ms;
+                    add_evidence(inc, evidence, &reasons);
+                }
+                if rule.decision > inc.decision {
+                    inc.decision = rule.decision;
+                    inc.rule = rule.name.clone();
+                    events.push(Event::Escalated(inc.clone()));
+                }
+            }
+            (None, Some(inc)) => {
+                if !conditions.is_empty() {
+                    inc.last_seen_ms = s.pts_ms;
+                    add_evidence(inc, evidence, &reasons);
+                }
+                let calm_for_ms = s.pts_ms.saturating_sub(inc.last_seen_ms);
+                if self.clear_streak >= self.policy.incident.clear_samples
+                    && calm_for_ms >= self.policy.incident.cooldown_secs * 1000
+                {
+                    events.push(Event::Closed(inc.clone()));
+                    self.incident = None;
+                }
+            }
+            (None, None) => {}
+        }
+        let verdict = match (fired, conditions.has(crate::policy::Condition::Unscanned)) {
+            (Some(r), _) => r.decision.verdict(),
+            (None, true) => Verdict::Unscanned,
+            (None, false) => Verdict::Clear,
+        };
+        let risky = self.incident.is_some() || self.window.iter().any(|x| !x.conditions.is_empty());
+        Outcome {
+            verdict,
+            rule: fired.map(|r| r.name.clone()),
+            conditions,
+            events,
+            sampling: if risky { Sampling::Dense } else { Sampling::Cheap },
+        }
+    }
+}
+
+fn add_evidence(inc: &mut Incident, frame: EvidenceFrame, reasons: &[String]) {
+    if inc.frames.len() >= MAX_EVIDENCE_FRAMES {
+        // Keep the first half (how it started) and a sliding latest half.
+        inc.frames.remove(MAX_EVIDENCE_FRAMES / 2);
+    }
+    inc.frames.push(frame);
+    for r in reasons {
+        if !inc.reasons.contains(r) && inc.reasons.len() < 32 {
+            inc.reasons.push(r.clone());
+        }
+    }
+}

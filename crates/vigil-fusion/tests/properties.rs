@@ -1,0 +1,138 @@
+//! Properties of the shipped policy over arbitrary signal sequences:
+//! - a clear stream never produces an interrupt (nor any alert);
+//! - one incident produces one alert: opened once, escalated at most once, closed once;
+//! - the same sequence always gives the same decisions and alert ids.
+
+use proptest::prelude::*;
+use std::sync::Arc;
+use vigil_core::{AgeEstimate, BankMatch, Detection, FaceSignal, FrameSignals, StreamId, Unscanned, Verdict};
+use vigil_fusion::{Event, Outcome, Policy, StreamFusion};
+
+#[derive(Debug, Clone)]
+struct Sample {
+    bank: u8, // 0 none, 1 interrupt, 2 review, 3 allow
+    exposure: Option<f32>,
+    p_minor: Option<f32>,
+    nsfw: f32,
+    unscanned: bool,
+}
+
+fn sample() -> impl Strategy<Value = Sample> {
+    (0u8..4, prop::option::of(0f32..1.0), prop::option::of(0f32..1.0), 0f32..1.0, prop::bool::weighted(0.1))
+        .prop_map(|(bank, exposure, p_minor, nsfw, unscanned)| Sample { bank, exposure, p_minor, nsfw, unscanned })
+}
+
+/// Samples that carry nothing the policy should act on: no abuse-bank match, exposure
+/// and classifier scores under the thresholds, every stage ran. Faces of any age.
+fn clear_sample() -> impl Strategy<Value = Sample> {
+    (prop_oneof![Just(0u8), Just(3u8)], prop::option::of(0f32..0.49), prop::option::of(0f32..1.0), 0f32..0.79)
+        .prop_map(|(bank, exposure, p_minor, nsfw)| Sample { bank, exposure, p_minor, nsfw, unscanned: false })
+}
+
+fn signals(i: usize, s: &Sample) -> FrameSignals {
+    let action = ["", "interrupt", "review", "allow"][s.bank as usize];
+    FrameSignals {
+        pts_ms: i as u64 * 1000,
+        bank_matches: if s.bank == 0 {
+            vec![]
+        } else {
+            vec![BankMatch {
+                bank: "b".into(),
+                id: "1".into(),
+                distance: 5,
+                action: action.into(),
+                variant: "original".into(),
+            }]
+        },
+        detections: s
+            .exposure
+            .map(|score| Detection { label: "X".into(), score, bbox: [0.0; 4], signal: Some("sexual_exposed".into()) })
+            .into_iter()
+            .collect(),
+        faces: s
+            .p_minor
+            .map(|p_minor| FaceSignal {
+                bbox: [0.0; 4],
+                score: 0.9,
+                age: Some(AgeEstimate { expected_years: 30.0 * (1.0 - p_minor), p_minor }),
+            })
+            .into_iter()
+            .collect(),
+        nsfw_score: Some(s.nsfw),
+        unscanned: if s.unscanned { vec![Unscanned { stage: "detector".into(), reason: "x".into() }] } else { vec![] },
+        ..Default::default()
+    }
+}
+
+fn run(seq: &[Sample]) -> Vec<Outcome> {
+    let mut f = StreamFusion::new(Arc::new(Policy::embedded_default()), StreamId("s".into()));
+    seq.iter().enumerate().map(|(i, s)| f.observe(&signals(i, s))).collect()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    #[test]
+    fn a_clear_stream_never_interrupts(seq in prop::collection::vec(clear_sample(), 1..80)) {
+        for o in run(&seq) {
+            prop_assert_eq!(o.verdict, Verdict::Clear);
+            prop_assert!(o.events.is_empty(), "{:?}", o.events);
+        }
+    }
+
+    #[test]
+    fn one_incident_one_alert(seq in prop::collection::vec(sample(), 1..120)) {
+        let mut open: Option<String> = None;
+        let mut seen = std::collections::HashSet::new();
+        let mut escalated = std::collections::HashSet::new();
+        for o in run(&seq) {
+            for e in o.events {
+                match e {
+                    Event::Opened(i) => {
+                        prop_assert!(open.is_none(), "opened {} while {:?} is open", i.id, open);
+                        prop_assert!(seen.insert(i.id.clone()), "alert id {} reused", i.id);
+                        open = Some(i.id);
+                    }
+                    Event::Escalated(i) => {
+                        prop_assert_eq!(Some(&i.id), open.as_ref());
+                        prop_assert!(escalated.insert(i.id.clone()), "escalated twice");
+                    }
+                    Event::Closed(i) => {
+                        prop_assert_eq!(Some(&i.id), open.as_ref());
+                        open = None;
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn decisions_are_deterministic(seq in prop::collection::vec(sample(), 1..60)) {
+        prop_assert_eq!(run(&seq), run(&seq));
+    }
+}
+
+#[test]
+fn sustained_minor_with_exposure_escalates_one_incident_then_closes_when_calm() {
+    let risky = Sample { bank: 0, exposure: Some(0.9), p_minor: Some(0.9), nsfw: 0.1, unscanned: false };
+    let calm = Sample { bank: 0, exposure: None, p_minor: None, nsfw: 0.1, unscanned: false };
+    let mut seq = vec![risky.clone(), risky.clone(), risky];
+    seq.extend(std::iter::repeat_n(calm, 40));
+    let out = run(&seq);
+    assert!(matches!(&out[0].events[..], [Event::Opened(i)] if i.decision == vigil_fusion::Decision::Review));
+    assert!(matches!(&out[1].events[..], [Event::Escalated(i)] if i.decision == vigil_fusion::Decision::Interrupt));
+    assert!(out[2].events.is_empty(), "still the same incident, no new alert");
+    assert_eq!(out[1].sampling, vigil_fusion::Sampling::Dense);
+    let closed = out.iter().position(|o| o.events.iter().any(|e| matches!(e, Event::Closed(_)))).expect("closes");
+    // 5 clear samples and 30 s after the last risky sample (t = 2 s).
+    assert_eq!(closed, 32);
+    assert_eq!(out.last().unwrap().sampling, vigil_fusion::Sampling::Cheap);
+}
+
+#[test]
+fn a_single_bank_match_interrupts_at_once() {
+    let hit = Sample { bank: 1, exposure: None, p_minor: None, nsfw: 0.0, unscanned: false };
+    let out = run(&[hit]);
+    assert_eq!(out[0].verdict, Verdict::Interrupt);
+    assert!(matches!(&out[0].events[..], [Event::Opened(i)] if i.rule == "known_abuse_material"));
+}
