@@ -1,5 +1,5 @@
 //! `vigil scan`: every stage on one file or URL, in order, on this thread.
-//! Decode + sample (GStreamer threads) → PDQ + bank match → models → frame rule →
+//! Decode + sample (GStreamer threads) → PDQ + bank match → models → fusion policy →
 //! JSON lines on stdout, a progress bar on stderr when it is a terminal.
 
 use crate::config::VigilConfig;
