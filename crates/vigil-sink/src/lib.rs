@@ -2,6 +2,10 @@
 //! line, flushed per record so a reader (or a crash) never sees half a line.
 #![forbid(unsafe_code)]
 
+pub mod spool;
+
+pub use spool::{Record, Spool, SpoolError};
+
 use serde::Serialize;
 use std::io::Write;
 

@@ -33,13 +33,9 @@ fn broken_config_lists_every_mistake() {
     let out = vigil(&["validate", f.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
-    for needle in [
-        "4 error(s)",
-        "sinks: unknown section",
-        "media.sample_fps",
-        "infer.execution_providers[0]",
-        "fusion.policy",
-    ] {
+    for needle in
+        ["4 error(s)", "sinks: unknown section", "media.sample_fps", "infer.execution_providers[0]", "fusion.policy"]
+    {
         assert!(err.contains(needle), "{needle:?} missing from:\n{err}");
     }
 }
