@@ -4,8 +4,10 @@
 //! process: only [`Frame`] holds pixels, and it is never serialised.
 #![forbid(unsafe_code)]
 
+pub mod alert;
 mod frame;
 mod signals;
 
+pub use alert::{Alert, AlertContext, AlertEvent, EvidenceFrame, Explanation, InterruptCommand, ModelRef};
 pub use frame::{Frame, StreamId};
 pub use signals::{AgeEstimate, BankMatch, Detection, FaceSignal, FrameSignals, PdqSignal, Unscanned, Verdict};

@@ -9,7 +9,7 @@ pub mod policy;
 pub mod stream;
 
 pub use policy::{Condition, Conditions, Decision, Policy};
-pub use stream::{Event, EvidenceFrame, Incident, Outcome, Sampling, StreamFusion};
+pub use stream::{Event, Incident, Outcome, Sampling, StreamFusion};
 
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;

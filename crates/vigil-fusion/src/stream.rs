@@ -6,7 +6,8 @@ use crate::policy::{Conditions, Decision, Policy};
 use serde::{Deserialize, Serialize};
 use std::collections::VecDeque;
 use std::sync::Arc;
-use vigil_core::{FrameSignals, StreamId, Verdict};
+use vigil_core::alert::{ALERT_SCHEMA, SCHEMA_VERSION};
+use vigil_core::{Alert, AlertContext, AlertEvent, EvidenceFrame, Explanation, FrameSignals, StreamId, Verdict};
 
 /// Frames kept as evidence in an incident (the first ones and the latest ones).
 const MAX_EVIDENCE_FRAMES: usize = 16;
@@ -19,15 +20,6 @@ pub enum Sampling {
     Cheap,
     /// Risk is rising or an incident is open: sample densely.
     Dense,
-}
-
-/// A frame an incident rests on: its time and hash, never its pixels.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct EvidenceFrame {
-    pub pts_ms: u64,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub pdq: Option<String>,
-    pub conditions: Vec<String>,
 }
 
 /// An incident: one per continuous episode of risk on a stream; its id is the alert id.
@@ -45,6 +37,34 @@ pub struct Incident {
     pub policy_version: String,
 }
 
+impl Incident {
+    /// The alert message for `event` of this incident.
+    pub fn to_alert(&self, event: AlertEvent, ctx: &AlertContext, now_unix_ms: u64) -> Alert {
+        Alert {
+            schema: ALERT_SCHEMA.into(),
+            schema_version: SCHEMA_VERSION,
+            alert_id: self.id.clone(),
+            event,
+            stream_id: self.stream.clone(),
+            account_id: ctx.account_id.clone(),
+            session_id: ctx.session_id.clone(),
+            started_ms: self.started_ms,
+            last_seen_ms: self.last_seen_ms,
+            emitted_at_unix_ms: now_unix_ms,
+            decision: self.decision.verdict(),
+            rule: self.rule.clone(),
+            explanation: Explanation {
+                reasons: self.reasons.clone(),
+                frames: self.frames.clone(),
+                models: ctx.models.clone(),
+                policy: self.policy.clone(),
+                policy_version: self.policy_version.clone(),
+            },
+            worker_id: ctx.worker_id.clone(),
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
 pub enum Event {
@@ -54,6 +74,16 @@ pub enum Event {
     Escalated(Incident),
     /// The stream has been calm long enough: the incident is over.
     Closed(Incident),
+}
+
+impl Event {
+    pub fn to_alert(&self, ctx: &AlertContext, now_unix_ms: u64) -> Alert {
+        match self {
+            Event::Opened(i) => i.to_alert(AlertEvent::Opened, ctx, now_unix_ms),
+            Event::Escalated(i) => i.to_alert(AlertEvent::Escalated, ctx, now_unix_ms),
+            Event::Closed(i) => i.to_alert(AlertEvent::Closed, ctx, now_unix_ms),
+        }
+    }
 }
 
 /// What one sample did to the stream.

@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Instant;
-use vigil_core::{FrameSignals, PdqSignal, Verdict};
+use vigil_core::{AlertContext, FrameSignals, ModelRef, PdqSignal, Verdict};
 use vigil_fusion::{Event, StreamFusion};
 use vigil_hash::{
     BankAction, BankConfig, BankState, BankStore, Hash256, VariantHasher, metrics::METRICS as HASH_METRICS,
@@ -31,6 +31,15 @@ pub struct ScanArgs {
     /// Action of the --bank banks.
     #[arg(long, default_value = "interrupt", value_parser = ["interrupt", "review", "allow"])]
     bank_action: String,
+    /// Platform account id to put on alerts (as ingest would pass it).
+    #[arg(long)]
+    account_id: Option<String>,
+    /// Platform session id to put on alerts.
+    #[arg(long)]
+    session_id: Option<String>,
+    /// This worker's id on alerts (default: the host name).
+    #[arg(long, env = "VIGIL_WORKER_ID")]
+    worker_id: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -49,13 +58,13 @@ struct FrameRecord<'a> {
     conditions: Vec<&'static str>,
 }
 
-/// An alert event: an incident opened, escalated or closed. Hashes, scores and times only.
+/// An output line carrying a message (`alert` or `interrupt`), tagged with its type.
 #[derive(Serialize)]
-struct AlertRecord<'a> {
+struct Tagged<'a, T: Serialize> {
     #[serde(rename = "type")]
     kind: &'static str,
     #[serde(flatten)]
-    event: &'a Event,
+    message: &'a T,
 }
 
 #[derive(Serialize, Default)]
@@ -67,6 +76,8 @@ struct Summary {
     /// Incidents opened (one alert each, however long it lasts).
     alerts: u64,
     escalations: u64,
+    /// Interrupt commands issued (at most one per incident).
+    interrupts: u64,
     verdicts: BTreeMap<String, u64>,
     bank_matches: u64,
     below_quality_floor: u64,
@@ -108,6 +119,12 @@ pub fn run(config: Option<&Path>, args: ScanArgs) -> anyhow::Result<ExitCode> {
     let policy = cfg.fusion.load_policy().map_err(|e| anyhow::anyhow!("fusion policy: {}", e.join("; ")))?;
     let mut fusion = StreamFusion::new(std::sync::Arc::new(policy), vigil_core::StreamId(args.input.clone()));
     let mut analyzer = Analyzer::load(&cfg.infer).context("loading models")?;
+    let context = AlertContext {
+        worker_id: args.worker_id.clone().unwrap_or_else(host_name),
+        account_id: args.account_id.clone(),
+        session_id: args.session_id.clone(),
+        models: analyzer.models().into_iter().map(|m| ModelRef { name: m.name, version: m.version }).collect(),
+    };
     let mut input = Input::open(&args.input, &cfg.media)?;
 
     let progress = progress_bar(input.duration_ms());
@@ -185,7 +202,12 @@ pub fn run(config: Option<&Path>, args: ScanArgs) -> anyhow::Result<ExitCode> {
                 Event::Escalated(_) => summary.escalations += 1,
                 Event::Closed(_) => {}
             }
-            sink.write(&AlertRecord { kind: "alert", event }).context("writing output")?;
+            let alert = event.to_alert(&context, unix_ms());
+            sink.write(&Tagged { kind: "alert", message: &alert }).context("writing output")?;
+            if let Some(cmd) = alert.interrupt_command() {
+                summary.interrupts += 1;
+                sink.write(&Tagged { kind: "interrupt", message: &cmd }).context("writing output")?;
+            }
         }
         progress.set_position(frame.pts_ms);
         progress.set_message(format!("{} frames, {} alerts", summary.frames, summary.alerts));
@@ -227,6 +249,18 @@ impl LastAnalysis {
             && self.reused < cfg.near_duplicate_max_reuse
             && self.hash.distance(hash) <= cfg.near_duplicate_max_distance
     }
+}
+
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "vigil".into())
 }
 
 fn verdict_name(v: Verdict) -> String {

@@ -67,15 +67,15 @@ fn sustained_minor_with_exposure_escalates_one_alert_to_interrupt() {
     let recs = stdout_json(&out);
     let verdicts: Vec<&str> = frames(&recs).iter().map(|f| f["verdict"].as_str().unwrap()).collect();
     assert_eq!(verdicts, vec!["review", "interrupt", "interrupt"]);
-    let events: Vec<(&str, &str)> = recs
-        .iter()
-        .filter(|r| r["type"] == "alert")
-        .map(|r| (r["event"].as_str().unwrap(), r["id"].as_str().unwrap()))
+    let events: Vec<(&str, &str)> = messages(&recs)
+        .into_iter()
+        .map(|r| (r["event"].as_str().unwrap_or("command"), r["alert_id"].as_str().unwrap()))
         .collect();
-    assert_eq!(events.len(), 2, "{events:?}");
-    assert_eq!((events[0].0, events[1].0), ("opened", "escalated"));
-    assert_eq!(events[0].1, events[1].1, "the same alert id, updated");
+    assert_eq!(events.len(), 3, "{events:?}");
+    assert_eq!((events[0].0, events[1].0, events[2].0), ("opened", "escalated", "command"));
+    assert!(events.iter().all(|e| e.1 == events[0].1), "the same alert id, updated");
     assert_eq!((summary(&recs)["alerts"].as_u64(), summary(&recs)["escalations"].as_u64()), (Some(1), Some(1)));
+    assert_eq!(summary(&recs)["interrupts"], 1);
 }
 
 #[test]

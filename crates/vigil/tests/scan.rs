@@ -97,14 +97,20 @@ fn banked_image_in_a_reencoded_video_is_matched() {
         assert_eq!(r["verdict"], "interrupt");
         assert_eq!(r["rule"], "known_abuse_material");
     }
-    // One incident, one alert: opened on the first sample, not repeated.
+    // One incident, one alert and one interrupt command: opened on the first sample,
+    // not repeated; both valid against their JSON Schemas.
     assert_eq!(summary(&recs)["alerts"], 1);
-    let alerts: Vec<_> = recs.iter().filter(|r| r["type"] == "alert").collect();
-    assert_eq!(alerts.len(), 1);
-    assert_eq!(alerts[0]["event"], "opened");
-    assert_eq!(alerts[0]["decision"], "interrupt");
-    assert!(alerts[0]["reasons"][0].as_str().unwrap().contains("astronaut-1"), "{}", alerts[0]);
-    assert!(alerts[0].get("rgb").is_none() && !alerts[0].to_string().contains("pixels"));
+    assert_eq!(summary(&recs)["interrupts"], 1);
+    let msgs = messages(&recs);
+    assert_eq!(msgs.len(), 2);
+    let (alert, cmd) = (msgs[0], msgs[1]);
+    assert_eq!((alert["type"].as_str(), alert["event"].as_str()), (Some("alert"), Some("opened")));
+    assert_eq!(alert["decision"], "interrupt");
+    assert!(alert["explanation"]["reasons"][0].as_str().unwrap().contains("astronaut-1"), "{alert}");
+    assert_eq!(alert["explanation"]["models"].as_array().unwrap().len(), 3);
+    assert_eq!(alert["explanation"]["frames"][0]["pdq"].as_str().unwrap().len(), 64);
+    assert_eq!(cmd["type"], "interrupt");
+    assert_eq!(cmd["alert_id"], alert["alert_id"]);
 }
 
 #[test]
@@ -186,4 +192,34 @@ fn tampered_model_is_refused() {
         ],
     );
     assert_clean_error(&out, "refusing to load it");
+}
+
+#[test]
+fn alert_messages_carry_platform_ids_and_a_broken_message_fails_its_schema() {
+    let dir = tempfile::tempdir().unwrap();
+    let bank = bank_with_astronaut(dir.path());
+    let out = vigil(&[
+        "scan",
+        "--bank",
+        bank.to_str().unwrap(),
+        "--account-id",
+        "acct-7",
+        "--session-id",
+        "sess-9",
+        "--worker-id",
+        "worker-a",
+        astronaut().to_str().unwrap(),
+    ]);
+    let recs = stdout_json(&out);
+    let msgs = messages(&recs);
+    assert!(
+        msgs.iter().all(|m| m["account_id"] == "acct-7" && m["session_id"] == "sess-9" && m["worker_id"] == "worker-a")
+    );
+    // The schema is strict: a message with pixels (or any unknown field) is invalid.
+    let mut bad = msgs[0].clone();
+    bad["frame_rgb"] = serde_json::json!([0, 0, 0]);
+    assert!(!schema_violations(&bad).is_empty());
+    let mut bad = msgs[0].clone();
+    bad["decision"] = serde_json::json!("clear");
+    assert!(!schema_violations(&bad).is_empty());
 }

@@ -105,3 +105,29 @@ pub fn transformed_clip(
     ));
     path
 }
+
+/// Checks an `alert` or `interrupt` output line against its JSON Schema (the `type` tag
+/// is the line's, not the message's). Returns every violation, for the assertion.
+pub fn schema_violations(line: &serde_json::Value) -> Vec<String> {
+    let schema = match line["type"].as_str() {
+        Some("alert") => vigil_core::alert::ALERT_JSON_SCHEMA,
+        Some("interrupt") => vigil_core::alert::INTERRUPT_JSON_SCHEMA,
+        other => return vec![format!("not a message line: {other:?}")],
+    };
+    let schema: serde_json::Value = serde_json::from_str(schema).expect("schema is JSON");
+    let validator = jsonschema::validator_for(&schema).expect("schema compiles");
+    let mut message = line.clone();
+    message.as_object_mut().expect("an object").remove("type");
+    validator.iter_errors(&message).map(|e| format!("{e} at {}", e.instance_path())).collect()
+}
+
+/// Every alert and interrupt line of a scan, each checked against its schema.
+pub fn messages(records: &[serde_json::Value]) -> Vec<&serde_json::Value> {
+    let found: Vec<&serde_json::Value> =
+        records.iter().filter(|r| r["type"] == "alert" || r["type"] == "interrupt").collect();
+    for m in &found {
+        let v = schema_violations(m);
+        assert!(v.is_empty(), "{m} violates its schema: {v:?}");
+    }
+    found
+}
