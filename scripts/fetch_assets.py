@@ -39,7 +39,15 @@ def wanted() -> list[dict]:
         )
     assets = tomllib.loads((ROOT / "scripts" / "assets.toml").read_text())
     for a in assets["asset"]:
-        items.append(dict(origin="scripts/assets.toml", dest=Path(a["dest"]), sha256=a["sha256"], **a["source"]))
+        items.append(
+            dict(
+                origin="scripts/assets.toml",
+                dest=Path(a["dest"]),
+                sha256=a["sha256"],
+                executable=a.get("executable", False),
+                **a["source"],
+            )
+        )
     return items
 
 
@@ -89,7 +97,7 @@ def main() -> None:
         dest.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=dest.parent, delete=False) as tmp:
             tmp.write(data)
-        os.chmod(tmp.name, 0o644)
+        os.chmod(tmp.name, 0o755 if item.get("executable") else 0o644)
         os.replace(tmp.name, dest)
         print(f"setup: installed {item['dest']} (sha256 verified)")
     print(f"setup: cache ready at {CACHE}")

@@ -2,12 +2,30 @@
 //! line, flushed per record so a reader (or a crash) never sees half a line.
 #![forbid(unsafe_code)]
 
+pub mod kafka;
 pub mod spool;
+pub mod testing;
 
+pub use kafka::{KafkaConfig, KafkaSink, KafkaSinkError};
 pub use spool::{Record, Spool, SpoolError};
 
 use serde::Serialize;
 use std::io::Write;
+
+/// `[sink]`: where alerts and interrupt commands go besides the JSON lines on stdout.
+#[derive(Debug, Clone, Default, Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SinkConfig {
+    /// Kafka with the zero-loss spool; absent: JSON lines only (the embedded default).
+    #[serde(default)]
+    pub kafka: Option<KafkaConfig>,
+}
+
+impl SinkConfig {
+    pub fn validate(&self, prefix: &str) -> Vec<String> {
+        self.kafka.as_ref().map(|k| k.validate(&format!("{prefix}.kafka"))).unwrap_or_default()
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum SinkError {

@@ -8,7 +8,7 @@ use toml::{Table, Value};
 
 pub const EMBEDDED_DEFAULT: &str = include_str!("../../../config/vigil.toml");
 const ENV_PREFIX: &str = "VIGIL__";
-const SECTIONS: [&str; 4] = ["media", "hash", "infer", "fusion"];
+const SECTIONS: [&str; 5] = ["media", "hash", "infer", "fusion", "sink"];
 
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct VigilConfig {
@@ -16,6 +16,7 @@ pub struct VigilConfig {
     pub hash: vigil_hash::HashConfig,
     pub infer: vigil_infer::InferConfig,
     pub fusion: vigil_fusion::FusionConfig,
+    pub sink: vigil_sink::SinkConfig,
 }
 
 /// All that is wrong with a configuration, one line per mistake.
@@ -61,6 +62,7 @@ impl VigilConfig {
         section(&table, "hash", &mut cfg.hash, &mut errors);
         section(&table, "infer", &mut cfg.infer, &mut errors);
         section(&table, "fusion", &mut cfg.fusion, &mut errors);
+        section(&table, "sink", &mut cfg.sink, &mut errors);
         errors.extend(cfg.validate());
         if errors.is_empty() { Ok(cfg) } else { Err(fail(errors)) }
     }
@@ -70,6 +72,7 @@ impl VigilConfig {
         e.extend(self.hash.validate("hash"));
         e.extend(self.infer.validate("infer"));
         e.extend(self.fusion.validate("fusion"));
+        e.extend(self.sink.validate("sink"));
         e
     }
 }

@@ -118,6 +118,7 @@ pub fn run(config: Option<&Path>, args: ScanArgs) -> anyhow::Result<ExitCode> {
     let banks = store.snapshot();
     let policy = cfg.fusion.load_policy().map_err(|e| anyhow::anyhow!("fusion policy: {}", e.join("; ")))?;
     let mut fusion = StreamFusion::new(std::sync::Arc::new(policy), vigil_core::StreamId(args.input.clone()));
+    let kafka = cfg.sink.kafka.clone().map(vigil_sink::KafkaSink::open).transpose().context("kafka sink")?;
     let mut analyzer = Analyzer::load(&cfg.infer).context("loading models")?;
     let context = AlertContext {
         worker_id: args.worker_id.clone().unwrap_or_else(host_name),
@@ -203,9 +204,16 @@ pub fn run(config: Option<&Path>, args: ScanArgs) -> anyhow::Result<ExitCode> {
                 Event::Closed(_) => {}
             }
             let alert = event.to_alert(&context, unix_ms());
+            let alert_msg_id = format!("{}/{}", alert.alert_id, verdict_name_event(event));
+            if let Some(k) = &kafka {
+                k.send_alert(&alert_msg_id, &alert.stream_id.0, &alert).context("kafka sink")?;
+            }
             sink.write(&Tagged { kind: "alert", message: &alert }).context("writing output")?;
             if let Some(cmd) = alert.interrupt_command() {
                 summary.interrupts += 1;
+                if let Some(k) = &kafka {
+                    k.send_interrupt(&cmd.command_id, &cmd.stream_id.0, &cmd).context("kafka sink")?;
+                }
                 sink.write(&Tagged { kind: "interrupt", message: &cmd }).context("writing output")?;
             }
         }
@@ -213,6 +221,14 @@ pub fn run(config: Option<&Path>, args: ScanArgs) -> anyhow::Result<ExitCode> {
         progress.set_message(format!("{} frames, {} alerts", summary.frames, summary.alerts));
     }
     progress.finish_and_clear();
+    if let Some(k) = &kafka {
+        let left = k.flush(std::time::Duration::from_secs(30));
+        if left > 0 {
+            eprintln!(
+                "vigil: warning: {left} message(s) not yet confirmed by Kafka stay in the spool and are sent on the next start"
+            );
+        }
+    }
     summary.elapsed_ms = started.elapsed().as_millis() as u64;
     summary.error = scan_error.clone();
     sink.write(&summary).context("writing output")?;
@@ -248,6 +264,14 @@ impl LastAnalysis {
         cfg.near_duplicate_max_distance > 0
             && self.reused < cfg.near_duplicate_max_reuse
             && self.hash.distance(hash) <= cfg.near_duplicate_max_distance
+    }
+}
+
+fn verdict_name_event(e: &Event) -> &'static str {
+    match e {
+        Event::Opened(_) => "opened",
+        Event::Escalated(_) => "escalated",
+        Event::Closed(_) => "closed",
     }
 }
 

@@ -223,3 +223,43 @@ fn alert_messages_carry_platform_ids_and_a_broken_message_fails_its_schema() {
     bad["decision"] = serde_json::json!("clear");
     assert!(!schema_violations(&bad).is_empty());
 }
+
+#[test]
+fn with_kafka_configured_the_alert_and_the_interrupt_reach_their_topics() {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::message::Message;
+    let broker = vigil_sink::testing::Broker::start(&["vigil.alerts", "vigil.interrupts"]);
+    let dir = tempfile::tempdir().unwrap();
+    let bank = bank_with_astronaut(dir.path());
+    let kafka = format!("{{ brokers = \"{}\", spool_path = \"{}\" }}", broker.addr, dir.path().join("spool").display());
+    let out = vigil_env(
+        &["scan", "--bank", bank.to_str().unwrap(), astronaut().to_str().unwrap()],
+        &[("VIGIL__SINK__KAFKA", &kafka)],
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stderr));
+    let consumer: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", &broker.addr)
+        .set("group.id", "scan-test")
+        .create()
+        .unwrap();
+    for topic in ["vigil.alerts", "vigil.interrupts"] {
+        let mut tpl = rdkafka::TopicPartitionList::new();
+        for p in 0..vigil_sink::testing::PARTITIONS {
+            tpl.add_partition_offset(topic, p, rdkafka::Offset::Beginning).unwrap();
+        }
+        consumer.assign(&tpl).unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        let msg = loop {
+            assert!(std::time::Instant::now() < deadline, "nothing on {topic}");
+            if let Some(m) = consumer.poll(std::time::Duration::from_millis(200)) {
+                break m.unwrap().detach();
+            }
+        };
+        let value: serde_json::Value = serde_json::from_slice(msg.payload().unwrap()).unwrap();
+        let line = serde_json::json!({"type": if topic == "vigil.alerts" { "alert" } else { "interrupt" }});
+        let mut tagged = value.clone();
+        tagged["type"] = line["type"].clone();
+        assert!(schema_violations(&tagged).is_empty(), "{value}");
+        assert_eq!(msg.key().unwrap(), astronaut().to_str().unwrap().as_bytes(), "keyed by stream id");
+    }
+}

@@ -1,0 +1,77 @@
+//! Test support: a real Kafka-compatible broker (tansu, installed by `make setup` into
+//! the cache) on a free 127.0.0.1 port, with topics created, stopped when dropped. Used
+//! by this crate's tests and the end-to-end tests; never by the worker.
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Partitions of every topic the test broker creates.
+pub const PARTITIONS: i32 = 3;
+
+fn tansu() -> PathBuf {
+    let cache = std::env::var_os("VIGIL_CACHE_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../.cache/vigil"));
+    let bin = cache.join("bin/tansu");
+    assert!(bin.exists(), "{} is missing: run make setup", bin.display());
+    bin
+}
+
+pub struct Broker {
+    child: Child,
+    /// `127.0.0.1:PORT`.
+    pub addr: String,
+}
+
+impl Broker {
+    /// Starts tansu (in-memory storage) and creates `topics`. Panics with the reason if
+    /// it cannot: this is for tests.
+    pub fn start(topics: &[&str]) -> Broker {
+        let port = TcpListener::bind("127.0.0.1:0").expect("a free port").local_addr().expect("address").port();
+        let url = format!("tcp://127.0.0.1:{port}");
+        let child = Command::new(tansu())
+            .args([
+                "broker",
+                "--listener-url",
+                &url,
+                "--advertised-listener-url",
+                &url,
+                "--storage-engine",
+                "memory://tansu/",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("tansu starts");
+        let addr = format!("127.0.0.1:{port}");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(&addr).is_err() {
+            assert!(Instant::now() < deadline, "tansu did not listen on {addr}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        for t in topics {
+            let out = Command::new(tansu())
+                .args(["topic", "create", t, "--broker", &url, "--partitions", &PARTITIONS.to_string()])
+                .output()
+                .expect("tansu topic create runs");
+            assert!(out.status.success(), "topic create {t}: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        Broker { child, addr }
+    }
+
+    /// Sends a signal (`-STOP` freezes the broker with its state, `-CONT` resumes it).
+    pub fn signal(&self, sig: &str) {
+        let ok = Command::new("kill").args([sig, &self.child.id().to_string()]).status().is_ok_and(|s| s.success());
+        assert!(ok, "kill {sig}");
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        let _ = Command::new("kill").args(["-CONT", &self.child.id().to_string()]).status();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
