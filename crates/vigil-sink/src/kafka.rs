@@ -106,6 +106,19 @@ impl KafkaConfig {
         e
     }
 
+    /// Consumer settings for the same cluster (security included), manual commits.
+    pub fn consumer_config(&self, group: &str) -> Result<ClientConfig, String> {
+        let mut c = self.client_config()?;
+        for k in ["enable.idempotence", "acks", "message.timeout.ms", "max.in.flight", "linger.ms"] {
+            c.remove(k);
+        }
+        c.set("group.id", group)
+            .set("enable.auto.commit", "false")
+            .set("auto.offset.reset", "earliest")
+            .set("session.timeout.ms", "6000");
+        Ok(c)
+    }
+
     fn client_config(&self) -> Result<ClientConfig, String> {
         let mut c = ClientConfig::new();
         c.set("bootstrap.servers", &self.brokers)

@@ -2,6 +2,7 @@
 //! line, flushed per record so a reader (or a crash) never sees half a line.
 #![forbid(unsafe_code)]
 
+pub mod actuate;
 pub mod kafka;
 pub mod spool;
 pub mod testing;

@@ -8,7 +8,7 @@ use toml::{Table, Value};
 
 pub const EMBEDDED_DEFAULT: &str = include_str!("../../../config/vigil.toml");
 const ENV_PREFIX: &str = "VIGIL__";
-const SECTIONS: [&str; 5] = ["media", "hash", "infer", "fusion", "sink"];
+const SECTIONS: [&str; 6] = ["media", "hash", "infer", "fusion", "sink", "actuate"];
 
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct VigilConfig {
@@ -17,6 +17,8 @@ pub struct VigilConfig {
     pub infer: vigil_infer::InferConfig,
     pub fusion: vigil_fusion::FusionConfig,
     pub sink: vigil_sink::SinkConfig,
+    /// Only `vigil actuate` reads it.
+    pub actuate: Option<vigil_sink::actuate::ActuateConfig>,
 }
 
 /// All that is wrong with a configuration, one line per mistake.
@@ -63,6 +65,7 @@ impl VigilConfig {
         section(&table, "infer", &mut cfg.infer, &mut errors);
         section(&table, "fusion", &mut cfg.fusion, &mut errors);
         section(&table, "sink", &mut cfg.sink, &mut errors);
+        section(&table, "actuate", &mut cfg.actuate, &mut errors);
         errors.extend(cfg.validate());
         if errors.is_empty() { Ok(cfg) } else { Err(fail(errors)) }
     }
@@ -73,6 +76,9 @@ impl VigilConfig {
         e.extend(self.infer.validate("infer"));
         e.extend(self.fusion.validate("fusion"));
         e.extend(self.sink.validate("sink"));
+        if let Some(a) = &self.actuate {
+            e.extend(a.validate("actuate"));
+        }
         e
     }
 }

@@ -2,6 +2,7 @@
 //! own module; this file only parses arguments, sets up logging and maps outcomes to
 //! exit codes: 0 clean, 1 at least one alert, 2 error.
 
+mod actuate_cmd;
 mod bank_cmd;
 mod bench;
 mod config;
@@ -30,6 +31,8 @@ enum Command {
     Scan(scan::ScanArgs),
     /// Print the PDQ hash and quality of an image, or of each sampled frame of a video.
     Hash(hash_cmd::HashArgs),
+    /// Consume interrupt commands from Kafka and have the platform cut the streams.
+    Actuate(actuate_cmd::ActuateArgs),
     /// Inspect hash banks.
     #[command(subcommand)]
     Bank(bank_cmd::BankCommand),
@@ -56,6 +59,7 @@ fn main() -> ExitCode {
         Command::Scan(args) => scan::run(cli.config.as_deref(), args),
         Command::Hash(args) => hash_cmd::run(cli.config.as_deref(), args),
         Command::Models(cmd) => models_cmd::run(cli.config.as_deref(), cmd),
+        Command::Actuate(args) => actuate_cmd::run(cli.config.as_deref(), args),
         Command::Bank(cmd) => bank_cmd::run(cli.config.as_deref(), cmd),
         Command::Bench(cmd) => config::VigilConfig::load(cli.config.as_deref())
             .map_err(anyhow::Error::from)
