@@ -186,6 +186,8 @@ impl ProducerContext for Context {
                 match spool.ack(&id) {
                     Ok(()) => {
                         self.delivered.fetch_add(1, Ordering::Relaxed);
+                        crate::metrics::METRICS.delivered.inc();
+                        report_spool(&spool);
                     }
                     // Delivered but not yet forgotten: it is re-sent after a restart and
                     // deduplicated by id downstream. Never lost.
@@ -194,9 +196,24 @@ impl ProducerContext for Context {
             }
             Err((e, _)) => {
                 self.failed.fetch_add(1, Ordering::Relaxed);
+                crate::metrics::METRICS.delivery_failed.inc();
                 tracing::error!(message = %id, "kafka refused the message, it stays in the spool: {e}");
             }
         }
+    }
+}
+
+/// Publishes the spool's state, and shouts when it nears its limit.
+fn report_spool(spool: &Spool) {
+    let m = &crate::metrics::METRICS;
+    m.spool_fill_ratio.set(spool.fill_ratio());
+    m.spool_pending.set(spool.len() as i64);
+    if spool.fill_ratio() >= crate::metrics::SPOOL_ALARM_RATIO {
+        tracing::error!(
+            pending = spool.len(),
+            "the alert spool is {:.0}% full: the broker is not confirming; alerts will be refused at 100%",
+            spool.fill_ratio() * 100.0
+        );
     }
 }
 

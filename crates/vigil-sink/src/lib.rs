@@ -4,6 +4,7 @@
 
 pub mod actuate;
 pub mod kafka;
+pub mod metrics;
 pub mod spool;
 pub mod testing;
 
