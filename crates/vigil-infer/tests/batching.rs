@@ -1,27 +1,14 @@
 //! Batching must not change results: a batch of N equals N single runs, and the
 //! cross-stream batcher returns every frame's own analysis.
 
-use std::path::PathBuf;
+mod common;
+
+use common::{config, image_frame};
 use vigil_core::{Frame, StreamId};
 use vigil_infer::{Analysis, Analyzer, Batcher, InferConfig};
 
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-fn config() -> InferConfig {
-    let mut cfg = InferConfig::default();
-    cfg.cache_dir =
-        std::env::var_os("VIGIL_CACHE_DIR").map(PathBuf::from).unwrap_or_else(|| root().join(".cache/vigil"));
-    cfg.models_dir = root().join("models");
-    cfg
-}
-
 fn photo(cfg: &InferConfig, name: &str, stream: &str) -> Frame {
-    let path = cfg.cache_dir.join("testdata").join(name);
-    let img = image::open(&path).unwrap_or_else(|e| panic!("{}: {e} (run make setup)", path.display())).to_rgb8();
-    let (width, height) = img.dimensions();
-    Frame { stream: StreamId(stream.into()), pts_ms: 0, keyframe: true, width, height, rgb: img.into_raw() }
+    image_frame(&cfg.cache_dir.join("testdata").join(name), stream)
 }
 
 fn frames(cfg: &InferConfig) -> Vec<Frame> {

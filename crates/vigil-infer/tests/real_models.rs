@@ -1,33 +1,18 @@
 //! The reference models through ONNX Runtime on real images. Needs `make setup`
 //! (models, the ONNX Runtime library and the astronaut image in the cache).
 
+mod common;
+
+use common::{config, image_frame};
 use std::path::PathBuf;
 use vigil_core::{Frame, StreamId};
-use vigil_infer::{Analyzer, InferConfig};
-
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-fn config() -> InferConfig {
-    let mut cfg = InferConfig::default();
-    cfg.cache_dir =
-        std::env::var_os("VIGIL_CACHE_DIR").map(PathBuf::from).unwrap_or_else(|| root().join(".cache/vigil"));
-    cfg.models_dir = root().join("models");
-    cfg
-}
-
-fn load_frame(path: PathBuf) -> Frame {
-    let img = image::open(&path).unwrap_or_else(|e| panic!("{}: {e} (run make setup)", path.display())).to_rgb8();
-    let (width, height) = img.dimensions();
-    Frame { stream: StreamId("t".into()), pts_ms: 0, keyframe: true, width, height, rgb: img.into_raw() }
-}
+use vigil_infer::Analyzer;
 
 #[test]
 fn astronaut_face_is_found_and_estimated_adult() {
     let cfg = config();
     let mut a = Analyzer::load(&cfg).expect("models load");
-    let frame = load_frame(cfg.cache_dir.join("testdata/astronaut.png"));
+    let frame = image_frame(&cfg.cache_dir.join("testdata/astronaut.png"), "t");
     let out = a.analyze(&frame);
     assert!(out.unscanned.is_empty(), "{:?}", out.unscanned);
     assert_eq!(out.faces.len(), 1, "{:?}", out.detections);
