@@ -1,3 +1,4 @@
+use crate::sampling::SamplingMode;
 use serde::{Deserialize, Serialize};
 
 /// `[media]`: how frames are sampled and how large they may be.
@@ -19,6 +20,77 @@ pub struct SampleConfig {
     /// A source that produces no frame for this long is abandoned.
     #[serde(default = "default_stall_timeout_secs")]
     pub stall_timeout_secs: u64,
+    /// Live streams (`vigil run`): fixed, keyframes, or adaptive. `vigil scan` of a file
+    /// always samples at the fixed rate.
+    #[serde(default = "default_sampling")]
+    pub sampling: SamplingMode,
+    /// Adaptive and dense sampling: frames per second while fusion sees risk.
+    #[serde(default = "default_dense_fps")]
+    pub dense_fps: f64,
+    /// Adaptive: back to keyframes after this long without risk.
+    #[serde(default = "default_calm_secs")]
+    pub calm_secs: u64,
+    /// Use NVIDIA decoders when GStreamer has them (`nvh264dec`, `nvv4l2decoder`).
+    #[serde(default = "default_true")]
+    pub hardware_decode: bool,
+    /// `vigil run`: play files at their own speed, like a live stream (false: as fast as
+    /// they decode, for batch jobs and tests).
+    #[serde(default = "default_true")]
+    pub pace_files: bool,
+    #[serde(default)]
+    pub limits: LimitsConfig,
+    #[serde(default)]
+    pub isolation: IsolationConfig,
+}
+
+/// `[media.limits]`: what one stream may declare or send. Over a limit, the stream is
+/// refused or ended with the reason; the others keep running.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    pub max_streams: u32,
+    pub max_fps: f64,
+    pub max_bitrate_kbps: u64,
+    /// Resolution or format changes allowed in one session (a hostile stream can
+    /// renegotiate without end, re-allocating each time).
+    pub max_caps_changes: u32,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self { max_streams: 64, max_fps: 120.0, max_bitrate_kbps: 20_000, max_caps_changes: 8 }
+    }
+}
+
+/// `[media.isolation]`: each stream decodes in a child process with these limits, so a
+/// crash or hang in GStreamer's C demuxers and decoders costs one stream a restart.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IsolationConfig {
+    /// Address-space limit of a decode child (RLIMIT_AS).
+    pub memory_mb: u64,
+    /// A child using more CPU than this many cores, averaged over the watchdog window,
+    /// is killed and restarted.
+    pub max_cpu_cores: f64,
+    /// A child whose main loop is silent this long is hung: killed and restarted.
+    pub watchdog_secs: u64,
+    pub restart_backoff_ms: u64,
+    pub restart_backoff_max_ms: u64,
+    /// A pulled source that cannot be reached for this long has ended.
+    pub give_up_after_secs: u64,
+}
+
+impl Default for IsolationConfig {
+    fn default() -> Self {
+        Self {
+            memory_mb: 2048,
+            max_cpu_cores: 1.5,
+            watchdog_secs: 10,
+            restart_backoff_ms: 500,
+            restart_backoff_max_ms: 30_000,
+            give_up_after_secs: 300,
+        }
+    }
 }
 
 impl Default for SampleConfig {
@@ -29,6 +101,13 @@ impl Default for SampleConfig {
             max_input_px: default_max_input_px(),
             queue_frames: default_queue_frames(),
             stall_timeout_secs: default_stall_timeout_secs(),
+            sampling: default_sampling(),
+            dense_fps: default_dense_fps(),
+            calm_secs: default_calm_secs(),
+            hardware_decode: true,
+            pace_files: true,
+            limits: LimitsConfig::default(),
+            isolation: IsolationConfig::default(),
         }
     }
 }
@@ -48,6 +127,18 @@ fn default_queue_frames() -> u32 {
 fn default_stall_timeout_secs() -> u64 {
     30
 }
+fn default_sampling() -> SamplingMode {
+    SamplingMode::Adaptive
+}
+fn default_dense_fps() -> f64 {
+    4.0
+}
+fn default_calm_secs() -> u64 {
+    30
+}
+fn default_true() -> bool {
+    true
+}
 
 impl SampleConfig {
     pub fn validate(&self, prefix: &str) -> Vec<String> {
@@ -66,6 +157,35 @@ impl SampleConfig {
         }
         if self.stall_timeout_secs == 0 {
             e.push(format!("{prefix}.stall_timeout_secs: must be at least 1"));
+        }
+        if !(self.dense_fps > 0.0 && self.dense_fps <= 60.0) {
+            e.push(format!("{prefix}.dense_fps: {} is outside (0, 60]", self.dense_fps));
+        }
+        let l = &self.limits;
+        if l.max_streams == 0 {
+            e.push(format!("{prefix}.limits.max_streams: must be at least 1"));
+        }
+        if !(l.max_fps >= 1.0 && l.max_fps <= 1000.0) {
+            e.push(format!("{prefix}.limits.max_fps: {} is outside [1, 1000]", l.max_fps));
+        }
+        if l.max_bitrate_kbps < 100 {
+            e.push(format!("{prefix}.limits.max_bitrate_kbps: {} is below 100", l.max_bitrate_kbps));
+        }
+        let i = &self.isolation;
+        if i.memory_mb < 256 {
+            e.push(format!("{prefix}.isolation.memory_mb: {} is below 256 (GStreamer alone needs more)", i.memory_mb));
+        }
+        if i.max_cpu_cores.is_nan() || i.max_cpu_cores <= 0.0 {
+            e.push(format!("{prefix}.isolation.max_cpu_cores: must be above 0"));
+        }
+        if i.watchdog_secs < 2 {
+            e.push(format!(
+                "{prefix}.isolation.watchdog_secs: {} is below 2 (heartbeats come every second)",
+                i.watchdog_secs
+            ));
+        }
+        if i.restart_backoff_ms == 0 || i.restart_backoff_max_ms < i.restart_backoff_ms {
+            e.push(format!("{prefix}.isolation.restart_backoff_ms/_max_ms: need 0 < backoff <= max"));
         }
         e
     }

@@ -129,7 +129,7 @@ fn first_bus_error(pipeline: &gst::Pipeline) -> String {
     "the pipeline refused to start".into()
 }
 
-fn describe(err: &gst::message::Error) -> String {
+pub(crate) fn describe(err: &gst::message::Error) -> String {
     let mut s = err.error().to_string();
     if let Some(d) = err.debug() {
         // The first line of the debug string names the element and the cause.
@@ -190,28 +190,39 @@ impl FrameSource {
     }
 
     fn frame_from_sample(&self, sample: &gst::Sample) -> Result<Frame, MediaError> {
-        let bad = |reason: &str| MediaError::Decode { input: self.input.clone(), reason: reason.to_string() };
-        let caps = sample.caps().ok_or_else(|| bad("sample without caps"))?;
-        let info = gst_video::VideoInfo::from_caps(caps).map_err(|_| bad("sample caps are not raw video"))?;
-        let buffer = sample.buffer().ok_or_else(|| bad("sample without buffer"))?;
-        let vframe =
-            gst_video::VideoFrameRef::from_buffer_ref_readable(buffer, &info).map_err(|_| bad("cannot map frame"))?;
-        let (w, h) = (info.width() as usize, info.height() as usize);
-        let stride = vframe.plane_stride()[0] as usize;
-        let data = vframe.plane_data(0).map_err(|_| bad("cannot read frame plane"))?;
-        let mut rgb = Vec::with_capacity(w * h * 3);
-        for row in 0..h {
-            rgb.extend_from_slice(&data[row * stride..row * stride + w * 3]);
-        }
+        let f = packed_rgb(sample)
+            .map_err(|reason| MediaError::Decode { input: self.input.clone(), reason: reason.to_string() })?;
         Ok(Frame {
             stream: self.stream.clone(),
-            pts_ms: buffer.pts().map(|t| t.mseconds()).unwrap_or(0),
-            keyframe: !buffer.flags().contains(gst::BufferFlags::DELTA_UNIT),
-            width: w as u32,
-            height: h as u32,
-            rgb,
+            pts_ms: f.pts_ms,
+            keyframe: f.keyframe,
+            width: f.width,
+            height: f.height,
+            rgb: f.rgb,
         })
     }
+}
+
+/// An appsink sample of RGB video as packed pixels (no row padding).
+pub(crate) fn packed_rgb(sample: &gst::Sample) -> Result<crate::isolate::WireFrame, &'static str> {
+    let caps = sample.caps().ok_or("sample without caps")?;
+    let info = gst_video::VideoInfo::from_caps(caps).map_err(|_| "sample caps are not raw video")?;
+    let buffer = sample.buffer().ok_or("sample without buffer")?;
+    let vframe = gst_video::VideoFrameRef::from_buffer_ref_readable(buffer, &info).map_err(|_| "cannot map frame")?;
+    let (w, h) = (info.width() as usize, info.height() as usize);
+    let stride = vframe.plane_stride()[0] as usize;
+    let data = vframe.plane_data(0).map_err(|_| "cannot read frame plane")?;
+    let mut rgb = Vec::with_capacity(w * h * 3);
+    for row in 0..h {
+        rgb.extend_from_slice(&data[row * stride..row * stride + w * 3]);
+    }
+    Ok(crate::isolate::WireFrame {
+        pts_ms: buffer.pts().map(|t| t.mseconds()).unwrap_or(0),
+        keyframe: !buffer.flags().contains(gst::BufferFlags::DELTA_UNIT),
+        width: w as u32,
+        height: h as u32,
+        rgb,
+    })
 }
 
 impl Iterator for FrameSource {

@@ -3,18 +3,29 @@
 //! - [`decode`]: files and pulled URLs through GStreamer's `uridecodebin`, sampled at a
 //!   fixed rate and scaled to analysis size before frames leave the pipeline.
 //! - [`still`]: single images (PNG, JPEG) as one frame.
+//! - [`isolate`]: live streams decode in confined child processes, supervised.
+//! - [`sampling`]: fixed, keyframe-only and adaptive sampling (gates around the decoder).
+//! - [`queue`]: the drop-oldest hand-over from a stream to analysis.
+//! - [`ingest`]: the RTMP publish server and its stream keys.
+//! - [`flv`]: FLV tags for pushed RTMP streams.
 #![forbid(unsafe_code)]
 
 pub mod config;
 pub mod decode;
 mod error;
+pub mod flv;
+pub mod ingest;
+pub mod isolate;
 pub mod launch;
 pub mod metrics;
+pub mod queue;
+pub mod sampling;
 pub mod still;
 
-pub use config::SampleConfig;
+pub use config::{IsolationConfig, LimitsConfig, SampleConfig};
 pub use decode::{FrameSource, open_uri};
 pub use error::MediaError;
+pub use sampling::SamplingMode;
 
 /// Turns a path or URL given on a command line into a URI GStreamer understands.
 pub fn to_uri(input: &str) -> Result<String, MediaError> {

@@ -8,15 +8,19 @@ use toml::{Table, Value};
 
 pub const EMBEDDED_DEFAULT: &str = include_str!("../../../config/vigil.toml");
 const ENV_PREFIX: &str = "VIGIL__";
-const SECTIONS: [&str; 6] = ["media", "hash", "infer", "fusion", "sink", "actuate"];
+const SECTIONS: [&str; 8] = ["media", "ingest", "hash", "infer", "fusion", "sink", "admin", "actuate"];
 
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct VigilConfig {
     pub media: vigil_media::SampleConfig,
+    /// Only `vigil run` reads it.
+    pub ingest: vigil_media::ingest::IngestConfig,
     pub hash: vigil_hash::HashConfig,
     pub infer: vigil_infer::InferConfig,
     pub fusion: vigil_fusion::FusionConfig,
     pub sink: vigil_sink::SinkConfig,
+    /// Only `vigil run` reads it.
+    pub admin: crate::worker::AdminConfig,
     /// Only `vigil actuate` reads it.
     pub actuate: Option<vigil_sink::actuate::ActuateConfig>,
 }
@@ -61,6 +65,8 @@ impl VigilConfig {
         }
         let mut cfg = VigilConfig::default();
         section(&table, "media", &mut cfg.media, &mut errors);
+        section(&table, "ingest", &mut cfg.ingest, &mut errors);
+        section(&table, "admin", &mut cfg.admin, &mut errors);
         section(&table, "hash", &mut cfg.hash, &mut errors);
         section(&table, "infer", &mut cfg.infer, &mut errors);
         section(&table, "fusion", &mut cfg.fusion, &mut errors);
@@ -72,6 +78,8 @@ impl VigilConfig {
 
     pub fn validate(&self) -> Vec<String> {
         let mut e = self.media.validate("media");
+        e.extend(self.ingest.validate("ingest"));
+        e.extend(self.admin.validate("admin"));
         e.extend(self.hash.validate("hash"));
         e.extend(self.infer.validate("infer"));
         e.extend(self.fusion.validate("fusion"));

@@ -3,13 +3,16 @@
 //! exit codes: 0 clean, 1 at least one alert, 2 error.
 
 mod actuate_cmd;
+mod analysis;
 mod bank_cmd;
 mod bench;
 mod config;
 mod hash_cmd;
 mod models_cmd;
+mod output;
 mod scan;
 mod source;
+mod worker;
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -27,6 +30,14 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run the worker: ingest live streams (RTMP publish, pulled URLs), analyse, alert.
+    Run(worker::RunArgs),
+    /// (internal) Decode one stream in a confined child process for `vigil run`.
+    #[command(hide = true)]
+    MediaChild {
+        /// The child's spec as JSON.
+        spec: String,
+    },
     /// Scan a video file, URL or image: one JSON line per sampled frame, then a summary.
     Scan(scan::ScanArgs),
     /// Print the PDQ hash and quality of an image, or of each sampled frame of a video.
@@ -51,11 +62,16 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Command::MediaChild { spec } = &cli.command {
+        return media_child(spec);
+    }
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("VIGIL_LOG").unwrap_or_else(|_| "warn".into()))
         .init();
     let result = match cli.command {
+        Command::Run(args) => worker::run(cli.config.as_deref(), args),
+        Command::MediaChild { .. } => unreachable!("handled before logging is set up"),
         Command::Scan(args) => scan::run(cli.config.as_deref(), args),
         Command::Hash(args) => hash_cmd::run(cli.config.as_deref(), args),
         Command::Models(cmd) => models_cmd::run(cli.config.as_deref(), cmd),
@@ -73,6 +89,17 @@ fn main() -> ExitCode {
             // One line: what failed and why, for the operator's terminal or a log.
             let msg = format!("{e:#}").replace('\n', "; ");
             eprintln!("vigil: error: {msg}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// A decode child: its stdout is the frame pipe, so nothing else may print there.
+fn media_child(spec: &str) -> ExitCode {
+    match serde_json::from_str::<vigil_media::isolate::ChildSpec>(spec) {
+        Ok(spec) => ExitCode::from(vigil_media::isolate::child::run(&spec) as u8),
+        Err(e) => {
+            eprintln!("vigil media-child: bad spec: {e}");
             ExitCode::from(2)
         }
     }

@@ -2,7 +2,9 @@
 //! Decode + sample (GStreamer threads) → PDQ + bank match → models → fusion policy →
 //! JSON lines on stdout, a progress bar on stderr when it is a terminal.
 
+use crate::analysis::StreamAnalysis;
 use crate::config::VigilConfig;
+use crate::output::{FrameRecord, deliver_events, host_name, verdict_name};
 use crate::source::Input;
 use anyhow::Context;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -11,12 +13,9 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Instant;
-use vigil_core::{AlertContext, FrameSignals, ModelRef, PdqSignal, Verdict};
-use vigil_fusion::{Event, StreamFusion};
-use vigil_hash::{
-    BankAction, BankConfig, BankState, BankStore, Hash256, VariantHasher, metrics::METRICS as HASH_METRICS,
-};
-use vigil_infer::{Analysis, Analyzer};
+use vigil_core::{AlertContext, ModelRef};
+use vigil_hash::{BankAction, BankConfig, BankState, BankStore};
+use vigil_infer::Analyzer;
 
 #[derive(clap::Args)]
 pub struct ScanArgs {
@@ -40,31 +39,6 @@ pub struct ScanArgs {
     /// This worker's id on alerts (default: the host name).
     #[arg(long, env = "VIGIL_WORKER_ID")]
     worker_id: Option<String>,
-}
-
-#[derive(Serialize)]
-struct FrameRecord<'a> {
-    #[serde(rename = "type")]
-    kind: &'static str,
-    stream: &'a str,
-    #[serde(flatten)]
-    signals: &'a FrameSignals,
-    /// The stream's decision as of this sample, and the policy rule behind it.
-    verdict: Verdict,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    rule: Option<String>,
-    /// The policy conditions this sample met (before any k-of-n window).
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    conditions: Vec<&'static str>,
-}
-
-/// An output line carrying a message (`alert` or `interrupt`), tagged with its type.
-#[derive(Serialize)]
-struct Tagged<'a, T: Serialize> {
-    #[serde(rename = "type")]
-    kind: &'static str,
-    #[serde(flatten)]
-    message: &'a T,
 }
 
 #[derive(Serialize, Default)]
@@ -117,7 +91,8 @@ pub fn run(config: Option<&Path>, args: ScanArgs) -> anyhow::Result<ExitCode> {
     }
     let banks = store.snapshot();
     let policy = cfg.fusion.load_policy().map_err(|e| anyhow::anyhow!("fusion policy: {}", e.join("; ")))?;
-    let mut fusion = StreamFusion::new(std::sync::Arc::new(policy), vigil_core::StreamId(args.input.clone()));
+    let mut stream =
+        StreamAnalysis::new(std::sync::Arc::new(policy), vigil_core::StreamId(args.input.clone()), &cfg.hash, &banks);
     let kafka = cfg.sink.kafka.clone().map(vigil_sink::KafkaSink::open).transpose().context("kafka sink")?;
     let mut analyzer = Analyzer::load(&cfg.infer).context("loading models")?;
     let context = AlertContext {
@@ -130,8 +105,6 @@ pub fn run(config: Option<&Path>, args: ScanArgs) -> anyhow::Result<ExitCode> {
 
     let progress = progress_bar(input.duration_ms());
     let mut sink = vigil_sink::JsonlSink::new(std::io::stdout().lock());
-    let mut hasher = VariantHasher::new(&banks.crop_fractions());
-    let mut last: Option<LastAnalysis> = None;
     let mut summary = Summary { kind: "summary", input: args.input.clone(), ..Default::default() };
     let started = Instant::now();
     let mut scan_error = None;
@@ -144,46 +117,7 @@ pub fn run(config: Option<&Path>, args: ScanArgs) -> anyhow::Result<ExitCode> {
                 break;
             }
         };
-        HASH_METRICS.frames_hashed.inc();
-        let hashes = hasher.hash(&frame.rgb, frame.width as usize, frame.height as usize);
-        let pdq = hashes.pdq;
-        let mut signals = FrameSignals {
-            pts_ms: frame.pts_ms,
-            pdq: Some(PdqSignal { hash: pdq.hash.to_hex(), quality: pdq.quality }),
-            ..Default::default()
-        };
-        if pdq.quality >= cfg.hash.quality_floor {
-            signals.bank_matches = banks.lookup(&hashes);
-        } else {
-            summary.below_quality_floor += 1;
-            HASH_METRICS.below_quality_floor.inc();
-        }
-        let analysis = match last.as_mut().filter(|l| l.reusable_for(&pdq.hash, &cfg.hash)) {
-            Some(l) => {
-                l.reused += 1;
-                summary.near_duplicate_skips += 1;
-                HASH_METRICS.near_duplicate_skips.inc();
-                signals.reused_analysis_of_ms = Some(l.pts_ms);
-                l.analysis.clone()
-            }
-            None => {
-                let analysis = analyzer.analyze(&frame);
-                // A failed analysis is never reused: the next sample tries again.
-                last = analysis.unscanned.is_empty().then(|| LastAnalysis {
-                    hash: pdq.hash,
-                    pts_ms: frame.pts_ms,
-                    reused: 0,
-                    analysis: analysis.clone(),
-                });
-                analysis
-            }
-        };
-        signals.detections = analysis.detections;
-        signals.faces = analysis.faces;
-        signals.nsfw_score = analysis.nsfw_score;
-        signals.unscanned = analysis.unscanned;
-        let outcome = fusion.observe(&signals);
-
+        let (signals, outcome) = stream.frame(&frame, &banks, |f| analyzer.analyze(f));
         summary.frames += 1;
         summary.bank_matches += u64::from(!signals.bank_matches.is_empty());
         summary.faces += signals.faces.len() as u64;
@@ -197,26 +131,10 @@ pub fn run(config: Option<&Path>, args: ScanArgs) -> anyhow::Result<ExitCode> {
             conditions: outcome.conditions.names(),
         })
         .context("writing output")?;
-        for event in &outcome.events {
-            match event {
-                Event::Opened(_) => summary.alerts += 1,
-                Event::Escalated(_) => summary.escalations += 1,
-                Event::Closed(_) => {}
-            }
-            let alert = event.to_alert(&context, unix_ms());
-            let alert_msg_id = format!("{}/{}", alert.alert_id, verdict_name_event(event));
-            if let Some(k) = &kafka {
-                k.send_alert(&alert_msg_id, &alert.stream_id.0, &alert).context("kafka sink")?;
-            }
-            sink.write(&Tagged { kind: "alert", message: &alert }).context("writing output")?;
-            if let Some(cmd) = alert.interrupt_command() {
-                summary.interrupts += 1;
-                if let Some(k) = &kafka {
-                    k.send_interrupt(&cmd.command_id, &cmd.stream_id.0, &cmd).context("kafka sink")?;
-                }
-                sink.write(&Tagged { kind: "interrupt", message: &cmd }).context("writing output")?;
-            }
-        }
+        let counts = deliver_events(&outcome.events, &context, &mut sink, kafka.as_ref())?;
+        summary.alerts += counts.opened;
+        summary.escalations += counts.escalated;
+        summary.interrupts += counts.interrupts;
         progress.set_position(frame.pts_ms);
         progress.set_message(format!("{} frames, {} alerts", summary.frames, summary.alerts));
     }
@@ -230,6 +148,8 @@ pub fn run(config: Option<&Path>, args: ScanArgs) -> anyhow::Result<ExitCode> {
         }
     }
     summary.elapsed_ms = started.elapsed().as_millis() as u64;
+    summary.below_quality_floor = stream.stats.below_quality_floor;
+    summary.near_duplicate_skips = stream.stats.near_duplicate_skips;
     summary.error = scan_error.clone();
     sink.write(&summary).context("writing output")?;
 
@@ -249,46 +169,6 @@ pub fn run(config: Option<&Path>, args: ScanArgs) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::SUCCESS
     })
-}
-
-/// The last sample the models ran on, for near-duplicate skipping.
-struct LastAnalysis {
-    hash: Hash256,
-    pts_ms: u64,
-    reused: u32,
-    analysis: Analysis,
-}
-
-impl LastAnalysis {
-    fn reusable_for(&self, hash: &Hash256, cfg: &vigil_hash::HashConfig) -> bool {
-        cfg.near_duplicate_max_distance > 0
-            && self.reused < cfg.near_duplicate_max_reuse
-            && self.hash.distance(hash) <= cfg.near_duplicate_max_distance
-    }
-}
-
-fn verdict_name_event(e: &Event) -> &'static str {
-    match e {
-        Event::Opened(_) => "opened",
-        Event::Escalated(_) => "escalated",
-        Event::Closed(_) => "closed",
-    }
-}
-
-fn unix_ms() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
-}
-
-fn host_name() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .ok()
-        .map(|h| h.trim().to_string())
-        .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| "vigil".into())
-}
-
-fn verdict_name(v: Verdict) -> String {
-    serde_json::to_value(v).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default()
 }
 
 /// A bar over the media timeline when its length is known, a spinner otherwise; hidden

@@ -1,0 +1,127 @@
+//! The worker's front door for pushed streams.
+//!
+//! - [`rtmp`]: the RTMP publish server (`rtmp://HOST:PORT/APP/STREAM_KEY`).
+//! - [`keys`]: who may publish (static keys or HMAC-signed ones with an expiry).
+//! - [`guard`]: a strict chunk-stream check in front of the protocol library.
+//!
+//! Pulled sources (rtmp://, rtsp://, srt://, HLS, file://) need no server: their decode
+//! child opens the URL itself (see [`crate::isolate`]).
+
+pub mod guard;
+pub mod keys;
+pub mod rtmp;
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// `[ingest]`: how streams reach this worker.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IngestConfig {
+    #[serde(default)]
+    pub rtmp: Option<RtmpConfig>,
+    /// Sources this worker pulls from the start.
+    #[serde(default)]
+    pub pull: Vec<PullSource>,
+}
+
+/// `[ingest.rtmp]`: the RTMP publish server.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RtmpConfig {
+    /// Address to listen on, e.g. "0.0.0.0:1935".
+    pub listen: String,
+    /// The application name publishers use (`rtmp://host/APP/KEY`).
+    #[serde(default = "default_app")]
+    pub app: String,
+    /// Static keys: stream name → key.
+    #[serde(default)]
+    pub stream_keys: BTreeMap<String, String>,
+    /// Or: the environment variable holding the secret for HMAC-signed keys.
+    #[serde(default)]
+    pub hmac_secret_env: Option<String>,
+    /// A connection silent this long is closed.
+    #[serde(default = "default_idle_timeout_secs")]
+    pub idle_timeout_secs: u64,
+}
+
+fn default_app() -> String {
+    "live".into()
+}
+fn default_idle_timeout_secs() -> u64 {
+    30
+}
+
+/// `[[ingest.pull]]`: a source this worker pulls.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PullSource {
+    /// Stable name of the stream (its stream id).
+    pub name: String,
+    pub uri: String,
+    #[serde(default)]
+    pub account_id: Option<String>,
+}
+
+const PULL_SCHEMES: [&str; 7] = ["file", "rtmp", "rtmps", "rtsp", "srt", "http", "https"];
+
+impl IngestConfig {
+    pub fn validate(&self, prefix: &str) -> Vec<String> {
+        let mut e = Vec::new();
+        if let Some(r) = &self.rtmp {
+            if r.listen.parse::<std::net::SocketAddr>().is_err() {
+                e.push(format!("{prefix}.rtmp.listen: {:?} is not an address:port", r.listen));
+            }
+            if r.app.is_empty() || r.app.contains('/') {
+                e.push(format!("{prefix}.rtmp.app: {:?} must be one non-empty path segment", r.app));
+            }
+            match (&r.hmac_secret_env, r.stream_keys.is_empty()) {
+                (Some(_), false) => {
+                    e.push(format!("{prefix}.rtmp: set stream_keys or hmac_secret_env, not both"));
+                }
+                (None, true) => {
+                    e.push(format!("{prefix}.rtmp: no stream_keys and no hmac_secret_env: nobody could publish"))
+                }
+                (Some(var), true) if std::env::var(var).map_or(true, |v| v.len() < 16) => {
+                    e.push(format!("{prefix}.rtmp.hmac_secret_env: ${var} is unset or shorter than 16 bytes"))
+                }
+                _ => {}
+            }
+            for (name, key) in &r.stream_keys {
+                if key.len() < 8 {
+                    e.push(format!("{prefix}.rtmp.stream_keys.{name}: a key needs at least 8 characters"));
+                }
+            }
+            if r.idle_timeout_secs == 0 {
+                e.push(format!("{prefix}.rtmp.idle_timeout_secs: must be at least 1"));
+            }
+        }
+        let mut names = std::collections::BTreeSet::new();
+        for (i, p) in self.pull.iter().enumerate() {
+            let scheme = p.uri.split_once("://").map(|(s, _)| s);
+            if !scheme.is_some_and(|s| PULL_SCHEMES.contains(&s)) {
+                e.push(format!(
+                    "{prefix}.pull[{i}].uri: {:?} is not one of {}:// URLs",
+                    p.uri,
+                    PULL_SCHEMES.join("://, ")
+                ));
+            }
+            if p.name.is_empty() || !names.insert(&p.name) {
+                e.push(format!("{prefix}.pull[{i}].name: {:?} is empty or used twice", p.name));
+            }
+        }
+        e
+    }
+}
+
+impl RtmpConfig {
+    /// The key checker this config describes (reads the HMAC secret from the environment).
+    pub fn keys(&self) -> Result<keys::StreamKeys, String> {
+        match &self.hmac_secret_env {
+            Some(var) => std::env::var(var)
+                .map(|s| keys::StreamKeys::Signed { secret: s.into_bytes() })
+                .map_err(|_| format!("${var} (ingest.rtmp.hmac_secret_env) is not set")),
+            None => Ok(keys::StreamKeys::Static(self.stream_keys.clone())),
+        }
+    }
+}

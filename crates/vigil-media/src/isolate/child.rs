@@ -1,0 +1,485 @@
+//! The decode child: runs in its own process (`vigil media-child`), confined by
+//! rlimits, and turns one source into sampled analysis frames on stdout.
+//!
+//! Pipeline: source (`urisourcebin`, or `appsrc` fed with pushed FLV from stdin) →
+//! `parsebin` → [unit gate: limits, keyframe-only] → `decodebin` → [frame gate] →
+//! `pipelines/sample-live.gst` (convert, scale to analysis size, appsink).
+//! Everything that could be a limit violation is checked on the parsed stream's caps,
+//! before a decoder allocates anything.
+
+use super::protocol::{ChildEvent, Command, FromChild, ToChild};
+use crate::SampleConfig;
+use crate::sampling::SamplingGate;
+use gstreamer as gst;
+use gstreamer::prelude::*;
+use gstreamer_app as gst_app;
+use serde::{Deserialize, Serialize};
+use std::io::{BufWriter, Write};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+const SAMPLE_CHAIN: &str = include_str!("../../../../pipelines/sample-live.gst");
+const HARDWARE_DECODERS: [&str; 3] = ["nvh264dec", "nvh265dec", "nvv4l2decoder"];
+/// Exit codes the supervisor reads: the kind of ending, when no event said it.
+pub const EXIT_ENDED: i32 = 0;
+pub const EXIT_FAILED: i32 = 3;
+pub const EXIT_CONFINE: i32 = 4;
+
+/// What a child is asked to decode, passed as JSON on its command line.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ChildSpec {
+    pub source: ChildSource,
+    pub media: SampleConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ChildSource {
+    /// Pulled by the child itself: file://, rtmp://, rtsp://, srt://, http(s):// (HLS).
+    Uri(String),
+    /// Pushed to the worker (RTMP publish); FLV arrives on stdin.
+    PushedFlv,
+}
+
+#[derive(Default)]
+struct Counters {
+    input_bytes: AtomicU64,
+    units_in: AtomicU64,
+    units_decoded: AtomicU64,
+    frames_out: AtomicU64,
+    caps_seen: AtomicU32,
+}
+
+/// State shared between the pad probes (streaming threads) and the main loop.
+struct Shared {
+    media: SampleConfig,
+    gate: SamplingGate,
+    counters: Counters,
+    /// Set by a probe that found the stream over a limit: (kind, reason).
+    refusal: Mutex<Option<(String, String)>>,
+    started: Mutex<Option<ChildEvent>>,
+    video_linked: AtomicBool,
+}
+
+impl Shared {
+    fn refuse(&self, kind: &str, reason: String) {
+        let mut r = self.refusal.lock().unwrap_or_else(|p| p.into_inner());
+        r.get_or_insert((kind.to_string(), reason));
+    }
+}
+
+/// Limits the child process itself before it touches any media: address space, no core
+/// dumps (a core would write frames to disk), few descriptors, no privilege gain, and
+/// death with the worker.
+fn confine(memory_mb: u64) -> rustix::io::Result<()> {
+    use rustix::process::{Resource, Rlimit, setrlimit};
+    let bytes = memory_mb.saturating_mul(1024 * 1024);
+    setrlimit(Resource::As, Rlimit { current: Some(bytes), maximum: Some(bytes) })?;
+    setrlimit(Resource::Core, Rlimit { current: Some(0), maximum: Some(0) })?;
+    setrlimit(Resource::Nofile, Rlimit { current: Some(512), maximum: Some(512) })?;
+    rustix::thread::set_no_new_privs(true)?;
+    rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL))?;
+    Ok(())
+}
+
+/// The child's whole life; returns its exit code.
+pub fn run(spec: &ChildSpec) -> i32 {
+    let mut out = BufWriter::new(std::io::stdout().lock());
+    if let Err(e) = confine(spec.media.isolation.memory_mb) {
+        let _ = send(&mut out, ChildEvent::Failed { kind: "confine".into(), reason: e.to_string() });
+        return EXIT_CONFINE;
+    }
+    match decode(spec, &mut out) {
+        Ok(()) => {
+            let _ = send(&mut out, ChildEvent::Ended);
+            EXIT_ENDED
+        }
+        Err((kind, reason)) => {
+            let _ = send(&mut out, ChildEvent::Failed { kind, reason });
+            EXIT_FAILED
+        }
+    }
+}
+
+fn send(out: &mut impl Write, event: ChildEvent) -> std::io::Result<()> {
+    FromChild::Event(event).write(out)?;
+    out.flush()
+}
+
+type Failure = (String, String);
+
+fn fail(kind: &str) -> impl Fn(String) -> Failure + '_ {
+    move |reason| (kind.to_string(), reason)
+}
+
+fn decode(spec: &ChildSpec, out: &mut impl Write) -> Result<(), Failure> {
+    gst::init().map_err(|e| ("init".to_string(), e.to_string()))?;
+    if spec.media.hardware_decode {
+        prefer_hardware_decoders();
+    }
+    let m = &spec.media;
+    let shared = Arc::new(Shared {
+        media: m.clone(),
+        gate: SamplingGate::new(m.sampling, m.sample_fps, m.dense_fps),
+        counters: Counters::default(),
+        refusal: Mutex::new(None),
+        started: Mutex::new(None),
+        video_linked: AtomicBool::new(false),
+    });
+    let pipeline = gst::Pipeline::new();
+    let parse = make("parsebin")?;
+    let chain =
+        gst::parse::bin_from_description(SAMPLE_CHAIN.trim(), true).map_err(|e| fail("pipeline")(e.to_string()))?;
+    let sink = chain
+        .by_name("frames")
+        .and_then(|e| e.downcast::<gst_app::AppSink>().ok())
+        .ok_or_else(|| fail("pipeline")("sample-live.gst has no appsink named frames".into()))?;
+    let live_pace = m.pace_files && matches!(&spec.source, ChildSource::Uri(u) if u.starts_with("file:"));
+    // A file is paced like a live stream; live sources arrive at their own pace.
+    sink.set_property("sync", live_pace);
+    pipeline.add_many([&parse, chain.upcast_ref()]).map_err(|e| fail("pipeline")(e.to_string()))?;
+
+    let appsrc = match &spec.source {
+        ChildSource::Uri(uri) => {
+            let src = gst::ElementFactory::make("urisourcebin")
+                .property("uri", uri)
+                .build()
+                .map_err(|e| fail("pipeline")(format!("urisourcebin: {e}")))?;
+            pipeline.add(&src).map_err(|e| fail("pipeline")(e.to_string()))?;
+            let parse_sink =
+                parse.static_pad("sink").ok_or_else(|| fail("pipeline")("parsebin without sink".into()))?;
+            let pipeline_weak = pipeline.downgrade();
+            src.connect_pad_added(move |_, pad| {
+                if parse_sink.is_linked() {
+                    if let Some(p) = pipeline_weak.upgrade() {
+                        discard(&p, pad);
+                    }
+                } else if let Err(e) = pad.link(&parse_sink) {
+                    eprintln!("vigil-media-child: cannot link source: {e:?}");
+                }
+            });
+            None
+        }
+        ChildSource::PushedFlv => {
+            let src = gst_app::AppSrc::builder()
+                .caps(&gst::Caps::builder("video/x-flv").build())
+                .format(gst::Format::Bytes)
+                .is_live(true)
+                .block(true)
+                .max_bytes(16 * 1024 * 1024)
+                .build();
+            pipeline.add(&src).map_err(|e| fail("pipeline")(e.to_string()))?;
+            src.link(&parse).map_err(|e| fail("pipeline")(e.to_string()))?;
+            Some(src)
+        }
+    };
+
+    let chain_sink = chain.static_pad("sink").ok_or_else(|| fail("pipeline")("chain has no sink pad".into()))?;
+    add_frame_gate(&chain_sink, &shared);
+    let size_caps = chain.by_name("size_caps").ok_or_else(|| fail("pipeline")("chain has no size_caps".into()))?;
+    {
+        let shared = shared.clone();
+        let pipeline_weak = pipeline.downgrade();
+        parse.connect_pad_added(move |_, pad| {
+            let Some(pipeline) = pipeline_weak.upgrade() else { return };
+            on_parsed_pad(&pipeline, pad, &chain_sink, &size_caps, &shared);
+        });
+    }
+
+    spawn_stdin_reader(appsrc, shared.clone());
+    pipeline.set_state(gst::State::Playing).map_err(|_| fail("decode")(first_error(&pipeline)))?;
+    let result = main_loop(&pipeline, &sink, &shared, out);
+    let _ = pipeline.set_state(gst::State::Null);
+    result
+}
+
+fn make(factory: &str) -> Result<gst::Element, Failure> {
+    gst::ElementFactory::make(factory).build().map_err(|e| fail("pipeline")(format!("{factory}: {e}")))
+}
+
+/// NVIDIA decoders, when this machine's GStreamer has them, outrank the software ones.
+fn prefer_hardware_decoders() {
+    for name in HARDWARE_DECODERS {
+        if let Some(f) = gst::ElementFactory::find(name) {
+            f.set_rank(gst::Rank::PRIMARY + 100);
+        }
+    }
+}
+
+/// Links a pad nobody needs (audio, a second video, subtitles) to a fakesink, so its
+/// data flows away instead of stopping the pipeline with not-linked.
+fn discard(pipeline: &gst::Pipeline, pad: &gst::Pad) {
+    let Ok(sink) = gst::ElementFactory::make("fakesink").property("sync", false).build() else { return };
+    if pipeline.add(&sink).is_ok() {
+        let _ = sink.sync_state_with_parent();
+        if let Some(sink_pad) = sink.static_pad("sink") {
+            let _ = pad.link(&sink_pad);
+        }
+    }
+}
+
+fn caps_limits(caps: &gst::CapsRef, m: &SampleConfig) -> Result<(u32, u32, Option<f64>), String> {
+    let s = caps.structure(0).ok_or("caps without structure")?;
+    let (w, h) = (s.get::<i32>("width").unwrap_or(0), s.get::<i32>("height").unwrap_or(0));
+    if w < 0 || h < 0 || w as u32 > m.max_input_px || h as u32 > m.max_input_px {
+        return Err(format!("video is {w}x{h}, the limit is {0}x{0}", m.max_input_px));
+    }
+    let fps = s.get::<gst::Fraction>("framerate").ok().filter(|f| f.denom() > 0 && f.numer() > 0);
+    let fps = fps.map(|f| f.numer() as f64 / f.denom() as f64);
+    if let Some(f) = fps.filter(|&f| f > m.limits.max_fps) {
+        return Err(format!("video declares {f:.1} fps, the limit is {}", m.limits.max_fps));
+    }
+    Ok((w as u32, h as u32, fps))
+}
+
+/// A parsed elementary stream appeared: the first video one goes through the unit gate
+/// to a decoder; the rest are discarded.
+fn on_parsed_pad(
+    pipeline: &gst::Pipeline,
+    pad: &gst::Pad,
+    chain_sink: &gst::Pad,
+    size_caps: &gst::Element,
+    shared: &Arc<Shared>,
+) {
+    let caps = pad.current_caps().unwrap_or_else(|| pad.query_caps(None));
+    let is_video = caps.structure(0).is_some_and(|s| s.name().starts_with("video/"));
+    if !is_video || shared.video_linked.swap(true, Relaxed) {
+        discard(pipeline, pad);
+        return;
+    }
+    if let Err(reason) = caps_limits(&caps, &shared.media) {
+        shared.refuse("refused", reason);
+        return;
+    }
+    add_unit_gate(pad, shared);
+    let decoder = match gst::ElementFactory::make("decodebin").build() {
+        Ok(d) => d,
+        Err(e) => return shared.refuse("pipeline", format!("decodebin: {e}")),
+    };
+    if pipeline.add(&decoder).is_err() || decoder.sync_state_with_parent().is_err() {
+        return shared.refuse("pipeline", "cannot start decodebin".into());
+    }
+    let Some(decoder_sink) = decoder.static_pad("sink") else { return };
+    let (chain_sink, size_caps, shared2) = (chain_sink.clone(), size_caps.clone(), shared.clone());
+    let pipeline_weak = pipeline.downgrade();
+    decoder.connect_pad_added(move |bin, pad| {
+        let Some(pipeline) = pipeline_weak.upgrade() else { return };
+        on_decoded_pad(&pipeline, bin, pad, &chain_sink, &size_caps, &shared2);
+    });
+    if let Err(e) = pad.link(&decoder_sink) {
+        shared.refuse("pipeline", format!("cannot link parser to decoder: {e:?}"));
+    }
+}
+
+fn on_decoded_pad(
+    pipeline: &gst::Pipeline,
+    decodebin: &gst::Element,
+    pad: &gst::Pad,
+    chain_sink: &gst::Pad,
+    size_caps: &gst::Element,
+    shared: &Shared,
+) {
+    let caps = pad.current_caps().unwrap_or_else(|| pad.query_caps(None));
+    let Some(s) = caps.structure(0) else { return };
+    if !s.name().starts_with("video/x-raw") || chain_sink.is_linked() {
+        discard(pipeline, pad);
+        return;
+    }
+    let (w, h, fps) = match caps_limits(&caps, &shared.media) {
+        Ok((w, h, fps)) if w > 0 && h > 0 => (w, h, fps),
+        Ok((w, h, _)) => return shared.refuse("refused", format!("decoded video is {w}x{h}")),
+        Err(reason) => return shared.refuse("refused", reason),
+    };
+    let (aw, ah) = shared.media.analysis_size(w, h);
+    let rgb = gst::Caps::builder("video/x-raw")
+        .field("format", "RGB")
+        .field("width", aw as i32)
+        .field("height", ah as i32)
+        .field("pixel-aspect-ratio", gst::Fraction::new(1, 1))
+        .build();
+    size_caps.set_property("caps", &rgb);
+    let decoder = decoder_name(decodebin);
+    *shared.started.lock().unwrap_or_else(|p| p.into_inner()) =
+        Some(ChildEvent::Started { width: w, height: h, fps, decoder });
+    if let Err(e) = pad.link(chain_sink) {
+        shared.refuse("pipeline", format!("cannot link decoder to sampling chain: {e:?}"));
+    }
+}
+
+/// The decoder element decodebin chose (software or hardware), for the logs.
+fn decoder_name(decodebin: &gst::Element) -> String {
+    let Some(bin) = decodebin.downcast_ref::<gst::Bin>() else { return "unknown".into() };
+    bin.iterate_recurse()
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e.factory())
+        .find(|f| f.metadata("klass").is_some_and(|k| k.contains("Decoder")))
+        .map_or_else(|| "unknown".into(), |f| f.name().to_string())
+}
+
+/// Before the decoder: counts and bounds what arrives (caps changes, rate, size), and
+/// drops what the sampling mode does not decode.
+fn add_unit_gate(pad: &gst::Pad, shared: &Arc<Shared>) {
+    let shared = shared.clone();
+    pad.add_probe(gst::PadProbeType::BUFFER | gst::PadProbeType::EVENT_DOWNSTREAM, move |_, info| match &info.data {
+        Some(gst::PadProbeData::Buffer(buf)) => {
+            let c = &shared.counters;
+            c.units_in.fetch_add(1, Relaxed);
+            c.input_bytes.fetch_add(buf.size() as u64, Relaxed);
+            let keyframe = !buf.flags().contains(gst::BufferFlags::DELTA_UNIT);
+            let pts = buf.pts().or(buf.dts()).map(|t| t.mseconds());
+            if shared.gate.pass_unit(pts, keyframe) {
+                c.units_decoded.fetch_add(1, Relaxed);
+                gst::PadProbeReturn::Ok
+            } else {
+                gst::PadProbeReturn::Drop
+            }
+        }
+        Some(gst::PadProbeData::Event(ev)) => {
+            let gst::EventView::Caps(caps) = ev.view() else { return gst::PadProbeReturn::Ok };
+            let changes = shared.counters.caps_seen.fetch_add(1, Relaxed);
+            let limit = shared.media.limits.max_caps_changes;
+            if changes > limit {
+                shared.refuse("refused", format!("the stream changed format {changes} times, the limit is {limit}"));
+                return gst::PadProbeReturn::Drop;
+            }
+            match caps_limits(caps.caps(), &shared.media) {
+                Ok(_) => gst::PadProbeReturn::Ok,
+                Err(reason) => {
+                    shared.refuse("refused", reason);
+                    gst::PadProbeReturn::Drop
+                }
+            }
+        }
+        _ => gst::PadProbeReturn::Ok,
+    });
+}
+
+/// After the decoder, before conversion: keeps frames at the dense rate.
+fn add_frame_gate(pad: &gst::Pad, shared: &Arc<Shared>) {
+    let shared = shared.clone();
+    pad.add_probe(gst::PadProbeType::BUFFER, move |_, info| {
+        let Some(gst::PadProbeData::Buffer(buf)) = &info.data else { return gst::PadProbeReturn::Ok };
+        if shared.gate.pass_frame(buf.pts().map(|t| t.mseconds())) {
+            gst::PadProbeReturn::Ok
+        } else {
+            gst::PadProbeReturn::Drop
+        }
+    });
+}
+
+/// Reads the worker's messages: pushed media into the appsrc, sampling commands into
+/// the gate. When the worker goes away, so does the child.
+fn spawn_stdin_reader(appsrc: Option<gst_app::AppSrc>, shared: Arc<Shared>) {
+    std::thread::spawn(move || {
+        let mut stdin = std::io::stdin().lock();
+        loop {
+            match ToChild::read(&mut stdin) {
+                Ok(Some(ToChild::Media(bytes))) => {
+                    if let Some(src) = &appsrc
+                        && src.push_buffer(gst::Buffer::from_mut_slice(bytes)).is_err()
+                    {
+                        return; // the pipeline is shutting down
+                    }
+                }
+                Ok(Some(ToChild::MediaEnd)) => {
+                    if let Some(src) = &appsrc {
+                        let _ = src.end_of_stream();
+                    }
+                }
+                Ok(Some(ToChild::Command(Command::Dense { on }))) => {
+                    shared.gate.set_dense(on);
+                }
+                Ok(None) | Err(_) => {
+                    // The worker closed our stdin (or is gone): nothing more will come.
+                    match &appsrc {
+                        Some(src) => {
+                            let _ = src.end_of_stream();
+                        }
+                        None => std::process::exit(EXIT_ENDED),
+                    }
+                    return;
+                }
+            }
+        }
+    });
+}
+
+fn main_loop(
+    pipeline: &gst::Pipeline,
+    sink: &gst_app::AppSink,
+    shared: &Shared,
+    out: &mut impl Write,
+) -> Result<(), Failure> {
+    let bus = pipeline.bus().ok_or_else(|| fail("pipeline")("pipeline without bus".into()))?;
+    let mut last_beat = Instant::now();
+    let mut started_sent = false;
+    let window = Duration::from_secs(10);
+    let (mut window_start, mut window_bytes) = (Instant::now(), 0u64);
+    let io = |e: std::io::Error| fail("pipe")(e.to_string());
+    loop {
+        if !started_sent && let Some(ev) = shared.started.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            send(out, ev).map_err(io)?;
+            started_sent = true;
+        }
+        if let Some(sample) = sink.try_pull_sample(gst::ClockTime::from_mseconds(100)) {
+            // The decoder's notice goes before its first frame.
+            if !started_sent && let Some(ev) = shared.started.lock().unwrap_or_else(|p| p.into_inner()).take() {
+                send(out, ev).map_err(io)?;
+                started_sent = true;
+            }
+            let frame = crate::decode::packed_rgb(&sample).map_err(|e| fail("decode")(e.to_string()))?;
+            shared.counters.frames_out.fetch_add(1, Relaxed);
+            FromChild::Frame(frame).write(out).map_err(io)?;
+            out.flush().map_err(io)?;
+        }
+        if let Some((kind, reason)) = shared.refusal.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            return Err((kind, reason));
+        }
+        while let Some(msg) = bus.pop_filtered(&[gst::MessageType::Error, gst::MessageType::Eos]) {
+            match msg.view() {
+                gst::MessageView::Error(err) => return Err(fail("decode")(crate::decode::describe(err))),
+                gst::MessageView::Eos(_) => return Ok(()),
+                _ => {}
+            }
+        }
+        if sink.is_eos() {
+            return Ok(());
+        }
+        if last_beat.elapsed() >= Duration::from_secs(1) {
+            last_beat = Instant::now();
+            let c = &shared.counters;
+            let input_bytes = c.input_bytes.load(Relaxed);
+            send(
+                out,
+                ChildEvent::Heartbeat {
+                    input_bytes,
+                    units_in: c.units_in.load(Relaxed),
+                    units_decoded: c.units_decoded.load(Relaxed),
+                    frames_out: c.frames_out.load(Relaxed),
+                },
+            )
+            .map_err(io)?;
+            if window_start.elapsed() >= window {
+                let kbps = (input_bytes - window_bytes) * 8 / window_start.elapsed().as_millis().max(1) as u64;
+                let limit = shared.media.limits.max_bitrate_kbps;
+                if kbps > limit {
+                    return Err(fail("refused")(format!("the stream sends {kbps} kbit/s, the limit is {limit}")));
+                }
+                (window_start, window_bytes) = (Instant::now(), input_bytes);
+            }
+        }
+    }
+}
+
+fn first_error(pipeline: &gst::Pipeline) -> String {
+    let Some(bus) = pipeline.bus() else { return "the pipeline refused to start".into() };
+    match bus.timed_pop_filtered(gst::ClockTime::from_mseconds(500), &[gst::MessageType::Error]) {
+        Some(msg) => match msg.view() {
+            gst::MessageView::Error(err) => crate::decode::describe(err),
+            _ => "the pipeline refused to start".into(),
+        },
+        None => "the pipeline refused to start".into(),
+    }
+}

@@ -1,0 +1,18 @@
+//! Decoding untrusted media in child processes.
+//!
+//! GStreamer's demuxers and decoders are C code fed by strangers. Each stream decodes in
+//! its own child process (`vigil media-child`), confined by rlimits, that hands sampled
+//! frames (already at analysis size) to the worker over a pipe. A crash or hang costs
+//! that stream a restart and a reported gap; the worker and the other streams go on.
+//!
+//! - [`protocol`]: the framed messages on the pipes, checked as hostile input.
+//! - [`child`]: what runs in the child: confinement, the pipeline, sampling gates.
+//! - [`supervisor`]: the worker's side: start, feed, watch, restart with backoff.
+
+pub mod child;
+pub mod protocol;
+pub mod supervisor;
+
+pub use child::{ChildSource, ChildSpec};
+pub use protocol::{ChildEvent, Command, WireFrame};
+pub use supervisor::{FlvTag, Launcher, StreamHandle};

@@ -1,0 +1,239 @@
+//! The wire between the worker and a decode child: length-prefixed messages on the
+//! child's stdin (worker → child) and stdout (child → worker).
+//!
+//! Every message is `[kind: u8][len: u32 LE][payload: len bytes]`. The worker treats the
+//! child as hostile (it parses strangers' media and may be compromised), so every
+//! length is checked against a limit before anything is allocated, and a frame's
+//! declared size must match its pixels exactly.
+
+use serde::{Deserialize, Serialize};
+use std::io::{self, Read, Write};
+
+const KIND_FRAME: u8 = 1;
+const KIND_EVENT: u8 = 2;
+const KIND_MEDIA: u8 = 3;
+const KIND_COMMAND: u8 = 4;
+const KIND_MEDIA_END: u8 = 5;
+
+/// Largest JSON event or command accepted.
+pub const MAX_JSON_BYTES: usize = 64 * 1024;
+/// Largest media chunk the worker writes to a child (pushed FLV).
+pub const MAX_MEDIA_CHUNK: usize = 4 * 1024 * 1024;
+const FRAME_HEADER: usize = 8 + 1 + 4 + 4;
+
+/// A sampled frame at analysis size, packed RGB.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WireFrame {
+    pub pts_ms: u64,
+    pub keyframe: bool,
+    pub width: u32,
+    pub height: u32,
+    pub rgb: Vec<u8>,
+}
+
+/// What a child reports besides frames.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum ChildEvent {
+    /// The video was recognised and accepted: declared size and rate, the decoder chosen.
+    Started { width: u32, height: u32, fps: Option<f64>, decoder: String },
+    /// Once a second: the child's main loop is alive, with its running totals.
+    Heartbeat { input_bytes: u64, units_in: u64, units_decoded: u64, frames_out: u64 },
+    /// The source was refused (over a limit) or failed; the child exits after this.
+    Failed { kind: String, reason: String },
+    /// The source ended normally; the child exits after this.
+    Ended,
+}
+
+/// What the worker tells a child.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "command", rename_all = "snake_case")]
+pub enum Command {
+    /// Adaptive sampling: full decode at the dense rate (true) or keyframes only (false).
+    Dense { on: bool },
+}
+
+/// A message from a child.
+#[derive(Debug, Clone, PartialEq)]
+pub enum FromChild {
+    Frame(WireFrame),
+    Event(ChildEvent),
+}
+
+/// A message to a child.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ToChild {
+    /// Bytes of a pushed stream (FLV), in order.
+    Media(Vec<u8>),
+    /// The pushed stream ended; the child drains and exits.
+    MediaEnd,
+    Command(Command),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum WireError {
+    #[error("pipe: {0}")]
+    Io(#[from] io::Error),
+    #[error("message kind {0} is unknown")]
+    UnknownKind(u8),
+    #[error("message of {len} bytes is over the {max}-byte limit for its kind")]
+    TooLarge { len: usize, max: usize },
+    #[error("malformed message: {0}")]
+    Malformed(String),
+}
+
+fn write_message(w: &mut impl Write, kind: u8, parts: &[&[u8]]) -> io::Result<()> {
+    let len: usize = parts.iter().map(|p| p.len()).sum();
+    let len = u32::try_from(len).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "message too large"))?;
+    w.write_all(&[kind])?;
+    w.write_all(&len.to_le_bytes())?;
+    for p in parts {
+        w.write_all(p)?;
+    }
+    Ok(())
+}
+
+/// Reads one message header; `None` at a clean end of stream (between messages).
+fn read_header(r: &mut impl Read) -> Result<Option<(u8, usize)>, WireError> {
+    let mut header = [0u8; 5];
+    match r.read(&mut header[..1])? {
+        0 => return Ok(None),
+        _ => r.read_exact(&mut header[1..])?,
+    }
+    let len = u32::from_le_bytes([header[1], header[2], header[3], header[4]]) as usize;
+    Ok(Some((header[0], len)))
+}
+
+fn read_payload(r: &mut impl Read, len: usize, max: usize) -> Result<Vec<u8>, WireError> {
+    if len > max {
+        return Err(WireError::TooLarge { len, max });
+    }
+    let mut buf = vec![0u8; len];
+    r.read_exact(&mut buf)?;
+    Ok(buf)
+}
+
+fn json_payload<T: serde::de::DeserializeOwned>(r: &mut impl Read, len: usize) -> Result<T, WireError> {
+    let buf = read_payload(r, len, MAX_JSON_BYTES)?;
+    serde_json::from_slice(&buf).map_err(|e| WireError::Malformed(e.to_string()))
+}
+
+impl FromChild {
+    pub fn write(&self, w: &mut impl Write) -> io::Result<()> {
+        match self {
+            FromChild::Frame(f) => {
+                let mut head = [0u8; FRAME_HEADER];
+                head[..8].copy_from_slice(&f.pts_ms.to_le_bytes());
+                head[8] = u8::from(f.keyframe);
+                head[9..13].copy_from_slice(&f.width.to_le_bytes());
+                head[13..17].copy_from_slice(&f.height.to_le_bytes());
+                write_message(w, KIND_FRAME, &[&head, &f.rgb])
+            }
+            FromChild::Event(e) => {
+                let json = serde_json::to_vec(e).map_err(io::Error::other)?;
+                write_message(w, KIND_EVENT, &[&json])
+            }
+        }
+    }
+
+    /// Reads the next message; frames larger than `max_side`×`max_side` are refused
+    /// before their pixels are read. `None` when the child closed its end.
+    pub fn read(r: &mut impl Read, max_side: u32) -> Result<Option<FromChild>, WireError> {
+        let Some((kind, len)) = read_header(r)? else { return Ok(None) };
+        match kind {
+            KIND_FRAME => {
+                let max = FRAME_HEADER + (max_side as usize).pow(2) * 3;
+                let buf = read_payload(r, len, max)?;
+                if buf.len() < FRAME_HEADER {
+                    return Err(WireError::Malformed("frame shorter than its header".into()));
+                }
+                let u32_at = |i: usize| u32::from_le_bytes([buf[i], buf[i + 1], buf[i + 2], buf[i + 3]]);
+                let mut pts = [0u8; 8];
+                pts.copy_from_slice(&buf[..8]);
+                let (width, height) = (u32_at(9), u32_at(13));
+                let pixels = buf.len() - FRAME_HEADER;
+                if width == 0 || height == 0 || width > max_side || height > max_side {
+                    return Err(WireError::Malformed(format!("frame size {width}x{height}")));
+                }
+                if pixels != width as usize * height as usize * 3 {
+                    return Err(WireError::Malformed(format!("{width}x{height} frame with {pixels} bytes of pixels")));
+                }
+                let keyframe = buf[8] != 0;
+                let mut rgb = buf;
+                rgb.drain(..FRAME_HEADER);
+                Ok(Some(FromChild::Frame(WireFrame { pts_ms: u64::from_le_bytes(pts), keyframe, width, height, rgb })))
+            }
+            KIND_EVENT => Ok(Some(FromChild::Event(json_payload(r, len)?))),
+            other => Err(WireError::UnknownKind(other)),
+        }
+    }
+}
+
+impl ToChild {
+    pub fn write(&self, w: &mut impl Write) -> io::Result<()> {
+        match self {
+            ToChild::Media(bytes) => write_message(w, KIND_MEDIA, &[bytes]),
+            ToChild::MediaEnd => write_message(w, KIND_MEDIA_END, &[]),
+            ToChild::Command(c) => {
+                let json = serde_json::to_vec(c).map_err(io::Error::other)?;
+                write_message(w, KIND_COMMAND, &[&json])
+            }
+        }
+    }
+
+    /// Reads the next message; `None` when the worker closed its end.
+    pub fn read(r: &mut impl Read) -> Result<Option<ToChild>, WireError> {
+        let Some((kind, len)) = read_header(r)? else { return Ok(None) };
+        match kind {
+            KIND_MEDIA => Ok(Some(ToChild::Media(read_payload(r, len, MAX_MEDIA_CHUNK)?))),
+            KIND_MEDIA_END => {
+                read_payload(r, len, 0)?;
+                Ok(Some(ToChild::MediaEnd))
+            }
+            KIND_COMMAND => Ok(Some(ToChild::Command(json_payload(r, len)?))),
+            other => Err(WireError::UnknownKind(other)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn roundtrip_from(m: &FromChild, max_side: u32) -> Result<Option<FromChild>, WireError> {
+        let mut buf = Vec::new();
+        m.write(&mut buf).unwrap();
+        FromChild::read(&mut buf.as_slice(), max_side)
+    }
+
+    #[test]
+    fn frames_and_events_round_trip() {
+        let f = FromChild::Frame(WireFrame { pts_ms: 1234, keyframe: true, width: 4, height: 2, rgb: vec![7; 24] });
+        assert_eq!(roundtrip_from(&f, 640).unwrap(), Some(f));
+        let e = FromChild::Event(ChildEvent::Failed { kind: "refused".into(), reason: "too big".into() });
+        assert_eq!(roundtrip_from(&e, 640).unwrap(), Some(e));
+        for m in [ToChild::Media(vec![1, 2, 3]), ToChild::MediaEnd, ToChild::Command(Command::Dense { on: true })] {
+            let mut buf = Vec::new();
+            m.write(&mut buf).unwrap();
+            assert_eq!(ToChild::read(&mut buf.as_slice()).unwrap(), Some(m));
+        }
+    }
+
+    #[test]
+    fn hostile_lengths_are_refused_before_allocating() {
+        let big = FromChild::Frame(WireFrame { pts_ms: 0, keyframe: false, width: 8, height: 8, rgb: vec![0; 192] });
+        assert!(matches!(roundtrip_from(&big, 4), Err(WireError::TooLarge { .. })));
+        // A header that claims 4 GiB of payload.
+        let mut lie = vec![KIND_FRAME];
+        lie.extend_from_slice(&u32::MAX.to_le_bytes());
+        assert!(matches!(FromChild::read(&mut lie.as_slice(), 640), Err(WireError::TooLarge { .. })));
+        // Declared size and pixel count disagree.
+        let mut wrong = Vec::new();
+        FromChild::Frame(WireFrame { pts_ms: 0, keyframe: false, width: 4, height: 2, rgb: vec![0; 23] })
+            .write(&mut wrong)
+            .unwrap();
+        assert!(matches!(FromChild::read(&mut wrong.as_slice(), 640), Err(WireError::Malformed(_))));
+        assert!(matches!(FromChild::read(&mut [9u8, 0, 0, 0, 0].as_slice(), 640), Err(WireError::UnknownKind(9))));
+        assert!(matches!(FromChild::read(&mut [].as_slice(), 640), Ok(None)));
+    }
+}

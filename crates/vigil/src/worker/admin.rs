@@ -1,0 +1,115 @@
+//! The admin HTTP server, on its own thread and runtime so it answers while the worker
+//! is loaded (linkerd2-proxy's habit): `/healthz`, `/readyz`, `/metrics`, `/streams`,
+//! `POST /admin/banks/reload`, `POST /admin/drain`. It also catches SIGTERM/SIGINT and
+//! starts the graceful shutdown.
+
+use super::streams::Streams;
+use axum::Router;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Json};
+use axum::routing::{get, post};
+use prometheus::Encoder;
+use serde_json::json;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use vigil_hash::BankStore;
+
+pub struct AdminState {
+    pub streams: Arc<Streams>,
+    pub banks: Arc<BankStore>,
+    pub registry: prometheus::Registry,
+    pub shutdown: Arc<AtomicBool>,
+}
+
+/// Binds `listen` and serves until the process ends; returns the bound address.
+pub fn start(listen: &str, state: Arc<AdminState>) -> anyhow::Result<SocketAddr> {
+    let std_listener = std::net::TcpListener::bind(listen)?;
+    std_listener.set_nonblocking(true)?;
+    let addr = std_listener.local_addr()?;
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    std::thread::Builder::new().name("vigil-admin".into()).spawn(move || {
+        runtime.block_on(async move {
+            let shutdown = state.shutdown.clone();
+            tokio::spawn(watch_signals(shutdown));
+            let app = Router::new()
+                .route("/healthz", get(|| async { "ok\n" }))
+                .route("/readyz", get(ready))
+                .route("/metrics", get(metrics))
+                .route("/streams", get(streams))
+                .route("/admin/banks/reload", post(reload_banks))
+                .route("/admin/drain", post(drain))
+                .with_state(state);
+            match tokio::net::TcpListener::from_std(std_listener) {
+                Ok(l) => {
+                    if let Err(e) = axum::serve(l, app).await {
+                        tracing::error!("admin server: {e}");
+                    }
+                }
+                Err(e) => tracing::error!("admin server: {e}"),
+            }
+        })
+    })?;
+    Ok(addr)
+}
+
+async fn watch_signals(shutdown: Arc<AtomicBool>) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+        tracing::error!("cannot watch SIGTERM/SIGINT");
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    tracing::info!("shutting down: draining streams");
+    shutdown.store(true, Relaxed);
+}
+
+/// Ready when not draining and every bank loaded (models were warmed up before the
+/// server started: a worker whose models fail to load never becomes ready).
+async fn ready(State(s): State<Arc<AdminState>>) -> impl IntoResponse {
+    let mut reasons = Vec::new();
+    if s.streams.draining.load(Relaxed) || s.shutdown.load(Relaxed) {
+        reasons.push("draining".to_string());
+    }
+    for b in s.banks.status() {
+        if !b.is_ready() {
+            reasons.push(format!("bank {}: {:?} {}", b.name, b.state, b.detail.unwrap_or_default()));
+        }
+    }
+    let code = if reasons.is_empty() { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    (code, Json(json!({"ready": reasons.is_empty(), "reasons": reasons, "streams": s.streams.len()})))
+}
+
+async fn metrics(State(s): State<Arc<AdminState>>) -> impl IntoResponse {
+    let mut buf = Vec::new();
+    let _ = prometheus::TextEncoder::new().encode(&s.registry.gather(), &mut buf);
+    ([("content-type", "text/plain; version=0.0.4")], buf)
+}
+
+async fn streams(State(s): State<Arc<AdminState>>) -> impl IntoResponse {
+    Json(s.streams.list())
+}
+
+/// Reloads every bank now (built aside, swapped atomically; a shrinking reload is
+/// refused and shows in the status).
+async fn reload_banks(State(s): State<Arc<AdminState>>) -> impl IntoResponse {
+    let banks = s.banks.clone();
+    let result = tokio::task::spawn_blocking(move || {
+        let bad = banks.reload(true);
+        json!({"bad_lines": bad.len(), "banks": banks.status()})
+    })
+    .await;
+    match result {
+        Ok(v) => (StatusCode::OK, Json(v)),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, Json(json!({"error": e.to_string()}))),
+    }
+}
+
+async fn drain(State(s): State<Arc<AdminState>>) -> impl IntoResponse {
+    s.shutdown.store(true, Relaxed);
+    (StatusCode::ACCEPTED, Json(json!({"draining": true})))
+}

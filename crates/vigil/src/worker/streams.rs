@@ -1,0 +1,249 @@
+//! The worker's live streams: admission (limits, one session per stream name), each
+//! stream's supervisor (decode child) and analysis thread, and the adaptive-sampling
+//! loop from fusion back to media.
+
+use super::delivery::{FrameMsg, SinkMsg};
+use crate::analysis::StreamAnalysis;
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::mpsc::SyncSender;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use vigil_core::{AlertContext, StreamId, Unscanned};
+use vigil_fusion::{Policy, Sampling};
+use vigil_hash::{BankStore, HashConfig};
+use vigil_infer::{Analysis, Batcher};
+use vigil_media::SampleConfig;
+use vigil_media::ingest::rtmp::{Admission, PublishRequest, PublishedStream};
+use vigil_media::isolate::{ChildSource, FlvTag, Launcher, StreamHandle};
+use vigil_media::queue::StreamOutput;
+
+/// What every stream's analysis needs, shared.
+pub struct Deps {
+    pub media: SampleConfig,
+    pub hash: HashConfig,
+    pub banks: Arc<BankStore>,
+    pub policy: Arc<Policy>,
+    pub batcher: Arc<Batcher>,
+    pub sink: SyncSender<SinkMsg>,
+    pub context: AlertContext,
+    pub launcher: Launcher,
+}
+
+struct Entry {
+    handle: Arc<StreamHandle>,
+    info: StreamInfo,
+    analysis: Option<std::thread::JoinHandle<()>>,
+}
+
+/// A stream as `/streams` shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct StreamInfo {
+    pub stream_id: String,
+    pub source: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub account_id: Option<String>,
+    pub session_id: String,
+    pub started_unix_ms: u64,
+    pub dense: bool,
+    pub decoder_restarts: u64,
+    pub frames_dropped: u64,
+}
+
+pub struct Streams {
+    deps: Arc<Deps>,
+    entries: Mutex<BTreeMap<String, Entry>>,
+    pub draining: AtomicBool,
+    /// Streams ever started, for `--exit-when-idle`.
+    pub started_total: AtomicU64,
+}
+
+static SESSION_COUNTER: AtomicU64 = AtomicU64::new(0);
+
+fn new_session_id() -> String {
+    format!("{}-{}", crate::output::unix_ms(), SESSION_COUNTER.fetch_add(1, Relaxed))
+}
+
+impl Streams {
+    pub fn new(deps: Deps) -> Arc<Streams> {
+        Arc::new(Streams {
+            deps: Arc::new(deps),
+            entries: Mutex::new(BTreeMap::new()),
+            draining: AtomicBool::new(false),
+            started_total: AtomicU64::new(0),
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Entry>> {
+        self.entries.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Starts a stream unless the worker is draining, full, or already has it.
+    pub fn start(
+        self: &Arc<Self>,
+        id: &str,
+        source: ChildSource,
+        description: String,
+        account_id: Option<String>,
+    ) -> Result<Arc<StreamHandle>, String> {
+        if self.draining.load(Relaxed) {
+            return Err("the worker is draining".into());
+        }
+        let mut entries = self.lock();
+        let max = self.deps.media.limits.max_streams as usize;
+        if entries.len() >= max {
+            return Err(format!("the worker is at its limit of {max} streams"));
+        }
+        if entries.contains_key(id) {
+            return Err(format!("stream {id} is already live on this worker"));
+        }
+        let stream = StreamId(id.to_string());
+        let handle =
+            Arc::new(StreamHandle::start(stream.clone(), source, self.deps.media.clone(), self.deps.launcher.clone()));
+        let info = StreamInfo {
+            stream_id: id.to_string(),
+            source: description,
+            account_id,
+            session_id: new_session_id(),
+            started_unix_ms: crate::output::unix_ms(),
+            dense: false,
+            decoder_restarts: 0,
+            frames_dropped: 0,
+        };
+        let mut context = self.deps.context.clone();
+        context.account_id = info.account_id.clone();
+        context.session_id = Some(info.session_id.clone());
+        let (streams, h, ctx) = (self.clone(), handle.clone(), context);
+        let thread = std::thread::Builder::new()
+            .name(format!("vigil-analyze-{id}"))
+            .spawn(move || analyze_stream(&streams, &h, ctx))
+            .map_err(|e| format!("cannot start the stream's analysis: {e}"))?;
+        let _ = self.deps.sink.send(SinkMsg::lifecycle(id, "started", Some(&info.source), None));
+        entries.insert(id.to_string(), Entry { handle: handle.clone(), info, analysis: Some(thread) });
+        self.started_total.fetch_add(1, Relaxed);
+        Ok(handle)
+    }
+
+    pub fn list(&self) -> Vec<StreamInfo> {
+        self.lock()
+            .values()
+            .map(|e| StreamInfo {
+                dense: e.handle.is_dense(),
+                decoder_restarts: e.handle.restarts(),
+                frames_dropped: e.handle.queue.dropped(),
+                ..e.info.clone()
+            })
+            .collect()
+    }
+
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    fn finished(&self, id: &str) {
+        // The analysis thread removes its own entry; its JoinHandle is simply dropped.
+        self.lock().remove(id);
+    }
+
+    /// Graceful stop: no new streams, every decode child stopped, every frame already
+    /// sampled analysed, then the analysis threads joined.
+    pub fn drain(&self) {
+        self.draining.store(true, Relaxed);
+        let entries: Vec<(Arc<StreamHandle>, Option<std::thread::JoinHandle<()>>)> =
+            self.lock().values_mut().map(|e| (e.handle.clone(), e.analysis.take())).collect();
+        for (handle, _) in &entries {
+            handle.stop();
+        }
+        for (_, thread) in entries {
+            if let Some(t) = thread {
+                let _ = t.join();
+            }
+        }
+    }
+}
+
+/// RTMP publishes become streams named `rtmp/APP/NAME`.
+pub struct RtmpAdmission(pub Arc<Streams>);
+
+struct Published(Arc<StreamHandle>);
+
+impl PublishedStream for Published {
+    fn push(&self, tag: FlvTag) {
+        self.0.push(tag);
+    }
+    fn end(&self, reason: Option<String>) {
+        self.0.end_of_push(reason);
+    }
+}
+
+impl Admission for RtmpAdmission {
+    fn admit(&self, r: &PublishRequest) -> Result<Box<dyn PublishedStream>, String> {
+        let id = format!("rtmp/{}/{}", r.app, r.name);
+        let handle = self.0.start(&id, ChildSource::PushedFlv, format!("rtmp publish from {}", r.peer), None)?;
+        Ok(Box::new(Published(handle)))
+    }
+}
+
+/// One stream's analysis thread: frames from its queue through hashing, the shared
+/// batcher and fusion; alerts to the sink; dense/cheap sampling back to media.
+fn analyze_stream(streams: &Streams, handle: &StreamHandle, context: AlertContext) {
+    let deps = &streams.deps;
+    let id = handle.id.0.clone();
+    let mut analysis = StreamAnalysis::new(deps.policy.clone(), handle.id.clone(), &deps.hash, &deps.banks.snapshot());
+    let calm = Duration::from_secs(deps.media.calm_secs);
+    let mut last_risk: Option<Instant> = None;
+    let send = |msg: SinkMsg| {
+        // Blocking: an alert must never be dropped; a slow sink slows analysis, and the
+        // stream's queue then drops its oldest frames (counted).
+        let _ = deps.sink.send(msg);
+    };
+    loop {
+        let Some(item) = handle.queue.pop(Duration::from_millis(500)) else {
+            if handle.queue.is_closed_and_empty() {
+                break;
+            }
+            continue;
+        };
+        let (signals, outcome) = match item {
+            StreamOutput::Frame(frame) => {
+                let banks = deps.banks.snapshot();
+                analysis.frame(&frame, &banks, |f| infer(&deps.batcher, f))
+            }
+            StreamOutput::Gap { reason } => analysis.gap("decode", &reason),
+            StreamOutput::Started { width, height, fps, decoder } => {
+                let detail = format!(
+                    "{width}x{height} at {} fps, decoder {decoder}",
+                    fps.map_or("?".into(), |f| format!("{f:.1}"))
+                );
+                send(SinkMsg::lifecycle(&id, "decoding", Some(&detail), None));
+                continue;
+            }
+            StreamOutput::Ended { reason } => {
+                send(SinkMsg::lifecycle(&id, "ended", None, reason.as_deref()));
+                break;
+            }
+        };
+        match outcome.sampling {
+            Sampling::Dense => {
+                last_risk = Some(Instant::now());
+                handle.set_dense(true);
+            }
+            Sampling::Cheap if last_risk.is_none_or(|t| t.elapsed() >= calm) => handle.set_dense(false),
+            Sampling::Cheap => {}
+        }
+        send(SinkMsg::Frame(Box::new(FrameMsg { stream: id.clone(), signals, outcome, context: context.clone() })));
+    }
+    streams.finished(&id);
+}
+
+fn infer(batcher: &Batcher, frame: &vigil_core::Frame) -> Analysis {
+    let unscanned = |reason: &str| Analysis {
+        unscanned: vec![Unscanned { stage: "infer".into(), reason: reason.into() }],
+        ..Default::default()
+    };
+    match batcher.submit(frame.clone()) {
+        Ok(reply) => reply.recv().unwrap_or_else(|_| unscanned("the inference threads stopped")),
+        Err(_) => unscanned("the inference queue is full"),
+    }
+}
