@@ -21,7 +21,7 @@ demo: build
 
 lint: setup
 	$(CARGO) fmt --all --check
-	$(CARGO) clippy --all-targets -- -D warnings
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
 # Format and lint gates, then every test (real GStreamer, real models).
 test: lint

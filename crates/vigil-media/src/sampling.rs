@@ -37,7 +37,8 @@ impl RateGate {
 
     fn take(&mut self, pts_ms: u64) -> bool {
         let iv = self.interval_ms;
-        let tolerance = iv / 20;
+        // Timestamps in whole milliseconds: a frame due at 1000 may say 999.
+        let tolerance = 2.min(iv);
         match self.next_due_ms {
             // Timestamps went backwards (a new segment, a reconnect): start a new grid.
             Some(due) if pts_ms + 2 * iv < due => {

@@ -11,11 +11,13 @@ fn root() -> PathBuf {
 
 /// The default configuration, pointed at this checkout's models and cache.
 pub fn config() -> InferConfig {
-    let mut cfg = InferConfig::default();
-    cfg.cache_dir =
-        std::env::var_os("VIGIL_CACHE_DIR").map(PathBuf::from).unwrap_or_else(|| root().join(".cache/vigil"));
-    cfg.models_dir = root().join("models");
-    cfg
+    InferConfig {
+        cache_dir: std::env::var_os("VIGIL_CACHE_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| root().join(".cache/vigil")),
+        models_dir: root().join("models"),
+        ..Default::default()
+    }
 }
 
 /// An image file as one frame of stream `stream`.

@@ -150,11 +150,6 @@ impl ChunkGuard {
             0 | 1 => return Ok(None),
             id => (id as u32, 1),
         };
-        let msg_len = [11, 7, 3, 0][fmt as usize];
-        if h.len() < basic + msg_len {
-            return Ok(None);
-        }
-        let m = &h[basic..basic + msg_len];
         if !self.streams.contains_key(&csid) && self.streams.len() >= MAX_CHUNK_STREAMS {
             return Err(GuardError::TooManyStreams);
         }
@@ -162,6 +157,11 @@ impl ChunkGuard {
         if fmt != 0 && !cs.started {
             return Err(GuardError::NoMessage(csid));
         }
+        let msg_len = [11, 7, 3, 0][fmt as usize];
+        if h.len() < basic + msg_len {
+            return Ok(None);
+        }
+        let m = &h[basic..basic + msg_len];
         let extended = if fmt == 3 { cs.extended_ts } else { u24(&m[..3]) == 0x00ff_ffff };
         let total = basic + msg_len + if extended { 4 } else { 0 };
         if h.len() < total {

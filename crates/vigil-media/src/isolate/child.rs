@@ -176,7 +176,6 @@ fn decode(spec: &ChildSpec, out: &mut impl Write) -> Result<(), Failure> {
     };
 
     let chain_sink = chain.static_pad("sink").ok_or_else(|| fail("pipeline")("chain has no sink pad".into()))?;
-    add_frame_gate(&chain_sink, &shared);
     let size_caps = chain.by_name("size_caps").ok_or_else(|| fail("pipeline")("chain has no size_caps".into()))?;
     {
         let shared = shared.clone();
@@ -278,7 +277,7 @@ fn on_decoded_pad(
     pad: &gst::Pad,
     chain_sink: &gst::Pad,
     size_caps: &gst::Element,
-    shared: &Shared,
+    shared: &Arc<Shared>,
 ) {
     let caps = pad.current_caps().unwrap_or_else(|| pad.query_caps(None));
     let Some(s) = caps.structure(0) else { return };
@@ -302,6 +301,7 @@ fn on_decoded_pad(
     let decoder = decoder_name(decodebin);
     *shared.started.lock().unwrap_or_else(|p| p.into_inner()) =
         Some(ChildEvent::Started { width: w, height: h, fps, decoder });
+    add_frame_gate(pad, shared);
     if let Err(e) = pad.link(chain_sink) {
         shared.refuse("pipeline", format!("cannot link decoder to sampling chain: {e:?}"));
     }

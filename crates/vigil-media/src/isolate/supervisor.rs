@@ -489,10 +489,12 @@ fn log_child_stderr(stderr: std::process::ChildStderr, id: &StreamId) {
         match r.by_ref().take(4096).read_until(b'\n', &mut line) {
             Ok(0) | Err(_) => return,
             Ok(_) if logged < STDERR_LINES_PER_CHILD => {
-                logged += 1;
                 let text = String::from_utf8_lossy(&line);
-                let text: String = text.trim_end().chars().take(300).collect();
-                tracing::warn!(stream = %id, "decoder: {text}");
+                let text: String = text.trim().chars().take(300).collect();
+                if !text.is_empty() {
+                    logged += 1;
+                    tracing::warn!(stream = %id, "decoder: {text}");
+                }
             }
             Ok(_) => {}
         }

@@ -2,6 +2,9 @@
 //! with GStreamer (`gst-launch-1.0`, installed by `make setup`).
 #![allow(dead_code)]
 
+pub mod nginx;
+pub mod worker;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 

@@ -1,0 +1,80 @@
+//! Loopback peers the live tests talk to: nginx with its RTMP module (an origin to pull
+//! from, and a platform with a control API), and GStreamer publishers.
+
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+pub fn wait_for(addr: &str) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(addr).is_err() {
+        assert!(Instant::now() < deadline, "nothing listens on {addr}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// nginx with the RTMP module: RTMP on one loopback port, its control API on another.
+pub struct Nginx {
+    child: Child,
+    pub rtmp: u16,
+    pub http: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl Nginx {
+    pub fn start() -> Nginx {
+        let dir = tempfile::tempdir().unwrap();
+        let (rtmp, http) = (free_port(), free_port());
+        let d = dir.path().display();
+        std::fs::write(
+            dir.path().join("nginx.conf"),
+            format!(
+                "load_module /usr/lib/nginx/modules/ngx_rtmp_module.so;\n\
+                 daemon off;\nmaster_process off;\npid {d}/nginx.pid;\nerror_log {d}/error.log info;\n\
+                 events {{ worker_connections 64; }}\n\
+                 rtmp {{ server {{ listen 127.0.0.1:{rtmp}; application live {{ live on; }} }} }}\n\
+                 http {{ access_log off;\n\
+                   server {{ listen 127.0.0.1:{http}; location /control {{ rtmp_control all; }} }} }}\n"
+            ),
+        )
+        .unwrap();
+        let child = Command::new("nginx")
+            .args(["-p", &d.to_string(), "-c", &format!("{d}/nginx.conf")])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("nginx (make setup)");
+        wait_for(&format!("127.0.0.1:{rtmp}"));
+        wait_for(&format!("127.0.0.1:{http}"));
+        Nginx { child, rtmp, http, _dir: dir }
+    }
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A live H.264 publisher (`rtmp2sink`): `secs` seconds at 30 fps, a keyframe every
+/// second, to `url`.
+pub fn publish(url: &str, secs: u32, pattern: &str) -> Child {
+    let pipeline = format!(
+        "videotestsrc is-live=true num-buffers={} pattern={pattern} ! video/x-raw,width=640,height=360,framerate=30/1 \
+         ! x264enc tune=zerolatency speed-preset=ultrafast key-int-max=30 ! h264parse ! flvmux streamable=true \
+         ! rtmp2sink location={url}",
+        secs * 30
+    );
+    Command::new("gst-launch-1.0")
+        .arg("-q")
+        .args(pipeline.split_whitespace())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("gst-launch-1.0 (make setup)")
+}

@@ -1,0 +1,177 @@
+//! `vigil run` as a test peer: started with a config of the test's own (admin on a free
+//! loopback port), its JSON lines collected as they come, its admin API queried over
+//! plain HTTP, stopped with SIGTERM like Kubernetes would.
+
+use serde_json::Value;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+type Lines = Arc<(Mutex<Vec<Value>>, Condvar)>;
+
+pub struct Worker {
+    child: Child,
+    lines: Lines,
+    pub admin: String,
+    pub rtmp: Option<String>,
+    dir: tempfile::TempDir,
+}
+
+impl Worker {
+    /// Starts `vigil --config CONFIG run ARGS` and waits until it listens.
+    pub fn start(config: &str, args: &[&str], env: &[(&str, &str)]) -> Worker {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = dir.path().join("vigil.toml");
+        std::fs::write(&cfg, format!("[admin]\nlisten = \"127.0.0.1:0\"\n{config}")).unwrap();
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_vigil"));
+        cmd.arg("--config")
+            .arg(&cfg)
+            .arg("run")
+            .args(args)
+            .env("VIGIL_CACHE_DIR", super::cache_dir())
+            .env("VIGIL__INFER__MODELS_DIR", super::root().join("models"))
+            .env("VIGIL_LOG", "info")
+            .env_remove("VIGIL_CONFIG")
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(dir.path().join("stderr.log")).unwrap());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("vigil runs");
+        let lines: Lines = Arc::new((Mutex::new(Vec::new()), Condvar::new()));
+        let stdout = child.stdout.take().unwrap();
+        let sink = lines.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let v: Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+                sink.0.lock().unwrap().push(v);
+                sink.1.notify_all();
+            }
+        });
+        let mut w = Worker { child, lines, admin: String::new(), rtmp: None, dir };
+        let rec = w.wait_for("the worker to listen", 120, |r| r.iter().any(|l| l["event"] == "listening"));
+        let listening = rec.iter().find(|l| l["event"] == "listening").unwrap();
+        w.admin = listening["admin"].as_str().unwrap().to_string();
+        w.rtmp = listening["rtmp"].as_str().map(str::to_string);
+        w
+    }
+
+    pub fn stderr(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("stderr.log")).unwrap_or_default()
+    }
+
+    pub fn records(&self) -> Vec<Value> {
+        self.lines.0.lock().unwrap().clone()
+    }
+
+    /// Waits until `done` holds over the lines so far; fails the test with the worker's
+    /// log after `secs`.
+    pub fn wait_for(&self, what: &str, secs: u64, done: impl Fn(&[Value]) -> bool) -> Vec<Value> {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        let mut lines = self.lines.0.lock().unwrap();
+        loop {
+            if done(&lines) {
+                return lines.clone();
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            assert!(
+                !left.is_zero(),
+                "timed out waiting for {what}\nlines:\n{}\nstderr:\n{}",
+                lines
+                    .iter()
+                    .map(|l| l.to_string().chars().take(300).collect::<String>())
+                    .collect::<Vec<_>>()
+                    .join("\n"),
+                tail(&self.stderr(), 40)
+            );
+            lines = self.lines.1.wait_timeout(lines, left.min(Duration::from_millis(500))).unwrap().0;
+        }
+    }
+
+    /// `GET`/`POST` on the admin server: (status, body).
+    pub fn http(&self, method: &str, path: &str) -> (u16, String) {
+        let mut s = std::net::TcpStream::connect(&self.admin).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        write!(s, "{method} {path} HTTP/1.1\r\nHost: test\r\nContent-Length: 0\r\nConnection: close\r\n\r\n").unwrap();
+        let mut resp = String::new();
+        s.read_to_string(&mut resp).unwrap();
+        let status = resp.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+        let body = resp.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+        (status, body)
+    }
+
+    /// A metric's value from `/metrics` (summed over label sets matching `labels`).
+    pub fn metric(&self, name: &str, labels: &str) -> f64 {
+        let (_, body) = self.http("GET", "/metrics");
+        body.lines()
+            .filter(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']) && l.contains(labels))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    }
+
+    /// The decode children of this worker: (pid, command line).
+    pub fn decode_children(&self) -> Vec<(u32, String)> {
+        let me = self.child.id().to_string();
+        let mut out = Vec::new();
+        for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+            let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else { continue };
+            let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else { continue };
+            let ppid = stat.rsplit_once(')').and_then(|(_, r)| r.split_whitespace().nth(1).map(str::to_string));
+            if ppid.as_deref() != Some(me.as_str()) {
+                continue;
+            }
+            let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+            let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+            if cmdline.contains("media-child") {
+                out.push((pid, cmdline));
+            }
+        }
+        out
+    }
+
+    /// SIGTERM, then wait for a graceful exit.
+    pub fn stop(mut self) -> (ExitStatus, Vec<Value>) {
+        signal(self.child.id(), "TERM");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                // Let the reader thread take the last lines.
+                std::thread::sleep(Duration::from_millis(200));
+                return (status, self.records());
+            }
+            assert!(Instant::now() < deadline, "the worker did not stop after SIGTERM\n{}", tail(&self.stderr(), 40));
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn signal(pid: u32, sig: &str) {
+    let ok = Command::new("kill").args([&format!("-{sig}"), &pid.to_string()]).status().unwrap().success();
+    assert!(ok, "kill -{sig} {pid}");
+}
+
+pub fn tail(s: &str, n: usize) -> String {
+    let lines: Vec<&str> = s.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+/// The lines about one stream.
+pub fn of_stream<'a>(records: &'a [Value], stream: &str) -> Vec<&'a Value> {
+    records.iter().filter(|r| r["stream"] == stream).collect()
+}
+
+pub fn stream_frames(records: &[Value], stream: &str) -> usize {
+    records.iter().filter(|r| r["type"] == "frame" && r["stream"] == stream && r["pdq"].is_object()).count()
+}
+
+pub fn ended(records: &[Value], stream: &str) -> Option<Value> {
+    records.iter().find(|r| r["type"] == "stream" && r["stream"] == stream && r["event"] == "ended").cloned()
+}
