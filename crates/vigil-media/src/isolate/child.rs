@@ -417,6 +417,10 @@ fn main_loop(
     let mut started_sent = false;
     let window = Duration::from_secs(10);
     let (mut window_start, mut window_bytes) = (Instant::now(), 0u64);
+    // A demuxer can wait forever on input it half understands (seen in the mutation
+    // corpus): no unit in and no frame out for the stall timeout ends the child.
+    let stall = Duration::from_secs(shared.media.stall_timeout_secs);
+    let (mut last_progress, mut progress_mark) = (Instant::now(), (0u64, 0u64));
     let io = |e: std::io::Error| fail("pipe")(e.to_string());
     loop {
         if !started_sent && let Some(ev) = shared.started.lock().unwrap_or_else(|p| p.into_inner()).take() {
@@ -450,6 +454,12 @@ fn main_loop(
         if last_beat.elapsed() >= Duration::from_secs(1) {
             last_beat = Instant::now();
             let c = &shared.counters;
+            let mark = (c.units_in.load(Relaxed), c.frames_out.load(Relaxed));
+            if mark != progress_mark {
+                (progress_mark, last_progress) = (mark, Instant::now());
+            } else if last_progress.elapsed() > stall {
+                return Err(fail("stalled")(format!("no data for {} s", stall.as_secs())));
+            }
             let input_bytes = c.input_bytes.load(Relaxed);
             send(
                 out,

@@ -376,6 +376,7 @@ impl Supervisor {
                 Ok(Msg::Event(ChildEvent::Failed { kind, reason })) => {
                     reported = Some(match kind.as_str() {
                         "refused" | "confine" | "init" | "pipeline" => Exit::Refused(reason),
+                        "stalled" => Exit::Failed { kind: "stalled", reason },
                         _ => Exit::Failed { kind: "decode", reason },
                     });
                 }

@@ -1,6 +1,7 @@
 //! `vigil bench`: measurements that print ratios against a baseline measured in the
 //! same run (these machines are shared and noisy; absolute times are for context).
 
+mod decode;
 mod hash;
 mod infer;
 mod robustness;
@@ -19,6 +20,9 @@ pub enum BenchCommand {
     /// Each model at batch 1, 8, 32 (frames/s, p50/p99), and the cross-stream batcher
     /// against frame-by-frame analysis.
     Infer(infer::InferBenchArgs),
+    /// Decode cost per stream: full decode against keyframe-only on the same 720p30
+    /// input, through the real decode child.
+    Decode(decode::DecodeBenchArgs),
 }
 
 pub fn run(cmd: BenchCommand, config: &crate::config::VigilConfig) -> anyhow::Result<ExitCode> {
@@ -26,6 +30,7 @@ pub fn run(cmd: BenchCommand, config: &crate::config::VigilConfig) -> anyhow::Re
         BenchCommand::Hash(args) => hash::run(args),
         BenchCommand::Robustness(args) => robustness::run(args, &config.infer.cache_dir()),
         BenchCommand::Infer(args) => infer::run(args, config),
+        BenchCommand::Decode(args) => decode::run(args),
     }
 }
 
