@@ -1,0 +1,164 @@
+//! The worker's operations: banks reloaded by the admin call while a stream runs (and
+//! its matches turning into alerts and interrupt commands), what `/metrics` and
+//! `/readyz` report, and a worker killed with SIGKILL mid-stream whose spooled alerts
+//! reach Kafka (tansu on 127.0.0.1) once the next worker starts.
+
+mod common;
+
+use common::worker::*;
+use common::*;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Headers, Message};
+use rdkafka::{Offset, TopicPartitionList};
+use serde_json::Value;
+use std::collections::HashMap;
+use std::path::Path;
+use std::time::{Duration, Instant};
+use vigil_sink::testing::{Broker, PARTITIONS};
+
+fn pdq_of(image: &Path) -> String {
+    let out = vigil(&["hash", image.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    stdout_json(&out)[0]["pdq"].as_str().unwrap().to_string()
+}
+
+fn astronaut_clip(dir: &Path, secs: u32) -> std::path::PathBuf {
+    still_clip(dir, &astronaut(), "astronaut.mp4", secs, 2000, 480, "mp4mux")
+}
+
+fn matched(records: &[Value]) -> usize {
+    records
+        .iter()
+        .filter(|r| r["type"] == "frame" && r["bank_matches"].as_array().is_some_and(|m| !m.is_empty()))
+        .count()
+}
+
+#[test]
+fn an_admin_reload_brings_a_new_bank_row_into_a_running_stream() {
+    let dir = tempfile::tempdir().unwrap();
+    let clip = astronaut_clip(dir.path(), 40);
+    let bank = dir.path().join("bank.txt");
+    // One unrelated row to start with: nothing matches.
+    std::fs::write(&bank, format!("{}\n", "f0".repeat(32))).unwrap();
+    let w = Worker::start(
+        &format!(
+            "[media]\nsampling = \"fixed\"\nsample_fps = 2.0\n\
+             [hash]\nreload_poll_secs = 3600\n[[hash.banks]]\nname = \"known\"\npath = \"{}\"\naction = \"interrupt\"\n\
+             [[ingest.pull]]\nname = \"cam\"\nuri = \"file://{}\"\n",
+            bank.display(),
+            clip.display()
+        ),
+        &[],
+        &[],
+    );
+    let (status, body) = w.http("GET", "/readyz");
+    assert_eq!(status, 200, "{body}");
+    let metrics = w.http("GET", "/metrics").1;
+    assert!(metrics.contains("vigil_infer_provider{model=\"nudenet-320n\",provider=\"cpu\"} 1"), "{metrics}");
+    let before = w.wait_for("a few unmatched frames", 60, |r| {
+        r.iter().filter(|x| x["stream"] == "cam" && x["pdq"].is_object()).count() >= 3
+    });
+    assert_eq!(matched(&before), 0);
+    assert_eq!(w.metric("vigil_media_streams_active", ""), 1.0);
+
+    // The platform adds the astronaut (a stand-in for known material) and asks for a reload.
+    std::fs::write(&bank, format!("{}\n{}\n", "f0".repeat(32), pdq_of(&astronaut()))).unwrap();
+    let (status, body) = w.http("POST", "/admin/banks/reload");
+    assert_eq!(status, 200, "{body}");
+    let report: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(report["banks"][0]["rows"], 2, "{report}");
+    let after = w.wait_for("matches, an alert and an interrupt", 60, |r| {
+        matched(r) > 0 && r.iter().any(|x| x["type"] == "interrupt")
+    });
+    let alert = after.iter().find(|r| r["type"] == "alert").unwrap();
+    assert_eq!(alert["stream_id"], "cam");
+    assert!(alert["session_id"].is_string(), "the worker's session id is on the alert: {alert}");
+    assert!(schema_violations(alert).is_empty(), "{:?}", schema_violations(alert));
+    let (status, _) = w.stop();
+    assert!(status.success());
+}
+
+/// Every message on `topic`: message id → copies, and the alert ids seen.
+fn consume(broker: &Broker, topic: &str, want_ids: &[String], timeout: Duration) -> HashMap<String, usize> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &broker.addr)
+        .set("group.id", "vigil-worker-test")
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..PARTITIONS {
+        tpl.add_partition_offset(topic, p, Offset::Beginning).unwrap();
+    }
+    consumer.assign(&tpl).unwrap();
+    let mut copies: HashMap<String, usize> = HashMap::new();
+    let mut alert_ids: Vec<String> = Vec::new();
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline && !want_ids.iter().all(|w| alert_ids.contains(w)) {
+        let Some(msg) = consumer.poll(Duration::from_millis(200)) else { continue };
+        let msg = msg.unwrap();
+        let headers = msg.headers().expect("headers");
+        let id = headers.iter().find(|h| h.key == "vigil-message-id").and_then(|h| h.value).unwrap();
+        *copies.entry(String::from_utf8_lossy(id).into_owned()).or_default() += 1;
+        let v: Value = serde_json::from_slice(msg.payload().unwrap()).unwrap();
+        alert_ids.push(v["alert_id"].as_str().unwrap().to_string());
+    }
+    // A little longer, to see any duplicate.
+    let settle = Instant::now() + Duration::from_secs(2);
+    while Instant::now() < settle {
+        if let Some(Ok(msg)) = consumer.poll(Duration::from_millis(200)) {
+            let id = msg.headers().unwrap().iter().find(|h| h.key == "vigil-message-id").and_then(|h| h.value).unwrap();
+            *copies.entry(String::from_utf8_lossy(id).into_owned()).or_default() += 1;
+        }
+    }
+    for w in want_ids {
+        assert!(alert_ids.contains(w), "alert {w} never reached {topic}; got {alert_ids:?}");
+    }
+    copies
+}
+
+#[test]
+fn alerts_accepted_before_a_sigkill_reach_kafka_after_the_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let clip = astronaut_clip(dir.path(), 60);
+    let bank = dir.path().join("bank.txt");
+    std::fs::write(&bank, format!("{}\n", pdq_of(&astronaut()))).unwrap();
+    let broker = Broker::start(&["vigil.alerts", "vigil.interrupts"]);
+    let spool = dir.path().join("spool/messages.spool");
+    let kafka = format!("[sink.kafka]\nbrokers = \"{}\"\nspool_path = \"{}\"\n", broker.addr, spool.display());
+    let w = Worker::start(
+        &format!(
+            "[media]\nsampling = \"fixed\"\nsample_fps = 2.0\n\
+             [[hash.banks]]\nname = \"known\"\npath = \"{}\"\naction = \"interrupt\"\n\
+             [[ingest.pull]]\nname = \"cam\"\nuri = \"file://{}\"\n{kafka}",
+            bank.display(),
+            clip.display()
+        ),
+        &[],
+        &[],
+    );
+    // The broker freezes: nothing can be delivered, everything waits in the spool.
+    broker.signal("-STOP");
+    let records = w.wait_for("an alert and its interrupt command", 60, |r| r.iter().any(|x| x["type"] == "interrupt"));
+    let alert_ids: Vec<String> =
+        records.iter().filter(|r| r["type"] == "alert").map(|r| r["alert_id"].as_str().unwrap().to_string()).collect();
+    assert!(!alert_ids.is_empty());
+    // Killed mid-stream, with no chance to flush.
+    signal(w.pid(), "KILL");
+    drop(w);
+    broker.signal("-CONT");
+
+    // The next worker (no streams) replays the spool on start.
+    let next = Worker::start(&kafka, &[], &[]);
+    assert!(next.stderr().contains("replaying spooled messages"), "{}", tail(&next.stderr(), 20));
+    // At least once, and every copy carries its message id: a request the frozen broker
+    // still held when the worker died may land as well as the replay (a new producer
+    // session cannot be deduplicated by the broker), so consumers deduplicate by id.
+    let copies = consume(&broker, "vigil.alerts", &alert_ids, Duration::from_secs(60));
+    assert!(copies.values().all(|&n| (1..=2).contains(&n)), "{copies:?}");
+    let interrupts = consume(&broker, "vigil.interrupts", &alert_ids[..1], Duration::from_secs(60));
+    assert!(!interrupts.is_empty() && interrupts.values().all(|&n| (1..=2).contains(&n)), "{interrupts:?}");
+    let (status, _) = next.stop();
+    assert!(status.success());
+}
