@@ -78,6 +78,9 @@ pub struct IsolationConfig {
     pub restart_backoff_max_ms: u64,
     /// A pulled source that cannot be reached for this long has ended.
     pub give_up_after_secs: u64,
+    /// A seccomp filter in each child: no exec, ptrace, namespaces, modules, eBPF; no
+    /// network sockets for pushed streams.
+    pub seccomp: bool,
 }
 
 impl Default for IsolationConfig {
@@ -89,6 +92,7 @@ impl Default for IsolationConfig {
             restart_backoff_ms: 500,
             restart_backoff_max_ms: 30_000,
             give_up_after_secs: 300,
+            seccomp: true,
         }
     }
 }

@@ -140,6 +140,17 @@ fn a_crashed_or_frozen_decoder_is_restarted_and_the_other_streams_keep_going() {
     w.wait_for("all three decoding", 60, |r| ["crash", "freeze", "bystander"].iter().all(|s| pts_of(r, s).len() >= 2));
     let children = w.decode_children();
     assert_eq!(children.len(), 3, "one decode child per stream: {children:?}");
+    for (pid, _) in &children {
+        // Confined: seccomp filter, no privilege gain, no core dumps, an address-space limit.
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+        assert!(status.contains("Seccomp:\t2") && status.contains("NoNewPrivs:\t1"), "{status}");
+        let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
+        let line = |name: &str| {
+            limits.lines().find(|l| l.starts_with(name)).unwrap().split_whitespace().rev().nth(2).unwrap().to_string()
+        };
+        assert_eq!(line("Max core file size"), "0", "{limits}");
+        assert_eq!(line("Max address space"), (2048u64 << 20).to_string(), "{limits}");
+    }
     let pid_of = |f: &std::path::Path| children.iter().find(|(_, c)| c.contains(&*f.to_string_lossy())).unwrap().0;
     // SIGABRT is how a C decoder dies on a failed assertion or detected corruption.
     signal(pid_of(&a), "ABRT");
