@@ -171,3 +171,28 @@ fn bench_infer_quick_reports_every_model_and_the_batcher() {
     let batcher = records.iter().find(|r| r["bench"] == "infer_batcher").expect("batcher line");
     assert!(batcher["ratio"].as_f64().unwrap() > 0.0);
 }
+
+#[test]
+fn an_inference_error_at_run_time_marks_the_frame_unscanned_never_clean() {
+    let dir = tempfile::tempdir().unwrap();
+    // The failing age model loads and warms up, then fails on this frame's green face.
+    let img = synthetic(dir.path(), "failing.png", true, [0, 255, 0]);
+    let mut env = marker_env();
+    env.retain(|(k, _)| *k != "VIGIL__INFER__AGE");
+    env.push(("VIGIL__INFER__AGE", "test-failing-age".into()));
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let out = vigil_env(&["scan", img.to_str().unwrap()], &env);
+    let recs = stdout_json(&out);
+    let f = frames(&recs)[0];
+    let unscanned = f["unscanned"].as_array().expect("an unscanned stage");
+    assert_eq!(unscanned[0]["stage"], "age", "{f}");
+    assert!(!unscanned[0]["reason"].as_str().unwrap().is_empty());
+    assert!(f["faces"][0]["age"].is_null(), "no age was made up: {f}");
+    assert_ne!(f["verdict"], "clear", "{f}");
+    assert_ne!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    // The same model on a frame without a green face runs fine (the error is per run).
+    let adult = synthetic(dir.path(), "grey-face.png", true, [200, 170, 150]);
+    let out = vigil_env(&["scan", adult.to_str().unwrap()], &env);
+    let recs = stdout_json(&out);
+    assert!(frames(&recs)[0]["unscanned"].as_array().is_none_or(|u| u.is_empty()), "{:?}", frames(&recs)[0]);
+}

@@ -162,3 +162,28 @@ fn alerts_accepted_before_a_sigkill_reach_kafka_after_the_restart() {
     let (status, _) = next.stop();
     assert!(status.success());
 }
+
+#[test]
+fn a_model_that_cannot_load_leaves_the_worker_up_but_not_ready_with_the_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("models")).unwrap();
+    std::fs::write(dir.path().join("models/nudenet-320n.onnx"), b"not the model").unwrap();
+    let lib = cache_dir().join("onnxruntime/libonnxruntime.so.1.32.0");
+    let w = Worker::start(
+        "",
+        &[],
+        &[
+            ("VIGIL__INFER__CACHE_DIR", dir.path().to_str().unwrap()),
+            ("VIGIL__INFER__ONNXRUNTIME_LIB", lib.to_str().unwrap()),
+        ],
+    );
+    assert_eq!(w.http("GET", "/healthz").0, 200, "alive");
+    let (status, body) = w.http("GET", "/readyz");
+    assert_eq!(status, 503, "{body}");
+    let body: Value = serde_json::from_str(&body).unwrap();
+    let reason = body["reasons"][0].as_str().unwrap();
+    assert!(reason.starts_with("models:") && reason.contains("nudenet-320n"), "{reason}");
+    assert_eq!(w.records()[0]["ready"], false);
+    let (status, _) = w.stop();
+    assert_eq!(status.code(), Some(2), "a worker that never became ready exits with an error");
+}

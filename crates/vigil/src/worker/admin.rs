@@ -17,7 +17,10 @@ use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use vigil_hash::BankStore;
 
 pub struct AdminState {
-    pub streams: Arc<Streams>,
+    /// `None` when the worker could not start its pipeline (see `not_ready`).
+    pub streams: Option<Arc<Streams>>,
+    /// Why the worker can never become ready (a model failed to load).
+    pub not_ready: Option<String>,
     pub banks: Arc<BankStore>,
     pub registry: prometheus::Registry,
     pub shutdown: Arc<AtomicBool>,
@@ -71,8 +74,8 @@ async fn watch_signals(shutdown: Arc<AtomicBool>) {
 /// Ready when not draining and every bank loaded (models were warmed up before the
 /// server started: a worker whose models fail to load never becomes ready).
 async fn ready(State(s): State<Arc<AdminState>>) -> impl IntoResponse {
-    let mut reasons = Vec::new();
-    if s.streams.draining.load(Relaxed) || s.shutdown.load(Relaxed) {
+    let mut reasons: Vec<String> = s.not_ready.iter().cloned().collect();
+    if s.streams.as_ref().is_some_and(|st| st.draining.load(Relaxed)) || s.shutdown.load(Relaxed) {
         reasons.push("draining".to_string());
     }
     for b in s.banks.status() {
@@ -81,7 +84,12 @@ async fn ready(State(s): State<Arc<AdminState>>) -> impl IntoResponse {
         }
     }
     let code = if reasons.is_empty() { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
-    (code, Json(json!({"ready": reasons.is_empty(), "reasons": reasons, "streams": s.streams.len()})))
+    (
+        code,
+        Json(
+            json!({"ready": reasons.is_empty(), "reasons": reasons, "streams": s.streams.as_ref().map_or(0, |st| st.len())}),
+        ),
+    )
 }
 
 async fn metrics(State(s): State<Arc<AdminState>>) -> impl IntoResponse {
@@ -91,7 +99,7 @@ async fn metrics(State(s): State<Arc<AdminState>>) -> impl IntoResponse {
 }
 
 async fn streams(State(s): State<Arc<AdminState>>) -> impl IntoResponse {
-    Json(s.streams.list())
+    Json(s.streams.as_ref().map(|st| st.list()).unwrap_or_default())
 }
 
 /// Reloads every bank now (built aside, swapped atomically; a shrinking reload is

@@ -83,9 +83,43 @@ pub fn run(config: Option<&Path>, args: RunArgs) -> anyhow::Result<ExitCode> {
     let _watch = store.watch(Duration::from_secs(cfg.hash.reload_poll_secs.max(1)));
     let policy = cfg.fusion.load_policy().map_err(|e| anyhow::anyhow!("fusion policy: {}", e.join("; ")))?;
 
-    // Models load and warm up before anything is accepted: not ready until they ran.
-    let models = vigil_infer::Analyzer::load(&cfg.infer).context("loading models")?.models();
-    let batcher = Arc::new(vigil_infer::Batcher::start(&cfg.infer).context("starting inference")?);
+    let registry = prometheus::Registry::new();
+    vigil_media::metrics::register(&registry)?;
+    vigil_hash::metrics::register(&registry)?;
+    vigil_infer::metrics::register(&registry)?;
+    vigil_sink::metrics::register(&registry)?;
+    let shutdown = Arc::new(AtomicBool::new(false));
+
+    // Models load and run once (warm-up) before anything is accepted. A model that
+    // cannot load leaves the worker up but not ready, the reason on /readyz, so the
+    // platform sees why instead of a crash loop.
+    let loaded = vigil_infer::Analyzer::load(&cfg.infer)
+        .map(|a| a.models())
+        .and_then(|models| vigil_infer::Batcher::start(&cfg.infer).map(|b| (models, Arc::new(b))));
+    let (models, batcher) = match loaded {
+        Ok(loaded) => loaded,
+        Err(e) => {
+            let reason = format!("models: {e}");
+            tracing::error!("not ready: {reason}");
+            let state = admin::AdminState {
+                streams: None,
+                not_ready: Some(reason),
+                banks: store,
+                registry,
+                shutdown: shutdown.clone(),
+            };
+            let addr = admin::start(&cfg.admin.listen, Arc::new(state)).context("admin server")?;
+            let mut out = vigil_sink::JsonlSink::new(std::io::stdout());
+            out.write(
+                &serde_json::json!({"type": "worker", "event": "listening", "admin": addr.to_string(), "ready": false}),
+            )?;
+            while !shutdown.load(Relaxed) {
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            out.write(&serde_json::json!({"type": "worker", "event": "stopped"}))?;
+            return Ok(ExitCode::from(2));
+        }
+    };
     let kafka = cfg.sink.kafka.clone().map(vigil_sink::KafkaSink::open).transpose().context("kafka sink")?;
     let (sink_tx, sink_thread) = delivery::start(kafka)?;
 
@@ -106,14 +140,9 @@ pub fn run(config: Option<&Path>, args: RunArgs) -> anyhow::Result<ExitCode> {
         launcher,
     });
 
-    let registry = prometheus::Registry::new();
-    vigil_media::metrics::register(&registry)?;
-    vigil_hash::metrics::register(&registry)?;
-    vigil_infer::metrics::register(&registry)?;
-    vigil_sink::metrics::register(&registry)?;
-    let shutdown = Arc::new(AtomicBool::new(false));
     let admin_state = Arc::new(admin::AdminState {
-        streams: streams.clone(),
+        streams: Some(streams.clone()),
+        not_ready: None,
         banks: store.clone(),
         registry,
         shutdown: shutdown.clone(),
@@ -133,6 +162,7 @@ pub fn run(config: Option<&Path>, args: RunArgs) -> anyhow::Result<ExitCode> {
         "event": "listening",
         "admin": admin_addr.to_string(),
         "rtmp": rtmp.as_ref().map(|r| r.local_addr.to_string()),
+        "ready": true,
     })));
 
     let mut pulls: Vec<(String, String, Option<String>)> =
