@@ -103,14 +103,33 @@ impl Decision {
     }
 }
 
+/// A rule's temporal window: either a count over the last samples, or a score over
+/// time that each hit raises by one and that halves every `half_life_secs`.
+///
+/// The decayed score is measured in stream time, not in samples, so it means the same
+/// while adaptive sampling switches between one keyframe every few seconds and several
+/// frames a second; "k of n" counts samples and is the simpler tool for fixed rates.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Decay {
+    pub half_life_secs: f64,
+    /// Fires when the score reaches this (e.g. 3.0: about three hits within a half-life).
+    pub threshold: f64,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Rule {
     pub name: String,
     pub condition: Condition,
     /// Fires when the condition held in at least `k` of the last `n` samples.
+    #[serde(default)]
     pub k: usize,
+    #[serde(default)]
     pub n: usize,
+    /// Or: fires when the condition's decayed score reaches the threshold.
+    #[serde(default)]
+    pub decay: Option<Decay>,
     pub decision: Decision,
 }
 
@@ -159,11 +178,27 @@ impl Policy {
             if !names.insert(r.name.as_str()) {
                 e.push(format!("rule[{i}].name: \"{}\" is used twice", r.name));
             }
-            if r.k == 0 || r.k > r.n {
-                e.push(format!("rule[{i}] ({}): k = {} must be in 1..=n ({})", r.name, r.k, r.n));
-            }
-            if r.n > 64 {
-                e.push(format!("rule[{i}] ({}): n = {} is more than 64 samples", r.name, r.n));
+            match (&r.decay, r.k, r.n) {
+                (Some(d), 0, 0) => {
+                    if !(d.half_life_secs > 0.0 && d.half_life_secs <= 3600.0) {
+                        e.push(format!(
+                            "rule[{i}] ({}): decay.half_life_secs {} is outside (0, 3600]",
+                            r.name, d.half_life_secs
+                        ));
+                    }
+                    if !(d.threshold > 0.0 && d.threshold.is_finite()) {
+                        e.push(format!("rule[{i}] ({}): decay.threshold {} must be above 0", r.name, d.threshold));
+                    }
+                }
+                (Some(_), _, _) => e.push(format!("rule[{i}] ({}): give k and n, or decay, not both", r.name)),
+                (None, k, n) => {
+                    if k == 0 || k > n {
+                        e.push(format!("rule[{i}] ({}): k = {k} must be in 1..=n ({n})", r.name));
+                    }
+                    if n > 64 {
+                        e.push(format!("rule[{i}] ({}): n = {n} is more than 64 samples", r.name));
+                    }
+                }
             }
         }
         if self.incident.clear_samples == 0 {
@@ -174,7 +209,7 @@ impl Policy {
 
     /// The longest window any rule looks at.
     pub fn window(&self) -> usize {
-        self.rule.iter().map(|r| r.n).max().unwrap_or(1)
+        self.rule.iter().map(|r| r.n).max().unwrap_or(1).max(1)
     }
 
     /// Which conditions a sample meets, with the facts behind each.
@@ -243,6 +278,21 @@ mod tests {
             .replace("clear_samples = 5", "clear_samples = 0");
         let e = Policy::parse(&text).unwrap_err();
         assert_eq!(e.len(), 3, "{e:?}");
+    }
+
+    #[test]
+    fn a_decay_rule_needs_a_half_life_and_a_threshold_and_no_k_or_n() {
+        let rule = |body: &str| {
+            DEFAULT_POLICY.replace(
+                "[[rule]]\nname = \"known_abuse_material\"",
+                &format!("[[rule]]\nname = \"decaying\"\ncondition = \"nsfw\"\n{body}\ndecision = \"review\"\n\n[[rule]]\nname = \"known_abuse_material\""),
+            )
+        };
+        assert!(Policy::parse(&rule("decay = { half_life_secs = 10.0, threshold = 3.0 }")).is_ok());
+        let e = Policy::parse(&rule("decay = { half_life_secs = 0.0, threshold = -1.0 }")).unwrap_err();
+        assert_eq!(e.len(), 2, "{e:?}");
+        let e = Policy::parse(&rule("k = 1\nn = 2\ndecay = { half_life_secs = 10.0, threshold = 3.0 }")).unwrap_err();
+        assert!(e[0].contains("not both"), "{e:?}");
     }
 
     #[test]

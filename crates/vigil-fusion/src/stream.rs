@@ -106,6 +106,9 @@ pub struct StreamFusion {
     policy: Arc<Policy>,
     stream: StreamId,
     window: VecDeque<Sample>,
+    /// Per rule: its decayed score (rules with a `decay` window only).
+    scores: Vec<f64>,
+    last_pts_ms: Option<u64>,
     incident: Option<Incident>,
     clear_streak: usize,
 }
@@ -113,7 +116,16 @@ pub struct StreamFusion {
 impl StreamFusion {
     pub fn new(policy: Arc<Policy>, stream: StreamId) -> Self {
         let cap = policy.window();
-        StreamFusion { policy, stream, window: VecDeque::with_capacity(cap), incident: None, clear_streak: 0 }
+        let scores = vec![0.0; policy.rule.len()];
+        StreamFusion {
+            policy,
+            stream,
+            window: VecDeque::with_capacity(cap),
+            scores,
+            last_pts_ms: None,
+            incident: None,
+            clear_streak: 0,
+        }
     }
 
     pub fn open_incident(&self) -> Option<&Incident> {
@@ -126,11 +138,23 @@ impl StreamFusion {
             self.window.pop_front();
         }
         self.window.push_back(Sample { conditions });
-        let fired = self
-            .policy
-            .rule
-            .iter()
-            .find(|r| self.window.iter().rev().take(r.n).filter(|x| x.conditions.has(r.condition)).count() >= r.k);
+        // Stream time since the last sample; none when time went backwards (a reconnect).
+        let elapsed_secs = self.last_pts_ms.map_or(0.0, |t| s.pts_ms.saturating_sub(t) as f64 / 1000.0);
+        self.last_pts_ms = Some(s.pts_ms);
+        for (score, rule) in self.scores.iter_mut().zip(&self.policy.rule) {
+            if let Some(d) = rule.decay {
+                *score = *score * 0.5f64.powf(elapsed_secs / d.half_life_secs)
+                    + if conditions.has(rule.condition) { 1.0 } else { 0.0 };
+            }
+        }
+        let window = &self.window;
+        let fired = self.policy.rule.iter().zip(&self.scores).find_map(|(r, &score)| {
+            let hit = match r.decay {
+                Some(d) => score >= d.threshold,
+                None => window.iter().rev().take(r.n).filter(|x| x.conditions.has(r.condition)).count() >= r.k,
+            };
+            hit.then_some(r)
+        });
         let mut events = Vec::new();
         let evidence = EvidenceFrame {
             pts_ms: s.pts_ms,

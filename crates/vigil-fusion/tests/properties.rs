@@ -136,3 +136,43 @@ fn a_single_bank_match_interrupts_at_once() {
     assert_eq!(out[0].verdict, Verdict::Interrupt);
     assert!(matches!(&out[0].events[..], [Event::Opened(i)] if i.rule == "known_abuse_material"));
 }
+
+/// The shipped policy with one extra rule on a decayed score: nsfw hits, half-life 10 s,
+/// review at 3.
+fn decay_policy() -> Arc<Policy> {
+    let text = vigil_fusion::policy::DEFAULT_POLICY.replace(
+        "[[rule]]\nname = \"known_abuse_material\"",
+        "[[rule]]\nname = \"nsfw_over_time\"\ncondition = \"nsfw\"\n\
+         decay = { half_life_secs = 10.0, threshold = 3.0 }\ndecision = \"review\"\n\n\
+         [[rule]]\nname = \"known_abuse_material\"",
+    );
+    Arc::new(Policy::parse(&text).unwrap())
+}
+
+fn nsfw_at(pts_ms: u64, hit: bool) -> FrameSignals {
+    FrameSignals { pts_ms, nsfw_score: Some(if hit { 0.95 } else { 0.1 }), ..Default::default() }
+}
+
+/// Feeds (pts, hit) samples; returns the pts at which the decay rule first fired.
+fn first_fire(samples: impl IntoIterator<Item = (u64, bool)>) -> Option<u64> {
+    let mut f = StreamFusion::new(decay_policy(), StreamId("s".into()));
+    samples.into_iter().find_map(|(t, hit)| {
+        let o = f.observe(&nsfw_at(t, hit));
+        (o.rule.as_deref() == Some("nsfw_over_time")).then_some(t)
+    })
+}
+
+#[test]
+fn a_decayed_score_fires_on_hits_close_in_stream_time() {
+    // Hits 1 s apart (factor 0.93 a second): 1, 1.93, 2.80, then 3.62 at 3 s.
+    assert_eq!(first_fire((0..10).map(|i| (i * 1000, true))), Some(3000));
+    // At 4 samples a second (adaptive sampling gone dense) the same content gives more
+    // hits per second and fires after 0.75 s: hits within a half-life are what count.
+    assert_eq!(first_fire((0..40).map(|i| (i * 250, true))), Some(750));
+    // Hits 30 s apart (three half-lives) never add up.
+    assert_eq!(first_fire((0..20).map(|i| (i * 30_000, true))), None);
+    // A clear stream never fires.
+    assert_eq!(first_fire((0..100).map(|i| (i * 500, false))), None);
+    // Time going backwards (a reconnect) does not inflate the score.
+    assert_eq!(first_fire([(50_000, true), (0, true), (60_000, false)]), None);
+}
