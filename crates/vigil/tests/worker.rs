@@ -187,3 +187,75 @@ fn a_model_that_cannot_load_leaves_the_worker_up_but_not_ready_with_the_reason()
     let (status, _) = w.stop();
     assert_eq!(status.code(), Some(2), "a worker that never became ready exits with an error");
 }
+
+/// A 12 s clip of a still 640x360 frame, keyframe every 2 s; `marker` paints the red
+/// corner that makes the stand-in detector report sexual exposure (no real imagery).
+fn marker_clip(dir: &Path, name: &str, marker: bool) -> std::path::PathBuf {
+    let mut img = image::RgbImage::from_pixel(640, 360, image::Rgb([128, 128, 128]));
+    for (x, y, p) in img.enumerate_pixels_mut() {
+        if marker && x < 40 && y < 40 {
+            *p = image::Rgb([255, 0, 0]);
+        } else if (230..410).contains(&x) && (110..290).contains(&y) {
+            *p = image::Rgb([200, 170, 150]);
+        }
+    }
+    let png = dir.join(format!("{name}.png"));
+    img.save(&png).unwrap();
+    let clip = dir.join(name);
+    gst_launch(&format!(
+        "filesrc location={} ! decodebin ! videoconvert ! imagefreeze num-buffers=300 ! video/x-raw,framerate=25/1 \
+         ! videoconvert ! x264enc speed-preset=ultrafast key-int-max=50 ! h264parse ! mp4mux ! filesink location={}",
+        png.display(),
+        clip.display()
+    ));
+    clip
+}
+
+fn frame_pts(records: &[Value], stream: &str) -> Vec<u64> {
+    records
+        .iter()
+        .filter(|r| r["type"] == "frame" && r["stream"] == stream && r["pdq"].is_object())
+        .map(|r| r["pts_ms"].as_u64().unwrap())
+        .collect()
+}
+
+#[test]
+fn adaptive_sampling_decodes_densely_once_fusion_sees_risk_and_stays_on_keyframes_when_calm() {
+    let dir = tempfile::tempdir().unwrap();
+    let risky = marker_clip(dir.path(), "risky.mp4", true);
+    let calm = marker_clip(dir.path(), "calm.mp4", false);
+    let models = cache_dir().join("test-models").display().to_string();
+    let w = Worker::start(
+        &format!(
+            "[media]\nsampling = \"adaptive\"\nsample_fps = 1.0\ndense_fps = 4.0\n\
+             [[ingest.pull]]\nname = \"risky\"\nuri = \"file://{}\"\n[[ingest.pull]]\nname = \"calm\"\nuri = \"file://{}\"\n",
+            risky.display(),
+            calm.display()
+        ),
+        &["--exit-when-idle"],
+        &[
+            ("VIGIL__INFER__MODELS_DIR", &models),
+            ("VIGIL__INFER__DETECTOR", "test-marker-detector"),
+            ("VIGIL__INFER__AGE", "test-marker-age"),
+        ],
+    );
+    let records = w.wait_for("both streams to end", 90, |r| ended(r, "risky").is_some() && ended(r, "calm").is_some());
+    // Calm: one decode per 2 s GOP, nothing more.
+    let calm_pts = frame_pts(&records, "calm");
+    assert_eq!(calm_pts, [0, 2000, 4000, 6000, 8000, 10000], "keyframes only");
+    // Risky: the first keyframe shows exposure; from the next keyframe on, 4 frames a second.
+    let risky_pts = frame_pts(&records, "risky");
+    assert_eq!(risky_pts[0], 0);
+    // (25 fps source: frames land on 40 ms steps, so a 250 ms grid gives 240-280 ms gaps.)
+    let dense: Vec<u64> = risky_pts.windows(2).filter(|w| w[1] - w[0] < 500).map(|w| w[1]).collect();
+    assert!(dense.len() >= 6, "dense sampling after the risk appeared: {risky_pts:?}");
+    // It switches at a keyframe after the first risky sample; a paced file is demuxed
+    // ahead of its playback by decodebin's queues, so that can be a few GOPs later.
+    assert!(dense[0] > 2000 && dense[0] <= 10300, "switched at a keyframe: {risky_pts:?}");
+    assert!(dense.windows(2).all(|w| w[1] - w[0] < 500), "and stayed dense while the risk lasted: {risky_pts:?}");
+    let switch = dense[0] - dense[0] % 2000;
+    assert!(risky_pts.contains(&switch), "the dense run starts at a keyframe ({switch}): {risky_pts:?}");
+    assert!(records.iter().any(|r| r["type"] == "alert" && r["stream_id"] == "risky"));
+    let (status, _) = w.stop();
+    assert!(status.success());
+}
