@@ -118,15 +118,17 @@ fn link_video_pad(
     }
 }
 
-fn first_bus_error(pipeline: &gst::Pipeline) -> String {
-    let bus = pipeline.bus().expect("a pipeline has a bus");
-    while let Some(msg) = bus.timed_pop_filtered(Duration::from_millis(500).try_into().ok(), &[gst::MessageType::Error])
-    {
-        if let gst::MessageView::Error(err) = msg.view() {
-            return describe(err);
-        }
+/// The first error the pipeline posted (waiting briefly), for a pipeline that refused
+/// to start.
+pub(crate) fn first_bus_error(pipeline: &gst::Pipeline) -> String {
+    let Some(bus) = pipeline.bus() else { return "the pipeline refused to start".into() };
+    match bus.timed_pop_filtered(gst::ClockTime::from_mseconds(500), &[gst::MessageType::Error]) {
+        Some(msg) => match msg.view() {
+            gst::MessageView::Error(err) => describe(err),
+            _ => "the pipeline refused to start".into(),
+        },
+        None => "the pipeline refused to start".into(),
     }
-    "the pipeline refused to start".into()
 }
 
 pub(crate) fn describe(err: &gst::message::Error) -> String {

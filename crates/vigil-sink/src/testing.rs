@@ -2,6 +2,8 @@
 //! the cache) on a free 127.0.0.1 port, with topics created, stopped when dropped. Used
 //! by this crate's tests and the end-to-end tests; never by the worker.
 
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -9,6 +11,23 @@ use std::time::{Duration, Instant};
 
 /// Partitions of every topic the test broker creates.
 pub const PARTITIONS: i32 = 3;
+
+/// A consumer that reads all `PARTITIONS` partitions of `topic` from the beginning,
+/// committing nothing: what a test needs to see everything a broker holds.
+pub fn read_from_beginning(bootstrap: &str, topic: &str) -> BaseConsumer {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", "vigil-test")
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("a consumer");
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..PARTITIONS {
+        tpl.add_partition_offset(topic, p, Offset::Beginning).expect("a partition offset");
+    }
+    consumer.assign(&tpl).expect("partitions assigned");
+    consumer
+}
 
 fn tansu() -> PathBuf {
     let cache = std::env::var_os("VIGIL_CACHE_DIR")

@@ -2,14 +2,11 @@
 //! 127.0.0.1: every accepted message arrives (at least once; exactly once per id after
 //! dedup), in order per stream, through a frozen broker and across a restart.
 
-use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Headers, Message};
-use rdkafka::{Offset, TopicPartitionList};
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
-use vigil_sink::testing::{Broker, PARTITIONS};
+use vigil_sink::testing::{Broker, read_from_beginning};
 use vigil_sink::{KafkaConfig, KafkaSink, Record, Spool};
 
 fn config(broker: &Broker, spool: PathBuf) -> KafkaConfig {
@@ -27,17 +24,7 @@ fn consume(
     want: usize,
     timeout: Duration,
 ) -> (BTreeMap<String, Vec<String>>, HashMap<String, usize>) {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", &broker.addr)
-        .set("group.id", "vigil-test")
-        .set("enable.auto.commit", "false")
-        .create()
-        .unwrap();
-    let mut tpl = TopicPartitionList::new();
-    for p in 0..PARTITIONS {
-        tpl.add_partition_offset(topic, p, Offset::Beginning).unwrap();
-    }
-    consumer.assign(&tpl).unwrap();
+    let consumer = read_from_beginning(&broker.addr, topic);
     let (mut per_stream, mut copies): (BTreeMap<String, Vec<String>>, HashMap<String, usize>) = Default::default();
     let deadline = Instant::now() + timeout;
     while copies.len() < want && Instant::now() < deadline {

@@ -4,31 +4,18 @@
 //! the spool must deliver every accepted alert exactly once, in order per stream, and
 //! leave nothing pending.
 
-use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
 use rdkafka::mocking::MockCluster;
 use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
-use rdkafka::{Offset, TopicPartitionList};
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
+use vigil_sink::testing::{PARTITIONS, read_from_beginning};
 use vigil_sink::{KafkaConfig, KafkaSink};
 
 const TOPIC: &str = "vigil.alerts";
-const PARTITIONS: i32 = 3;
 
 fn consume_all(bootstrap: &str, want: usize) -> (HashMap<String, usize>, BTreeMap<String, Vec<u64>>) {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .set("group.id", "vigil-mock")
-        .set("enable.auto.commit", "false")
-        .create()
-        .unwrap();
-    let mut tpl = TopicPartitionList::new();
-    for p in 0..PARTITIONS {
-        tpl.add_partition_offset(TOPIC, p, Offset::Beginning).unwrap();
-    }
-    consumer.assign(&tpl).unwrap();
+    let consumer = read_from_beginning(bootstrap, TOPIC);
     let (mut copies, mut order): (HashMap<String, usize>, BTreeMap<String, Vec<u64>>) = Default::default();
     let deadline = Instant::now() + Duration::from_secs(30);
     let mut quiet_until = None;

@@ -7,15 +7,12 @@ mod common;
 
 use common::worker::*;
 use common::*;
-use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Headers, Message};
-use rdkafka::{Offset, TopicPartitionList};
 use serde_json::Value;
 use std::collections::HashMap;
 use std::path::Path;
 use std::time::{Duration, Instant};
-use vigil_sink::testing::{Broker, PARTITIONS};
+use vigil_sink::testing::{Broker, read_from_beginning};
 
 fn pdq_of(image: &Path) -> String {
     let out = vigil(&["hash", image.to_str().unwrap()]);
@@ -81,17 +78,7 @@ fn an_admin_reload_brings_a_new_bank_row_into_a_running_stream() {
 
 /// Every message on `topic`: message id → copies, and the alert ids seen.
 fn consume(broker: &Broker, topic: &str, want_ids: &[String], timeout: Duration) -> HashMap<String, usize> {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", &broker.addr)
-        .set("group.id", "vigil-worker-test")
-        .set("enable.auto.commit", "false")
-        .create()
-        .unwrap();
-    let mut tpl = TopicPartitionList::new();
-    for p in 0..PARTITIONS {
-        tpl.add_partition_offset(topic, p, Offset::Beginning).unwrap();
-    }
-    consumer.assign(&tpl).unwrap();
+    let consumer = read_from_beginning(&broker.addr, topic);
     let mut copies: HashMap<String, usize> = HashMap::new();
     let mut alert_ids: Vec<String> = Vec::new();
     let deadline = Instant::now() + timeout;

@@ -243,7 +243,7 @@ fn decode(spec: &ChildSpec, out: &mut impl Write) -> Result<(), Failure> {
     }
 
     spawn_stdin_reader(appsrc, shared.clone());
-    pipeline.set_state(gst::State::Playing).map_err(|_| fail("decode")(first_error(&pipeline)))?;
+    pipeline.set_state(gst::State::Playing).map_err(|_| fail("decode")(crate::decode::first_bus_error(&pipeline)))?;
     let result = main_loop(&pipeline, &sink, &shared, out);
     let _ = pipeline.set_state(gst::State::Null);
     result
@@ -536,16 +536,5 @@ fn main_loop(
                 (window_start, window_bytes) = (Instant::now(), input_bytes);
             }
         }
-    }
-}
-
-fn first_error(pipeline: &gst::Pipeline) -> String {
-    let Some(bus) = pipeline.bus() else { return "the pipeline refused to start".into() };
-    match bus.timed_pop_filtered(gst::ClockTime::from_mseconds(500), &[gst::MessageType::Error]) {
-        Some(msg) => match msg.view() {
-            gst::MessageView::Error(err) => crate::decode::describe(err),
-            _ => "the pipeline refused to start".into(),
-        },
-        None => "the pipeline refused to start".into(),
     }
 }
