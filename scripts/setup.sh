@@ -19,6 +19,8 @@ APT_PACKAGES=(
   gstreamer1.0-x fonts-dejavu-core
   # the RTMP origin used by the ingest tests
   nginx libnginx-mod-rtmp
+  # network namespaces for the WHIP (WebRTC) tests
+  iproute2
 )
 
 missing=()
@@ -37,12 +39,16 @@ fi
 
 python3 scripts/fetch_assets.py
 
-# Tiny marker-driven models for the tests' positive paths, built with a pinned `onnx`
-# in a private virtualenv (kept apart from the system's Python packages).
+# The tests' Python tools (onnx for the tiny marker-driven test models, aiortc for the
+# WHIP publisher) in a private virtualenv, kept apart from the system's Python packages;
+# every wheel pinned and checked by sha256 (scripts/requirements-test.txt).
 VENV="${VIGIL_CACHE_DIR:-.cache/vigil}/venv"
-if [ ! -x "$VENV/bin/python" ] || ! "$VENV/bin/python" -c 'import onnx; assert onnx.__version__ == "1.23.2"' 2>/dev/null; then
-  echo "setup: creating $VENV with onnx==1.23.2"
-  python3 -m venv "$VENV"
-  "$VENV/bin/pip" install --quiet --disable-pip-version-check onnx==1.23.2
+REQS=scripts/requirements-test.txt
+STAMP="$VENV/.requirements.sha256"
+if [ ! -x "$VENV/bin/python" ] || [ "$(cat "$STAMP" 2>/dev/null)" != "$(sha256sum < "$REQS")" ]; then
+  echo "setup: installing $REQS into $VENV"
+  [ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
+  "$VENV/bin/pip" install --quiet --disable-pip-version-check --require-hashes --only-binary=:all: -r "$REQS"
+  sha256sum < "$REQS" > "$STAMP"
 fi
 "$VENV/bin/python" scripts/make_test_models.py

@@ -115,6 +115,19 @@ impl SamplingGate {
         s.mode == SamplingMode::Fixed || s.dense
     }
 
+    /// How often to ask the sender for a keyframe, for senders that make them only on
+    /// request (WebRTC): at the sampling interval while only keyframes are decoded, and
+    /// quickly after a switch to dense until one arrives. `None` while decoding fully.
+    pub fn keyframe_request_interval(&self) -> Option<std::time::Duration> {
+        let s = self.lock();
+        let full_decode = s.mode == SamplingMode::Fixed || s.dense;
+        match (full_decode, s.awaiting_keyframe) {
+            (true, true) => Some(std::time::Duration::from_millis(250)),
+            (true, false) => None,
+            (false, _) => Some(std::time::Duration::from_millis(s.units.interval_ms)),
+        }
+    }
+
     /// Before the decoder: may this coded unit be decoded? Units without a timestamp
     /// are decoded (headers, codec data).
     pub fn pass_unit(&self, pts_ms: Option<u64>, keyframe: bool) -> bool {

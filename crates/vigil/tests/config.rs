@@ -41,6 +41,30 @@ fn broken_config_lists_every_mistake() {
 }
 
 #[test]
+fn a_broken_ingest_section_names_each_mistake() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("bad.toml");
+    std::fs::write(
+        &f,
+        "[ingest.rtmp]\nlisten = \"127.0.0.1:1935\"\nstream_keys = { a = \"long-enough-key\" }\n\
+         [ingest.whip]\nlisten = \"127.0.0.1:1935\"\nstun_server = \"stun.example\"\n\
+         stream_keys = { b = \"short\" }\n",
+    )
+    .unwrap();
+    let out = vigil(&["validate", f.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    for needle in [
+        "3 error(s)",
+        "ingest.whip.listen: \"127.0.0.1:1935\" is also the RTMP address",
+        "ingest.whip.stun_server",
+        "ingest.whip.stream_keys.b: a key needs at least 8 characters",
+    ] {
+        assert!(err.contains(needle), "{needle:?} missing from:\n{err}");
+    }
+}
+
+#[test]
 fn scan_refuses_an_invalid_config_before_doing_work() {
     let out = vigil_env(&["scan", astronaut().to_str().unwrap()], &[("VIGIL__MEDIA__SAMPLE_FPS", "0")]);
     assert_eq!(out.status.code(), Some(2));

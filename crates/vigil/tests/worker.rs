@@ -14,12 +14,6 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 use vigil_sink::testing::{Broker, read_from_beginning};
 
-fn pdq_of(image: &Path) -> String {
-    let out = vigil(&["hash", image.to_str().unwrap()]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    stdout_json(&out)[0]["pdq"].as_str().unwrap().to_string()
-}
-
 fn astronaut_clip(dir: &Path, secs: u32) -> std::path::PathBuf {
     still_clip(dir, &astronaut(), "astronaut.mp4", secs, 2000, 480, "mp4mux")
 }

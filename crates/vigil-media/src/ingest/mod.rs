@@ -3,6 +3,7 @@
 //! - [`rtmp`]: the RTMP publish server (`rtmp://HOST:PORT/APP/STREAM_KEY`).
 //! - [`keys`]: who may publish (static keys or HMAC-signed ones with an expiry).
 //! - [`guard`]: a strict chunk-stream check in front of the protocol library.
+//! - [`whip`]: the WHIP endpoint (WebRTC publishes; `webrtcbin` runs in the child).
 //!
 //! Pulled sources (rtmp://, rtsp://, srt://, HLS, file://) need no server: their decode
 //! child opens the URL itself (see [`crate::isolate`]).
@@ -10,6 +11,7 @@
 pub mod guard;
 pub mod keys;
 pub mod rtmp;
+pub mod whip;
 
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -20,6 +22,8 @@ use std::collections::BTreeMap;
 pub struct IngestConfig {
     #[serde(default)]
     pub rtmp: Option<RtmpConfig>,
+    #[serde(default)]
+    pub whip: Option<WhipConfig>,
     /// Sources this worker pulls from the start.
     #[serde(default)]
     pub pull: Vec<PullSource>,
@@ -43,6 +47,65 @@ pub struct RtmpConfig {
     /// A connection silent this long is closed.
     #[serde(default = "default_idle_timeout_secs")]
     pub idle_timeout_secs: u64,
+}
+
+/// `[ingest.whip]`: the WHIP endpoint for WebRTC publishers.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WhipConfig {
+    /// Address of the HTTP endpoint, e.g. "0.0.0.0:8080" (put TLS in front of it).
+    pub listen: String,
+    /// Static keys (stream name → key), sent as `Authorization: Bearer KEY`.
+    #[serde(default)]
+    pub stream_keys: BTreeMap<String, String>,
+    /// Or: the environment variable holding the secret for HMAC-signed keys.
+    #[serde(default)]
+    pub hmac_secret_env: Option<String>,
+    /// A STUN server for the decode child's ICE (`stun://host:port`), when the worker
+    /// sits behind NAT. Without one, the answer offers the host's own addresses.
+    #[serde(default)]
+    pub stun_server: Option<String>,
+}
+
+/// Current time for key expiry checks.
+pub(crate) fn unix_secs() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+/// The checks every key table gets, whichever protocol it admits.
+fn validate_keys(
+    e: &mut Vec<String>,
+    prefix: &str,
+    stream_keys: &BTreeMap<String, String>,
+    hmac_secret_env: &Option<String>,
+) {
+    match (hmac_secret_env, stream_keys.is_empty()) {
+        (Some(_), false) => e.push(format!("{prefix}: set stream_keys or hmac_secret_env, not both")),
+        (None, true) => e.push(format!("{prefix}: no stream_keys and no hmac_secret_env: nobody could publish")),
+        (Some(var), true) if std::env::var(var).map_or(true, |v| v.len() < 16) => {
+            e.push(format!("{prefix}.hmac_secret_env: ${var} is unset or shorter than 16 bytes"))
+        }
+        _ => {}
+    }
+    for (name, key) in stream_keys {
+        if key.len() < 8 {
+            e.push(format!("{prefix}.stream_keys.{name}: a key needs at least 8 characters"));
+        }
+    }
+}
+
+/// The key checker a key table describes (reads the HMAC secret from the environment).
+fn key_checker(
+    section: &str,
+    stream_keys: &BTreeMap<String, String>,
+    hmac_secret_env: &Option<String>,
+) -> Result<keys::StreamKeys, String> {
+    match hmac_secret_env {
+        Some(var) => std::env::var(var)
+            .map(|s| keys::StreamKeys::Signed { secret: s.into_bytes() })
+            .map_err(|_| format!("${var} ({section}.hmac_secret_env) is not set")),
+        None => Ok(keys::StreamKeys::Static(stream_keys.clone())),
+    }
 }
 
 fn default_app() -> String {
@@ -75,25 +138,25 @@ impl IngestConfig {
             if r.app.is_empty() || r.app.contains('/') {
                 e.push(format!("{prefix}.rtmp.app: {:?} must be one non-empty path segment", r.app));
             }
-            match (&r.hmac_secret_env, r.stream_keys.is_empty()) {
-                (Some(_), false) => {
-                    e.push(format!("{prefix}.rtmp: set stream_keys or hmac_secret_env, not both"));
-                }
-                (None, true) => {
-                    e.push(format!("{prefix}.rtmp: no stream_keys and no hmac_secret_env: nobody could publish"))
-                }
-                (Some(var), true) if std::env::var(var).map_or(true, |v| v.len() < 16) => {
-                    e.push(format!("{prefix}.rtmp.hmac_secret_env: ${var} is unset or shorter than 16 bytes"))
-                }
-                _ => {}
-            }
-            for (name, key) in &r.stream_keys {
-                if key.len() < 8 {
-                    e.push(format!("{prefix}.rtmp.stream_keys.{name}: a key needs at least 8 characters"));
-                }
-            }
+            validate_keys(&mut e, &format!("{prefix}.rtmp"), &r.stream_keys, &r.hmac_secret_env);
             if r.idle_timeout_secs == 0 {
                 e.push(format!("{prefix}.rtmp.idle_timeout_secs: must be at least 1"));
+            }
+        }
+        if let Some(w) = &self.whip {
+            if w.listen.parse::<std::net::SocketAddr>().is_err() {
+                e.push(format!("{prefix}.whip.listen: {:?} is not an address:port", w.listen));
+            }
+            if let Some(r) = &self.rtmp
+                && r.listen == w.listen
+            {
+                e.push(format!("{prefix}.whip.listen: {:?} is also the RTMP address", w.listen));
+            }
+            validate_keys(&mut e, &format!("{prefix}.whip"), &w.stream_keys, &w.hmac_secret_env);
+            if let Some(stun) = &w.stun_server
+                && !stun.strip_prefix("stun://").is_some_and(|h| h.contains(':') && !h.contains('/'))
+            {
+                e.push(format!("{prefix}.whip.stun_server: {stun:?} is not stun://host:port"));
             }
         }
         let mut names = std::collections::BTreeSet::new();
@@ -117,11 +180,13 @@ impl IngestConfig {
 impl RtmpConfig {
     /// The key checker this config describes (reads the HMAC secret from the environment).
     pub fn keys(&self) -> Result<keys::StreamKeys, String> {
-        match &self.hmac_secret_env {
-            Some(var) => std::env::var(var)
-                .map(|s| keys::StreamKeys::Signed { secret: s.into_bytes() })
-                .map_err(|_| format!("${var} (ingest.rtmp.hmac_secret_env) is not set")),
-            None => Ok(keys::StreamKeys::Static(self.stream_keys.clone())),
-        }
+        key_checker("ingest.rtmp", &self.stream_keys, &self.hmac_secret_env)
+    }
+}
+
+impl WhipConfig {
+    /// The key checker this config describes (reads the HMAC secret from the environment).
+    pub fn keys(&self) -> Result<keys::StreamKeys, String> {
+        key_checker("ingest.whip", &self.stream_keys, &self.hmac_secret_env)
     }
 }

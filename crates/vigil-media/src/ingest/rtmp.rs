@@ -253,8 +253,7 @@ impl Connection<'_> {
                 if self.published.is_some() {
                     return Err("a second publish on one connection".into());
                 }
-                let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
-                let name = match self.ctx.keys.check(&stream_key, now) {
+                let name = match self.ctx.keys.check(&stream_key, super::unix_secs()) {
                     Ok(name) => name,
                     Err(why) => {
                         METRICS.errors.with_label_values(&["rtmp_key"]).inc();

@@ -40,6 +40,9 @@ pub enum ChildSource {
     Uri(String),
     /// Pushed to the worker (RTMP publish); FLV arrives on stdin.
     PushedFlv,
+    /// A WHIP publish: the SDP offer arrives on stdin, the answer leaves on stdout, and
+    /// the media comes over WebRTC (ICE, DTLS-SRTP) straight to this child.
+    Whip { stun_server: Option<String> },
 }
 
 #[derive(Default)]
@@ -60,6 +63,8 @@ struct Shared {
     refusal: Mutex<Option<(String, String)>>,
     started: Mutex<Option<ChildEvent>>,
     video_linked: AtomicBool,
+    /// The parsed video pad feeding the decoder (where keyframe requests go upstream).
+    video_pad: Mutex<Option<gst::Pad>>,
 }
 
 impl Shared {
@@ -158,9 +163,9 @@ fn send(out: &mut impl Write, event: ChildEvent) -> std::io::Result<()> {
     out.flush()
 }
 
-type Failure = (String, String);
+pub(super) type Failure = (String, String);
 
-fn fail(kind: &str) -> impl Fn(String) -> Failure + '_ {
+pub(super) fn fail(kind: &str) -> impl Fn(String) -> Failure + '_ {
     move |reason| (kind.to_string(), reason)
 }
 
@@ -172,7 +177,8 @@ fn decode(spec: &ChildSpec, out: &mut impl Write) -> Result<(), Failure> {
     // After init: GStreamer may start its plugin scanner (an exec) while loading the
     // registry; from here on nothing legitimate needs the denied calls.
     if spec.media.isolation.seccomp {
-        seccomp(matches!(spec.source, ChildSource::Uri(_))).map_err(fail("confine"))?;
+        // Pulled and WHIP sources reach the network themselves; pushed ones never do.
+        seccomp(spec.source != ChildSource::PushedFlv).map_err(fail("confine"))?;
     }
     let m = &spec.media;
     let shared = Arc::new(Shared {
@@ -182,6 +188,7 @@ fn decode(spec: &ChildSpec, out: &mut impl Write) -> Result<(), Failure> {
         refusal: Mutex::new(None),
         started: Mutex::new(None),
         video_linked: AtomicBool::new(false),
+        video_pad: Mutex::new(None),
     });
     let pipeline = gst::Pipeline::new();
     let parse = make("parsebin")?;
@@ -196,6 +203,7 @@ fn decode(spec: &ChildSpec, out: &mut impl Write) -> Result<(), Failure> {
     sink.set_property("sync", live_pace);
     pipeline.add_many([&parse, chain.upcast_ref()]).map_err(|e| fail("pipeline")(e.to_string()))?;
 
+    let mut webrtc = None;
     let appsrc = match &spec.source {
         ChildSource::Uri(uri) => {
             let src = gst::ElementFactory::make("urisourcebin")
@@ -229,6 +237,10 @@ fn decode(spec: &ChildSpec, out: &mut impl Write) -> Result<(), Failure> {
             src.link(&parse).map_err(|e| fail("pipeline")(e.to_string()))?;
             Some(src)
         }
+        ChildSource::Whip { stun_server } => {
+            webrtc = Some(super::webrtc::add_webrtcbin(&pipeline, &parse, stun_server.as_deref())?);
+            None
+        }
     };
 
     let chain_sink = chain.static_pad("sink").ok_or_else(|| fail("pipeline")("chain has no sink pad".into()))?;
@@ -242,9 +254,22 @@ fn decode(spec: &ChildSpec, out: &mut impl Write) -> Result<(), Failure> {
         });
     }
 
-    spawn_stdin_reader(appsrc, shared.clone());
+    // A WHIP child's first message is the publisher's offer.
+    let offer = match &webrtc {
+        Some(_) => match ToChild::read(&mut std::io::stdin().lock()) {
+            Ok(Some(ToChild::Offer(sdp))) => Some(sdp),
+            Ok(_) => return Err(fail("whip")("the worker sent no offer".into())),
+            Err(e) => return Err(fail("whip")(format!("reading the offer: {e}"))),
+        },
+        None => None,
+    };
     pipeline.set_state(gst::State::Playing).map_err(|_| fail("decode")(crate::decode::first_bus_error(&pipeline)))?;
-    let result = main_loop(&pipeline, &sink, &shared, out);
+    if let (Some(webrtc), Some(offer)) = (&webrtc, offer) {
+        let sdp = super::webrtc::answer(webrtc, &offer)?;
+        send(out, ChildEvent::Answer { sdp }).map_err(|e| fail("pipe")(e.to_string()))?;
+    }
+    spawn_stdin_reader(appsrc, shared.clone());
+    let result = main_loop(&pipeline, &sink, &shared, webrtc.as_ref(), out);
     let _ = pipeline.set_state(gst::State::Null);
     result
 }
@@ -264,7 +289,7 @@ fn prefer_hardware_decoders() {
 
 /// Links a pad nobody needs (audio, a second video, subtitles) to a fakesink, so its
 /// data flows away instead of stopping the pipeline with not-linked.
-fn discard(pipeline: &gst::Pipeline, pad: &gst::Pad) {
+pub(super) fn discard(pipeline: &gst::Pipeline, pad: &gst::Pad) {
     let Ok(sink) = gst::ElementFactory::make("fakesink").property("sync", false).build() else { return };
     if pipeline.add(&sink).is_ok() {
         let _ = sink.sync_state_with_parent();
@@ -308,6 +333,7 @@ fn on_parsed_pad(
         return;
     }
     add_unit_gate(pad, shared);
+    *shared.video_pad.lock().unwrap_or_else(|p| p.into_inner()) = Some(pad.clone());
     let decoder = match gst::ElementFactory::make("decodebin").build() {
         Ok(d) => d,
         Err(e) => return shared.refuse("pipeline", format!("decodebin: {e}")),
@@ -447,6 +473,8 @@ fn spawn_stdin_reader(appsrc: Option<gst_app::AppSrc>, shared: Arc<Shared>) {
                 Ok(Some(ToChild::Command(Command::Dense { on }))) => {
                     shared.gate.set_dense(on);
                 }
+                Ok(Some(ToChild::Offer(_))) => {} // one offer per child, read before this
+
                 Ok(None) | Err(_) => {
                     // The worker closed our stdin (or is gone): nothing more will come.
                     match &appsrc {
@@ -466,8 +494,11 @@ fn main_loop(
     pipeline: &gst::Pipeline,
     sink: &gst_app::AppSink,
     shared: &Shared,
+    webrtc: Option<&gst::Element>,
     out: &mut impl Write,
 ) -> Result<(), Failure> {
+    let mut last_keyframe_request = Instant::now();
+    let (mut units_seen, mut units_moved) = (0u64, Instant::now());
     let bus = pipeline.bus().ok_or_else(|| fail("pipeline")("pipeline without bus".into()))?;
     let mut last_beat = Instant::now();
     let mut started_sent = false;
@@ -506,6 +537,29 @@ fn main_loop(
         }
         if sink.is_eos() {
             return Ok(());
+        }
+        if let Some(webrtc) = webrtc {
+            if super::webrtc::connection_lost(webrtc) {
+                return Err(fail("whip")("the publisher's WebRTC connection was lost".into()));
+            }
+            let pad = shared.video_pad.lock().unwrap_or_else(|p| p.into_inner()).clone();
+            if let (Some(pad), Some(every)) = (pad, shared.gate.keyframe_request_interval())
+                && last_keyframe_request.elapsed() >= every
+            {
+                last_keyframe_request = Instant::now();
+                super::webrtc::request_keyframe(&pad);
+            }
+            // WebRTC media never pauses while a publisher is there (a still screen still
+            // sends frames): silence after media means it left without a DELETE.
+            let units = shared.counters.units_in.load(Relaxed);
+            if units != units_seen {
+                (units_seen, units_moved) = (units, Instant::now());
+            } else if units > 0 && units_moved.elapsed() > super::webrtc::PUBLISHER_SILENCE {
+                return Err(fail("whip")(format!(
+                    "no media from the publisher for {} s: it left without ending the session",
+                    super::webrtc::PUBLISHER_SILENCE.as_secs()
+                )));
+            }
         }
         if last_beat.elapsed() >= Duration::from_secs(1) {
             last_beat = Instant::now();

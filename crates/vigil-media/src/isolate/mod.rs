@@ -8,11 +8,13 @@
 //! - [`protocol`]: the framed messages on the pipes, checked as hostile input.
 //! - [`child`]: what runs in the child: confinement, the pipeline, sampling gates.
 //! - [`supervisor`]: the worker's side: start, feed, watch, restart with backoff.
+//! - `webrtc`: WHIP publishes answered by `webrtcbin` inside the child.
 
 pub mod child;
 pub mod protocol;
 pub mod supervisor;
+mod webrtc;
 
 pub use child::{ChildSource, ChildSpec};
 pub use protocol::{ChildEvent, Command, WireFrame};
-pub use supervisor::{FlvTag, Launcher, StreamHandle};
+pub use supervisor::{AnswerReceiver, FlvTag, Launcher, StreamHandle};

@@ -14,6 +14,7 @@ const KIND_EVENT: u8 = 2;
 const KIND_MEDIA: u8 = 3;
 const KIND_COMMAND: u8 = 4;
 const KIND_MEDIA_END: u8 = 5;
+const KIND_OFFER: u8 = 6;
 
 /// Largest JSON event or command accepted.
 pub const MAX_JSON_BYTES: usize = 64 * 1024;
@@ -43,6 +44,8 @@ pub enum ChildEvent {
     Failed { kind: String, reason: String },
     /// The source ended normally; the child exits after this.
     Ended,
+    /// WHIP: the SDP answer to the publisher's offer, with every ICE candidate.
+    Answer { sdp: String },
 }
 
 /// What the worker tells a child.
@@ -68,6 +71,8 @@ pub enum ToChild {
     /// The pushed stream ended; the child drains and exits.
     MediaEnd,
     Command(Command),
+    /// WHIP: the publisher's SDP offer (the child's first message).
+    Offer(String),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -178,6 +183,7 @@ impl ToChild {
                 let json = serde_json::to_vec(c).map_err(io::Error::other)?;
                 write_message(w, KIND_COMMAND, &[&json])
             }
+            ToChild::Offer(sdp) => write_message(w, KIND_OFFER, &[sdp.as_bytes()]),
         }
     }
 
@@ -191,6 +197,12 @@ impl ToChild {
                 Ok(Some(ToChild::MediaEnd))
             }
             KIND_COMMAND => Ok(Some(ToChild::Command(json_payload(r, len)?))),
+            KIND_OFFER => {
+                let sdp = read_payload(r, len, MAX_JSON_BYTES)?;
+                String::from_utf8(sdp)
+                    .map(|s| Some(ToChild::Offer(s)))
+                    .map_err(|_| WireError::Malformed("offer is not UTF-8".into()))
+            }
             other => Err(WireError::UnknownKind(other)),
         }
     }
@@ -212,7 +224,12 @@ mod tests {
         assert_eq!(roundtrip_from(&f, 640).unwrap(), Some(f));
         let e = FromChild::Event(ChildEvent::Failed { kind: "refused".into(), reason: "too big".into() });
         assert_eq!(roundtrip_from(&e, 640).unwrap(), Some(e));
-        for m in [ToChild::Media(vec![1, 2, 3]), ToChild::MediaEnd, ToChild::Command(Command::Dense { on: true })] {
+        for m in [
+            ToChild::Media(vec![1, 2, 3]),
+            ToChild::MediaEnd,
+            ToChild::Command(Command::Dense { on: true }),
+            ToChild::Offer("v=0\r\n".into()),
+        ] {
             let mut buf = Vec::new();
             m.write(&mut buf).unwrap();
             assert_eq!(ToChild::read(&mut buf.as_slice()).unwrap(), Some(m));

@@ -68,7 +68,13 @@ struct Shared {
     push_ended: AtomicBool,
     /// Why the worker ended the stream (over a limit, protocol error), if it did.
     end_reason: Mutex<Option<String>>,
+    /// WHIP: the publisher's offer, for the (only) child, and where its answer goes.
+    offer: Mutex<Option<String>>,
+    answer: Mutex<Option<SyncSender<Result<String, String>>>>,
 }
+
+/// The answer to a WHIP offer: the SDP, or why the stream could not start.
+pub type AnswerReceiver = Receiver<Result<String, String>>;
 
 const FEED_TAGS: usize = 512;
 const TICK: Duration = Duration::from_millis(250);
@@ -79,6 +85,31 @@ impl StreamHandle {
     /// Starts supervising a stream. Pulled sources name a URI; pushed ones are fed with
     /// [`StreamHandle::push`].
     pub fn start(id: StreamId, source: ChildSource, media: SampleConfig, launcher: Launcher) -> StreamHandle {
+        Self::start_with(id, source, media, launcher, None)
+    }
+
+    /// Starts a WHIP publish: its child answers `offer`; the answer (or why there is
+    /// none) arrives on the returned channel. A WebRTC session cannot be resumed, so
+    /// this stream's child is never restarted: a crash ends the stream with its reason.
+    pub fn start_whip(
+        id: StreamId,
+        stun_server: Option<String>,
+        offer: String,
+        media: SampleConfig,
+        launcher: Launcher,
+    ) -> (StreamHandle, AnswerReceiver) {
+        let (tx, rx) = sync_channel(1);
+        (Self::start_with(id, ChildSource::Whip { stun_server }, media, launcher, Some((offer, tx))), rx)
+    }
+
+    fn start_with(
+        id: StreamId,
+        source: ChildSource,
+        media: SampleConfig,
+        launcher: Launcher,
+        whip: Option<(String, SyncSender<Result<String, String>>)>,
+    ) -> StreamHandle {
+        let (offer, answer) = whip.unzip();
         let queue = Arc::new(StreamQueue::new(media.queue_frames as usize));
         let shared = Arc::new(Shared {
             stop: AtomicBool::new(false),
@@ -89,6 +120,8 @@ impl StreamHandle {
             child_stdin: Mutex::new(None),
             end_reason: Mutex::new(None),
             push_ended: AtomicBool::new(false),
+            offer: Mutex::new(offer),
+            answer: Mutex::new(answer),
         });
         let feed = if source == ChildSource::PushedFlv {
             let (tx, rx) = sync_channel(FEED_TAGS);
@@ -154,8 +187,20 @@ impl StreamHandle {
         }
     }
 
+    /// Whether the stream is still supervised (false once it ended, for any reason).
+    pub fn is_running(&self) -> bool {
+        self.thread.lock().unwrap_or_else(|p| p.into_inner()).as_ref().is_some_and(|t| !t.is_finished())
+    }
+
     pub fn restarts(&self) -> u64 {
         self.shared.restarts.load(Relaxed)
+    }
+
+    /// Stops the stream for `reason` (e.g. the WHIP publisher's DELETE), which its
+    /// `Ended` notice carries.
+    pub fn stop_because(&self, reason: String) {
+        self.shared.end_reason.lock().unwrap_or_else(|p| p.into_inner()).get_or_insert(reason);
+        self.stop();
     }
 
     /// Stops the stream: the child is killed, the queue closed after an `Ended`.
@@ -258,18 +303,28 @@ impl Supervisor {
         matches!(&self.spec.source, ChildSource::Uri(u) if u.starts_with("file:"))
     }
 
+    fn is_whip(&self) -> bool {
+        matches!(self.spec.source, ChildSource::Whip { .. })
+    }
+
+    /// Why the stream stopped when the worker stopped it.
+    fn stop_reason(&self) -> Option<String> {
+        let given = self.shared.end_reason.lock().unwrap_or_else(|p| p.into_inner()).take();
+        given.or_else(|| Some("the worker stopped the stream".into()))
+    }
+
     fn run(&mut self) {
         let iso = self.spec.media.isolation.clone();
         let mut failures = 0u32;
         let mut last_good = Instant::now();
         let end_reason = loop {
             if self.shared.stop.load(Relaxed) {
-                break Some("the worker stopped the stream".to_string());
+                break self.stop_reason();
             }
             let (exit, delivered) = self.run_child();
             match exit {
-                Exit::Stopped => break Some("the worker stopped the stream".into()),
-                Exit::Ended if self.is_file() || self.spec.source == ChildSource::PushedFlv => {
+                Exit::Stopped => break self.stop_reason(),
+                Exit::Ended if self.is_file() || self.is_whip() || self.spec.source == ChildSource::PushedFlv => {
                     break self.shared.end_reason.lock().unwrap_or_else(|p| p.into_inner()).take();
                 }
                 Exit::Refused(reason) => {
@@ -280,6 +335,16 @@ impl Supervisor {
                     // A live pulled source ended: it may come back (a publisher restarting).
                     self.queue.push(StreamOutput::Gap { reason: "the source ended; reconnecting".into() });
                     METRICS.restarts.with_label_values(&["source_ended"]).inc();
+                }
+                Exit::Failed { kind, reason } if self.is_whip() => {
+                    // A WebRTC session cannot be resumed: the publisher must come again.
+                    METRICS.errors.with_label_values(&[kind]).inc();
+                    let answered = self.shared.answer.lock().unwrap_or_else(|p| p.into_inner()).is_none();
+                    if answered {
+                        tracing::warn!(stream = %self.id, kind, "decoder: {reason}; the session ends");
+                        self.queue.push(StreamOutput::Gap { reason: format!("{kind}: {reason}") });
+                    }
+                    break Some(format!("{kind}: {reason}"));
                 }
                 Exit::Failed { kind, reason } => {
                     tracing::warn!(stream = %self.id, kind, "decoder: {reason}; restarting");
@@ -311,6 +376,9 @@ impl Supervisor {
                 std::thread::sleep(TICK.min(until.saturating_duration_since(Instant::now())));
             }
         };
+        if let Some(tx) = self.shared.answer.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            let _ = tx.send(Err(end_reason.clone().unwrap_or_else(|| "the decoder ended".into())));
+        }
         self.queue.push(StreamOutput::Ended { reason: end_reason });
         self.queue.close();
     }
@@ -346,6 +414,9 @@ impl Supervisor {
             std::thread::spawn(move || log_child_stderr(stderr, &id));
         }
         *self.shared.child_stdin.lock().unwrap_or_else(|p| p.into_inner()) = child.stdin.take();
+        if let Some(offer) = self.shared.offer.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            send_to_child(&self.shared, &ToChild::Offer(offer));
+        }
         if self.shared.dense.load(Relaxed) {
             send_to_child(&self.shared, &ToChild::Command(Command::Dense { on: true }));
         }
@@ -373,10 +444,16 @@ impl Supervisor {
                     self.queue.push(StreamOutput::Started { width, height, fps, decoder });
                 }
                 Ok(Msg::Event(ChildEvent::Ended)) => reported = Some(Exit::Ended),
+                Ok(Msg::Event(ChildEvent::Answer { sdp })) => {
+                    if let Some(tx) = self.shared.answer.lock().unwrap_or_else(|p| p.into_inner()).take() {
+                        let _ = tx.send(Ok(sdp));
+                    }
+                }
                 Ok(Msg::Event(ChildEvent::Failed { kind, reason })) => {
                     reported = Some(match kind.as_str() {
                         "refused" | "confine" | "init" | "pipeline" => Exit::Refused(reason),
                         "stalled" => Exit::Failed { kind: "stalled", reason },
+                        "whip" => Exit::Failed { kind: "whip", reason },
                         _ => Exit::Failed { kind: "decode", reason },
                     });
                 }

@@ -1,4 +1,4 @@
-//! `vigil run`: the worker. Streams come in (RTMP publishes, pulled URLs), each decodes
+//! `vigil run`: the worker. Streams come in (RTMP and WHIP publishes, pulled URLs), each decodes
 //! in its own confined child process, frames go through hashing, the cross-stream
 //! inference batcher and fusion, and alerts leave through the sinks. An admin HTTP
 //! server reports health, readiness, metrics and streams. SIGTERM drains: no new
@@ -23,6 +23,7 @@ use std::time::Duration;
 use vigil_core::{AlertContext, ModelRef};
 use vigil_hash::{BankState, BankStore};
 use vigil_media::ingest::rtmp::RtmpServer;
+use vigil_media::ingest::whip::WhipServer;
 use vigil_media::isolate::{ChildSource, Launcher};
 
 /// `[admin]`: the worker's admin HTTP server.
@@ -157,11 +158,21 @@ pub fn run(config: Option<&Path>, args: RunArgs) -> anyhow::Result<ExitCode> {
         }
         None => None,
     };
+    let mut whip = match &cfg.ingest.whip {
+        Some(w) => {
+            let keys = w.keys().map_err(anyhow::Error::msg)?;
+            let admission =
+                Arc::new(streams::WhipAdmission { streams: streams.clone(), stun_server: w.stun_server.clone() });
+            Some(WhipServer::start(w, keys, admission).with_context(|| format!("whip on {}", w.listen))?)
+        }
+        None => None,
+    };
     let _ = sink_tx.send(delivery::SinkMsg::Line(serde_json::json!({
         "type": "worker",
         "event": "listening",
         "admin": admin_addr.to_string(),
         "rtmp": rtmp.as_ref().map(|r| r.local_addr.to_string()),
+        "whip": whip.as_ref().map(|w| format!("http://{}/whip", w.local_addr)),
         "ready": true,
     })));
 
@@ -180,12 +191,15 @@ pub fn run(config: Option<&Path>, args: RunArgs) -> anyhow::Result<ExitCode> {
     while !shutdown.load(Relaxed) {
         std::thread::sleep(Duration::from_millis(200));
         let idle = streams.len() == 0 && streams.started_total.load(Relaxed) > 0;
-        if args.exit_when_idle && rtmp.is_none() && idle {
+        if args.exit_when_idle && rtmp.is_none() && whip.is_none() && idle {
             break;
         }
     }
     if let Some(r) = rtmp.as_mut() {
         r.stop();
+    }
+    if let Some(w) = whip.as_mut() {
+        w.stop();
     }
     streams.drain();
     let _ = sink_tx.send(delivery::SinkMsg::Last(serde_json::json!({"type": "worker", "event": "stopped"})));

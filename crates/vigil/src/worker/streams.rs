@@ -16,6 +16,7 @@ use vigil_hash::{BankStore, HashConfig};
 use vigil_infer::{Analysis, Batcher};
 use vigil_media::SampleConfig;
 use vigil_media::ingest::rtmp::{Admission, PublishRequest, PublishedStream};
+use vigil_media::ingest::whip;
 use vigil_media::isolate::{ChildSource, FlvTag, Launcher, StreamHandle};
 use vigil_media::queue::StreamOutput;
 
@@ -87,6 +88,19 @@ impl Streams {
         description: String,
         account_id: Option<String>,
     ) -> Result<Arc<StreamHandle>, String> {
+        self.start_with(id, description, account_id, |stream, media, launcher| {
+            StreamHandle::start(stream, source, media, launcher)
+        })
+    }
+
+    /// Like [`Streams::start`], with the stream's supervisor made by `make`.
+    fn start_with(
+        self: &Arc<Self>,
+        id: &str,
+        description: String,
+        account_id: Option<String>,
+        make: impl FnOnce(StreamId, SampleConfig, Launcher) -> StreamHandle,
+    ) -> Result<Arc<StreamHandle>, String> {
         if self.draining.load(Relaxed) {
             return Err("the worker is draining".into());
         }
@@ -99,8 +113,7 @@ impl Streams {
             return Err(format!("stream {id} is already live on this worker"));
         }
         let stream = StreamId(id.to_string());
-        let handle =
-            Arc::new(StreamHandle::start(stream.clone(), source, self.deps.media.clone(), self.deps.launcher.clone()));
+        let handle = Arc::new(make(stream.clone(), self.deps.media.clone(), self.deps.launcher.clone()));
         let info = StreamInfo {
             stream_id: id.to_string(),
             source: description,
@@ -182,6 +195,41 @@ impl Admission for RtmpAdmission {
         let id = format!("rtmp/{}/{}", r.app, r.name);
         let handle = self.0.start(&id, ChildSource::PushedFlv, format!("rtmp publish from {}", r.peer), None)?;
         Ok(Box::new(Published(handle)))
+    }
+}
+
+/// WHIP publishes become streams named `whip/NAME`; the decode child answers the offer.
+pub struct WhipAdmission {
+    pub streams: Arc<Streams>,
+    pub stun_server: Option<String>,
+}
+
+/// How long a publisher waits for its answer (ICE gathering included) before a 504.
+const WHIP_ANSWER_TIMEOUT: Duration = Duration::from_secs(15);
+
+impl whip::WhipAdmission for WhipAdmission {
+    fn publish(&self, r: whip::WhipRequest) -> Result<(String, Arc<StreamHandle>), whip::Refusal> {
+        let id = format!("whip/{}", r.name);
+        let mut answer = None;
+        let started =
+            self.streams.start_with(&id, format!("whip publish from {}", r.peer), None, |stream, media, l| {
+                let (handle, rx) = StreamHandle::start_whip(stream, self.stun_server.clone(), r.offer, media, l);
+                answer = Some(rx);
+                handle
+            });
+        let handle = started.map_err(|reason| {
+            let status = if reason.contains("already live") { 409 } else { 503 };
+            whip::Refusal { status, reason }
+        })?;
+        let answered = answer.map(|rx| rx.recv_timeout(WHIP_ANSWER_TIMEOUT));
+        match answered {
+            Some(Ok(Ok(sdp))) => Ok((sdp, handle)),
+            Some(Ok(Err(reason))) => Err(whip::Refusal { status: 400, reason }),
+            _ => {
+                handle.stop_because("no answer to the WHIP offer in time".into());
+                Err(whip::Refusal { status: 504, reason: "the decoder did not answer the offer in time".into() })
+            }
+        }
     }
 }
 

@@ -2,6 +2,7 @@
 //! with GStreamer (`gst-launch-1.0`, installed by `make setup`).
 #![allow(dead_code)]
 
+pub mod netns;
 pub mod nginx;
 pub mod worker;
 
@@ -37,6 +38,13 @@ pub fn vigil_env(args: &[&str], env: &[(&str, &str)]) -> Output {
         cmd.env(k, v);
     }
     cmd.output().expect("vigil runs")
+}
+
+/// The PDQ hash of an image, as `vigil hash` gives it (for test banks).
+pub fn pdq_of(image: &Path) -> String {
+    let out = vigil(&["hash", image.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    stdout_json(&out)[0]["pdq"].as_str().unwrap().to_string()
 }
 
 pub fn stdout_json(out: &Output) -> Vec<serde_json::Value> {

@@ -15,16 +15,29 @@ pub struct Worker {
     lines: Lines,
     pub admin: String,
     pub rtmp: Option<String>,
+    /// The WHIP endpoint's URL, when `[ingest.whip]` is configured.
+    pub whip: Option<String>,
+    /// The network namespace the worker runs in, if not the test's own.
+    netns: Option<String>,
     dir: tempfile::TempDir,
 }
 
 impl Worker {
     /// Starts `vigil --config CONFIG run ARGS` and waits until it listens.
     pub fn start(config: &str, args: &[&str], env: &[(&str, &str)]) -> Worker {
+        Self::start_in(None, config, args, env)
+    }
+
+    /// Like [`Worker::start`], inside a network namespace (its admin API is reached
+    /// from a thread that enters the namespace).
+    pub fn start_in(netns: Option<&super::netns::Netns>, config: &str, args: &[&str], env: &[(&str, &str)]) -> Worker {
         let dir = tempfile::tempdir().unwrap();
         let cfg = dir.path().join("vigil.toml");
         std::fs::write(&cfg, format!("[admin]\nlisten = \"127.0.0.1:0\"\n{config}")).unwrap();
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_vigil"));
+        let mut cmd = match netns {
+            Some(ns) => ns.command(env!("CARGO_BIN_EXE_vigil")),
+            None => Command::new(env!("CARGO_BIN_EXE_vigil")),
+        };
         cmd.arg("--config")
             .arg(&cfg)
             .arg("run")
@@ -49,11 +62,13 @@ impl Worker {
                 sink.1.notify_all();
             }
         });
-        let mut w = Worker { child, lines, admin: String::new(), rtmp: None, dir };
+        let netns = netns.map(|n| n.name.clone());
+        let mut w = Worker { child, lines, admin: String::new(), rtmp: None, whip: None, netns, dir };
         let rec = w.wait_for("the worker to listen", 120, |r| r.iter().any(|l| l["event"] == "listening"));
         let listening = rec.iter().find(|l| l["event"] == "listening").unwrap();
         w.admin = listening["admin"].as_str().unwrap().to_string();
         w.rtmp = listening["rtmp"].as_str().map(str::to_string);
+        w.whip = listening["whip"].as_str().map(str::to_string);
         w
     }
 
@@ -95,14 +110,43 @@ impl Worker {
 
     /// `GET`/`POST` on the admin server: (status, body).
     pub fn http(&self, method: &str, path: &str) -> (u16, String) {
-        let mut s = std::net::TcpStream::connect(&self.admin).unwrap();
-        s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-        write!(s, "{method} {path} HTTP/1.1\r\nHost: test\r\nContent-Length: 0\r\nConnection: close\r\n\r\n").unwrap();
-        let mut resp = String::new();
-        s.read_to_string(&mut resp).unwrap();
-        let status = resp.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
-        let body = resp.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+        let (status, _, body) = self.request(&self.admin.clone(), method, path, &[], b"");
         (status, body)
+    }
+
+    /// A plain HTTP/1.1 request to `addr` (in the worker's namespace): (status, head, body).
+    pub fn request(
+        &self,
+        addr: &str,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> (u16, String, String) {
+        let mut req = format!("{method} {path} HTTP/1.1\r\nHost: test\r\nContent-Length: {}\r\n", body.len());
+        for (k, v) in headers {
+            req.push_str(&format!("{k}: {v}\r\n"));
+        }
+        req.push_str("Connection: close\r\n\r\n");
+        let mut req = req.into_bytes();
+        req.extend_from_slice(body);
+        let addr = addr.to_string();
+        let exchange = move || {
+            let mut s = std::net::TcpStream::connect(&addr).unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+            // The server may answer (413) before reading a large body: a failed write is fine.
+            let _ = s.write_all(&req);
+            let mut resp = Vec::new();
+            let _ = s.read_to_end(&mut resp);
+            String::from_utf8_lossy(&resp).into_owned()
+        };
+        let resp = match &self.netns {
+            Some(ns) => super::netns::within(ns, exchange),
+            None => exchange(),
+        };
+        let status = resp.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+        let (head, body) = resp.split_once("\r\n\r\n").unwrap_or((&resp, ""));
+        (status, head.to_string(), body.to_string())
     }
 
     /// A metric's value from `/metrics` (summed over label sets matching `labels`).
