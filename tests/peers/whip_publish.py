@@ -54,7 +54,9 @@ async def publish(args):
         None, http, "POST", args.endpoint, args.token, offer, "application/sdp"
     )
     location = headers.get("Location") or headers.get("location")
-    log(event="answer", status=status, location=location, reason=None if status == 201 else body.strip())
+    candidates = body.count("a=candidate:") if status == 201 else 0
+    log(event="answer", status=status, location=location, candidates=candidates,
+        reason=None if status == 201 else body.strip())
     if status != 201:
         await pc.close()
         return

@@ -42,6 +42,19 @@ fn endings<'a>(records: &'a [Value], stream: &str) -> Vec<&'a Value> {
     records.iter().filter(|r| r["stream"] == stream && r["event"] == "ended").collect()
 }
 
+/// Waits until the worker no longer lists `stream` (its name is free for a new session).
+fn wait_gone(w: &Worker, stream: &str) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let (_, body) = w.http("GET", "/streams");
+        if !body.contains(&format!("\"{stream}\"")) {
+            return;
+        }
+        assert!(std::time::Instant::now() < deadline, "{stream} is still listed: {body}");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
 fn step<'a>(lines: &'a [Value], event: &str) -> &'a Value {
     lines.iter().find(|l| l["event"] == event).unwrap_or_else(|| panic!("no {event} in {lines:?}"))
 }
@@ -63,7 +76,8 @@ fn a_whip_publisher_is_scanned_on_requested_keyframes_matched_and_ended_by_delet
         &format!(
             "[media]\nsampling = \"keyframes\"\nsample_fps = 1.0\n\
              [hash]\n[[hash.banks]]\nname = \"known\"\npath = \"{}\"\naction = \"interrupt\"\n\
-             [ingest.whip]\nlisten = \"127.0.0.1:0\"\nstream_keys = {{ alice = \"{ALICE}\", bob = \"{BOB}\" }}\n",
+             [ingest.whip]\nlisten = \"127.0.0.1:0\"\nprivate_candidates = true\n\
+             stream_keys = {{ alice = \"{ALICE}\", bob = \"{BOB}\" }}\n",
             bank.display()
         ),
         &[],
@@ -90,9 +104,14 @@ fn a_whip_publisher_is_scanned_on_requested_keyframes_matched_and_ended_by_delet
     // Well-shaped, but webrtcbin (in the child) cannot use it: its reason comes back.
     let (status, _, body) = post(&[auth, sdp], HOLLOW_OFFER.as_bytes());
     assert_eq!(status, 400, "{body}");
-    assert!(!body.trim().is_empty());
+    assert!(body.contains("set-remote-description") && body.contains("fingerprint"), "{body}");
     w.wait_for("the refused offer's stream to end", 30, |r| ended(r, "whip/alice").is_some());
-    assert_eq!(w.metric("vigil_media_errors_total", "kind=\"whip_key\""), 2.0);
+    wait_gone(&w, "whip/alice");
+    // DELETE needs the key, and a session that exists.
+    let session = "/whip/session/00000000000000000000000000000000";
+    assert_eq!(w.request(&addr, "DELETE", session, &[], b"").0, 401);
+    assert_eq!(w.request(&addr, "DELETE", session, &[auth], b"").0, 404);
+    assert_eq!(w.metric("vigil_media_errors_total", "kind=\"whip_key\""), 3.0);
     assert_eq!(w.metric("vigil_media_errors_total", "kind=\"whip_offer\""), 2.0);
 
     // The real publisher, while the test checks the stream from the worker's side.
@@ -114,6 +133,7 @@ fn a_whip_publisher_is_scanned_on_requested_keyframes_matched_and_ended_by_delet
     let lines = client.join().unwrap();
     let answer = step(&lines, "answer");
     assert_eq!(answer["status"], 201, "{lines:?}");
+    assert!(answer["candidates"].as_u64().unwrap() >= 1, "the answer carries its candidates: {answer}");
     let location = answer["location"].as_str().unwrap();
     let id = location.strip_prefix("/whip/session/").expect(location);
     assert!(id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit()), "{location}");
@@ -143,6 +163,7 @@ fn a_whip_publisher_is_scanned_on_requested_keyframes_matched_and_ended_by_delet
     assert!(records.iter().any(|r| r["type"] == "interrupt" && r["stream_id"] == "whip/alice"));
 
     // A publisher that vanishes (no DELETE) ends its stream with the reason.
+    wait_gone(&w, "whip/alice");
     let lines = publish(&ns.name, &endpoint, &clip, &["--secs", "3", "--no-delete"]);
     assert_eq!(step(&lines, "answer")["status"], 201, "{lines:?}");
     let records = w.wait_for("the abandoned stream to end", 40, |r| endings(r, "whip/alice").len() >= 3);

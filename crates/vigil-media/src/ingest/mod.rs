@@ -65,6 +65,11 @@ pub struct WhipConfig {
     /// sits behind NAT. Without one, the answer offers the host's own addresses.
     #[serde(default)]
     pub stun_server: Option<String>,
+    /// Contact publishers' candidates on private addresses (RFC 1918, CGNAT, IPv6 ULA).
+    /// Off by default: a publisher on the internet must not make the worker probe its
+    /// own network. On for a LAN deployment (and the tests' network namespace).
+    #[serde(default)]
+    pub private_candidates: bool,
 }
 
 /// Current time for key expiry checks.

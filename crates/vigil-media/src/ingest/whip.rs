@@ -5,17 +5,19 @@
 //! - `DELETE /whip/session/ID` (same bearer key) ends the publish.
 //! - `PATCH` → 405: the answer already carries every ICE candidate (no trickle).
 //!
-//! The key is checked like an RTMP stream key (the same static or signed keys); the
-//! stream is named by the key's name, `whip/NAME`. The worker never parses the offer:
-//! it checks only its size and shape here, and the stream's confined decode child
-//! (where `webrtcbin` runs) parses it and answers. Session ids are 128 random bits.
+//! The key is checked like an RTMP stream key (the same static or signed keys) before
+//! the body is read; the stream is named by the key's name, `whip/NAME`. The worker
+//! never parses the offer with C code: it checks its size and shape here and drops ICE
+//! candidates it will not contact (TCP, loopback, link-local, multicast, and private
+//! addresses unless allowed: a publisher must not make the worker probe its own
+//! network); the stream's confined decode child (where `webrtcbin` runs) parses it and
+//! answers. Session ids are 128 random bits.
 
 use super::keys::{KeyError, StreamKeys};
 use crate::isolate::StreamHandle;
 use crate::metrics::METRICS;
 use axum::Router;
-use axum::body::Bytes;
-use axum::extract::{ConnectInfo, DefaultBodyLimit, Path, State};
+use axum::extract::{ConnectInfo, Path, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, post};
@@ -27,6 +29,12 @@ use std::sync::{Arc, Mutex};
 pub const MAX_OFFER_BYTES: usize = 64 * 1024;
 /// Most media sections (m= lines) in an offer: a video, an audio, some spare.
 pub const MAX_MEDIA_SECTIONS: usize = 8;
+/// Most ICE candidates kept from an offer (each one costs connectivity checks).
+pub const MAX_CANDIDATES: usize = 16;
+/// How long a publisher may take to send its offer.
+const BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+/// How long `stop` waits for requests in flight before leaving them to the exit.
+const STOP_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// A publish whose key was valid, for the worker to admit.
 #[derive(Debug, Clone)]
@@ -57,6 +65,7 @@ struct Session {
 
 struct Endpoint {
     keys: StreamKeys,
+    private_candidates: bool,
     admission: Arc<dyn WhipAdmission>,
     sessions: Mutex<HashMap<String, Session>>,
 }
@@ -64,7 +73,7 @@ struct Endpoint {
 pub struct WhipServer {
     pub local_addr: SocketAddr,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
+    finished: Option<std::sync::mpsc::Receiver<()>>,
 }
 
 impl WhipServer {
@@ -76,15 +85,20 @@ impl WhipServer {
         let listener = std::net::TcpListener::bind(&cfg.listen)?;
         listener.set_nonblocking(true)?;
         let local_addr = listener.local_addr()?;
-        let endpoint = Arc::new(Endpoint { keys, admission, sessions: Mutex::new(HashMap::new()) });
+        let endpoint = Arc::new(Endpoint {
+            keys,
+            private_candidates: cfg.private_candidates,
+            admission,
+            sessions: Mutex::new(HashMap::new()),
+        });
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let thread = std::thread::Builder::new().name("vigil-whip".into()).spawn(move || {
+        let (done_tx, done_rx) = std::sync::mpsc::channel();
+        std::thread::Builder::new().name("vigil-whip".into()).spawn(move || {
             runtime.block_on(async move {
                 let app = Router::new()
                     .route("/whip", post(publish).options(options))
                     .route("/whip/session/{id}", delete(end).patch(no_trickle))
-                    .layer(DefaultBodyLimit::max(MAX_OFFER_BYTES))
                     .with_state(endpoint);
                 let listener = match tokio::net::TcpListener::from_std(listener) {
                     Ok(l) => l,
@@ -97,19 +111,24 @@ impl WhipServer {
                 if let Err(e) = serve.await {
                     tracing::error!("whip: {e}");
                 }
-            })
+            });
+            let _ = done_tx.send(());
         })?;
         tracing::info!(%local_addr, "whip: listening");
-        Ok(WhipServer { local_addr, shutdown: Some(tx), thread: Some(thread) })
+        Ok(WhipServer { local_addr, shutdown: Some(tx), finished: Some(done_rx) })
     }
 
-    /// Stops taking publishes (sessions in progress go on until they end).
+    /// Stops taking publishes (sessions in progress go on until they end). Requests in
+    /// flight get a few seconds; a client that trickles its bytes cannot hold up the
+    /// worker's drain.
     pub fn stop(&mut self) {
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
         }
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
+        if let Some(done) = self.finished.take()
+            && done.recv_timeout(STOP_GRACE).is_err()
+        {
+            tracing::warn!("whip: requests still in flight at stop; leaving them to the exit");
         }
     }
 }
@@ -136,8 +155,9 @@ fn authorize(keys: &StreamKeys, headers: &HeaderMap) -> Result<String, Box<Respo
     let token = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim)
+        .and_then(|v| v.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, token)| token.trim())
         .ok_or("a bearer stream key is required");
     let checked = token.and_then(|t| {
         keys.check(t, crate::ingest::unix_secs()).map_err(|e| match e {
@@ -148,8 +168,9 @@ fn authorize(keys: &StreamKeys, headers: &HeaderMap) -> Result<String, Box<Respo
     checked.map_err(|why| Box::new(unauthorized(why)))
 }
 
-/// The shape checks the worker makes before a child parses the offer for real.
-pub fn check_offer(body: &[u8]) -> Result<String, String> {
+/// The shape checks the worker makes before a child parses the offer for real; returns
+/// the offer with the candidates it will not contact removed.
+pub fn check_offer(body: &[u8], private_candidates: bool) -> Result<String, String> {
     let text = std::str::from_utf8(body).map_err(|_| "the offer is not UTF-8 text".to_string())?;
     if !text.starts_with("v=0") {
         return Err("the offer is not SDP (it must start with v=0)".into());
@@ -164,7 +185,45 @@ pub fn check_offer(body: &[u8]) -> Result<String, String> {
     if !media.iter().any(|m| m.starts_with("m=video ")) {
         return Err("the offer has no video".into());
     }
-    Ok(text.to_string())
+    let mut kept = 0;
+    let mut out = String::with_capacity(text.len());
+    for line in text.split_inclusive('\n') {
+        if let Some(candidate) = line.trim_end().strip_prefix("a=candidate:") {
+            if kept >= MAX_CANDIDATES || !candidate_allowed(candidate, private_candidates) {
+                continue;
+            }
+            kept += 1;
+        }
+        out.push_str(line);
+    }
+    Ok(out)
+}
+
+/// `FOUNDATION COMPONENT TRANSPORT PRIORITY ADDRESS PORT typ TYPE ...` (RFC 8839): UDP
+/// only, and never an address that would make the worker probe itself or its network.
+/// Names (mDNS `.local`) are kept: libnice does not resolve them, and the publisher's
+/// own checks reach us anyway (peer-reflexive).
+fn candidate_allowed(candidate: &str, private_candidates: bool) -> bool {
+    let fields: Vec<&str> = candidate.split_ascii_whitespace().collect();
+    let (Some(transport), Some(address)) = (fields.get(2), fields.get(4)) else { return false };
+    if !transport.eq_ignore_ascii_case("udp") {
+        return false;
+    }
+    match address.parse::<std::net::IpAddr>() {
+        Ok(std::net::IpAddr::V4(a)) => {
+            let private = a.is_private() || a.octets()[0] == 100 && a.octets()[1] & 0xc0 == 64; // RFC 6598
+            !(a.is_loopback() || a.is_link_local() || a.is_unspecified() || a.is_multicast() || a.is_broadcast())
+                && (private_candidates || !private)
+        }
+        Ok(std::net::IpAddr::V6(a)) => {
+            let seg = a.segments()[0];
+            let (link_local, unique_local) = (seg & 0xffc0 == 0xfe80, seg & 0xfe00 == 0xfc00);
+            let mapped = a.to_ipv4_mapped().is_some();
+            !(a.is_loopback() || a.is_unspecified() || a.is_multicast() || link_local || mapped)
+                && (private_candidates || !unique_local)
+        }
+        Err(_) => address.ends_with(".local"),
+    }
 }
 
 async fn options() -> Response {
@@ -172,24 +231,37 @@ async fn options() -> Response {
 }
 
 async fn no_trickle() -> Response {
-    plain(StatusCode::METHOD_NOT_ALLOWED, "trickle ICE is not supported: the answer carries every candidate")
+    let mut resp =
+        plain(StatusCode::METHOD_NOT_ALLOWED, "trickle ICE is not supported: the answer carries every candidate");
+    resp.headers_mut().insert(header::ALLOW, header::HeaderValue::from_static("DELETE"));
+    resp
 }
 
 async fn publish(
     State(ep): State<Arc<Endpoint>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-    body: Bytes,
+    request: Request,
 ) -> Response {
+    let (parts, body) = request.into_parts();
+    let headers = parts.headers;
+    // The key first: nobody without one makes the worker read a body.
     let name = match authorize(&ep.keys, &headers) {
         Ok(n) => n,
         Err(resp) => return *resp,
     };
     let sdp_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
-    if !sdp_type.trim().eq_ignore_ascii_case("application/sdp") {
+    let media_type = sdp_type.split(';').next().unwrap_or("").trim();
+    if !media_type.eq_ignore_ascii_case("application/sdp") {
         return plain(StatusCode::UNSUPPORTED_MEDIA_TYPE, "the offer must be sent as application/sdp");
     }
-    let offer = match check_offer(&body) {
+    let body = match tokio::time::timeout(BODY_TIMEOUT, axum::body::to_bytes(body, MAX_OFFER_BYTES)).await {
+        Ok(Ok(b)) => b,
+        Ok(Err(_)) => {
+            return plain(StatusCode::PAYLOAD_TOO_LARGE, format!("the offer is over {MAX_OFFER_BYTES} bytes"));
+        }
+        Err(_) => return plain(StatusCode::REQUEST_TIMEOUT, "the offer took too long to arrive"),
+    };
+    let offer = match check_offer(&body, ep.private_candidates) {
         Ok(o) => o,
         Err(reason) => {
             METRICS.errors.with_label_values(&["whip_offer"]).inc();
@@ -197,6 +269,15 @@ async fn publish(
         }
     };
     ep.sessions.lock().unwrap_or_else(|p| p.into_inner()).retain(|_, s| s.handle.is_running());
+    // Admission and registration run detached: a publisher that hangs up while its
+    // answer is being made still leaves a session the worker knows (and ends).
+    match tokio::spawn(admit(ep, name, peer, offer)).await {
+        Ok(resp) => resp,
+        Err(e) => plain(StatusCode::INTERNAL_SERVER_ERROR, format!("the publish failed: {e}")),
+    }
+}
+
+async fn admit(ep: Arc<Endpoint>, name: String, peer: SocketAddr, offer: String) -> Response {
     let request = WhipRequest { name: name.clone(), peer, offer };
     let admission = ep.admission.clone();
     let admitted = match tokio::task::spawn_blocking(move || admission.publish(request)).await {
@@ -214,7 +295,7 @@ async fn publish(
     let id = match session_id() {
         Ok(id) => id,
         Err(e) => {
-            handle.stop_because("the worker could not make a session id".into());
+            let _ = tokio::task::spawn_blocking(move || handle.stop_because("no session id".into())).await;
             return plain(StatusCode::INTERNAL_SERVER_ERROR, format!("session id: {e}"));
         }
     };
@@ -237,7 +318,7 @@ async fn end(State(ep): State<Arc<Endpoint>>, Path(id): Path<String>, headers: H
         let mut sessions = ep.sessions.lock().unwrap_or_else(|p| p.into_inner());
         // Another stream's key cannot end this one; both cases look like "not found".
         match sessions.get(&id) {
-            Some(s) if s.name == name => sessions.remove(&id),
+            Some(s) if s.name == name && s.handle.is_running() => sessions.remove(&id),
             _ => None,
         }
     };
@@ -262,13 +343,44 @@ mod tests {
     #[test]
     fn offers_are_checked_for_shape_before_any_parser_sees_them() {
         let ok = "v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\n";
-        assert!(check_offer(ok.as_bytes()).is_ok());
-        assert!(check_offer(b"\xff\xfe").unwrap_err().contains("UTF-8"));
-        assert!(check_offer(b"hello").unwrap_err().contains("not SDP"));
-        assert!(check_offer(b"v=0\r\nm=audio 9 RTP/AVP 0\r\n").unwrap_err().contains("no video"));
-        assert!(check_offer(b"v=0\r\nm=video 9 x\x01\r\n").unwrap_err().contains("control"));
+        assert_eq!(check_offer(ok.as_bytes(), false).unwrap(), ok);
+        assert!(check_offer(b"\xff\xfe", false).unwrap_err().contains("UTF-8"));
+        assert!(check_offer(b"hello", false).unwrap_err().contains("not SDP"));
+        assert!(check_offer(b"v=0\r\nm=audio 9 RTP/AVP 0\r\n", false).unwrap_err().contains("no video"));
+        assert!(check_offer(b"v=0\r\nm=video 9 x\x01\r\n", false).unwrap_err().contains("control"));
         let many = format!("v=0\r\n{}", "m=video 9 UDP/TLS/RTP/SAVPF 96\r\n".repeat(9));
-        assert!(check_offer(many.as_bytes()).unwrap_err().contains("media sections"));
+        assert!(check_offer(many.as_bytes(), false).unwrap_err().contains("media sections"));
+    }
+
+    #[test]
+    fn candidates_the_worker_must_not_contact_are_dropped() {
+        let c =
+            |addr: &str, transport: &str| format!("a=candidate:1 1 {transport} 2130706431 {addr} 5000 typ host\r\n");
+        let offer = |cands: &[String]| format!("v=0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\n{}", cands.concat());
+        let public = c("203.0.113.7", "UDP");
+        let hostile = [
+            c("127.0.0.1", "udp"),
+            c("169.254.169.254", "udp"),
+            c("0.0.0.0", "udp"),
+            c("224.0.0.1", "udp"),
+            c("::1", "udp"),
+            c("fe80::1", "udp"),
+            c("::ffff:127.0.0.1", "udp"),
+            c("203.0.113.8", "tcp"),
+            "a=candidate:garbage\r\n".into(),
+        ];
+        let mut all = vec![public.clone()];
+        all.extend(hostile.iter().cloned());
+        assert_eq!(check_offer(offer(&all).as_bytes(), false).unwrap(), offer(std::slice::from_ref(&public)));
+        // Private addresses only when the operator allows them (a LAN, the tests' namespace).
+        let lan = [c("10.1.2.3", "udp"), c("192.168.1.2", "udp"), c("100.64.0.1", "udp"), c("fd00::1", "udp")];
+        assert_eq!(check_offer(offer(&lan).as_bytes(), false).unwrap(), offer(&[]));
+        assert_eq!(check_offer(offer(&lan).as_bytes(), true).unwrap(), offer(&lan));
+        let mdns = c("4a3f-0c1d.local", "udp");
+        assert_eq!(check_offer(offer(std::slice::from_ref(&mdns)).as_bytes(), false).unwrap(), offer(&[mdns]));
+        let flood: Vec<String> = (0..40).map(|i| c(&format!("203.0.113.{i}"), "udp")).collect();
+        let kept = check_offer(offer(&flood).as_bytes(), false).unwrap();
+        assert_eq!(kept.matches("a=candidate:").count(), MAX_CANDIDATES);
     }
 
     #[test]

@@ -116,21 +116,46 @@ const DENIED_SYSCALLS: &[i64] = &[
     libc::SYS_userfaultfd,
 ];
 
+/// What network a child may open sockets for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Network {
+    /// Pushed streams: the bytes come from the worker.
+    None,
+    /// WHIP: ICE over UDP only.
+    Udp,
+    /// Pulled sources: whatever their URL needs.
+    Any,
+}
+
 /// Installs the seccomp filter on every thread of the child. A pushed stream's child
 /// gets its bytes from the worker and may not open network sockets at all.
-fn seccomp(network: bool) -> Result<(), String> {
+fn seccomp(network: Network) -> Result<(), String> {
     use seccompiler::{
         BpfProgram, SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition, SeccompFilter, SeccompRule,
     };
     let mut rules: std::collections::BTreeMap<i64, Vec<SeccompRule>> =
         DENIED_SYSCALLS.iter().map(|&n| (n, Vec::new())).collect();
-    if !network {
-        let family = |f: i32| {
-            SeccompCondition::new(0, SeccompCmpArgLen::Dword, SeccompCmpOp::Eq, f as u64)
-                .and_then(|c| SeccompRule::new(vec![c]))
-                .map_err(|e| e.to_string())
-        };
-        rules.insert(libc::SYS_socket, vec![family(libc::AF_INET)?, family(libc::AF_INET6)?, family(libc::AF_PACKET)?]);
+    let family = |f: i32| SeccompCondition::new(0, SeccompCmpArgLen::Dword, SeccompCmpOp::Eq, f as u64);
+    let rule = |conds: Vec<Result<SeccompCondition, seccompiler::BackendError>>| {
+        conds.into_iter().collect::<Result<Vec<_>, _>>().and_then(SeccompRule::new).map_err(|e| e.to_string())
+    };
+    match network {
+        Network::None => {
+            let denied = [libc::AF_INET, libc::AF_INET6, libc::AF_PACKET].map(|f| rule(vec![family(f)]));
+            rules.insert(libc::SYS_socket, denied.into_iter().collect::<Result<_, _>>()?);
+        }
+        Network::Udp => {
+            // A stream socket (the type's low bits; SOCK_NONBLOCK/CLOEXEC above) in an
+            // internet family, or any raw packet socket.
+            let stream = || SeccompCondition::new(1, SeccompCmpArgLen::Dword, SeccompCmpOp::MaskedEq(0xf), 1);
+            let denied = [
+                rule(vec![family(libc::AF_INET), stream()]),
+                rule(vec![family(libc::AF_INET6), stream()]),
+                rule(vec![family(libc::AF_PACKET)]),
+            ];
+            rules.insert(libc::SYS_socket, denied.into_iter().collect::<Result<_, _>>()?);
+        }
+        Network::Any => {}
     }
     let arch = std::env::consts::ARCH.try_into().map_err(|e: seccompiler::BackendError| e.to_string())?;
     let filter = SeccompFilter::new(rules, SeccompAction::Allow, SeccompAction::Errno(libc::EPERM as u32), arch)
@@ -178,7 +203,12 @@ fn decode(spec: &ChildSpec, out: &mut impl Write) -> Result<(), Failure> {
     // registry; from here on nothing legitimate needs the denied calls.
     if spec.media.isolation.seccomp {
         // Pulled and WHIP sources reach the network themselves; pushed ones never do.
-        seccomp(spec.source != ChildSource::PushedFlv).map_err(fail("confine"))?;
+        let network = match spec.source {
+            ChildSource::PushedFlv => Network::None,
+            ChildSource::Whip { .. } => Network::Udp,
+            ChildSource::Uri(_) => Network::Any,
+        };
+        seccomp(network).map_err(fail("confine"))?;
     }
     let m = &spec.media;
     let shared = Arc::new(Shared {
@@ -558,6 +588,11 @@ fn main_loop(
                 return Err(fail("whip")(format!(
                     "no media from the publisher for {} s: it left without ending the session",
                     super::webrtc::PUBLISHER_SILENCE.as_secs()
+                )));
+            } else if units == 0 && units_moved.elapsed() > super::webrtc::CONNECT_TIMEOUT {
+                return Err(fail("whip")(format!(
+                    "the publisher sent no media in the {} s after its answer",
+                    super::webrtc::CONNECT_TIMEOUT.as_secs()
                 )));
             }
         }

@@ -17,4 +17,4 @@ mod webrtc;
 
 pub use child::{ChildSource, ChildSpec};
 pub use protocol::{ChildEvent, Command, WireFrame};
-pub use supervisor::{AnswerReceiver, FlvTag, Launcher, StreamHandle};
+pub use supervisor::{AnswerReceiver, FlvTag, Launcher, NoAnswer, StreamHandle};

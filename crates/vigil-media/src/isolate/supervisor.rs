@@ -70,11 +70,23 @@ struct Shared {
     end_reason: Mutex<Option<String>>,
     /// WHIP: the publisher's offer, for the (only) child, and where its answer goes.
     offer: Mutex<Option<String>>,
-    answer: Mutex<Option<SyncSender<Result<String, String>>>>,
+    answer: Mutex<Option<SyncSender<Result<String, NoAnswer>>>>,
+    /// The supervisor finished (the stream ended); cheap to read, unlike the join handle.
+    ended: AtomicBool,
 }
 
-/// The answer to a WHIP offer: the SDP, or why the stream could not start.
-pub type AnswerReceiver = Receiver<Result<String, String>>;
+/// Why a WHIP offer got no answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NoAnswer {
+    /// The offer itself was refused (unparsable, no usable video, webrtcbin said no):
+    /// the publisher's mistake, with the reason to show it.
+    BadOffer(String),
+    /// The worker failed (the child could not start, crashed, or timed out).
+    Failed(String),
+}
+
+/// The answer to a WHIP offer: the SDP, or why there is none.
+pub type AnswerReceiver = Receiver<Result<String, NoAnswer>>;
 
 const FEED_TAGS: usize = 512;
 const TICK: Duration = Duration::from_millis(250);
@@ -107,7 +119,7 @@ impl StreamHandle {
         source: ChildSource,
         media: SampleConfig,
         launcher: Launcher,
-        whip: Option<(String, SyncSender<Result<String, String>>)>,
+        whip: Option<(String, SyncSender<Result<String, NoAnswer>>)>,
     ) -> StreamHandle {
         let (offer, answer) = whip.unzip();
         let queue = Arc::new(StreamQueue::new(media.queue_frames as usize));
@@ -122,6 +134,7 @@ impl StreamHandle {
             push_ended: AtomicBool::new(false),
             offer: Mutex::new(offer),
             answer: Mutex::new(answer),
+            ended: AtomicBool::new(false),
         });
         let feed = if source == ChildSource::PushedFlv {
             let (tx, rx) = sync_channel(FEED_TAGS);
@@ -141,6 +154,7 @@ impl StreamHandle {
             queue: queue.clone(),
             shared: shared.clone(),
             feed_ended: false,
+            offer_refused: false,
         };
         let thread = std::thread::Builder::new().name(format!("vigil-stream-{id}")).spawn(move || sup.run()).ok();
         METRICS.streams_active.inc();
@@ -189,7 +203,7 @@ impl StreamHandle {
 
     /// Whether the stream is still supervised (false once it ended, for any reason).
     pub fn is_running(&self) -> bool {
-        self.thread.lock().unwrap_or_else(|p| p.into_inner()).as_ref().is_some_and(|t| !t.is_finished())
+        !self.shared.ended.load(Relaxed)
     }
 
     pub fn restarts(&self) -> u64 {
@@ -276,6 +290,8 @@ struct Supervisor {
     shared: Arc<Shared>,
     /// The child ended because the pushed stream did (not a failure).
     feed_ended: bool,
+    /// WHIP: the child refused the publisher's offer.
+    offer_refused: bool,
 }
 
 /// How one child's life ended.
@@ -377,8 +393,11 @@ impl Supervisor {
             }
         };
         if let Some(tx) = self.shared.answer.lock().unwrap_or_else(|p| p.into_inner()).take() {
-            let _ = tx.send(Err(end_reason.clone().unwrap_or_else(|| "the decoder ended".into())));
+            let reason = end_reason.clone().unwrap_or_else(|| "the decoder ended".into());
+            let _ =
+                tx.send(Err(if self.offer_refused { NoAnswer::BadOffer(reason) } else { NoAnswer::Failed(reason) }));
         }
+        self.shared.ended.store(true, Relaxed);
         self.queue.push(StreamOutput::Ended { reason: end_reason });
         self.queue.close();
     }
@@ -450,8 +469,9 @@ impl Supervisor {
                     }
                 }
                 Ok(Msg::Event(ChildEvent::Failed { kind, reason })) => {
+                    self.offer_refused |= kind == "offer";
                     reported = Some(match kind.as_str() {
-                        "refused" | "confine" | "init" | "pipeline" => Exit::Refused(reason),
+                        "refused" | "offer" | "confine" | "init" | "pipeline" => Exit::Refused(reason),
                         "stalled" => Exit::Failed { kind: "stalled", reason },
                         "whip" => Exit::Failed { kind: "whip", reason },
                         _ => Exit::Failed { kind: "decode", reason },
@@ -468,6 +488,12 @@ impl Supervisor {
                     break Exit::Failed { kind: "crash", reason: describe_exit(&mut child) };
                 }
                 Err(RecvTimeoutError::Timeout) => {}
+            }
+            // While a WHIP child negotiates (up to its own 10 s deadline) it sends no
+            // heartbeat; the HTTP side bounds that wait and stops the stream after it.
+            if self.shared.answer.lock().unwrap_or_else(|p| p.into_inner()).is_some() {
+                (last_beat, last_frame) = (Instant::now(), Instant::now());
+                continue;
             }
             if last_beat.elapsed() > watchdog {
                 break Exit::Failed { kind: "hung", reason: format!("no heartbeat for {} s", watchdog.as_secs()) };

@@ -22,6 +22,8 @@ const NEGOTIATION: Duration = Duration::from_secs(10);
 /// Media silence after which a publisher is taken to have left (a closed tab, a lost
 /// network): ICE's own consent timeout is 30 s, which is a long time to hold a slot.
 pub(super) const PUBLISHER_SILENCE: Duration = Duration::from_secs(8);
+/// How long after the answer a publisher has to start sending media.
+pub(super) const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// Adds a `webrtcbin` whose first video pad links to `parse` (the rest are discarded).
 pub(super) fn add_webrtcbin(
@@ -35,6 +37,12 @@ pub(super) fn add_webrtcbin(
         .map_err(|e| fail("pipeline")(format!("webrtcbin: {e} (is gstreamer1.0-nice installed?)")))?;
     if let Some(stun) = stun_server {
         webrtc.set_property("stun-server", stun);
+    }
+    // UDP only: no outgoing TCP connections to addresses a publisher chose.
+    if let Some(agent) = webrtc.property::<Option<gst::glib::Object>>("ice-agent")
+        && agent.find_property("ice-tcp").is_some()
+    {
+        agent.set_property("ice-tcp", false);
     }
     pipeline.add(&webrtc).map_err(|e| fail("pipeline")(e.to_string()))?;
     let parse_sink = parse.static_pad("sink").ok_or_else(|| fail("pipeline")("parsebin without sink".into()))?;
@@ -85,15 +93,17 @@ use gstreamer::glib;
 pub(super) fn answer(webrtc: &gst::Element, offer: &str) -> Result<String, Failure> {
     let deadline = Instant::now() + NEGOTIATION;
     let sdp = gst_sdp::SDPMessage::parse_buffer(offer.as_bytes())
-        .map_err(|_| fail("refused")("the offer is not valid SDP".into()))?;
+        .map_err(|_| fail("offer")("the offer is not valid SDP".into()))?;
     let videos = sdp.medias().filter(|m| m.media() == Some("video")).count();
     if videos == 0 {
-        return Err(fail("refused")("the offer has no video".into()));
+        return Err(fail("offer")("the offer has no video".into()));
     }
     let offer = gst_webrtc::WebRTCSessionDescription::new(gst_webrtc::WebRTCSDPType::Offer, sdp);
+    // webrtcbin refusing the remote description is the offer's fault, not ours.
     await_promise("set-remote-description", deadline, |p| {
         webrtc.emit_by_name::<()>("set-remote-description", &[&offer, p]);
-    })?;
+    })
+    .map_err(|(kind, reason)| (if kind == "whip" { "offer".into() } else { kind }, reason))?;
     refuse_audio(webrtc);
     let reply = await_promise("create-answer", deadline, |p| {
         webrtc.emit_by_name::<()>("create-answer", &[&None::<gst::Structure>, p]);

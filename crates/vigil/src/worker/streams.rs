@@ -17,7 +17,7 @@ use vigil_infer::{Analysis, Batcher};
 use vigil_media::SampleConfig;
 use vigil_media::ingest::rtmp::{Admission, PublishRequest, PublishedStream};
 use vigil_media::ingest::whip;
-use vigil_media::isolate::{ChildSource, FlvTag, Launcher, StreamHandle};
+use vigil_media::isolate::{ChildSource, FlvTag, Launcher, NoAnswer, StreamHandle};
 use vigil_media::queue::StreamOutput;
 
 /// What every stream's analysis needs, shared.
@@ -60,6 +60,19 @@ pub struct Streams {
     pub started_total: AtomicU64,
 }
 
+/// Why a stream was not started.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StartError {
+    #[error("the worker is draining")]
+    Draining,
+    #[error("the worker is at its limit of {0} streams")]
+    Full(usize),
+    #[error("stream {0} is already live on this worker")]
+    AlreadyLive(String),
+    #[error("cannot start the stream's analysis: {0}")]
+    Thread(String),
+}
+
 static SESSION_COUNTER: AtomicU64 = AtomicU64::new(0);
 
 fn new_session_id() -> String {
@@ -87,7 +100,7 @@ impl Streams {
         source: ChildSource,
         description: String,
         account_id: Option<String>,
-    ) -> Result<Arc<StreamHandle>, String> {
+    ) -> Result<Arc<StreamHandle>, StartError> {
         self.start_with(id, description, account_id, |stream, media, launcher| {
             StreamHandle::start(stream, source, media, launcher)
         })
@@ -100,17 +113,17 @@ impl Streams {
         description: String,
         account_id: Option<String>,
         make: impl FnOnce(StreamId, SampleConfig, Launcher) -> StreamHandle,
-    ) -> Result<Arc<StreamHandle>, String> {
+    ) -> Result<Arc<StreamHandle>, StartError> {
         if self.draining.load(Relaxed) {
-            return Err("the worker is draining".into());
+            return Err(StartError::Draining);
         }
         let mut entries = self.lock();
         let max = self.deps.media.limits.max_streams as usize;
         if entries.len() >= max {
-            return Err(format!("the worker is at its limit of {max} streams"));
+            return Err(StartError::Full(max));
         }
         if entries.contains_key(id) {
-            return Err(format!("stream {id} is already live on this worker"));
+            return Err(StartError::AlreadyLive(id.to_string()));
         }
         let stream = StreamId(id.to_string());
         let handle = Arc::new(make(stream.clone(), self.deps.media.clone(), self.deps.launcher.clone()));
@@ -131,7 +144,7 @@ impl Streams {
         let thread = std::thread::Builder::new()
             .name(format!("vigil-analyze-{id}"))
             .spawn(move || analyze_stream(&streams, &h, ctx))
-            .map_err(|e| format!("cannot start the stream's analysis: {e}"))?;
+            .map_err(|e| StartError::Thread(e.to_string()))?;
         let _ = self.deps.sink.send(SinkMsg::lifecycle(id, "started", Some(&info.source), None));
         entries.insert(id.to_string(), Entry { handle: handle.clone(), info, analysis: Some(thread) });
         self.started_total.fetch_add(1, Relaxed);
@@ -193,7 +206,10 @@ impl PublishedStream for Published {
 impl Admission for RtmpAdmission {
     fn admit(&self, r: &PublishRequest) -> Result<Box<dyn PublishedStream>, String> {
         let id = format!("rtmp/{}/{}", r.app, r.name);
-        let handle = self.0.start(&id, ChildSource::PushedFlv, format!("rtmp publish from {}", r.peer), None)?;
+        let handle = self
+            .0
+            .start(&id, ChildSource::PushedFlv, format!("rtmp publish from {}", r.peer), None)
+            .map_err(|e| e.to_string())?;
         Ok(Box::new(Published(handle)))
     }
 }
@@ -217,14 +233,23 @@ impl whip::WhipAdmission for WhipAdmission {
                 answer = Some(rx);
                 handle
             });
-        let handle = started.map_err(|reason| {
-            let status = if reason.contains("already live") { 409 } else { 503 };
-            whip::Refusal { status, reason }
+        let handle = started.map_err(|e| {
+            let status = match e {
+                StartError::AlreadyLive(_) => 409,
+                StartError::Draining | StartError::Full(_) => 503,
+                StartError::Thread(_) => 500,
+            };
+            whip::Refusal { status, reason: e.to_string() }
         })?;
         let answered = answer.map(|rx| rx.recv_timeout(WHIP_ANSWER_TIMEOUT));
         match answered {
             Some(Ok(Ok(sdp))) => Ok((sdp, handle)),
-            Some(Ok(Err(reason))) => Err(whip::Refusal { status: 400, reason }),
+            Some(Ok(Err(NoAnswer::BadOffer(reason)))) => Err(whip::Refusal { status: 400, reason }),
+            Some(Ok(Err(NoAnswer::Failed(reason)))) => {
+                // The detail is for the operator's log, not for a stranger.
+                tracing::error!(stream = %id, "whip: the decode child failed before answering: {reason}");
+                Err(whip::Refusal { status: 500, reason: "the worker could not start the stream".into() })
+            }
             _ => {
                 handle.stop_because("no answer to the WHIP offer in time".into());
                 Err(whip::Refusal { status: 504, reason: "the decoder did not answer the offer in time".into() })
