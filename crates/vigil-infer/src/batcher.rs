@@ -51,7 +51,9 @@ impl Batcher {
     /// Queues a frame unless the queue is full; the analysis arrives on the receiver.
     pub fn submit(&self, frame: Frame) -> Result<Receiver<Analysis>, QueueFull> {
         let (reply, rx) = sync_channel(1);
-        let queue = self.queue.as_ref().expect("queue lives until drop");
+        // The queue is gone only inside `drop`; a frame offered then is refused like a
+        // frame offered to a full queue.
+        let Some(queue) = self.queue.as_ref() else { return Err(QueueFull(frame)) };
         match queue.try_send(Job { frame, reply }) {
             Ok(()) => Ok(rx),
             Err(TrySendError::Full(job) | TrySendError::Disconnected(job)) => {
@@ -64,10 +66,11 @@ impl Batcher {
     /// Queues a frame, waiting for room (backpressure for sources that can wait).
     pub fn submit_wait(&self, frame: Frame) -> Receiver<Analysis> {
         let (reply, rx) = sync_channel(1);
-        let queue = self.queue.as_ref().expect("queue lives until drop");
-        // A send fails only when every worker is gone; the dropped reply then tells the
-        // caller (its receiver sees a disconnect).
-        let _ = queue.send(Job { frame, reply });
+        // A send fails only when every worker (or the queue) is gone; the dropped reply
+        // then tells the caller (its receiver sees a disconnect).
+        if let Some(queue) = self.queue.as_ref() {
+            let _ = queue.send(Job { frame, reply });
+        }
         rx
     }
 }

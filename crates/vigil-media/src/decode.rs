@@ -105,17 +105,22 @@ fn link_video_pad(
         gst::element_error!(element, gst::StreamError::Format, ["{}", reason]);
         return;
     }
-    let (aw, ah) = cfg.analysis_size(w as u32, h as u32);
-    let caps = gst::Caps::builder("video/x-raw")
+    size_caps.set_property("caps", analysis_caps(cfg, w as u32, h as u32));
+    if let Err(e) = pad.link(chain_sink) {
+        gst::element_error!(element, gst::CoreError::Negotiation, ["cannot link video pad: {:?}", e]);
+    }
+}
+
+/// The caps of analysis frames for a `width`×`height` video: packed RGB at analysis
+/// size, square pixels (what the sampling chain's `size_caps` filter is set to).
+pub(crate) fn analysis_caps(cfg: &SampleConfig, width: u32, height: u32) -> gst::Caps {
+    let (aw, ah) = cfg.analysis_size(width, height);
+    gst::Caps::builder("video/x-raw")
         .field("format", "RGB")
         .field("width", aw as i32)
         .field("height", ah as i32)
         .field("pixel-aspect-ratio", gst::Fraction::new(1, 1))
-        .build();
-    size_caps.set_property("caps", &caps);
-    if let Err(e) = pad.link(chain_sink) {
-        gst::element_error!(element, gst::CoreError::Negotiation, ["cannot link video pad: {:?}", e]);
-    }
+        .build()
 }
 
 /// The first error the pipeline posted (waiting briefly), for a pipeline that refused

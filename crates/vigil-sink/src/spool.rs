@@ -145,7 +145,7 @@ impl Spool {
     pub fn ack(&mut self, key: &str) -> Result<(), SpoolError> {
         let Some(pos) = self.pending.iter().position(|r| r.key == key) else { return Ok(()) };
         self.write_synced(&frame(KIND_ACK, key.as_bytes()))?;
-        let r = self.pending.remove(pos).expect("position is in range");
+        let Some(r) = self.pending.remove(pos) else { return Ok(()) };
         self.live_bytes -= (HEADER + 1 + 2 + r.key.len() + r.payload.len()) as u64;
         self.maybe_compact()
     }
@@ -206,8 +206,8 @@ fn parse(data: &[u8]) -> (Vec<Record>, u64, Option<usize>) {
     let mut at = 0usize;
     let mut corrupt = None;
     while at + HEADER <= data.len() {
-        let len = u32::from_le_bytes(data[at..at + 4].try_into().expect("4 bytes")) as usize;
-        let crc = u32::from_le_bytes(data[at + 4..at + 8].try_into().expect("4 bytes"));
+        let u32_at = |i: usize| u32::from_le_bytes([data[i], data[i + 1], data[i + 2], data[i + 3]]);
+        let (len, crc) = (u32_at(at) as usize, u32_at(at + 4));
         let Some(content) = data.get(at + HEADER..at + HEADER + len) else { break }; // torn tail
         if len == 0 || crc32(content) != crc {
             corrupt = Some(at);

@@ -21,47 +21,40 @@ fn every_shipped_config_file_validates() {
     assert!(vigil(&["validate"]).status.success(), "embedded default");
 }
 
-#[test]
-fn broken_config_lists_every_mistake() {
+/// `vigil validate` of `toml` fails with exit code 2 and names every one of `needles`.
+fn assert_validate_names(toml: &str, needles: &[&str]) {
     let dir = tempfile::tempdir().unwrap();
     let f = dir.path().join("bad.toml");
-    std::fs::write(
-        &f,
-        "[media]\nsample_fps = -1\n[infer]\nexecution_providers = [\"gpu\"]\n[fusion]\npolicy = \"/nonexistent/policy.toml\"\n[sinks]\n",
-    )
-    .unwrap();
+    std::fs::write(&f, toml).unwrap();
     let out = vigil(&["validate", f.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
-    for needle in
-        ["4 error(s)", "sinks: unknown section", "media.sample_fps", "infer.execution_providers[0]", "fusion.policy"]
-    {
+    for needle in needles {
         assert!(err.contains(needle), "{needle:?} missing from:\n{err}");
     }
 }
 
 #[test]
+fn broken_config_lists_every_mistake() {
+    assert_validate_names(
+        "[media]\nsample_fps = -1\n[infer]\nexecution_providers = [\"gpu\"]\n[fusion]\npolicy = \"/nonexistent/policy.toml\"\n[sinks]\n",
+        &["4 error(s)", "sinks: unknown section", "media.sample_fps", "infer.execution_providers[0]", "fusion.policy"],
+    );
+}
+
+#[test]
 fn a_broken_ingest_section_names_each_mistake() {
-    let dir = tempfile::tempdir().unwrap();
-    let f = dir.path().join("bad.toml");
-    std::fs::write(
-        &f,
+    assert_validate_names(
         "[ingest.rtmp]\nlisten = \"127.0.0.1:1935\"\nstream_keys = { a = \"long-enough-key\" }\n\
          [ingest.whip]\nlisten = \"127.0.0.1:1935\"\nstun_server = \"stun.example\"\n\
          stream_keys = { b = \"short\" }\n",
-    )
-    .unwrap();
-    let out = vigil(&["validate", f.to_str().unwrap()]);
-    assert_eq!(out.status.code(), Some(2));
-    let err = String::from_utf8_lossy(&out.stderr);
-    for needle in [
-        "3 error(s)",
-        "ingest.whip.listen: \"127.0.0.1:1935\" is also the RTMP address",
-        "ingest.whip.stun_server",
-        "ingest.whip.stream_keys.b: a key needs at least 8 characters",
-    ] {
-        assert!(err.contains(needle), "{needle:?} missing from:\n{err}");
-    }
+        &[
+            "3 error(s)",
+            "ingest.whip.listen: \"127.0.0.1:1935\" is also the RTMP address",
+            "ingest.whip.stun_server",
+            "ingest.whip.stream_keys.b: a key needs at least 8 characters",
+        ],
+    );
 }
 
 #[test]

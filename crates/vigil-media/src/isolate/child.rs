@@ -402,14 +402,7 @@ fn on_decoded_pad(
         Ok((w, h, _)) => return shared.refuse("refused", format!("decoded video is {w}x{h}")),
         Err(reason) => return shared.refuse("refused", reason),
     };
-    let (aw, ah) = shared.media.analysis_size(w, h);
-    let rgb = gst::Caps::builder("video/x-raw")
-        .field("format", "RGB")
-        .field("width", aw as i32)
-        .field("height", ah as i32)
-        .field("pixel-aspect-ratio", gst::Fraction::new(1, 1))
-        .build();
-    size_caps.set_property("caps", &rgb);
+    size_caps.set_property("caps", crate::decode::analysis_caps(&shared.media, w, h));
     let decoder = decoder_name(decodebin);
     *shared.started.lock().unwrap_or_else(|p| p.into_inner()) =
         Some(ChildEvent::Started { width: w, height: h, fps, decoder });

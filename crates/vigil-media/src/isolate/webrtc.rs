@@ -11,6 +11,7 @@
 
 use super::child::{Failure, fail};
 use gstreamer as gst;
+use gstreamer::glib;
 use gstreamer::prelude::*;
 use gstreamer_sdp as gst_sdp;
 use gstreamer_webrtc as gst_webrtc;
@@ -86,8 +87,6 @@ fn await_promise(
     }
     Ok(reply)
 }
-
-use gstreamer::glib;
 
 /// Takes the publisher's offer and returns the complete answer (all candidates).
 pub(super) fn answer(webrtc: &gst::Element, offer: &str) -> Result<String, Failure> {
