@@ -134,8 +134,12 @@ impl Bank {
 
     /// Every banked hash within this bank's distance of `hash`, nearest first.
     pub fn lookup_hash(&self, hash: &Hash256, variant: &str) -> Vec<BankMatch> {
+        self.lookup_within(hash, variant, self.config.max_distance)
+    }
+
+    fn lookup_within(&self, hash: &Hash256, variant: &str, radius: u32) -> Vec<BankMatch> {
         self.index
-            .search(hash, self.config.max_distance)
+            .search(hash, radius)
             .into_iter()
             .map(|hit| BankMatch {
                 bank: self.config.name.clone(),
@@ -154,7 +158,7 @@ impl Bank {
             .variants
             .iter()
             .filter(|v| self.config.uses(&v.variant))
-            .flat_map(|v| self.lookup_hash(&v.hash, &v.variant.name()))
+            .flat_map(|v| self.lookup_within(&v.hash, &v.variant.name(), self.config.radius_for(&v.variant)))
             .collect();
         // Nearest first, then prefer the plain hash on ties; keep one per row id.
         all.sort_by_key(|m| (m.distance, m.variant != "original"));
@@ -242,6 +246,27 @@ mod tests {
         assert_eq!(b.lookup_hash(&h, "original")[0].distance, 31);
         h.0[31] ^= 0x80;
         assert!(b.lookup_hash(&h, "original").is_empty());
+    }
+
+    #[test]
+    fn crop_variants_match_within_their_own_distance_only() {
+        let banked: Hash256 = A.parse().unwrap();
+        let mut far = banked;
+        for k in 0..40 {
+            far.0[k / 8] ^= 1 << (k % 8);
+        }
+        // The same hash 40 bits away arrives as the plain frame hash and as a crop variant.
+        let mut fh = frame_of(far);
+        fh.variants.push(crate::variants::VariantHash { variant: crate::Variant::Crop { per_mille: 50 }, hash: far });
+        let default = bank(A, BankAction::Interrupt);
+        assert!(default.lookup_frame(&fh).is_empty(), "31 for every variant by default");
+        let cfg = BankConfig { crop_max_distance: Some(48), ..default.config.clone() };
+        let reaching = Bank::from_rows(cfg, format::parse(A).rows, 0);
+        let m = reaching.lookup_frame(&fh);
+        assert_eq!(m.len(), 1);
+        assert_eq!((m[0].variant.as_str(), m[0].distance), ("crop_5%", 40));
+        fh.variants.truncate(1);
+        assert!(reaching.lookup_frame(&fh).is_empty(), "the plain hash keeps max_distance");
     }
 
     #[test]

@@ -59,6 +59,13 @@ pub struct BankConfig {
     /// Crop-reach variants: share cropped from each side (0.02 = 2%) to reach for.
     #[serde(default = "default_crops")]
     pub crops: Vec<f32>,
+    /// Distance at or below which a crop-reach variant matches (default: `max_distance`).
+    /// A crop loses the border for good, so a 5%-per-side crop lands 14–46 bits from its
+    /// banked original even after the reach (`vigil bench robustness`, README): 46
+    /// reaches all of them while unrelated photos stay 100+ bits away, and up to 47 the
+    /// index still probes cheaply (a crop query costs ~10x a radius-31 one). Opt in per bank.
+    #[serde(default)]
+    pub crop_max_distance: Option<u32>,
     /// A reload that keeps fewer than this share of the rows is refused and alarmed:
     /// a bank never shrinks silently (a truncated download, a wrong file).
     #[serde(default = "default_min_keep_fraction")]
@@ -88,7 +95,16 @@ impl BankConfig {
             max_distance: default_max_distance(),
             dihedral: true,
             crops: default_crops(),
+            crop_max_distance: None,
             min_keep_fraction: default_min_keep_fraction(),
+        }
+    }
+
+    /// The distance at or below which `variant` matches in this bank.
+    pub fn radius_for(&self, variant: &Variant) -> u32 {
+        match variant {
+            Variant::Crop { .. } => self.crop_max_distance.unwrap_or(self.max_distance),
+            Variant::Dihedral(_) => self.max_distance,
         }
     }
 
@@ -158,6 +174,14 @@ impl HashConfig {
             if bank.path.as_os_str().is_empty() {
                 errors.push(format!("{at}.path: must not be empty"));
             }
+            if let Some(d) = bank.crop_max_distance
+                && !(bank.max_distance..=64).contains(&d)
+            {
+                errors.push(format!(
+                    "{at}.crop_max_distance: {d} is outside {}..=64 (max_distance up to where unrelated images begin)",
+                    bank.max_distance
+                ));
+            }
             for (j, c) in bank.crops.iter().enumerate() {
                 if !(*c > 0.0 && *c <= 0.2) {
                     errors.push(format!("{at}.crops[{j}]: {c} is outside (0, 0.2]"));
@@ -168,5 +192,25 @@ impl HashConfig {
             }
         }
         errors
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn crop_max_distance_is_checked_against_the_bank_distance() {
+        let bank = |crop: Option<u32>| HashConfig {
+            banks: vec![BankConfig { crop_max_distance: crop, ..BankConfig::for_path("b.csv") }],
+            ..HashConfig::default()
+        };
+        assert!(bank(None).validate("hash").is_empty());
+        assert!(bank(Some(46)).validate("hash").is_empty());
+        for bad in [20, 65] {
+            let errors = bank(Some(bad)).validate("hash");
+            assert_eq!(errors.len(), 1, "{errors:?}");
+            assert!(errors[0].starts_with("hash.banks[0].crop_max_distance:"), "{errors:?}");
+        }
     }
 }

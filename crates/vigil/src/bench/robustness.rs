@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 use vigil_core::StreamId;
-use vigil_hash::{Hash256, HashIndex, PdqHasher, VariantHasher};
+use vigil_hash::{DIHEDRAL, Hash256, HashIndex, PdqHasher, VariantHasher};
 use vigil_media::SampleConfig;
 
 const PDQ_MATCH: u32 = 31;
@@ -30,6 +30,16 @@ pub struct RobustnessArgs {
     /// Crop-reach fractions to evaluate (the bank default is 0.02,0.05).
     #[arg(long, value_delimiter = ',', default_value = "0.02,0.05")]
     crops: Vec<f32>,
+    /// Distance at which crop-reach variants match (a bank's `crop_max_distance`;
+    /// the dihedral hashes always use 31).
+    #[arg(long, default_value_t = PDQ_MATCH)]
+    crop_max_distance: u32,
+}
+
+/// Hashes of a frame's variants in `VariantHasher` order: the eight dihedral ones,
+/// then the crops. The distance at which variant `k` matches.
+fn variant_radius(k: usize, crop_max_distance: u32) -> u32 {
+    if k < DIHEDRAL.len() { PDQ_MATCH } else { crop_max_distance }
 }
 
 struct Transform {
@@ -171,9 +181,14 @@ pub fn run(args: RobustnessArgs, cache: &Path) -> anyhow::Result<ExitCode> {
     let mut variants = VariantHasher::new(&args.crops);
     let mut all_frames: Vec<(usize, Vec<Hash256>, ImageHash)> = Vec::new();
     println!(
-        "share of banked photos matched after each transform ({} photos; PDQ <= {PDQ_MATCH}, pHash <= {PHASH_MATCH})",
-        banked.len()
+        "share of banked photos matched after each transform ({} photos; PDQ <= {PDQ_MATCH}, crop variants <= {}, pHash <= {PHASH_MATCH})",
+        banked.len(),
+        args.crop_max_distance
     );
+    let crop_r = args.crop_max_distance;
+    let var_match = |hashes: &[Hash256], target: &Hash256| {
+        hashes.iter().enumerate().any(|(k, h)| h.distance(target) <= variant_radius(k, crop_r))
+    };
     println!(
         "{:<20} {:>10} {:>12} {:>8} {:>16} {:>18}",
         "transform", "plain PDQ", "PDQ+variants", "pHash", "plain dist (avg)", "variant dist (avg)"
@@ -215,7 +230,7 @@ pub fn run(args: RobustnessArgs, cache: &Path) -> anyhow::Result<ExitCode> {
             let img = image::RgbImage::from_raw(frame.width, frame.height, frame.rgb).context("frame size")?;
             let p = phash(&img);
             plain += usize::from(d_plain <= PDQ_MATCH);
-            var += usize::from(d_var <= PDQ_MATCH);
+            var += usize::from(var_match(&hashes, &b.pdq));
             ph += usize::from(p.dist(&b.phash) <= PHASH_MATCH);
             dplain += d_plain;
             dvar += d_var;
@@ -236,6 +251,8 @@ pub fn run(args: RobustnessArgs, cache: &Path) -> anyhow::Result<ExitCode> {
 
     // False matches between unrelated photos.
     let (mut fp_plain, mut fp_var, mut fp_ph, mut pairs) = (0, 0, 0, 0);
+    // The margin: how close an unrelated photo ever came, plain and over all variants.
+    let (mut closest_plain, mut closest_var) = (256, 256);
     for (i, hashes, p) in &all_frames {
         for (j, b) in banked.iter().enumerate() {
             if *i == j {
@@ -243,12 +260,14 @@ pub fn run(args: RobustnessArgs, cache: &Path) -> anyhow::Result<ExitCode> {
             }
             pairs += 1;
             fp_plain += usize::from(hashes[0].distance(&b.pdq) <= PDQ_MATCH);
-            fp_var += usize::from(hashes.iter().any(|h| h.distance(&b.pdq) <= PDQ_MATCH));
+            fp_var += usize::from(var_match(hashes, &b.pdq));
+            closest_plain = closest_plain.min(hashes[0].distance(&b.pdq));
+            closest_var = closest_var.min(hashes.iter().map(|h| h.distance(&b.pdq)).min().unwrap_or(256));
             fp_ph += usize::from(p.dist(&b.phash) <= PHASH_MATCH);
         }
     }
     println!(
-        "false matches between unrelated photos ({pairs} frame/photo pairs): plain PDQ {fp_plain}, PDQ+variants {fp_var}, pHash {fp_ph}"
+        "false matches between unrelated photos ({pairs} frame/photo pairs): plain PDQ {fp_plain}, PDQ+variants {fp_var}, pHash {fp_ph}; closest unrelated: {closest_plain} bits plain, {closest_var} over all variants"
     );
 
     // False matches against a large random bank.
@@ -270,12 +289,37 @@ pub fn run(args: RobustnessArgs, cache: &Path) -> anyhow::Result<ExitCode> {
     let (mut rnd_plain, mut rnd_var) = (0, 0);
     for (_, hashes, _) in &all_frames {
         rnd_plain += usize::from(!index.search(&hashes[0], PDQ_MATCH).is_empty());
-        rnd_var += usize::from(hashes.iter().any(|h| !index.search(h, PDQ_MATCH).is_empty()));
+        rnd_var +=
+            usize::from(hashes.iter().enumerate().any(|(k, h)| !index.search(h, variant_radius(k, crop_r)).is_empty()));
     }
     println!(
         "false matches against {n_random} random hashes ({} frames): plain PDQ {rnd_plain}, PDQ+variants {rnd_var}",
         all_frames.len()
     );
+
+    // A wider crop radius costs index work: crop-variant queries at both radii, same run.
+    let crop_queries: Vec<&Hash256> = all_frames.iter().flat_map(|(_, h, _)| h.iter().skip(DIHEDRAL.len())).collect();
+    if crop_r != PDQ_MATCH && !crop_queries.is_empty() {
+        let timed = |radius: u32| {
+            let mut t: Vec<Duration> = crop_queries
+                .iter()
+                .map(|q| {
+                    let start = Instant::now();
+                    std::hint::black_box(index.search(q, radius));
+                    start.elapsed()
+                })
+                .collect();
+            t.sort_unstable();
+            (percentile_ms(&t, 50.0), percentile_ms(&t, 99.0))
+        };
+        let ((b50, b99), (c50, c99)) = (timed(PDQ_MATCH), timed(crop_r));
+        println!(
+            "crop-variant query on {n_random} random hashes: radius {PDQ_MATCH} p50 {b50:.3} ms p99 {b99:.3} ms; \
+             radius {crop_r} p50 {c50:.3} ms ({:.1}x) p99 {c99:.3} ms ({:.1}x)",
+            c50 / b50.max(1e-9),
+            c99 / b99.max(1e-9)
+        );
+    }
 
     near_duplicate_rates(&banked[0].path, dir.path())?;
 
