@@ -35,6 +35,19 @@ pub struct HashIndex {
     tables: Vec<Table>,
 }
 
+/// Per-thread scratch for [`HashIndex::search`]: one bit per banked hash (the largest
+/// index searched on this thread; 1.25 MiB at 10 M) and the ids marked by the current
+/// query, so clearing costs what the query touched.
+#[derive(Default)]
+struct Seen {
+    marks: Vec<u64>,
+    touched: Vec<u32>,
+}
+
+thread_local! {
+    static SEEN: std::cell::RefCell<Seen> = std::cell::RefCell::new(Seen::default());
+}
+
 /// One result: the position of the hash in the input order, and its distance.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Hit {
@@ -114,31 +127,46 @@ impl HashIndex {
         }
         let masks = probe_masks_cached(rho);
         let q = words(query);
-        let mut candidates: Vec<u32> = Vec::new();
-        for (ti, table) in self.tables.iter().enumerate() {
-            let (qk, qo) = (q[ti], q[ti ^ 1]);
-            for &mask in masks {
-                let key = (qk ^ mask) as usize;
-                let budget = t - mask.count_ones();
-                let (s, e) = (table.offsets[key] as usize, table.offsets[key + 1] as usize);
-                for (i, &other) in table.others[s..e].iter().enumerate() {
-                    if (other ^ qo).count_ones() <= budget {
-                        candidates.push(table.ids[s + i]);
+        // A hash near the query passes the filter in several tables; each is verified
+        // once. On clustered banks a query gathers tens of thousands of such repeats, and
+        // a per-thread "seen" bitmap (cleared through the list of what it marked) beats
+        // sorting them away.
+        SEEN.with_borrow_mut(|seen| {
+            let words_needed = self.hashes.len().div_ceil(64);
+            if seen.marks.len() < words_needed {
+                seen.marks.resize(words_needed, 0);
+            }
+            let mut hits: Vec<Hit> = Vec::new();
+            for (ti, table) in self.tables.iter().enumerate() {
+                let (qk, qo) = (q[ti], q[ti ^ 1]);
+                for &mask in masks {
+                    let key = (qk ^ mask) as usize;
+                    let budget = t - mask.count_ones();
+                    let (s, e) = (table.offsets[key] as usize, table.offsets[key + 1] as usize);
+                    for (i, &other) in table.others[s..e].iter().enumerate() {
+                        if (other ^ qo).count_ones() > budget {
+                            continue;
+                        }
+                        let id = table.ids[s + i];
+                        let (word, bit) = ((id / 64) as usize, 1u64 << (id % 64));
+                        if seen.marks[word] & bit != 0 {
+                            continue;
+                        }
+                        seen.marks[word] |= bit;
+                        seen.touched.push(id);
+                        let distance = self.hashes[id as usize].distance(query);
+                        if distance <= radius {
+                            hits.push(Hit { distance, id });
+                        }
                     }
                 }
             }
-        }
-        candidates.sort_unstable();
-        candidates.dedup();
-        let mut hits: Vec<Hit> = candidates
-            .into_iter()
-            .filter_map(|id| {
-                let distance = self.hashes[id as usize].distance(query);
-                (distance <= radius).then_some(Hit { distance, id })
-            })
-            .collect();
-        hits.sort_unstable();
-        hits
+            for id in seen.touched.drain(..) {
+                seen.marks[(id / 64) as usize] = 0;
+            }
+            hits.sort_unstable();
+            hits
+        })
     }
 
     /// The reference answer: compare with every hash.
@@ -248,6 +276,15 @@ mod tests {
             assert_eq!(got, linear_scan(&hashes, q, 31));
         }
         assert!(!index.search(&centres[0], 31).is_empty());
+        // The per-thread "seen" marks: a smaller index searched between two searches of
+        // the big one, and the same query twice, give the scan's answer every time.
+        let small_bank: Vec<Hash256> = hashes.iter().step_by(7).copied().collect();
+        let small = HashIndex::build(small_bank.clone());
+        for q in &queries {
+            assert_eq!(index.search(q, 31), linear_scan(&hashes, q, 31));
+            assert_eq!(small.search(q, 31), linear_scan(&small_bank, q, 31));
+            assert_eq!(index.search(q, 31), linear_scan(&hashes, q, 31));
+        }
     }
 
     #[test]
