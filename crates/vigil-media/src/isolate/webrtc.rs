@@ -52,10 +52,9 @@ pub(super) fn add_webrtcbin(
         if pad.direction() != gst::PadDirection::Src {
             return;
         }
-        let is_video = pad
-            .current_caps()
-            .and_then(|c| c.structure(0).and_then(|s| s.get::<String>("media").ok()))
-            .is_some_and(|m| m == "video");
+        // Caps may not be set yet when the pad appears: ask the pad what it will carry.
+        let caps = pad.current_caps().unwrap_or_else(|| pad.query_caps(None));
+        let is_video = caps.structure(0).and_then(|s| s.get::<String>("media").ok()).is_some_and(|m| m == "video");
         if is_video && !parse_sink.is_linked() {
             if let Err(e) = pad.link(&parse_sink) {
                 eprintln!("vigil-media-child: cannot link webrtc video: {e:?}");
