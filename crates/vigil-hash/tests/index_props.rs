@@ -36,3 +36,34 @@ proptest! {
         prop_assert_eq!(index.search(&query, radius), linear_scan(&bank, &query, radius));
     }
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(48))]
+
+    /// A batch (a frame's variants, several streams' frames) gets, query by query, the
+    /// linear scan's answer at that query's own radius: with repeated queries at
+    /// different radii, queries sharing buckets, and radii past the probing limit.
+    #[test]
+    fn batch_equals_linear_scan_per_query(
+        centre in hash(),
+        randoms in prop::collection::vec(hash(), 0..200),
+        near in prop::collection::vec(prop::collection::vec(any::<u8>(), 0..48), 0..300),
+        batch in prop::collection::vec((prop::collection::vec(any::<u8>(), 0..40), 0u32..70), 0..12),
+        repeat in any::<prop::sample::Index>(),
+    ) {
+        let mut bank = randoms;
+        bank.extend(near.iter().map(|bits| flipped(&centre, bits)));
+        let index = HashIndex::build(bank.clone());
+        let mut queries: Vec<(Hash256, u32)> =
+            batch.iter().map(|(bits, radius)| (flipped(&centre, bits), *radius)).collect();
+        if !queries.is_empty() {
+            let (again, _) = queries[repeat.index(queries.len())];
+            queries.push((again, 31));
+        }
+        let answers = index.search_batch(&queries);
+        prop_assert_eq!(answers.len(), queries.len());
+        for ((query, radius), answer) in queries.iter().zip(&answers) {
+            prop_assert_eq!(answer, &linear_scan(&bank, query, *radius));
+        }
+    }
+}

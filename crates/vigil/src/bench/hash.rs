@@ -12,7 +12,9 @@ use serde_json::json;
 use std::io::Write;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
+use vigil_core::SeededRng;
 use vigil_hash::index::linear_scan;
+use vigil_hash::synthetic::{flip_between, random_hash};
 use vigil_hash::{Hash256, HashIndex};
 
 #[derive(clap::Args)]
@@ -36,59 +38,33 @@ pub struct HashBenchArgs {
     faiss: bool,
 }
 
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn hash(&mut self) -> Hash256 {
-        let mut b = [0u8; 32];
-        for c in b.chunks_exact_mut(8) {
-            c.copy_from_slice(&self.next().to_le_bytes());
-        }
-        Hash256(b)
-    }
-    fn near(&mut self, h: &Hash256, max_bits: u32) -> Hash256 {
-        let mut out = *h;
-        let bits = (self.next() % (max_bits as u64 + 1)) as usize;
-        for _ in 0..bits {
-            let k = (self.next() % 256) as usize;
-            out.0[k / 8] ^= 1 << (k % 8);
-        }
-        out
-    }
-}
-
-fn bank(kind: &str, n: usize, rng: &mut Rng) -> Vec<Hash256> {
+fn bank(kind: &str, n: usize, rng: &mut SeededRng) -> Vec<Hash256> {
     match kind {
-        "random" => (0..n).map(|_| rng.hash()).collect(),
+        "random" => (0..n).map(|_| random_hash(rng)).collect(),
         _ => {
             let mut v = Vec::with_capacity(n);
             while v.len() < n / 2 {
-                let centre = rng.hash();
+                let centre = random_hash(rng);
                 for _ in 0..5000.min(n / 2 - v.len()) {
-                    v.push(rng.near(&centre, 40));
+                    v.push(flip_between(rng, &centre, 0, 40));
                 }
             }
             while v.len() < n {
-                v.push(rng.hash());
+                v.push(random_hash(rng));
             }
             v
         }
     }
 }
 
-fn queries(bank: &[Hash256], n: usize, rng: &mut Rng) -> Vec<Hash256> {
+fn queries(bank: &[Hash256], n: usize, rng: &mut SeededRng) -> Vec<Hash256> {
     (0..n)
         .map(|i| {
             if i % 2 == 0 {
-                let pick = (rng.next() % bank.len() as u64) as usize;
-                rng.near(&bank[pick], 40)
+                let pick = rng.below(bank.len());
+                flip_between(rng, &bank[pick], 0, 40)
             } else {
-                rng.hash()
+                random_hash(rng)
             }
         })
         .collect()
@@ -119,7 +95,7 @@ pub fn run(mut args: HashBenchArgs) -> anyhow::Result<ExitCode> {
     );
     for &n in &args.sizes {
         for kind in ["random", "clustered"] {
-            let mut rng = Rng(0x5eed_0000 ^ n as u64);
+            let mut rng = SeededRng::new(0x5eed_0000 ^ n as u64);
             let hashes = bank(kind, n, &mut rng);
             let qs = queries(&hashes, args.queries, &mut rng);
             let started = Instant::now();
@@ -169,12 +145,68 @@ pub fn run(mut args: HashBenchArgs) -> anyhow::Result<ExitCode> {
                     Err(e) => println!("{:>10} {kind:>9}   faiss: not measured: {e:#}", n),
                 }
             }
+            let batches = batch_bench(&index, &qs, args.radius, &mut rng);
+            all_exact &= batches.iter().all(|b| b["exact_vs_one_by_one"] == true);
+            record["batches"] = json!(batches);
             eprintln!("{record}");
             drop(index);
         }
     }
     anyhow::ensure!(all_exact, "the index disagreed with the linear scan");
     Ok(ExitCode::SUCCESS)
+}
+
+/// Batched against one-by-one search on the same index, batches of two shapes:
+/// - `frame`: one frame's variants, the query plus seven unrelated hashes (dihedral
+///   variants of a photo are 110-130 bits from it) and two hashes 10-30 bits from it
+///   (crop variants);
+/// - `streams`: 16 unrelated queries, one frame from each of 16 streams.
+fn batch_bench(index: &HashIndex, qs: &[Hash256], radius: u32, rng: &mut SeededRng) -> Vec<serde_json::Value> {
+    let frames: Vec<Vec<(Hash256, u32)>> = qs
+        .iter()
+        .map(|q| {
+            let mut b = vec![(*q, radius)];
+            b.extend((0..7).map(|_| (random_hash(rng), radius)));
+            b.extend((0..2).map(|_| (flip_between(rng, q, 10, 30), radius)));
+            b
+        })
+        .collect();
+    let streams: Vec<Vec<(Hash256, u32)>> =
+        qs.chunks_exact(16).map(|c| c.iter().map(|q| (*q, radius)).collect()).collect();
+    let mut records = Vec::new();
+    for (shape, batches) in [("frame", frames), ("streams", streams)] {
+        let (mut single, mut batched) = (Vec::new(), Vec::new());
+        let mut exact = true;
+        for b in &batches {
+            let t = Instant::now();
+            let one_by_one: Vec<Vec<_>> = b.iter().map(|(q, r)| index.search(q, *r)).collect();
+            single.push(t.elapsed());
+            let t = Instant::now();
+            let together = index.search_batch(b);
+            batched.push(t.elapsed());
+            exact &= together == one_by_one;
+        }
+        single.sort_unstable();
+        batched.sort_unstable();
+        let size = batches.first().map_or(0, Vec::len);
+        let (s50, s99) = (percentile_ms(&single, 50.0), percentile_ms(&single, 99.0));
+        let (b50, b99) = (percentile_ms(&batched, 50.0), percentile_ms(&batched, 99.0));
+        println!(
+            "{:>10} {:>9}   batch of {size} ({shape}): one by one p50 {s50:.3} / p99 {s99:.3} ms, together {b50:.3} / {b99:.3} ms: {:.2}x at p50, {:.2}x at p99{}",
+            index.len(),
+            "",
+            s50 / b50,
+            s99 / b99,
+            if exact { "" } else { "  NOT EXACT" }
+        );
+        records.push(json!({
+            "shape": shape, "batch": size, "batches": batches.len(),
+            "one_by_one_p50_ms": s50, "one_by_one_p99_ms": s99,
+            "batched_p50_ms": b50, "batched_p99_ms": b99,
+            "speedup_p50": s50 / b50, "speedup_p99": s99 / b99, "exact_vs_one_by_one": exact,
+        }));
+    }
+    records
 }
 
 /// Runs scripts/bench_faiss.py on the same hashes and queries, returns its JSON.
