@@ -5,8 +5,8 @@
 use crate::Hash256;
 use crate::config::{BankAction, BankConfig};
 use crate::format;
-use crate::index::HashIndex;
-use crate::variants::FrameHashes;
+use crate::index::{HashIndex, Hit};
+use crate::variants::{FrameHashes, VariantHash};
 use std::path::PathBuf;
 use vigil_core::BankMatch;
 
@@ -138,27 +138,35 @@ impl Bank {
     }
 
     fn lookup_within(&self, hash: &Hash256, variant: &str, radius: u32) -> Vec<BankMatch> {
-        self.index
-            .search(hash, radius)
-            .into_iter()
-            .map(|hit| BankMatch {
-                bank: self.config.name.clone(),
-                id: self.ids.get(hit.id as usize).to_string(),
-                distance: hit.distance,
-                action: self.config.action.as_str().to_string(),
-                variant: variant.to_string(),
-            })
-            .collect()
+        self.index.search(hash, radius).into_iter().map(|hit| self.matched(hit, variant, self.config.action)).collect()
+    }
+
+    fn matched(&self, hit: Hit, variant: &str, action: BankAction) -> BankMatch {
+        BankMatch {
+            bank: self.config.name.clone(),
+            id: self.ids.get(hit.id as usize).to_string(),
+            distance: hit.distance,
+            action: action.as_str().to_string(),
+            variant: variant.to_string(),
+        }
     }
 
     /// Matches for a frame, over the variants this bank is configured to use; one
     /// match per banked row, at its nearest variant.
     pub fn lookup_frame(&self, frame: &FrameHashes) -> Vec<BankMatch> {
-        let mut all: Vec<BankMatch> = frame
-            .variants
+        // The variants are searched as one batch, which shares bucket reads and overlaps
+        // their cache misses (vigil bench hash: 1.4-1.7x faster than one by one at 10 M).
+        let used: Vec<&VariantHash> = frame.variants.iter().filter(|v| self.config.uses(&v.variant)).collect();
+        let queries: Vec<(Hash256, u32)> = used.iter().map(|v| (v.hash, self.config.radius_for(&v.variant))).collect();
+        let mut all: Vec<BankMatch> = used
             .iter()
-            .filter(|v| self.config.uses(&v.variant))
-            .flat_map(|v| self.lookup_within(&v.hash, &v.variant.name(), self.config.radius_for(&v.variant)))
+            .zip(self.index.search_batch(&queries))
+            .flat_map(|(v, hits)| {
+                let name = v.variant.name();
+                hits.into_iter()
+                    .map(|hit| self.matched(hit, &name, self.config.action_for(&v.variant, hit.distance)))
+                    .collect::<Vec<_>>()
+            })
             .collect();
         // Nearest first, then prefer the plain hash on ties; keep one per row id.
         all.sort_by_key(|m| (m.distance, m.variant != "original"));
@@ -249,24 +257,40 @@ mod tests {
     }
 
     #[test]
-    fn crop_variants_match_within_their_own_distance_only() {
+    fn crop_reach_matches_wider_but_only_for_review() {
         let banked: Hash256 = A.parse().unwrap();
-        let mut far = banked;
-        for k in 0..40 {
-            far.0[k / 8] ^= 1 << (k % 8);
-        }
-        // The same hash 40 bits away arrives as the plain frame hash and as a crop variant.
-        let mut fh = frame_of(far);
-        fh.variants.push(crate::variants::VariantHash { variant: crate::Variant::Crop { per_mille: 50 }, hash: far });
-        let default = bank(A, BankAction::Interrupt);
-        assert!(default.lookup_frame(&fh).is_empty(), "31 for every variant by default");
-        let cfg = BankConfig { crop_max_distance: Some(48), ..default.config.clone() };
-        let reaching = Bank::from_rows(cfg, format::parse(A).rows, 0);
-        let m = reaching.lookup_frame(&fh);
-        assert_eq!(m.len(), 1);
-        assert_eq!((m[0].variant.as_str(), m[0].distance), ("crop_5%", 40));
-        fh.variants.truncate(1);
-        assert!(reaching.lookup_frame(&fh).is_empty(), "the plain hash keeps max_distance");
+        let at = |bits: usize| {
+            let mut h = banked;
+            for k in 0..bits {
+                h.0[k / 8] ^= 1 << (k % 8);
+            }
+            h
+        };
+        // The same hash arrives as the plain frame hash and as a crop variant.
+        let frame = |h: Hash256| {
+            let mut fh = frame_of(h);
+            fh.variants.push(crate::variants::VariantHash { variant: crate::Variant::Crop { per_mille: 50 }, hash: h });
+            fh
+        };
+        let interrupt = bank(A, BankAction::Interrupt);
+        let m = interrupt.lookup_frame(&frame(at(40)));
+        assert_eq!(m.len(), 1, "{m:?}");
+        assert_eq!((m[0].variant.as_str(), m[0].distance, m[0].action.as_str()), ("crop_5%", 40, "review"));
+        let m = interrupt.lookup_frame(&frame(at(20)));
+        assert_eq!(
+            (m[0].variant.as_str(), m[0].action.as_str()),
+            ("original", "interrupt"),
+            "the plain hash wins ties"
+        );
+        assert!(interrupt.lookup_frame(&frame(at(47))).is_empty(), "beyond the reach");
+        assert!(interrupt.lookup_frame(&frame_of(at(40))).is_empty(), "the plain hash keeps max_distance");
+        let off = BankConfig { crop_max_distance: Some(31), ..interrupt.config.clone() };
+        assert!(Bank::from_rows(off, format::parse(A).rows, 0).lookup_frame(&frame(at(40))).is_empty());
+        // An allow bank does not reach: its wide match would have suppressed a real one.
+        let set = BankSet { banks: vec![bank(A, BankAction::Interrupt).into(), bank(A, BankAction::Allow).into()] };
+        let m = set.lookup(&frame(at(40)));
+        assert_eq!(m.len(), 1, "{m:?}");
+        assert_eq!((m[0].bank.as_str(), m[0].action.as_str()), ("Interrupt", "review"));
     }
 
     #[test]

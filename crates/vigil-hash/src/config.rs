@@ -59,12 +59,16 @@ pub struct BankConfig {
     /// Crop-reach variants: share cropped from each side (0.02 = 2%) to reach for.
     #[serde(default = "default_crops")]
     pub crops: Vec<f32>,
-    /// Distance at or below which a crop-reach variant matches (default: `max_distance`).
-    /// A crop loses the border for good, so a 5%-per-side crop lands 14–46 bits from its
-    /// banked original even after the reach (`vigil bench robustness`, README): 46
-    /// reaches all of them while unrelated photos stay 100+ bits away, and up to 47 the
-    /// index still probes cheaply (a crop query costs ~10x a radius-31 one). Opt in per bank.
-    #[serde(default)]
+    /// Distance at or below which a crop-reach variant matches (default 46, never below
+    /// `max_distance`). A crop loses the border for good, so a 5%-per-side crop lands
+    /// 14–46 bits from its banked original even after the reach (`vigil bench
+    /// robustness`, README): 46 reaches all of them while unrelated photos stay 100+
+    /// bits away, and up to 47 the index still probes cheaply.
+    ///
+    /// A crop match beyond `max_distance` is a *reach* match and is never acted on
+    /// alone: an `interrupt` bank's becomes `review` (a human decides; a false interrupt
+    /// punishes an innocent creator), and an `allow` bank does not reach at all (a wide
+    /// allow match would suppress a real one). Set it to `max_distance` to turn reach off.
     pub crop_max_distance: Option<u32>,
     /// A reload that keeps fewer than this share of the rows is refused and alarmed:
     /// a bank never shrinks silently (a truncated download, a wrong file).
@@ -81,6 +85,9 @@ fn default_true() -> bool {
 fn default_crops() -> Vec<f32> {
     vec![0.02, 0.05]
 }
+/// See [`BankConfig::crop_max_distance`].
+pub const DEFAULT_CROP_MAX_DISTANCE: u32 = 46;
+
 fn default_min_keep_fraction() -> f32 {
     0.5
 }
@@ -102,9 +109,20 @@ impl BankConfig {
 
     /// The distance at or below which `variant` matches in this bank.
     pub fn radius_for(&self, variant: &Variant) -> u32 {
+        match (variant, self.action) {
+            (Variant::Crop { .. }, BankAction::Interrupt | BankAction::Review) => {
+                self.crop_max_distance.unwrap_or(DEFAULT_CROP_MAX_DISTANCE).max(self.max_distance)
+            }
+            _ => self.max_distance,
+        }
+    }
+
+    /// What a match of `variant` at `distance` asks for: the bank's action, except
+    /// that a crop-reach match beyond `max_distance` is only ever reviewed.
+    pub fn action_for(&self, variant: &Variant, distance: u32) -> BankAction {
         match variant {
-            Variant::Crop { .. } => self.crop_max_distance.unwrap_or(self.max_distance),
-            Variant::Dihedral(_) => self.max_distance,
+            Variant::Crop { .. } if distance > self.max_distance => BankAction::Review,
+            _ => self.action,
         }
     }
 
@@ -174,13 +192,18 @@ impl HashConfig {
             if bank.path.as_os_str().is_empty() {
                 errors.push(format!("{at}.path: must not be empty"));
             }
-            if let Some(d) = bank.crop_max_distance
-                && !(bank.max_distance..=64).contains(&d)
-            {
-                errors.push(format!(
-                    "{at}.crop_max_distance: {d} is outside {}..=64 (max_distance up to where unrelated images begin)",
-                    bank.max_distance
-                ));
+            if let Some(d) = bank.crop_max_distance {
+                if !(bank.max_distance..=64).contains(&d) {
+                    errors.push(format!(
+                        "{at}.crop_max_distance: {d} is outside {}..=64 (max_distance up to where unrelated images begin)",
+                        bank.max_distance
+                    ));
+                } else if bank.action == BankAction::Allow && d > bank.max_distance {
+                    errors.push(format!(
+                        "{at}.crop_max_distance: an allow bank does not reach past max_distance ({}): a wide allow match would suppress a real one",
+                        bank.max_distance
+                    ));
+                }
             }
             for (j, c) in bank.crops.iter().enumerate() {
                 if !(*c > 0.0 && *c <= 0.2) {
@@ -212,5 +235,28 @@ mod tests {
             assert_eq!(errors.len(), 1, "{errors:?}");
             assert!(errors[0].starts_with("hash.banks[0].crop_max_distance:"), "{errors:?}");
         }
+        let mut allow = bank(Some(40));
+        allow.banks[0].action = BankAction::Allow;
+        let errors = allow.validate("hash");
+        assert!(errors.len() == 1 && errors[0].contains("allow bank does not reach"), "{errors:?}");
+        allow.banks[0].crop_max_distance = Some(31);
+        assert!(allow.validate("hash").is_empty());
+    }
+
+    #[test]
+    fn crop_reach_is_reviewed_and_allow_banks_do_not_reach() {
+        let crop = Variant::Crop { per_mille: 50 };
+        let plain = Variant::Dihedral(crate::pdq::Dihedral::Original);
+        let interrupt = BankConfig::for_path("b.csv");
+        assert_eq!((interrupt.radius_for(&crop), interrupt.radius_for(&plain)), (DEFAULT_CROP_MAX_DISTANCE, 31));
+        assert_eq!(interrupt.action_for(&crop, 31), BankAction::Interrupt);
+        assert_eq!(interrupt.action_for(&crop, 32), BankAction::Review);
+        assert_eq!(interrupt.action_for(&plain, 31), BankAction::Interrupt);
+        let allow = BankConfig { action: BankAction::Allow, ..BankConfig::for_path("a.csv") };
+        assert_eq!(allow.radius_for(&crop), 31);
+        let off = BankConfig { crop_max_distance: Some(31), ..BankConfig::for_path("b.csv") };
+        assert_eq!(off.radius_for(&crop), 31);
+        let wide = BankConfig { max_distance: 50, ..BankConfig::for_path("b.csv") };
+        assert_eq!(wide.radius_for(&crop), 50, "never below max_distance");
     }
 }

@@ -14,6 +14,7 @@ pub mod index;
 pub mod metrics;
 pub mod pdq;
 mod store;
+pub mod synthetic;
 pub mod variants;
 
 pub use bank::{BadLine, Bank, BankError, BankSet, BankStats};
