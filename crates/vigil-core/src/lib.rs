@@ -6,8 +6,10 @@
 
 pub mod alert;
 mod frame;
+pub mod seeded;
 mod signals;
 
 pub use alert::{Alert, AlertContext, AlertEvent, EvidenceFrame, Explanation, InterruptCommand, ModelRef};
 pub use frame::{Frame, StreamId};
+pub use seeded::SeededRng;
 pub use signals::{AgeEstimate, BankMatch, Detection, FaceSignal, FrameSignals, PdqSignal, Unscanned, Verdict};

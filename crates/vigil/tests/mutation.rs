@@ -15,6 +15,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
+use vigil_core::SeededRng;
 use vigil_media::SampleConfig;
 use vigil_media::isolate::protocol::{ChildEvent, FromChild};
 use vigil_media::isolate::{ChildSource, ChildSpec};
@@ -22,21 +23,7 @@ use vigil_media::isolate::{ChildSource, ChildSpec};
 const MUTANTS_PER_SEED: usize = 500;
 const CHILD_TIMEOUT: Duration = Duration::from_secs(20);
 
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n.max(1) as u64) as usize
-    }
-}
-
-fn mutate(seed: &[u8], rng: &mut Rng) -> Vec<u8> {
+fn mutate(seed: &[u8], rng: &mut SeededRng) -> Vec<u8> {
     let mut d = seed.to_vec();
     for _ in 0..1 + rng.below(4) {
         let len = d.len().max(1);
@@ -69,7 +56,7 @@ fn mutate(seed: &[u8], rng: &mut Rng) -> Vec<u8> {
             }
             _ => {
                 let at = rng.below(len).min(d.len());
-                let junk: Vec<u8> = (0..1 + rng.below(512)).map(|_| rng.next() as u8).collect();
+                let junk: Vec<u8> = (0..1 + rng.below(512)).map(|_| rng.next_u64() as u8).collect();
                 d.splice(at..at, junk);
             }
         }
@@ -172,7 +159,7 @@ fn seed_clip(dir: &Path, name: &str, mux: &str) -> PathBuf {
 fn a_thousand_mutated_files_each_end_their_own_decoder_cleanly() {
     let dir = tempfile::tempdir().unwrap();
     let seeds = [seed_clip(dir.path(), "seed.flv", "flvmux"), seed_clip(dir.path(), "seed.mp4", "mp4mux")];
-    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+    let mut rng = SeededRng::new(0x9e37_79b9_7f4a_7c15);
     let mut files = Vec::new();
     for seed in &seeds {
         let bytes = std::fs::read(seed).unwrap();
