@@ -4,11 +4,14 @@
 //! - [`keys`]: who may publish (static keys or HMAC-signed ones with an expiry).
 //! - [`guard`]: a strict chunk-stream check in front of the protocol library.
 //! - [`whip`]: the WHIP endpoint (WebRTC publishes; `webrtcbin` runs in the child).
+//! - [`http`]: the accept loop of the worker's HTTP listeners (WHIP and admin), with a
+//!   header-read deadline and a connection cap.
 //!
 //! Pulled sources (rtmp://, rtsp://, srt://, HLS, file://) need no server: their decode
 //! child opens the URL itself (see [`crate::isolate`]).
 
 pub mod guard;
+pub mod http;
 pub mod keys;
 pub mod rtmp;
 pub mod whip;

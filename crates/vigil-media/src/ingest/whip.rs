@@ -104,13 +104,11 @@ impl WhipServer {
                     Ok(l) => l,
                     Err(e) => return tracing::error!("whip: {e}"),
                 };
-                let serve = axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
-                    .with_graceful_shutdown(async {
-                        let _ = rx.await;
-                    });
-                if let Err(e) = serve.await {
-                    tracing::error!("whip: {e}");
-                }
+                let limits = super::http::HttpLimits { drain_timeout: STOP_GRACE, ..Default::default() };
+                super::http::serve(listener, app, limits, async {
+                    let _ = rx.await;
+                })
+                .await;
             });
             let _ = done_tx.send(());
         })?;

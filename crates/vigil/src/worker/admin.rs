@@ -15,6 +15,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use vigil_hash::BankStore;
+use vigil_media::ingest::http::{HttpLimits, serve};
 
 pub struct AdminState {
     /// `None` when the worker could not start its pipeline (see `not_ready`).
@@ -45,11 +46,8 @@ pub fn start(listen: &str, state: Arc<AdminState>) -> anyhow::Result<SocketAddr>
                 .route("/admin/drain", post(drain))
                 .with_state(state);
             match tokio::net::TcpListener::from_std(std_listener) {
-                Ok(l) => {
-                    if let Err(e) = axum::serve(l, app).await {
-                        tracing::error!("admin server: {e}");
-                    }
-                }
+                // Serves until the process exits; the same hardened loop as WHIP.
+                Ok(l) => serve(l, app, HttpLimits::default(), std::future::pending()).await,
                 Err(e) => tracing::error!("admin server: {e}"),
             }
         })
