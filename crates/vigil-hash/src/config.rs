@@ -87,6 +87,9 @@ fn default_crops() -> Vec<f32> {
 }
 /// See [`BankConfig::crop_max_distance`].
 pub const DEFAULT_CROP_MAX_DISTANCE: u32 = 46;
+/// The widest crop reach accepted: the index probes radius 40..=47 at one cost, and
+/// from 48 at about three times that (`vigil bench robustness`).
+pub const MAX_CROP_MAX_DISTANCE: u32 = 47;
 
 fn default_min_keep_fraction() -> f32 {
     0.5
@@ -193,10 +196,11 @@ impl HashConfig {
                 errors.push(format!("{at}.path: must not be empty"));
             }
             if let Some(d) = bank.crop_max_distance {
-                if !(bank.max_distance..=64).contains(&d) {
+                if !(bank.max_distance..=MAX_CROP_MAX_DISTANCE.max(bank.max_distance)).contains(&d) {
                     errors.push(format!(
-                        "{at}.crop_max_distance: {d} is outside {}..=64 (max_distance up to where unrelated images begin)",
-                        bank.max_distance
+                        "{at}.crop_max_distance: {d} is outside {}..={} (past {MAX_CROP_MAX_DISTANCE} every crop query of every frame costs several times more index work)",
+                        bank.max_distance,
+                        MAX_CROP_MAX_DISTANCE.max(bank.max_distance)
                     ));
                 } else if bank.action == BankAction::Allow && d > bank.max_distance {
                     errors.push(format!(
@@ -230,7 +234,7 @@ mod tests {
         };
         assert!(bank(None).validate("hash").is_empty());
         assert!(bank(Some(46)).validate("hash").is_empty());
-        for bad in [20, 65] {
+        for bad in [20, 48] {
             let errors = bank(Some(bad)).validate("hash");
             assert_eq!(errors.len(), 1, "{errors:?}");
             assert!(errors[0].starts_with("hash.banks[0].crop_max_distance:"), "{errors:?}");

@@ -29,6 +29,8 @@ const BUCKETS: usize = 1 << 16;
 const MAX_PROBE_RADIUS: u32 = 3;
 /// Queries searched together at most (a probe names its query in 16 bits).
 const MAX_BATCH: usize = 1024;
+/// Candidate capacity a thread keeps per batch slot between searches.
+const KEEP_CANDIDATES: usize = 1 << 16;
 
 struct Table {
     /// Bucket `k` holds entries `offsets[k]..offsets[k + 1]`.
@@ -158,17 +160,16 @@ impl HashIndex {
     /// clustered bank costs each query only its own repeats.
     pub fn search_batch(&self, queries: &[(Hash256, u32)]) -> Vec<Vec<Hit>> {
         let mut unique: Vec<(Hash256, u32)> = Vec::with_capacity(queries.len());
+        let mut position: std::collections::HashMap<Hash256, usize> = std::collections::HashMap::new();
         let slots: Vec<usize> = queries
             .iter()
-            .map(|&(hash, radius)| match unique.iter().position(|(u, _)| *u == hash) {
-                Some(i) => {
-                    unique[i].1 = unique[i].1.max(radius);
-                    i
-                }
-                None => {
-                    unique.push((hash, radius));
+            .map(|&(hash, radius)| {
+                let i = *position.entry(hash).or_insert_with(|| {
+                    unique.push((hash, 0));
                     unique.len() - 1
-                }
+                });
+                unique[i].1 = unique[i].1.max(radius);
+                i
             })
             .collect();
         let answers: Vec<Vec<Hit>> = unique.chunks(MAX_BATCH).flat_map(|chunk| self.search_unique(chunk)).collect();
@@ -194,6 +195,13 @@ impl HashIndex {
         }
         SCRATCH.with_borrow_mut(|s| {
             let Scratch { marks, touched, probes, bounds, survivors, candidates } = s;
+            // Normally empty; after a search that unwound midway, its marks must not hide
+            // matches from the next one.
+            for id in touched.drain(..) {
+                marks[(id / 64) as usize] = 0;
+            }
+            survivors.clear();
+            candidates.iter_mut().for_each(Vec::clear);
             let words_needed = self.hashes.len().div_ceil(64);
             if marks.len() < words_needed {
                 marks.resize(words_needed, 0);
@@ -265,6 +273,10 @@ impl HashIndex {
                     }
                 }
                 candidates[j].clear();
+                if candidates[j].capacity() > KEEP_CANDIDATES {
+                    // One query into a dense cluster should not pin its memory for ever.
+                    candidates[j].shrink_to(KEEP_CANDIDATES);
+                }
                 for id in touched.drain(..) {
                     marks[(id / 64) as usize] = 0;
                 }

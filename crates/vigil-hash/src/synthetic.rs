@@ -28,7 +28,8 @@ pub fn flip_exactly(rng: &mut SeededRng, h: &Hash256, bits: u32) -> Hash256 {
 
 /// `h` with between `min_bits` and `max_bits` bits flipped, uniformly many.
 pub fn flip_between(rng: &mut SeededRng, h: &Hash256, min_bits: u32, max_bits: u32) -> Hash256 {
-    let bits = min_bits + rng.below((max_bits.saturating_sub(min_bits) + 1) as usize) as u32;
+    let span = max_bits.saturating_sub(min_bits) as usize;
+    let bits = min_bits.saturating_add(rng.below(span.saturating_add(1)) as u32);
     flip_exactly(rng, h, bits)
 }
 

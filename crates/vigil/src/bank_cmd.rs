@@ -6,7 +6,8 @@ use anyhow::Context;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Instant;
-use vigil_hash::{Bank, BankConfig, Hash256, VariantHasher};
+use vigil_hash::variants::VariantHash;
+use vigil_hash::{Bank, BankConfig, FrameHashes, Hash256, Variant, VariantHasher};
 
 #[derive(clap::Subcommand)]
 pub enum BankCommand {
@@ -89,26 +90,27 @@ pub fn run(config: Option<&Path>, cmd: BankCommand) -> anyhow::Result<ExitCode> 
             let configs = files.configs(&cfg);
             anyhow::ensure!(!configs.is_empty(), "no banks: name bank files or configure [[hash.banks]]");
             let crops: Vec<f32> = configs.iter().flat_map(|c| c.crops.clone()).collect();
-            let hashes = match (hash, image) {
+            // The worker's own lookup: every variant at its bank's distance, crop reach
+            // reported as review, one match per banked row.
+            let frame = match (hash, image) {
                 (Some(h), _) => {
                     let h: Hash256 = h.parse().context("--hash")?;
-                    vec![("original".to_string(), h)]
+                    let variant = Variant::Dihedral(vigil_hash::Dihedral::Original);
+                    let pdq = vigil_hash::PdqOutput { hash: h, quality: 100 };
+                    FrameHashes { pdq, variants: vec![VariantHash { variant, hash: h }] }
                 }
                 (None, Some(img)) => {
                     let frame = Input::open(&img, &cfg.media)?.next().context("no frame in --image")??;
-                    let all = VariantHasher::new(&crops).hash(&frame.rgb, frame.width as usize, frame.height as usize);
-                    all.variants.iter().map(|v| (v.variant.name(), v.hash)).collect()
+                    VariantHasher::new(&crops).hash(&frame.rgb, frame.width as usize, frame.height as usize)
                 }
                 (None, None) => anyhow::bail!("give --hash HEX or --image FILE"),
             };
             let mut found = false;
             for c in configs {
                 let (bank, _) = Bank::load(&c)?;
-                for (variant, h) in &hashes {
-                    for m in bank.lookup_hash(h, variant) {
-                        found = true;
-                        out(serde_json::to_value(&m)?);
-                    }
+                for m in bank.lookup_frame(&frame) {
+                    found = true;
+                    out(serde_json::to_value(&m)?);
                 }
             }
             Ok(if found { ExitCode::from(1) } else { ExitCode::SUCCESS })

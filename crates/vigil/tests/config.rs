@@ -47,12 +47,13 @@ fn a_broken_ingest_section_names_each_mistake() {
     assert_validate_names(
         "[ingest.rtmp]\nlisten = \"127.0.0.1:1935\"\nstream_keys = { a = \"long-enough-key\" }\n\
          [ingest.whip]\nlisten = \"127.0.0.1:1935\"\nstun_server = \"stun.example\"\n\
-         stream_keys = { b = \"short\" }\n",
+         stream_keys = { b = \"short\" }\nmax_connections_per_ip = 0\n",
         &[
-            "3 error(s)",
+            "4 error(s)",
             "ingest.whip.listen: \"127.0.0.1:1935\" is also the RTMP address",
             "ingest.whip.stun_server",
             "ingest.whip.stream_keys.b: a key needs at least 8 characters",
+            "ingest.whip.max_connections_per_ip: 0 is outside 1..=256",
         ],
     );
 }

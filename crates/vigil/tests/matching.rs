@@ -54,6 +54,27 @@ fn copy_cropped_five_percent_per_side_matches_through_crop_reach() {
     assert!(distance <= 31);
 }
 
+#[test]
+fn a_crop_beyond_thirty_one_bits_is_reached_for_review_never_interrupt() {
+    // scikit-image's cat photo loses enough to a 5% crop to land past 31 bits even after
+    // the crop reach (38 here): the reach tier finds it, and a human decides.
+    let dir = tempfile::tempdir().unwrap();
+    let cat = cache_dir().join("testdata/skimage/chelsea.png");
+    let bank = bank_file(dir.path(), &format!("{}\n", pdq_of(&cat)));
+    let crop = "videoscale ! video/x-raw,width=450,height=300 ! videocrop left=22 right=22 top=15 bottom=15 \
+                ! videoscale ! video/x-raw,width=450,height=300";
+    let clip = transformed_clip(dir.path(), &cat, "cat-crop5.mp4", 2, 300, crop, "mp4mux");
+    let out = vigil(&["scan", "--bank", bank.to_str().unwrap(), clip.to_str().unwrap()]);
+    let recs = stdout_json(&out);
+    let frame = &frames(&recs)[0];
+    let m = &frame["bank_matches"][0];
+    let distance = m["distance"].as_u64().unwrap();
+    assert!((32..=46).contains(&distance), "{m}");
+    assert_eq!((m["variant"].as_str(), m["action"].as_str()), (Some("crop_5%"), Some("review")), "{m}");
+    assert_eq!(frame["verdict"], "review", "{frame}");
+    assert!(recs.iter().all(|r| r["type"] != "interrupt"), "a reach match never interrupts");
+}
+
 fn hamming(a: &str, b: &str) -> u32 {
     let (a, b) = (hex_bytes(a), hex_bytes(b));
     a.iter().zip(&b).map(|(x, y)| (x ^ y).count_ones()).sum()

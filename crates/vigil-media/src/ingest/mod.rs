@@ -73,6 +73,15 @@ pub struct WhipConfig {
     /// own network. On for a LAN deployment (and the tests' network namespace).
     #[serde(default)]
     pub private_candidates: bool,
+    /// Connections one address may hold open at once (a few hosts opening silent
+    /// sockets must not lock every publisher out). Behind a TLS proxy every connection
+    /// comes from the proxy: raise this to cover its connection pool.
+    #[serde(default = "default_whip_connections_per_ip")]
+    pub max_connections_per_ip: usize,
+}
+
+fn default_whip_connections_per_ip() -> usize {
+    http::HttpLimits::default().max_connections_per_ip
 }
 
 /// Current time for key expiry checks.
@@ -165,6 +174,13 @@ impl IngestConfig {
                 && !stun.strip_prefix("stun://").is_some_and(|h| h.contains(':') && !h.contains('/'))
             {
                 e.push(format!("{prefix}.whip.stun_server: {stun:?} is not stun://host:port"));
+            }
+            let most = http::HttpLimits::default().max_connections;
+            if !(1..=most).contains(&w.max_connections_per_ip) {
+                e.push(format!(
+                    "{prefix}.whip.max_connections_per_ip: {} is outside 1..={most} (the listener's whole cap)",
+                    w.max_connections_per_ip
+                ));
             }
         }
         let mut names = std::collections::BTreeSet::new();

@@ -91,6 +91,7 @@ impl WhipServer {
             admission,
             sessions: Mutex::new(HashMap::new()),
         });
+        let per_ip = cfg.max_connections_per_ip;
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let (done_tx, done_rx) = std::sync::mpsc::channel();
@@ -104,7 +105,10 @@ impl WhipServer {
                     Ok(l) => l,
                     Err(e) => return tracing::error!("whip: {e}"),
                 };
-                let limits = super::http::HttpLimits { drain_timeout: STOP_GRACE, ..Default::default() };
+                // Drains within stop()'s wait, so a clean drain is not reported as stuck.
+                let drain_timeout = STOP_GRACE.saturating_sub(std::time::Duration::from_secs(1));
+                let limits =
+                    super::http::HttpLimits { drain_timeout, max_connections_per_ip: per_ip, ..Default::default() };
                 super::http::serve(listener, app, limits, async {
                     let _ = rx.await;
                 })
