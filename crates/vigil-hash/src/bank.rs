@@ -154,8 +154,7 @@ impl Bank {
     /// Matches for a frame, over the variants this bank is configured to use; one
     /// match per banked row, at its nearest variant.
     pub fn lookup_frame(&self, frame: &FrameHashes) -> Vec<BankMatch> {
-        // The variants are searched as one batch, which shares bucket reads and overlaps
-        // their cache misses (vigil bench hash, README).
+        // One batch: coinciding variants (a symmetric frame) are searched once.
         let used: Vec<&VariantHash> = frame.variants.iter().filter(|v| self.config.uses(&v.variant)).collect();
         let queries: Vec<(Hash256, u32)> = used.iter().map(|v| (v.hash, self.config.radius_for(&v.variant))).collect();
         let mut all: Vec<BankMatch> = used
