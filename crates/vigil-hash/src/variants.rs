@@ -51,6 +51,8 @@ pub struct VariantHasher {
     pdq: PdqHasher,
     scratch: Vec<u8>,
     crops_per_mille: Vec<u16>,
+    /// One sampling map per crop, rebuilt only when the frame size changes.
+    maps: Vec<Option<CropMap>>,
 }
 
 impl VariantHasher {
@@ -60,7 +62,8 @@ impl VariantHasher {
             crop_fractions.iter().map(|f| (f * 1000.0).round().clamp(1.0, 400.0) as u16).collect();
         crops_per_mille.sort_unstable();
         crops_per_mille.dedup();
-        Self { pdq: PdqHasher::new(), scratch: Vec::new(), crops_per_mille }
+        let maps = crops_per_mille.iter().map(|_| None).collect();
+        Self { pdq: PdqHasher::new(), scratch: Vec::new(), crops_per_mille, maps }
     }
 
     pub fn hash(&mut self, rgb: &[u8], width: usize, height: usize) -> FrameHashes {
@@ -71,8 +74,12 @@ impl VariantHasher {
             .map(|(d, out)| VariantHash { variant: Variant::Dihedral(*d), hash: out.hash })
             .collect();
         let canvas = crop_canvas(width, height);
-        for &pm in &self.crops_per_mille {
-            shrink_and_pad(rgb, (width, height), pm as f32 / 1000.0, canvas, &mut self.scratch);
+        for (&pm, slot) in self.crops_per_mille.iter().zip(self.maps.iter_mut()) {
+            let map = match slot {
+                Some(map) if map.frame == (width, height) => map,
+                _ => slot.insert(CropMap::new((width, height), pm as f32 / 1000.0, canvas)),
+            };
+            map.draw(rgb, &mut self.scratch);
             let out = self.pdq.hash_rgb(&self.scratch, canvas.0, canvas.1);
             variants.push(VariantHash { variant: Variant::Crop { per_mille: pm }, hash: out.hash });
         }
@@ -97,36 +104,51 @@ pub fn crop_canvas(width: usize, height: usize) -> (usize, usize) {
 
 /// Writes into `out` (an `ow`×`oh` RGB canvas) the frame scaled by `1 - 2 * fraction`
 /// about its centre, the border filled by replicating the edge pixels (sampling clamps
-/// to the frame). Coordinates are precomputed per column, so the loop is a gather.
-pub fn shrink_and_pad(
-    rgb: &[u8],
-    (width, height): (usize, usize),
-    fraction: f32,
-    (ow, oh): (usize, usize),
-    out: &mut Vec<u8>,
-) {
-    out.resize(ow * oh * 3, 0);
-    let s = 1.0 - 2.0 * fraction;
-    let axis = |n_out: usize, n_in: usize| -> Vec<(usize, usize, f32)> {
-        let (fo, fi) = (n_out as f32, n_in as f32);
-        (0..n_out)
-            .map(|i| {
-                let pos = (i as f32 + 0.5) * fi / fo;
-                let src = ((pos - fi * fraction) / s - 0.5).clamp(0.0, fi - 1.0);
-                let i0 = src.floor() as usize;
-                (i0, (i0 + 1).min(n_in - 1), src - i0 as f32)
-            })
-            .collect()
-    };
-    let (xs, ys) = (axis(ow, width), axis(oh, height));
-    for (y, &(y0, y1, ay)) in ys.iter().enumerate() {
-        let (r0, r1) = (&rgb[y0 * width * 3..(y0 + 1) * width * 3], &rgb[y1 * width * 3..(y1 + 1) * width * 3]);
-        let row = &mut out[y * ow * 3..(y + 1) * ow * 3];
-        for (x, &(x0, x1, ax)) in xs.iter().enumerate() {
-            for c in 0..3 {
-                let top = r0[x0 * 3 + c] as f32 * (1.0 - ax) + r0[x1 * 3 + c] as f32 * ax;
-                let bottom = r1[x0 * 3 + c] as f32 * (1.0 - ax) + r1[x1 * 3 + c] as f32 * ax;
-                row[x * 3 + c] = (top + (bottom - top) * ay + 0.5) as u8;
+/// to the frame).
+pub fn shrink_and_pad(rgb: &[u8], frame: (usize, usize), fraction: f32, canvas: (usize, usize), out: &mut Vec<u8>) {
+    CropMap::new(frame, fraction, canvas).draw(rgb, out);
+}
+
+/// Where each pixel of a crop-reach canvas samples the frame: per column and per row,
+/// the two neighbouring source indices and the blend weight. A stream's frames keep
+/// their size, so the map is built once and drawing a variant is a plain gather, with
+/// no allocation per frame.
+struct CropMap {
+    frame: (usize, usize),
+    canvas: (usize, usize),
+    xs: Vec<(usize, usize, f32)>,
+    ys: Vec<(usize, usize, f32)>,
+}
+
+impl CropMap {
+    fn new((width, height): (usize, usize), fraction: f32, (ow, oh): (usize, usize)) -> CropMap {
+        let s = 1.0 - 2.0 * fraction;
+        let axis = |n_out: usize, n_in: usize| -> Vec<(usize, usize, f32)> {
+            let (fo, fi) = (n_out as f32, n_in as f32);
+            (0..n_out)
+                .map(|i| {
+                    let pos = (i as f32 + 0.5) * fi / fo;
+                    let src = ((pos - fi * fraction) / s - 0.5).clamp(0.0, fi - 1.0);
+                    let i0 = src.floor() as usize;
+                    (i0, (i0 + 1).min(n_in - 1), src - i0 as f32)
+                })
+                .collect()
+        };
+        CropMap { frame: (width, height), canvas: (ow, oh), xs: axis(ow, width), ys: axis(oh, height) }
+    }
+
+    fn draw(&self, rgb: &[u8], out: &mut Vec<u8>) {
+        let ((width, _), (ow, oh)) = (self.frame, self.canvas);
+        out.resize(ow * oh * 3, 0);
+        for (y, &(y0, y1, ay)) in self.ys.iter().enumerate() {
+            let (r0, r1) = (&rgb[y0 * width * 3..(y0 + 1) * width * 3], &rgb[y1 * width * 3..(y1 + 1) * width * 3]);
+            let row = &mut out[y * ow * 3..(y + 1) * ow * 3];
+            for (x, &(x0, x1, ax)) in self.xs.iter().enumerate() {
+                for c in 0..3 {
+                    let top = r0[x0 * 3 + c] as f32 * (1.0 - ax) + r0[x1 * 3 + c] as f32 * ax;
+                    let bottom = r1[x0 * 3 + c] as f32 * (1.0 - ax) + r1[x1 * 3 + c] as f32 * ax;
+                    row[x * 3 + c] = (top + (bottom - top) * ay + 0.5) as u8;
+                }
             }
         }
     }
@@ -153,6 +175,16 @@ mod tests {
         assert_eq!(out.len(), rgb.len());
         assert_eq!(out[0], 0, "left edge replicated");
         assert_eq!(out[9 * 3], 255, "right edge replicated");
+    }
+
+    #[test]
+    fn cached_crop_maps_follow_a_change_of_frame_size() {
+        let frame = |w: usize, h: usize| -> Vec<u8> { (0..w * h * 3).map(|i| (i * 31 % 253) as u8).collect() };
+        let mut reused = VariantHasher::new(&[0.05]);
+        for (w, h) in [(64, 48), (64, 48), (80, 60), (64, 48)] {
+            let fresh = VariantHasher::new(&[0.05]).hash(&frame(w, h), w, h);
+            assert_eq!(reused.hash(&frame(w, h), w, h).variants, fresh.variants, "{w}x{h}");
+        }
     }
 
     #[test]
