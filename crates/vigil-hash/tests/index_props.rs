@@ -18,6 +18,13 @@ fn flipped(base: &Hash256, bits: &[u8]) -> Hash256 {
     h
 }
 
+/// A bank of random hashes plus near-duplicates of `centre` (one per list of flips).
+fn bank_around(centre: &Hash256, randoms: Vec<Hash256>, near: &[Vec<u8>]) -> Vec<Hash256> {
+    let mut bank = randoms;
+    bank.extend(near.iter().map(|bits| flipped(centre, bits)));
+    bank
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(64))]
 
@@ -29,8 +36,7 @@ proptest! {
         query_flips in prop::collection::vec(any::<u8>(), 0..40),
         radius in 0u32..70,
     ) {
-        let mut bank = randoms;
-        bank.extend(near.iter().map(|bits| flipped(&centre, bits)));
+        let bank = bank_around(&centre, randoms, &near);
         let index = HashIndex::build(bank.clone());
         let query = flipped(&centre, &query_flips);
         prop_assert_eq!(index.search(&query, radius), linear_scan(&bank, &query, radius));
@@ -51,8 +57,7 @@ proptest! {
         batch in prop::collection::vec((prop::collection::vec(any::<u8>(), 0..40), 0u32..70), 0..12),
         repeat in any::<prop::sample::Index>(),
     ) {
-        let mut bank = randoms;
-        bank.extend(near.iter().map(|bits| flipped(&centre, bits)));
+        let bank = bank_around(&centre, randoms, &near);
         let index = HashIndex::build(bank.clone());
         let mut queries: Vec<(Hash256, u32)> =
             batch.iter().map(|(bits, radius)| (flipped(&centre, bits), *radius)).collect();

@@ -42,3 +42,17 @@ pub fn percentile_ms(sorted: &[Duration], p: f64) -> f64 {
     let i = ((p / 100.0) * (sorted.len() - 1) as f64).round() as usize;
     sorted[i].as_secs_f64() * 1000.0
 }
+
+/// Times `f` once per item; the p50 and p99, in milliseconds.
+pub fn p50_p99_ms<T>(items: impl IntoIterator<Item = T>, mut f: impl FnMut(T)) -> (f64, f64) {
+    let mut times: Vec<Duration> = items
+        .into_iter()
+        .map(|item| {
+            let start = std::time::Instant::now();
+            f(item);
+            start.elapsed()
+        })
+        .collect();
+    times.sort_unstable();
+    (percentile_ms(&times, 50.0), percentile_ms(&times, 99.0))
+}

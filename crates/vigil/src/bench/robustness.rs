@@ -9,7 +9,7 @@
 //! images are correlated, so this is the telling number), and against a bank of
 //! 1,000,000 random PDQ hashes. Costs: variant hashing against plain PDQ, per frame.
 
-use super::percentile_ms;
+use super::{p50_p99_ms, percentile_ms};
 use anyhow::Context;
 use image_hasher::{HashAlg, HasherConfig, ImageHash};
 use std::path::{Path, PathBuf};
@@ -297,16 +297,9 @@ pub fn run(args: RobustnessArgs, cache: &Path) -> anyhow::Result<ExitCode> {
     let crop_queries: Vec<&Hash256> = all_frames.iter().flat_map(|(_, h, _)| h.iter().skip(DIHEDRAL.len())).collect();
     if crop_r != PDQ_MATCH && !crop_queries.is_empty() {
         let timed = |radius: u32| {
-            let mut t: Vec<Duration> = crop_queries
-                .iter()
-                .map(|q| {
-                    let start = Instant::now();
-                    std::hint::black_box(index.search(q, radius));
-                    start.elapsed()
-                })
-                .collect();
-            t.sort_unstable();
-            (percentile_ms(&t, 50.0), percentile_ms(&t, 99.0))
+            p50_p99_ms(&crop_queries, |q| {
+                std::hint::black_box(index.search(q, radius));
+            })
         };
         let ((b50, b99), (c50, c99)) = (timed(PDQ_MATCH), timed(crop_r));
         println!(
@@ -317,18 +310,13 @@ pub fn run(args: RobustnessArgs, cache: &Path) -> anyhow::Result<ExitCode> {
         );
         // What a bank pays per frame: all its variants as one batch, with and without reach.
         let per_frame = |reach: u32| {
-            let mut t: Vec<Duration> = all_frames
+            let batches: Vec<Vec<(Hash256, u32)>> = all_frames
                 .iter()
-                .map(|(_, hashes, _)| {
-                    let batch: Vec<(Hash256, u32)> =
-                        hashes.iter().enumerate().map(|(k, h)| (*h, variant_radius(k, reach))).collect();
-                    let start = Instant::now();
-                    std::hint::black_box(index.search_batch(&batch));
-                    start.elapsed()
-                })
+                .map(|(_, hashes, _)| hashes.iter().enumerate().map(|(k, h)| (*h, variant_radius(k, reach))).collect())
                 .collect();
-            t.sort_unstable();
-            (percentile_ms(&t, 50.0), percentile_ms(&t, 99.0))
+            p50_p99_ms(&batches, |batch| {
+                std::hint::black_box(index.search_batch(batch));
+            })
         };
         let ((f50, f99), (r50, r99)) = (per_frame(PDQ_MATCH), per_frame(crop_r));
         println!(
