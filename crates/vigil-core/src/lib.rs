@@ -6,6 +6,8 @@
 
 pub mod alert;
 mod frame;
+pub mod ids;
+pub mod redact;
 pub mod seeded;
 mod signals;
 

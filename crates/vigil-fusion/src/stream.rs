@@ -25,6 +25,10 @@ pub enum Sampling {
 /// An incident: one per continuous episode of risk on a stream; its id is the alert id.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Incident {
+    /// `STREAM@SESSION#N`: the Nth incident of this session of the stream. A publisher
+    /// who reconnects gets a new session, so showing the same material from pts 0 again
+    /// opens a new incident with a new id (and a new command id) instead of one that
+    /// consumers would drop as a duplicate.
     pub id: String,
     pub stream: StreamId,
     pub decision: Decision,
@@ -105,6 +109,9 @@ struct Sample {
 pub struct StreamFusion {
     policy: Arc<Policy>,
     stream: StreamId,
+    session: String,
+    /// Incidents opened in this session so far.
+    incidents_opened: u64,
     window: VecDeque<Sample>,
     /// Per rule: its decayed score (rules with a `decay` window only).
     scores: Vec<f64>,
@@ -114,12 +121,16 @@ pub struct StreamFusion {
 }
 
 impl StreamFusion {
-    pub fn new(policy: Arc<Policy>, stream: StreamId) -> Self {
+    /// `session` names this run of the stream (a publish, a pull, a scan); incident ids
+    /// are unique per session and incident.
+    pub fn new(policy: Arc<Policy>, stream: StreamId, session: String) -> Self {
         let cap = policy.window();
         let scores = vec![0.0; policy.rule.len()];
         StreamFusion {
             policy,
             stream,
+            session,
+            incidents_opened: 0,
             window: VecDeque::with_capacity(cap),
             scores,
             last_pts_ms: None,
@@ -164,8 +175,9 @@ impl StreamFusion {
         self.clear_streak = if conditions.is_empty() { self.clear_streak + 1 } else { 0 };
         match (fired, self.incident.as_mut()) {
             (Some(rule), None) => {
+                self.incidents_opened += 1;
                 let incident = Incident {
-                    id: format!("{}@{}", self.stream, s.pts_ms),
+                    id: format!("{}@{}#{}", self.stream, self.session, self.incidents_opened),
                     stream: self.stream.clone(),
                     decision: rule.decision,
                     rule: rule.name.clone(),

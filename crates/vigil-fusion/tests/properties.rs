@@ -65,8 +65,37 @@ fn signals(i: usize, s: &Sample) -> FrameSignals {
 }
 
 fn run(seq: &[Sample]) -> Vec<Outcome> {
-    let mut f = StreamFusion::new(Arc::new(Policy::embedded_default()), StreamId("s".into()));
+    run_session(seq, "sess-1")
+}
+
+fn run_session(seq: &[Sample], session: &str) -> Vec<Outcome> {
+    let mut f = StreamFusion::new(Arc::new(Policy::embedded_default()), StreamId("s".into()), session.into());
     seq.iter().enumerate().map(|(i, s)| f.observe(&signals(i, s))).collect()
+}
+
+fn incident_ids(outcomes: &[Outcome]) -> Vec<String> {
+    outcomes
+        .iter()
+        .flat_map(|o| &o.events)
+        .map(|e| match e {
+            Event::Opened(i) | Event::Escalated(i) | Event::Closed(i) => i.id.clone(),
+        })
+        .collect()
+}
+
+/// A publisher who is cut, reconnects with the same key and shows the same material
+/// from pts 0 is a new session: every incident id differs from the first session's,
+/// so neither the alert nor its interrupt command is dropped as a duplicate.
+#[test]
+fn a_new_session_of_the_same_stream_gets_new_incident_ids() {
+    let abuse = Sample { bank: 1, exposure: None, p_minor: None, nsfw: 0.0, unscanned: false };
+    let seq = vec![abuse; 5];
+    let (first, again) = (incident_ids(&run_session(&seq, "sess-1")), incident_ids(&run_session(&seq, "sess-2")));
+    assert!(!first.is_empty(), "a banked frame must open an incident");
+    assert_eq!(first, incident_ids(&run_session(&seq, "sess-1")), "deterministic within a session");
+    for id in &again {
+        assert!(!first.contains(id), "id {id} of the second session repeats the first session's {first:?}");
+    }
 }
 
 proptest! {
@@ -155,7 +184,7 @@ fn nsfw_at(pts_ms: u64, hit: bool) -> FrameSignals {
 
 /// Feeds (pts, hit) samples; returns the pts at which the decay rule first fired.
 fn first_fire(samples: impl IntoIterator<Item = (u64, bool)>) -> Option<u64> {
-    let mut f = StreamFusion::new(decay_policy(), StreamId("s".into()));
+    let mut f = StreamFusion::new(decay_policy(), StreamId("s".into()), "sess".into());
     samples.into_iter().find_map(|(t, hit)| {
         let o = f.observe(&nsfw_at(t, hit));
         (o.rule.as_deref() == Some("nsfw_over_time")).then_some(t)

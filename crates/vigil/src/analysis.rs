@@ -25,12 +25,13 @@ pub struct StreamAnalysis {
 }
 
 impl StreamAnalysis {
-    pub fn new(policy: Arc<Policy>, stream: StreamId, hash_cfg: &HashConfig, banks: &BankSet) -> Self {
+    /// `session` names this run of the stream; incident ids are unique per session.
+    pub fn new(policy: Arc<Policy>, stream: StreamId, session: String, hash_cfg: &HashConfig, banks: &BankSet) -> Self {
         Self {
             hasher: VariantHasher::new(&banks.crop_fractions()),
             hash_cfg: hash_cfg.clone(),
             last: None,
-            fusion: StreamFusion::new(policy, stream),
+            fusion: StreamFusion::new(policy, stream, session),
             last_pts_ms: 0,
             stats: AnalysisStats::default(),
         }

@@ -332,10 +332,7 @@ async fn end(State(ep): State<Arc<Endpoint>>, Path(id): Path<String>, headers: H
 
 /// 128 random bits from the kernel, in hex: a session URL nobody can guess.
 fn session_id() -> std::io::Result<String> {
-    use std::io::Read;
-    let mut bytes = [0u8; 16];
-    std::fs::File::open("/dev/urandom")?.read_exact(&mut bytes)?;
-    Ok(hex::encode(bytes))
+    vigil_core::ids::random_hex(16)
 }
 
 #[cfg(test)]
