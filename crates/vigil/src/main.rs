@@ -34,10 +34,7 @@ enum Command {
     Run(worker::RunArgs),
     /// (internal) Decode one stream in a confined child process for `vigil run`.
     #[command(hide = true)]
-    MediaChild {
-        /// The child's spec as JSON.
-        spec: String,
-    },
+    MediaChild,
     /// Scan a video file, URL or image: one JSON line per sampled frame, then a summary.
     Scan(scan::ScanArgs),
     /// Print the PDQ hash and quality of an image, or of each sampled frame of a video.
@@ -62,8 +59,10 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    if let Command::MediaChild { spec } = &cli.command {
-        return media_child(spec);
+    if let Command::MediaChild = &cli.command {
+        // Its spec comes as the first message on stdin; its stdout is the frame pipe,
+        // so nothing else may print there.
+        return ExitCode::from(vigil_media::isolate::child::run_from_stdin() as u8);
     }
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
@@ -71,7 +70,7 @@ fn main() -> ExitCode {
         .init();
     let result = match cli.command {
         Command::Run(args) => worker::run(cli.config.as_deref(), args),
-        Command::MediaChild { .. } => unreachable!("handled before logging is set up"),
+        Command::MediaChild => unreachable!("handled before logging is set up"),
         Command::Scan(args) => scan::run(cli.config.as_deref(), args),
         Command::Hash(args) => hash_cmd::run(cli.config.as_deref(), args),
         Command::Models(cmd) => models_cmd::run(cli.config.as_deref(), cmd),
@@ -89,17 +88,6 @@ fn main() -> ExitCode {
             // One line: what failed and why, for the operator's terminal or a log.
             let msg = format!("{e:#}").replace('\n', "; ");
             eprintln!("vigil: error: {msg}");
-            ExitCode::from(2)
-        }
-    }
-}
-
-/// A decode child: its stdout is the frame pipe, so nothing else may print there.
-fn media_child(spec: &str) -> ExitCode {
-    match serde_json::from_str::<vigil_media::isolate::ChildSpec>(spec) {
-        Ok(spec) => ExitCode::from(vigil_media::isolate::child::run(&spec) as u8),
-        Err(e) => {
-            eprintln!("vigil media-child: bad spec: {e}");
             ExitCode::from(2)
         }
     }

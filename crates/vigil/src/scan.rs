@@ -91,21 +91,31 @@ pub fn run(config: Option<&Path>, args: ScanArgs) -> anyhow::Result<ExitCode> {
     }
     let banks = store.snapshot();
     let policy = cfg.fusion.load_policy().map_err(|e| anyhow::anyhow!("fusion policy: {}", e.join("; ")))?;
-    let mut stream =
-        StreamAnalysis::new(std::sync::Arc::new(policy), vigil_core::StreamId(args.input.clone()), &cfg.hash, &banks);
+    // A scan is one session of its input: the platform's session id when given, else a
+    // fresh one, so two scans of one file never share an incident id.
+    let session = args.session_id.clone().unwrap_or_else(vigil_core::ids::new_session_id);
+    // The input as alerts and records show it: a URL's credentials never leave.
+    let shown = vigil_core::redact::uri(&args.input);
+    let mut stream = StreamAnalysis::new(
+        std::sync::Arc::new(policy),
+        vigil_core::StreamId(shown.clone()),
+        session.clone(),
+        &cfg.hash,
+        &banks,
+    );
     let kafka = cfg.sink.kafka.clone().map(vigil_sink::KafkaSink::open).transpose().context("kafka sink")?;
     let mut analyzer = Analyzer::load(&cfg.infer).context("loading models")?;
     let context = AlertContext {
         worker_id: args.worker_id.clone().unwrap_or_else(host_name),
         account_id: args.account_id.clone(),
-        session_id: args.session_id.clone(),
+        session_id: Some(session),
         models: analyzer.models().into_iter().map(|m| ModelRef { name: m.name, version: m.version }).collect(),
     };
     let mut input = Input::open(&args.input, &cfg.media)?;
 
     let progress = progress_bar(input.duration_ms());
     let mut sink = vigil_sink::JsonlSink::new(std::io::stdout().lock());
-    let mut summary = Summary { kind: "summary", input: args.input.clone(), ..Default::default() };
+    let mut summary = Summary { kind: "summary", input: shown.clone(), ..Default::default() };
     let started = Instant::now();
     let mut scan_error = None;
 
@@ -124,7 +134,7 @@ pub fn run(config: Option<&Path>, args: ScanArgs) -> anyhow::Result<ExitCode> {
         *summary.verdicts.entry(verdict_name(outcome.verdict)).or_default() += 1;
         sink.write(&FrameRecord {
             kind: "frame",
-            stream: &args.input,
+            stream: &shown,
             signals: &signals,
             verdict: outcome.verdict,
             rule: outcome.rule.clone(),

@@ -21,7 +21,7 @@ fuzz_target!(|data: &[u8]| {
             break;
         }
     }
-    if let Some(tag) = flv::video_tag(rest, u32::from_le_bytes([0, 1, 2, 3])) {
+    if let Ok(tag) = flv::video_tag(rest, u32::from_le_bytes([0, 1, 2, 3])) {
         assert_eq!(tag.bytes.len(), rest.len() + 15);
     }
 });

@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
 /// `[ingest]`: how streams reach this worker.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct IngestConfig {
     #[serde(default)]
@@ -30,6 +30,21 @@ pub struct IngestConfig {
     /// Sources this worker pulls from the start.
     #[serde(default)]
     pub pull: Vec<PullSource>,
+    /// When the worker issues an interrupt for a stream published straight to it (RTMP
+    /// push or WHIP), it closes the publisher's connection itself at once, besides the
+    /// command it sends the platform. Off only where the platform must make every cut.
+    #[serde(default = "default_cut_direct_publishers")]
+    pub cut_direct_publishers: bool,
+}
+
+impl Default for IngestConfig {
+    fn default() -> Self {
+        Self { rtmp: None, whip: None, pull: Vec::new(), cut_direct_publishers: default_cut_direct_publishers() }
+    }
+}
+
+fn default_cut_direct_publishers() -> bool {
+    true
 }
 
 /// `[ingest.rtmp]`: the RTMP publish server.
@@ -50,6 +65,28 @@ pub struct RtmpConfig {
     /// A connection silent this long is closed.
     #[serde(default = "default_idle_timeout_secs")]
     pub idle_timeout_secs: u64,
+    /// A connection that has not started publishing this long after it connected is
+    /// closed: a socket dribbling handshake bytes must not hold a slot.
+    #[serde(default = "default_publish_deadline_secs")]
+    pub publish_deadline_secs: u64,
+    /// Connections one address may hold at once (publishing or not). Behind a proxy,
+    /// raise it to cover the proxy's pool.
+    #[serde(default = "default_rtmp_connections_per_ip")]
+    pub max_connections_per_ip: usize,
+    /// Connections not yet publishing, from all addresses together. Publishing ones
+    /// count only against `media.limits.max_streams`.
+    #[serde(default = "default_max_pending_connections")]
+    pub max_pending_connections: usize,
+}
+
+fn default_publish_deadline_secs() -> u64 {
+    10
+}
+fn default_rtmp_connections_per_ip() -> usize {
+    4
+}
+fn default_max_pending_connections() -> usize {
+    64
 }
 
 /// `[ingest.whip]`: the WHIP endpoint for WebRTC publishers.
@@ -159,6 +196,15 @@ impl IngestConfig {
             if r.idle_timeout_secs == 0 {
                 e.push(format!("{prefix}.rtmp.idle_timeout_secs: must be at least 1"));
             }
+            if !(1..=120).contains(&r.publish_deadline_secs) {
+                e.push(format!("{prefix}.rtmp.publish_deadline_secs: {} is outside 1..=120", r.publish_deadline_secs));
+            }
+            if r.max_connections_per_ip == 0 {
+                e.push(format!("{prefix}.rtmp.max_connections_per_ip: must be at least 1"));
+            }
+            if r.max_pending_connections == 0 {
+                e.push(format!("{prefix}.rtmp.max_pending_connections: must be at least 1"));
+            }
         }
         if let Some(w) = &self.whip {
             if w.listen.parse::<std::net::SocketAddr>().is_err() {
@@ -189,7 +235,7 @@ impl IngestConfig {
             if !scheme.is_some_and(|s| PULL_SCHEMES.contains(&s)) {
                 e.push(format!(
                     "{prefix}.pull[{i}].uri: {:?} is not one of {}:// URLs",
-                    p.uri,
+                    vigil_core::redact::uri(&p.uri),
                     PULL_SCHEMES.join("://, ")
                 ));
             }

@@ -6,6 +6,13 @@
 //! connection. The key is checked at publish, before any media is accepted; the
 //! worker then admits the stream (or refuses it, e.g. at its stream limit). Declared
 //! metadata over the limits ends the publish before anything is decoded.
+//!
+//! Slots: a connection must publish within `publish_deadline_secs`; one address holds
+//! at most `max_connections_per_ip` connections and all addresses together at most
+//! `max_pending_connections` that are not publishing yet; publishing connections count
+//! only against the stream limit. A video message that cannot reach the decoder closes
+//! the connection, and so does the end of the stream's analysis (for any reason, a cut
+//! included): a publisher never streams on unwatched.
 
 use super::guard::ChunkGuard;
 use super::keys::StreamKeys;
@@ -15,11 +22,12 @@ use crate::metrics::METRICS;
 use crate::{LimitsConfig, SampleConfig};
 use rml_rtmp::handshake::{Handshake, HandshakeProcessResult, PeerType};
 use rml_rtmp::sessions::{ServerSession, ServerSessionConfig, ServerSessionEvent, ServerSessionResult, StreamMetadata};
+use std::collections::HashMap;
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
-use std::time::Duration;
+use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 /// A publish the key allowed, for the worker to admit.
 #[derive(Debug, Clone)]
@@ -35,6 +43,9 @@ pub trait PublishedStream: Send {
     fn push(&self, tag: FlvTag);
     /// The publisher stopped (or the connection ended): `reason` when it was ended.
     fn end(&self, reason: Option<String>);
+    /// `Some(why)` once the stream's analysis has ended (the worker cut the stream, its
+    /// decoder gave up, the worker stops): the connection is then closed.
+    fn analysis_ended(&self) -> Option<String>;
 }
 
 /// Admits publishes: returns where the stream's tags go, or why it is refused.
@@ -49,10 +60,42 @@ struct Context {
     max_input_px: u32,
     limits: LimitsConfig,
     idle: Duration,
+    publish_deadline: Duration,
     admission: Arc<dyn Admission>,
-    connections: AtomicUsize,
-    max_connections: usize,
+    /// Connections that have not started publishing.
+    pending: AtomicUsize,
+    max_pending: usize,
+    per_ip: Mutex<HashMap<IpAddr, usize>>,
+    max_per_ip: usize,
+    /// Refusals are counted always and logged at most once a second.
+    refusal_log: RateLimitedLog,
 }
+
+/// A log line at most once per `every` (the rest are counted by the metric that goes
+/// with them): a flood of refused connections must not flood the log as well.
+pub(crate) struct RateLimitedLog {
+    last_ms: AtomicU64,
+    every: Duration,
+    start: Instant,
+}
+
+impl RateLimitedLog {
+    pub(crate) fn new(every: Duration) -> Self {
+        Self { last_ms: AtomicU64::new(0), every, start: Instant::now() }
+    }
+
+    /// Whether a line may be logged now.
+    pub(crate) fn allow(&self) -> bool {
+        // Milliseconds since start, plus one so that 0 can mean "never logged".
+        let now = self.start.elapsed().as_millis() as u64 + 1;
+        let last = self.last_ms.load(Relaxed);
+        (last == 0 || now >= last + self.every.as_millis() as u64)
+            && self.last_ms.compare_exchange(last, now, Relaxed, Relaxed).is_ok()
+    }
+}
+
+/// How often a connection's read wakes up to check its deadlines and its stream.
+const POLL: Duration = Duration::from_millis(250);
 
 pub struct RtmpServer {
     pub local_addr: SocketAddr,
@@ -80,9 +123,13 @@ impl RtmpServer {
             max_input_px: media.max_input_px,
             limits: media.limits.clone(),
             idle: Duration::from_secs(cfg.idle_timeout_secs),
+            publish_deadline: Duration::from_secs(cfg.publish_deadline_secs),
             admission,
-            connections: AtomicUsize::new(0),
-            max_connections: media.limits.max_streams as usize * 2,
+            pending: AtomicUsize::new(0),
+            max_pending: cfg.max_pending_connections,
+            per_ip: Mutex::new(HashMap::new()),
+            max_per_ip: cfg.max_connections_per_ip,
+            refusal_log: RateLimitedLog::new(Duration::from_secs(1)),
         });
         let stop = Arc::new(AtomicBool::new(false));
         let stop2 = stop.clone();
@@ -116,36 +163,82 @@ impl Drop for RtmpServer {
     }
 }
 
-fn accept(sock: TcpStream, peer: SocketAddr, ctx: &Arc<Context>) {
-    if ctx.connections.fetch_add(1, Relaxed) >= ctx.max_connections {
-        ctx.connections.fetch_sub(1, Relaxed);
-        METRICS.errors.with_label_values(&["rtmp_busy"]).inc();
-        tracing::warn!(%peer, "rtmp: refused, too many connections");
-        return;
+/// A connection's claim on the server's slots, given back when it is dropped.
+struct Slot {
+    ctx: Arc<Context>,
+    ip: IpAddr,
+    pending: bool,
+}
+
+impl Slot {
+    /// Takes a slot for `peer`, or says why there is none.
+    fn take(ctx: &Arc<Context>, peer: SocketAddr) -> Result<Slot, &'static str> {
+        let mut per_ip = ctx.per_ip.lock().unwrap_or_else(|p| p.into_inner());
+        let held = per_ip.get(&peer.ip()).copied().unwrap_or(0);
+        if held >= ctx.max_per_ip {
+            return Err("rtmp_per_ip");
+        }
+        if ctx.pending.fetch_add(1, Relaxed) >= ctx.max_pending {
+            ctx.pending.fetch_sub(1, Relaxed);
+            return Err("rtmp_busy");
+        }
+        per_ip.insert(peer.ip(), held + 1);
+        Ok(Slot { ctx: ctx.clone(), ip: peer.ip(), pending: true })
     }
+
+    /// The connection publishes: it no longer holds a pending slot.
+    fn publishing(&mut self) {
+        if std::mem::replace(&mut self.pending, false) {
+            self.ctx.pending.fetch_sub(1, Relaxed);
+        }
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.publishing();
+        let mut per_ip = self.ctx.per_ip.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = per_ip.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                per_ip.remove(&self.ip);
+            }
+        }
+    }
+}
+
+fn accept(sock: TcpStream, peer: SocketAddr, ctx: &Arc<Context>) {
+    let slot = match Slot::take(ctx, peer) {
+        Ok(slot) => slot,
+        Err(kind) => {
+            METRICS.errors.with_label_values(&[kind]).inc();
+            if ctx.refusal_log.allow() {
+                tracing::warn!(%peer, "rtmp: connection refused ({kind}: too many connections)");
+            }
+            return;
+        }
+    };
     let conn_ctx = ctx.clone();
-    let spawned =
-        std::thread::Builder::new().name("vigil-rtmp-conn".into()).stack_size(CONNECTION_STACK).spawn(move || {
-            let ctx = conn_ctx;
-            let mut conn = Connection { ctx: &ctx, peer, published: None, name: None };
-            let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| conn.serve(sock)));
-            let reason = match outcome {
-                Ok(Ok(())) => None,
-                Ok(Err(e)) => Some(e),
-                Err(_) => Some("the RTMP library failed on this connection's input".into()),
-            };
-            if let Some(r) = &reason {
-                METRICS.errors.with_label_values(&["rtmp"]).inc();
+    let _ = std::thread::Builder::new().name("vigil-rtmp-conn".into()).stack_size(CONNECTION_STACK).spawn(move || {
+        let ctx = conn_ctx;
+        let mut conn = Connection { ctx: &ctx, peer, published: None, name: None, slot };
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| conn.serve(sock)));
+        let reason = match outcome {
+            Ok(Ok(())) => None,
+            Ok(Err(e)) => Some(e),
+            Err(_) => Some("the RTMP library failed on this connection's input".into()),
+        };
+        if let Some(r) = &reason {
+            METRICS.errors.with_label_values(&["rtmp"]).inc();
+            if ctx.refusal_log.allow() || conn.published.is_some() {
                 tracing::warn!(%peer, stream = conn.name.as_deref().unwrap_or("-"), "rtmp: {r}");
             }
-            if let Some(p) = conn.published.take() {
-                p.end(reason);
-            }
-            ctx.connections.fetch_sub(1, Relaxed);
-        });
-    if spawned.is_err() {
-        ctx.connections.fetch_sub(1, Relaxed);
-    }
+        }
+        if let Some(p) = conn.published.take() {
+            p.end(reason);
+        }
+    });
+    // A failed spawn drops the closure, and with it the slot.
 }
 
 struct Connection<'a> {
@@ -153,27 +246,57 @@ struct Connection<'a> {
     peer: SocketAddr,
     published: Option<Box<dyn PublishedStream>>,
     name: Option<String>,
+    slot: Slot,
 }
 
 type Step = Result<(), String>;
 
 impl Connection<'_> {
+    /// Reads what the publisher sent, waking every [`POLL`] to check that the
+    /// connection still deserves its slot: publishing by its deadline, not silent for
+    /// `idle`, and its stream still analysed.
+    fn read(
+        &self,
+        sock: &mut TcpStream,
+        buf: &mut [u8],
+        connected: Instant,
+        last_data: &mut Instant,
+    ) -> Result<usize, String> {
+        loop {
+            // Checked before every read: a publisher that sends without pause must be
+            // closed as promptly as one that pauses.
+            if let Some(why) = self.published.as_ref().and_then(|p| p.analysis_ended()) {
+                return Err(format!("closed: the stream's analysis ended ({why})"));
+            }
+            match sock.read(buf) {
+                Ok(n) => {
+                    *last_data = Instant::now();
+                    return Ok(n);
+                }
+                Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}
+                Err(e) => return Err(e.to_string()),
+            }
+            if self.published.is_none() && connected.elapsed() >= self.ctx.publish_deadline {
+                METRICS.errors.with_label_values(&["rtmp_deadline"]).inc();
+                return Err(format!("no publish within {} s of connecting", self.ctx.publish_deadline.as_secs()));
+            }
+            if last_data.elapsed() >= self.ctx.idle {
+                return Err("the publisher went silent".to_string());
+            }
+        }
+    }
+
     fn serve(&mut self, mut sock: TcpStream) -> Step {
+        let connected = Instant::now();
+        let mut last_data = connected;
         sock.set_nonblocking(false).map_err(|e| e.to_string())?;
-        sock.set_read_timeout(Some(self.ctx.idle)).map_err(|e| e.to_string())?;
+        sock.set_read_timeout(Some(POLL)).map_err(|e| e.to_string())?;
         sock.set_write_timeout(Some(self.ctx.idle)).map_err(|e| e.to_string())?;
         let _ = sock.set_nodelay(true);
         let mut buf = vec![0u8; 64 * 1024];
-        let read = |sock: &mut TcpStream, buf: &mut [u8]| match sock.read(buf) {
-            Ok(n) => Ok(n),
-            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
-                Err("the publisher went silent".to_string())
-            }
-            Err(e) => Err(e.to_string()),
-        };
         let mut handshake = Handshake::new(PeerType::Server);
         let remaining = loop {
-            let n = read(&mut sock, &mut buf)?;
+            let n = self.read(&mut sock, &mut buf, connected, &mut last_data)?;
             if n == 0 {
                 return Ok(());
             }
@@ -200,7 +323,7 @@ impl Connection<'_> {
                     return Ok(());
                 }
             }
-            let n = read(&mut sock, &mut buf)?;
+            let n = self.read(&mut sock, &mut buf, connected, &mut last_data)?;
             if n == 0 {
                 return Ok(());
             }
@@ -267,6 +390,7 @@ impl Connection<'_> {
                 match self.ctx.admission.admit(&request) {
                     Ok(p) => {
                         self.published = Some(p);
+                        self.slot.publishing();
                         tracing::info!(peer = %self.peer, stream = %request.name, "rtmp: publishing");
                         session.accept_request(request_id).map(Some).map_err(e)
                     }
@@ -283,8 +407,13 @@ impl Connection<'_> {
             ServerSessionEvent::VideoDataReceived { data, timestamp, .. } => {
                 let Some(p) = &self.published else { return Ok(Some(Vec::new())) };
                 match flv::video_tag(&data, timestamp.value) {
-                    Some(tag) => p.push(tag),
-                    None => METRICS.errors.with_label_values(&["rtmp_video"]).inc(),
+                    Ok(tag) => p.push(tag),
+                    Err(refusal) => {
+                        // Nothing the publisher sends may bypass the decoder: a message
+                        // that cannot reach it ends the publish.
+                        METRICS.errors.with_label_values(&["rtmp_video"]).inc();
+                        return Err(format!("refused: {refusal}"));
+                    }
                 }
                 Ok(Some(Vec::new()))
             }

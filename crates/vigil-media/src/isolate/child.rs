@@ -26,7 +26,7 @@ pub const EXIT_ENDED: i32 = 0;
 pub const EXIT_FAILED: i32 = 3;
 pub const EXIT_CONFINE: i32 = 4;
 
-/// What a child is asked to decode, passed as JSON on its command line.
+/// What a child is asked to decode, sent as JSON in the first message on its stdin.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ChildSpec {
     pub source: ChildSource,
@@ -84,6 +84,9 @@ fn confine(memory_mb: u64) -> rustix::io::Result<()> {
     setrlimit(Resource::Core, Rlimit { current: Some(0), maximum: Some(0) })?;
     setrlimit(Resource::Nofile, Rlimit { current: Some(512), maximum: Some(512) })?;
     rustix::thread::set_no_new_privs(true)?;
+    // Not dumpable: another process of the same uid (a sibling child taken over by its
+    // stream) cannot read this one's memory through /proc/PID/mem or ptrace it.
+    rustix::process::set_dumpable_behavior(rustix::process::DumpableBehavior::NotDumpable)?;
     rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL))?;
     Ok(())
 }
@@ -114,7 +117,26 @@ const DENIED_SYSCALLS: &[i64] = &[
     libc::SYS_add_key,
     libc::SYS_request_key,
     libc::SYS_userfaultfd,
+    // io_uring can open sockets and files without the calls this filter watches.
+    libc::SYS_io_uring_setup,
+    libc::SYS_io_uring_enter,
+    libc::SYS_io_uring_register,
+    // Reaching into other processes: their descriptors, memory advice, comparisons.
+    libc::SYS_pidfd_open,
+    libc::SYS_pidfd_getfd,
+    libc::SYS_pidfd_send_signal,
+    libc::SYS_process_madvise,
+    libc::SYS_kcmp,
+    libc::SYS_open_by_handle_at,
+    libc::SYS_name_to_handle_at,
+    libc::SYS_fanotify_init,
+    libc::SYS_tkill,
 ];
+
+/// Signal calls whose first argument is a process: allowed only at the child itself
+/// (GLib and the C library signal their own process), refused at any other.
+const SIGNAL_SYSCALLS: &[i64] =
+    &[libc::SYS_kill, libc::SYS_tgkill, libc::SYS_rt_sigqueueinfo, libc::SYS_rt_tgsigqueueinfo];
 
 /// What network a child may open sockets for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -139,6 +161,11 @@ fn seccomp(network: Network) -> Result<(), String> {
     let rule = |conds: Vec<Result<SeccompCondition, seccompiler::BackendError>>| {
         conds.into_iter().collect::<Result<Vec<_>, _>>().and_then(SeccompRule::new).map_err(|e| e.to_string())
     };
+    let own_pid = u64::from(std::process::id());
+    for &call in SIGNAL_SYSCALLS {
+        let elsewhere = SeccompCondition::new(0, SeccompCmpArgLen::Dword, SeccompCmpOp::Ne, own_pid);
+        rules.insert(call, vec![rule(vec![elsewhere])?]);
+    }
     match network {
         Network::None => {
             let denied = [libc::AF_INET, libc::AF_INET6, libc::AF_PACKET].map(|f| rule(vec![family(f)]));
@@ -162,6 +189,25 @@ fn seccomp(network: Network) -> Result<(), String> {
         .map_err(|e| e.to_string())?;
     let program: BpfProgram = filter.try_into().map_err(|e: seccompiler::BackendError| e.to_string())?;
     seccompiler::apply_filter_all_threads(&program).map_err(|e| e.to_string())
+}
+
+/// `vigil media-child`: reads the spec from the first message on stdin, then runs.
+pub fn run_from_stdin() -> i32 {
+    let first = ToChild::read(&mut std::io::stdin().lock());
+    let spec = match first {
+        Ok(Some(ToChild::Spec(json))) => serde_json::from_str::<ChildSpec>(&json).map_err(|e| e.to_string()),
+        Ok(_) => Err("the first message is not a spec".to_string()),
+        Err(e) => Err(e.to_string()),
+    };
+    match spec {
+        Ok(spec) => run(&spec),
+        Err(reason) => {
+            let mut out = BufWriter::new(std::io::stdout().lock());
+            let _ =
+                send(&mut out, ChildEvent::Failed { kind: "pipeline".into(), reason: format!("bad spec: {reason}") });
+            EXIT_FAILED
+        }
+    }
 }
 
 /// The child's whole life; returns its exit code.
@@ -496,9 +542,14 @@ fn spawn_stdin_reader(appsrc: Option<gst_app::AppSrc>, shared: Arc<Shared>) {
                 Ok(Some(ToChild::Command(Command::Dense { on }))) => {
                     shared.gate.set_dense(on);
                 }
-                Ok(Some(ToChild::Offer(_))) => {} // one offer per child, read before this
-
-                Ok(None) | Err(_) => {
+                Ok(Some(ToChild::Offer(_) | ToChild::Spec(_))) => {} // each read once, before this
+                Err(e) => {
+                    // Broken input is a failure, never the end of the stream: the
+                    // supervisor reports the gap and starts a new child.
+                    shared.refuse("protocol", format!("reading the worker's messages: {e}"));
+                    return;
+                }
+                Ok(None) => {
                     // The worker closed our stdin (or is gone): nothing more will come.
                     match &appsrc {
                         Some(src) => {

@@ -15,10 +15,13 @@ const KIND_MEDIA: u8 = 3;
 const KIND_COMMAND: u8 = 4;
 const KIND_MEDIA_END: u8 = 5;
 const KIND_OFFER: u8 = 6;
+const KIND_SPEC: u8 = 7;
 
 /// Largest JSON event or command accepted.
 pub const MAX_JSON_BYTES: usize = 64 * 1024;
-/// Largest media chunk the worker writes to a child (pushed FLV).
+/// Largest media chunk in one message to a child (pushed FLV). Larger tags (ingest
+/// accepts video messages up to 8 MiB) are split across messages by [`write_media`]:
+/// every byte ingest accepts reaches the decoder.
 pub const MAX_MEDIA_CHUNK: usize = 4 * 1024 * 1024;
 const FRAME_HEADER: usize = 8 + 1 + 4 + 4;
 
@@ -71,8 +74,22 @@ pub enum ToChild {
     /// The pushed stream ended; the child drains and exits.
     MediaEnd,
     Command(Command),
-    /// WHIP: the publisher's SDP offer (the child's first message).
+    /// WHIP: the publisher's SDP offer (the child's second message, after its spec).
     Offer(String),
+    /// What to decode, as JSON: always the child's first message. Never on the command
+    /// line, where `/proc/PID/cmdline` would show a pulled URL's credentials to every
+    /// local user.
+    Spec(String),
+}
+
+/// Writes `bytes` of a pushed stream as one or more media messages of at most
+/// [`MAX_MEDIA_CHUNK`] bytes (the child's appsrc takes a byte stream: the split is
+/// invisible to the demuxer).
+pub fn write_media(w: &mut impl Write, bytes: &[u8]) -> io::Result<()> {
+    for chunk in bytes.chunks(MAX_MEDIA_CHUNK) {
+        write_message(w, KIND_MEDIA, &[chunk])?;
+    }
+    Ok(())
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -184,6 +201,7 @@ impl ToChild {
                 write_message(w, KIND_COMMAND, &[&json])
             }
             ToChild::Offer(sdp) => write_message(w, KIND_OFFER, &[sdp.as_bytes()]),
+            ToChild::Spec(json) => write_message(w, KIND_SPEC, &[json.as_bytes()]),
         }
     }
 
@@ -203,6 +221,12 @@ impl ToChild {
                     .map(|s| Some(ToChild::Offer(s)))
                     .map_err(|_| WireError::Malformed("offer is not UTF-8".into()))
             }
+            KIND_SPEC => {
+                let spec = read_payload(r, len, MAX_JSON_BYTES)?;
+                String::from_utf8(spec)
+                    .map(|s| Some(ToChild::Spec(s)))
+                    .map_err(|_| WireError::Malformed("spec is not UTF-8".into()))
+            }
             other => Err(WireError::UnknownKind(other)),
         }
     }
@@ -211,6 +235,24 @@ impl ToChild {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn media_larger_than_one_message_is_split_and_arrives_whole() {
+        let tag: Vec<u8> = (0..MAX_MEDIA_CHUNK * 2 + 123).map(|i| (i % 251) as u8).collect();
+        let mut pipe = Vec::new();
+        write_media(&mut pipe, &tag).unwrap();
+        let mut r = &pipe[..];
+        let mut got = Vec::new();
+        while let Some(m) = ToChild::read(&mut r).unwrap() {
+            let ToChild::Media(b) = m else { panic!("not media") };
+            assert!(b.len() <= MAX_MEDIA_CHUNK);
+            got.extend(b);
+        }
+        assert_eq!(got, tag);
+        ToChild::Spec("{}".into()).write(&mut pipe).unwrap();
+        let mut r = &pipe[pipe.len() - 7..];
+        assert_eq!(ToChild::read(&mut r).unwrap(), Some(ToChild::Spec("{}".into())));
+    }
 
     fn roundtrip_from(m: &FromChild, max_side: u32) -> Result<Option<FromChild>, WireError> {
         let mut buf = Vec::new();

@@ -73,6 +73,8 @@ struct Shared {
     answer: Mutex<Option<SyncSender<Result<String, NoAnswer>>>>,
     /// The supervisor finished (the stream ended); cheap to read, unlike the join handle.
     ended: AtomicBool,
+    /// Why it ended, once it has (for the publisher's connection to say).
+    ended_because: Mutex<Option<String>>,
 }
 
 /// Why a WHIP offer got no answer.
@@ -135,6 +137,7 @@ impl StreamHandle {
             offer: Mutex::new(offer),
             answer: Mutex::new(answer),
             ended: AtomicBool::new(false),
+            ended_because: Mutex::new(None),
         });
         let feed = if source == ChildSource::PushedFlv {
             let (tx, rx) = sync_channel(FEED_TAGS);
@@ -206,6 +209,15 @@ impl StreamHandle {
         !self.shared.ended.load(Relaxed)
     }
 
+    /// Why the stream ended, once it has.
+    pub fn ended_because(&self) -> Option<String> {
+        if self.is_running() {
+            return None;
+        }
+        let why = self.shared.ended_because.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        Some(why.unwrap_or_else(|| "the stream ended".into()))
+    }
+
     pub fn restarts(&self) -> u64 {
         self.shared.restarts.load(Relaxed)
     }
@@ -232,6 +244,25 @@ impl Drop for StreamHandle {
         self.stop();
         METRICS.streams_active.dec();
     }
+}
+
+/// What a decode child may inherit from the worker's environment: what GStreamer and
+/// the C library need to find plugins, locales and time zones, and logging. Everything
+/// else (secrets named by the config, Kafka credentials, the admin token) stays behind.
+fn child_may_inherit(key: &str) -> bool {
+    const EXACT: [&str; 8] = ["PATH", "HOME", "LANG", "TZ", "GST_DEBUG", "VIGIL_LOG", "RUST_LOG", "RUST_BACKTRACE"];
+    const PREFIXES: [&str; 4] = ["GST_PLUGIN", "GST_REGISTRY", "LC_", "XDG_"];
+    EXACT.contains(&key) || PREFIXES.iter().any(|p| key.starts_with(p))
+}
+
+/// Writes a pushed stream's bytes, split into pipe-sized messages.
+fn send_media(shared: &Shared, bytes: &[u8]) -> bool {
+    let mut stdin = shared.child_stdin.lock().unwrap_or_else(|p| p.into_inner());
+    let ok = stdin.as_mut().is_some_and(|s| super::protocol::write_media(s, bytes).and_then(|()| s.flush()).is_ok());
+    if !ok {
+        stdin.take();
+    }
+    ok
 }
 
 fn send_to_child(shared: &Shared, msg: &ToChild) -> bool {
@@ -266,7 +297,7 @@ fn feed_writer(rx: Receiver<Feed>, shared: &Shared) {
             if let Some(c) = config.as_ref().filter(|_| !tag.config) {
                 head.extend_from_slice(&c.bytes);
             }
-            if !send_to_child(shared, &ToChild::Media(head)) {
+            if !send_media(shared, &head) {
                 continue; // no child right now (restarting); try again with the next tag
             }
             fed_child = Some(generation);
@@ -278,7 +309,7 @@ fn feed_writer(rx: Receiver<Feed>, shared: &Shared) {
             }
             shared.skip_to_keyframe.store(false, Relaxed);
         }
-        send_to_child(shared, &ToChild::Media(tag.bytes));
+        send_media(shared, &tag.bytes);
     }
 }
 
@@ -397,23 +428,40 @@ impl Supervisor {
             let _ =
                 tx.send(Err(if self.offer_refused { NoAnswer::BadOffer(reason) } else { NoAnswer::Failed(reason) }));
         }
+        *self.shared.ended_because.lock().unwrap_or_else(|p| p.into_inner()) =
+            Some(end_reason.clone().unwrap_or_else(|| "the source ended".into()));
         self.shared.ended.store(true, Relaxed);
         self.queue.push(StreamOutput::Ended { reason: end_reason });
         self.queue.close();
     }
 
+    /// Starts a child with a cleared environment (the worker's holds the stream-key
+    /// secret and the Kafka password) and hands it its spec as the first message on its
+    /// stdin, never on its command line.
     fn spawn(&self) -> std::io::Result<Child> {
         let spec = serde_json::to_string(&self.spec).map_err(std::io::Error::other)?;
-        std::process::Command::new(&self.launcher.program)
-            .args(&self.launcher.args)
-            .arg(spec)
+        let mut cmd = std::process::Command::new(&self.launcher.program);
+        cmd.args(&self.launcher.args).env_clear();
+        for (key, value) in std::env::vars_os() {
+            if key.to_str().is_some_and(child_may_inherit) {
+                cmd.env(key, value);
+            }
+        }
+        let mut child = cmd
             // Few malloc arenas: each reserves 64 MiB of address space, and the child
             // runs under an address-space limit.
             .env("MALLOC_ARENA_MAX", "2")
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
-            .spawn()
+            .spawn()?;
+        let sent = child.stdin.as_mut().map(|stdin| ToChild::Spec(spec).write(stdin).and_then(|()| stdin.flush()));
+        if let Some(Err(e)) = sent {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(e);
+        }
+        Ok(child)
     }
 
     /// Runs one child to its end. Returns how it ended and whether it delivered frames.
@@ -474,6 +522,9 @@ impl Supervisor {
                         "refused" | "offer" | "confine" | "init" | "pipeline" => Exit::Refused(reason),
                         "stalled" => Exit::Failed { kind: "stalled", reason },
                         "whip" => Exit::Failed { kind: "whip", reason },
+                        // The child could not read the worker's messages: its input is
+                        // broken, not over. A gap, and a new child.
+                        "protocol" => Exit::Failed { kind: "protocol", reason },
                         _ => Exit::Failed { kind: "decode", reason },
                     });
                 }
@@ -644,5 +695,25 @@ impl CpuWatch {
         self.cpu_at_start = Some(now);
         let cores = (now - start) / elapsed.as_secs_f64();
         (cores > limit).then_some(cores)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn secrets_in_the_environment_stay_with_the_worker() {
+        for kept in ["PATH", "HOME", "GST_PLUGIN_PATH", "GST_REGISTRY_1_0", "LC_ALL", "XDG_CACHE_HOME", "VIGIL_LOG"] {
+            assert!(super::child_may_inherit(kept), "{kept}");
+        }
+        for secret in [
+            "VIGIL_STREAM_KEY_SECRET",
+            "VIGIL_ADMIN_TOKEN",
+            "KAFKA_PASSWORD",
+            "VIGIL__SINK__KAFKA__SASL_PASSWORD",
+            "AWS_SECRET_ACCESS_KEY",
+            "LD_PRELOAD",
+        ] {
+            assert!(!super::child_may_inherit(secret), "{secret}");
+        }
     }
 }

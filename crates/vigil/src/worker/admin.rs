@@ -1,8 +1,11 @@
 //! The admin HTTP server, on its own thread and runtime so it answers while the worker
-//! is loaded (linkerd2-proxy's habit): `/healthz`, `/readyz`, `/metrics`, `/streams`,
-//! `POST /admin/banks/reload`, `POST /admin/drain`. It also catches SIGTERM/SIGINT and
-//! starts the graceful shutdown.
+//! is loaded (linkerd2-proxy's habit). Open and read-only: `/healthz`, `/readyz`,
+//! `/metrics` (probes and Prometheus). Behind the admin bearer token ([`super::auth`]):
+//! `/streams`, `POST /admin/banks/reload`, `POST /admin/drain` — on the same address, or
+//! on `admin.control_listen` when set, so the control routes can stay off the network
+//! that probes reach. It also catches SIGTERM/SIGINT and starts the graceful shutdown.
 
+use super::auth::{AdminToken, require_token};
 use super::streams::Streams;
 use axum::Router;
 use axum::extract::State;
@@ -13,6 +16,7 @@ use prometheus::Encoder;
 use serde_json::json;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::LazyLock;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use vigil_hash::BankStore;
 use vigil_media::ingest::http::{HttpLimits, serve};
@@ -25,34 +29,83 @@ pub struct AdminState {
     pub banks: Arc<BankStore>,
     pub registry: prometheus::Registry,
     pub shutdown: Arc<AtomicBool>,
+    pub token: AdminToken,
 }
 
-/// Binds `listen` and serves until the process ends; returns the bound address.
-pub fn start(listen: &str, state: Arc<AdminState>) -> anyhow::Result<SocketAddr> {
-    let std_listener = std::net::TcpListener::bind(listen)?;
-    std_listener.set_nonblocking(true)?;
-    let addr = std_listener.local_addr()?;
+/// Requests refused by the admin token check, by why (`no_token`, `bad_token`).
+static REFUSED: LazyLock<prometheus::IntCounterVec> = LazyLock::new(|| {
+    prometheus::IntCounterVec::new(
+        prometheus::Opts::new(
+            "vigil_admin_requests_refused_total",
+            "Admin requests refused by the token check, by why",
+        ),
+        &["why"],
+    )
+    .expect("valid metric")
+});
+
+/// Counts (and logs, at debug: a scanner must not flood the log) a refused request.
+pub fn refused(why: &'static str) {
+    REFUSED.with_label_values(&[why]).inc();
+    tracing::debug!(why, "admin: request refused");
+}
+
+/// Where the admin server listens: (open routes, control routes if apart).
+pub struct AdminAddrs {
+    pub open: SocketAddr,
+    pub control: Option<SocketAddr>,
+}
+
+/// Binds `listen` (and `control_listen`, when set) and serves until the process ends.
+pub fn start(listen: &str, control_listen: Option<&str>, state: Arc<AdminState>) -> anyhow::Result<AdminAddrs> {
+    state.registry.register(Box::new(REFUSED.clone()))?;
+    if !state.token.is_set() {
+        tracing::warn!("no admin token configured: /streams and /admin/* answer 403");
+    }
+    let bind = |addr: &str| -> anyhow::Result<std::net::TcpListener> {
+        let l = std::net::TcpListener::bind(addr)?;
+        l.set_nonblocking(true)?;
+        Ok(l)
+    };
+    let open_listener = bind(listen)?;
+    let control_listener = control_listen.map(bind).transpose()?;
+    let addrs = AdminAddrs {
+        open: open_listener.local_addr()?,
+        control: control_listener.as_ref().map(|l| l.local_addr()).transpose()?,
+    };
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     std::thread::Builder::new().name("vigil-admin".into()).spawn(move || {
         runtime.block_on(async move {
-            let shutdown = state.shutdown.clone();
-            tokio::spawn(watch_signals(shutdown));
-            let app = Router::new()
+            tokio::spawn(watch_signals(state.shutdown.clone()));
+            let open = Router::new()
                 .route("/healthz", get(|| async { "ok\n" }))
                 .route("/readyz", get(ready))
                 .route("/metrics", get(metrics))
+                .with_state(state.clone());
+            let control = Router::new()
                 .route("/streams", get(streams))
                 .route("/admin/banks/reload", post(reload_banks))
                 .route("/admin/drain", post(drain))
+                .route_layer(axum::middleware::from_fn_with_state(state.token.clone(), require_token))
                 .with_state(state);
-            match tokio::net::TcpListener::from_std(std_listener) {
-                // Serves until the process exits; the same hardened loop as WHIP.
-                Ok(l) => serve(l, app, HttpLimits::default(), std::future::pending()).await,
-                Err(e) => tracing::error!("admin server: {e}"),
+            match control_listener {
+                Some(c) => {
+                    tokio::spawn(serve_on(c, control));
+                    serve_on(open_listener, open).await
+                }
+                None => serve_on(open_listener, open.merge(control)).await,
             }
         })
     })?;
-    Ok(addr)
+    Ok(addrs)
+}
+
+/// Serves until the process exits; the same hardened loop as WHIP.
+async fn serve_on(listener: std::net::TcpListener, app: Router) {
+    match tokio::net::TcpListener::from_std(listener) {
+        Ok(l) => serve(l, app, HttpLimits::default(), std::future::pending()).await,
+        Err(e) => tracing::error!("admin server: {e}"),
+    }
 }
 
 async fn watch_signals(shutdown: Arc<AtomicBool>) {

@@ -9,6 +9,7 @@
 //! - [`admin`]: the admin HTTP server and signal handling.
 
 mod admin;
+mod auth;
 mod delivery;
 mod streams;
 
@@ -30,14 +31,24 @@ use vigil_media::isolate::{ChildSource, Launcher};
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AdminConfig {
-    /// Address of `/healthz`, `/readyz`, `/metrics`, `/streams` (port 0: any free port).
+    /// Address of the open routes `/healthz`, `/readyz`, `/metrics` (port 0: any free
+    /// port), and of the token-protected ones too unless `control_listen` is set.
     #[serde(default = "default_admin_listen")]
     pub listen: String,
+    /// A separate address for `/streams` and `POST /admin/*` (e.g. loopback only).
+    #[serde(default)]
+    pub control_listen: Option<String>,
+    /// A file holding the admin bearer token (a Secret mount); else `token_env`.
+    #[serde(default)]
+    pub token_file: Option<std::path::PathBuf>,
+    /// The environment variable holding the admin bearer token.
+    #[serde(default = "default_token_env")]
+    pub token_env: String,
 }
 
 impl Default for AdminConfig {
     fn default() -> Self {
-        Self { listen: default_admin_listen() }
+        Self { listen: default_admin_listen(), control_listen: None, token_file: None, token_env: default_token_env() }
     }
 }
 
@@ -45,12 +56,33 @@ fn default_admin_listen() -> String {
     "127.0.0.1:9600".into()
 }
 
+fn default_token_env() -> String {
+    "VIGIL_ADMIN_TOKEN".into()
+}
+
 impl AdminConfig {
     pub fn validate(&self, prefix: &str) -> Vec<String> {
-        match self.listen.parse::<std::net::SocketAddr>() {
-            Ok(_) => Vec::new(),
-            Err(_) => vec![format!("{prefix}.listen: {:?} is not an address:port", self.listen)],
+        let mut errors = Vec::new();
+        let is_addr = |a: &str| a.parse::<std::net::SocketAddr>().is_ok();
+        if !is_addr(&self.listen) {
+            errors.push(format!("{prefix}.listen: {:?} is not an address:port", self.listen));
         }
+        if let Some(c) = &self.control_listen {
+            if !is_addr(c) {
+                errors.push(format!("{prefix}.control_listen: {c:?} is not an address:port"));
+            } else if *c == self.listen {
+                errors.push(format!("{prefix}.control_listen: the same address as {prefix}.listen"));
+            }
+        }
+        if self.token_env.is_empty() {
+            errors.push(format!("{prefix}.token_env: must name an environment variable"));
+        }
+        errors
+    }
+
+    /// The admin token, from `token_file` or `token_env`.
+    pub fn token(&self) -> Result<auth::AdminToken, auth::TokenError> {
+        auth::AdminToken::load(self.token_file.as_deref(), &self.token_env)
     }
 }
 
@@ -67,7 +99,17 @@ pub struct RunArgs {
     worker_id: Option<String>,
 }
 
+/// The worker holds decoded frames in memory: no core dump may write them to disk, and
+/// no other process of the same uid (a decode child taken over by its stream) may read
+/// them through `/proc/PID/mem` or ptrace.
+fn protect_process() -> rustix::io::Result<()> {
+    use rustix::process::{DumpableBehavior, Resource, Rlimit, set_dumpable_behavior, setrlimit};
+    setrlimit(Resource::Core, Rlimit { current: Some(0), maximum: Some(0) })?;
+    set_dumpable_behavior(DumpableBehavior::NotDumpable)
+}
+
 pub fn run(config: Option<&Path>, args: RunArgs) -> anyhow::Result<ExitCode> {
+    protect_process().context("protecting the worker's memory (no core dumps, not dumpable)")?;
     let cfg = VigilConfig::load(config)?;
     let launcher = Launcher::current_exe().context("locating the vigil executable for decode children")?;
 
@@ -90,6 +132,7 @@ pub fn run(config: Option<&Path>, args: RunArgs) -> anyhow::Result<ExitCode> {
     vigil_infer::metrics::register(&registry)?;
     vigil_sink::metrics::register(&registry)?;
     let shutdown = Arc::new(AtomicBool::new(false));
+    let token = cfg.admin.token().context("admin token")?;
 
     // Models load and run once (warm-up) before anything is accepted. A model that
     // cannot load leaves the worker up but not ready, the reason on /readyz, so the
@@ -108,8 +151,11 @@ pub fn run(config: Option<&Path>, args: RunArgs) -> anyhow::Result<ExitCode> {
                 banks: store,
                 registry,
                 shutdown: shutdown.clone(),
+                token,
             };
-            let addr = admin::start(&cfg.admin.listen, Arc::new(state)).context("admin server")?;
+            let addr = admin::start(&cfg.admin.listen, cfg.admin.control_listen.as_deref(), Arc::new(state))
+                .context("admin server")?
+                .open;
             let mut out = vigil_sink::JsonlSink::new(std::io::stdout());
             out.write(
                 &serde_json::json!({"type": "worker", "event": "listening", "admin": addr.to_string(), "ready": false}),
@@ -139,6 +185,7 @@ pub fn run(config: Option<&Path>, args: RunArgs) -> anyhow::Result<ExitCode> {
         sink: sink_tx.clone(),
         context,
         launcher,
+        cut_direct_publishers: cfg.ingest.cut_direct_publishers,
     });
 
     let admin_state = Arc::new(admin::AdminState {
@@ -147,8 +194,10 @@ pub fn run(config: Option<&Path>, args: RunArgs) -> anyhow::Result<ExitCode> {
         banks: store.clone(),
         registry,
         shutdown: shutdown.clone(),
+        token,
     });
-    let admin_addr = admin::start(&cfg.admin.listen, admin_state).context("admin server")?;
+    let admin_addrs =
+        admin::start(&cfg.admin.listen, cfg.admin.control_listen.as_deref(), admin_state).context("admin server")?;
 
     let mut rtmp = match &cfg.ingest.rtmp {
         Some(r) => {
@@ -170,7 +219,8 @@ pub fn run(config: Option<&Path>, args: RunArgs) -> anyhow::Result<ExitCode> {
     let _ = sink_tx.send(delivery::SinkMsg::Line(serde_json::json!({
         "type": "worker",
         "event": "listening",
-        "admin": admin_addr.to_string(),
+        "admin": admin_addrs.open.to_string(),
+        "admin_control": admin_addrs.control.map(|a| a.to_string()),
         "rtmp": rtmp.as_ref().map(|r| r.local_addr.to_string()),
         "whip": whip.as_ref().map(|w| format!("http://{}/whip", w.local_addr)),
         "ready": true,
@@ -179,11 +229,13 @@ pub fn run(config: Option<&Path>, args: RunArgs) -> anyhow::Result<ExitCode> {
     let mut pulls: Vec<(String, String, Option<String>)> =
         cfg.ingest.pull.iter().map(|p| (p.name.clone(), p.uri.clone(), p.account_id.clone())).collect();
     for input in &args.pull {
-        let uri = vigil_media::to_uri(input).with_context(|| format!("--pull {input}"))?;
-        pulls.push((input.clone(), uri, None));
+        let uri = vigil_media::to_uri(input).with_context(|| format!("--pull {}", vigil_core::redact::uri(input)))?;
+        // The stream id goes on alerts and logs: never with the URL's credentials.
+        pulls.push((vigil_core::redact::uri(input), uri, None));
     }
     for (name, uri, account) in pulls {
-        if let Err(e) = streams.start(&name, ChildSource::Uri(uri.clone()), uri, account) {
+        let shown = vigil_core::redact::uri(&uri);
+        if let Err(e) = streams.start(&name, ChildSource::Uri(uri), shown, account) {
             tracing::error!(stream = %name, "not started: {e}");
         }
     }

@@ -30,6 +30,8 @@ pub struct Deps {
     pub sink: SyncSender<SinkMsg>,
     pub context: AlertContext,
     pub launcher: Launcher,
+    /// Close an RTMP or WHIP publisher's connection as soon as the stream is interrupted.
+    pub cut_direct_publishers: bool,
 }
 
 struct Entry {
@@ -73,12 +75,6 @@ pub enum StartError {
     Thread(String),
 }
 
-static SESSION_COUNTER: AtomicU64 = AtomicU64::new(0);
-
-fn new_session_id() -> String {
-    format!("{}-{}", crate::output::unix_ms(), SESSION_COUNTER.fetch_add(1, Relaxed))
-}
-
 impl Streams {
     pub fn new(deps: Deps) -> Arc<Streams> {
         Arc::new(Streams {
@@ -101,7 +97,9 @@ impl Streams {
         description: String,
         account_id: Option<String>,
     ) -> Result<Arc<StreamHandle>, StartError> {
-        self.start_with(id, description, account_id, |stream, media, launcher| {
+        // A pushed stream's publisher is connected to this worker: it can cut it.
+        let direct = source == ChildSource::PushedFlv;
+        self.start_with(id, description, account_id, direct, |stream, media, launcher| {
             StreamHandle::start(stream, source, media, launcher)
         })
     }
@@ -112,6 +110,7 @@ impl Streams {
         id: &str,
         description: String,
         account_id: Option<String>,
+        direct: bool,
         make: impl FnOnce(StreamId, SampleConfig, Launcher) -> StreamHandle,
     ) -> Result<Arc<StreamHandle>, StartError> {
         if self.draining.load(Relaxed) {
@@ -131,7 +130,7 @@ impl Streams {
             stream_id: id.to_string(),
             source: description,
             account_id,
-            session_id: new_session_id(),
+            session_id: vigil_core::ids::new_session_id(),
             started_unix_ms: crate::output::unix_ms(),
             dense: false,
             decoder_restarts: 0,
@@ -143,7 +142,7 @@ impl Streams {
         let (streams, h, ctx) = (self.clone(), handle.clone(), context);
         let thread = std::thread::Builder::new()
             .name(format!("vigil-analyze-{id}"))
-            .spawn(move || analyze_stream(&streams, &h, ctx))
+            .spawn(move || analyze_stream(&streams, &h, ctx, direct))
             .map_err(|e| StartError::Thread(e.to_string()))?;
         let _ = self.deps.sink.send(SinkMsg::lifecycle(id, "started", Some(&info.source), None));
         entries.insert(id.to_string(), Entry { handle: handle.clone(), info, analysis: Some(thread) });
@@ -201,6 +200,9 @@ impl PublishedStream for Published {
     fn end(&self, reason: Option<String>) {
         self.0.end_of_push(reason);
     }
+    fn analysis_ended(&self) -> Option<String> {
+        self.0.ended_because()
+    }
 }
 
 impl Admission for RtmpAdmission {
@@ -228,7 +230,7 @@ impl whip::WhipAdmission for WhipAdmission {
         let id = format!("whip/{}", r.name);
         let mut answer = None;
         let started =
-            self.streams.start_with(&id, format!("whip publish from {}", r.peer), None, |stream, media, l| {
+            self.streams.start_with(&id, format!("whip publish from {}", r.peer), None, true, |stream, media, l| {
                 let (handle, rx) = StreamHandle::start_whip(stream, self.stun_server.clone(), r.offer, media, l);
                 answer = Some(rx);
                 handle
@@ -260,10 +262,12 @@ impl whip::WhipAdmission for WhipAdmission {
 
 /// One stream's analysis thread: frames from its queue through hashing, the shared
 /// batcher and fusion; alerts to the sink; dense/cheap sampling back to media.
-fn analyze_stream(streams: &Streams, handle: &StreamHandle, context: AlertContext) {
+fn analyze_stream(streams: &Streams, handle: &StreamHandle, context: AlertContext, direct: bool) {
     let deps = &streams.deps;
     let id = handle.id.0.clone();
-    let mut analysis = StreamAnalysis::new(deps.policy.clone(), handle.id.clone(), &deps.hash, &deps.banks.snapshot());
+    let session = context.session_id.clone().unwrap_or_else(vigil_core::ids::new_session_id);
+    let mut analysis =
+        StreamAnalysis::new(deps.policy.clone(), handle.id.clone(), session, &deps.hash, &deps.banks.snapshot());
     let calm = Duration::from_secs(deps.media.calm_secs);
     let mut last_risk: Option<Instant> = None;
     let send = |msg: SinkMsg| {
@@ -305,9 +309,23 @@ fn analyze_stream(streams: &Streams, handle: &StreamHandle, context: AlertContex
             Sampling::Cheap if last_risk.is_none_or(|t| t.elapsed() >= calm) => handle.set_dense(false),
             Sampling::Cheap => {}
         }
+        let cut = (direct && deps.cut_direct_publishers).then(|| interrupt_of(&outcome.events, &context)).flatten();
         send(SinkMsg::Frame(Box::new(FrameMsg { stream: id.clone(), signals, outcome, context: context.clone() })));
+        if let Some(command_id) = cut {
+            // The publisher is connected to this worker: cut it now rather than wait for
+            // the platform to act on the command (which is still sent). The stream's
+            // end closes its RTMP connection or WebRTC session.
+            tracing::warn!(stream = %id, command = %command_id, "cutting the publisher");
+            send(SinkMsg::lifecycle(&id, "cut", Some(&command_id), Some("interrupted by the worker")));
+            handle.stop_because(format!("cut by the worker (command {command_id})"));
+        }
     }
     streams.finished(&id);
+}
+
+/// The command id of the interrupt these events issue, if they issue one.
+fn interrupt_of(events: &[vigil_fusion::Event], context: &AlertContext) -> Option<String> {
+    events.iter().find_map(|e| e.to_alert(context, 0).interrupt_command()).map(|c| c.command_id)
 }
 
 fn infer(batcher: &Batcher, frame: &vigil_core::Frame) -> Analysis {

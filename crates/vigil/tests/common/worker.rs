@@ -10,10 +10,16 @@ use std::time::{Duration, Instant};
 
 type Lines = Arc<(Mutex<Vec<Value>>, Condvar)>;
 
+/// The admin bearer token every test worker gets (through `VIGIL_ADMIN_TOKEN`) unless
+/// the test's `env` sets its own.
+pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
+
 pub struct Worker {
     child: Child,
     lines: Lines,
     pub admin: String,
+    /// `admin.control_listen`'s address, when the config sets one.
+    pub admin_control: Option<String>,
     pub rtmp: Option<String>,
     /// The WHIP endpoint's URL, when `[ingest.whip]` is configured.
     pub whip: Option<String>,
@@ -45,6 +51,7 @@ impl Worker {
             .env("VIGIL_CACHE_DIR", super::cache_dir())
             .env("VIGIL__INFER__MODELS_DIR", super::root().join("models"))
             .env("VIGIL_LOG", "info")
+            .env("VIGIL_ADMIN_TOKEN", ADMIN_TOKEN)
             .env_remove("VIGIL_CONFIG")
             .stdout(Stdio::piped())
             .stderr(std::fs::File::create(dir.path().join("stderr.log")).unwrap());
@@ -63,10 +70,12 @@ impl Worker {
             }
         });
         let netns = netns.map(|n| n.name.clone());
-        let mut w = Worker { child, lines, admin: String::new(), rtmp: None, whip: None, netns, dir };
+        let mut w =
+            Worker { child, lines, admin: String::new(), admin_control: None, rtmp: None, whip: None, netns, dir };
         let rec = w.wait_for("the worker to listen", 120, |r| r.iter().any(|l| l["event"] == "listening"));
         let listening = rec.iter().find(|l| l["event"] == "listening").unwrap();
         w.admin = listening["admin"].as_str().unwrap().to_string();
+        w.admin_control = listening["admin_control"].as_str().map(str::to_string);
         w.rtmp = listening["rtmp"].as_str().map(str::to_string);
         w.whip = listening["whip"].as_str().map(str::to_string);
         w
@@ -108,9 +117,16 @@ impl Worker {
         }
     }
 
-    /// `GET`/`POST` on the admin server: (status, body).
+    /// `GET`/`POST` on the admin server, with the admin token: (status, body).
     pub fn http(&self, method: &str, path: &str) -> (u16, String) {
-        let (status, _, body) = self.request(&self.admin.clone(), method, path, &[], b"");
+        self.http_as(Some(ADMIN_TOKEN), method, path)
+    }
+
+    /// `GET`/`POST` on the admin server with `token` (or none): (status, body).
+    pub fn http_as(&self, token: Option<&str>, method: &str, path: &str) -> (u16, String) {
+        let auth = token.map(|t| format!("Bearer {t}"));
+        let headers: Vec<(&str, &str)> = auth.iter().map(|a| ("Authorization", a.as_str())).collect();
+        let (status, _, body) = self.request(&self.admin.clone(), method, path, &headers, b"");
         (status, body)
     }
 

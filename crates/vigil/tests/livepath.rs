@@ -1,0 +1,133 @@
+//! The live path can't be dodged: a publisher who reconnects is cut again (incident and
+//! command ids are per session), the worker cuts a publisher connected straight to it,
+//! a video message larger than one pipe message still reaches the decoder, and a
+//! stream whose analysis ends closes its publisher's connection.
+
+mod common;
+
+use common::worker::*;
+use common::*;
+use serde_json::Value;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A live RTMP publisher showing the (benign) astronaut photo for `secs` seconds.
+fn publish_astronaut(url: &str, secs: u32) -> Child {
+    let pipeline = format!(
+        "filesrc location={} ! decodebin ! videoconvert \
+         ! imagefreeze is-live=true num-buffers={} ! video/x-raw,framerate=25/1 ! videoconvert \
+         ! x264enc tune=zerolatency speed-preset=ultrafast key-int-max=25 ! h264parse ! flvmux streamable=true \
+         ! rtmp2sink location={url}",
+        astronaut().display(),
+        secs * 25
+    );
+    Command::new("gst-launch-1.0")
+        .arg("-q")
+        .args(pipeline.split_whitespace())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("gst-launch-1.0 (make setup)")
+}
+
+/// Waits for `child` to exit; returns its run time, or fails after `secs`.
+fn exits_within(child: &mut Child, secs: u64) -> (Duration, bool) {
+    let started = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return (started.elapsed(), status.success());
+        }
+        assert!(started.elapsed() < Duration::from_secs(secs), "the publisher was not disconnected in {secs} s");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn of_type<'a>(records: &'a [Value], kind: &str) -> Vec<&'a Value> {
+    records.iter().filter(|r| r["type"] == kind).collect()
+}
+
+#[test]
+fn a_publisher_who_reconnects_with_the_same_key_is_cut_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let bank = dir.path().join("bank.txt");
+    std::fs::write(&bank, format!("{}\n", pdq_of(&astronaut()))).unwrap();
+    let port = common::nginx::free_port();
+    let w = Worker::start(
+        &format!(
+            "[media]\nsampling = \"keyframes\"\n\
+             [[hash.banks]]\nname = \"known\"\npath = \"{}\"\naction = \"interrupt\"\n\
+             [ingest.rtmp]\nlisten = \"127.0.0.1:{port}\"\n[ingest.rtmp.stream_keys]\nalice = \"alice-key-123\"\n",
+            bank.display()
+        ),
+        &[],
+        &[],
+    );
+    let url = format!("rtmp://{}/live/alice-key-123", w.rtmp.clone().unwrap());
+    let stream = "rtmp/live/alice";
+    for session in 1..=2usize {
+        // 60 s of material: only the worker's cut can end it early.
+        let mut publisher = publish_astronaut(&url, 60);
+        w.wait_for("the cut", 40, |r| {
+            r.iter().filter(|x| x["type"] == "stream" && x["stream"] == stream && x["event"] == "cut").count()
+                >= session
+        });
+        let (ran, clean) = exits_within(&mut publisher, 15);
+        assert!(!clean, "session {session}: the publisher's connection was closed under it (ran {ran:?})");
+        let records = w.wait_for("the stream to end", 30, |r| {
+            r.iter().filter(|x| x["type"] == "stream" && x["stream"] == stream && x["event"] == "ended").count()
+                >= session
+        });
+        let cuts: Vec<_> =
+            records.iter().filter(|r| r["type"] == "stream" && r["stream"] == stream && r["event"] == "cut").collect();
+        assert_eq!(cuts.len(), session, "one cut per session: {cuts:?}");
+    }
+    let (_, records) = w.stop();
+    let alerts = of_type(&records, "alert");
+    let opened: Vec<&str> =
+        alerts.iter().filter(|a| a["event"] == "opened").map(|a| a["alert_id"].as_str().unwrap()).collect();
+    assert_eq!(opened.len(), 2, "two incidents: {opened:?}");
+    assert_ne!(opened[0], opened[1], "the second session's incident has a new id");
+    let sessions: Vec<&str> = alerts.iter().map(|a| a["session_id"].as_str().unwrap()).collect();
+    assert!(sessions.iter().any(|s| *s != sessions[0]), "two sessions: {sessions:?}");
+    let commands: Vec<&str> =
+        of_type(&records, "interrupt").iter().map(|c| c["command_id"].as_str().unwrap()).collect();
+    assert_eq!(commands.len(), 2, "{commands:?}");
+    assert_ne!(commands[0], commands[1], "a consumer deduplicating by command id acts on both");
+    for r in alerts.iter().chain(of_type(&records, "interrupt").iter()) {
+        assert!(schema_violations(r).is_empty(), "{:?}", schema_violations(r));
+    }
+    let cut = records.iter().find(|r| r["event"] == "cut").unwrap();
+    assert_eq!(cut["detail"], commands[0], "the cut names its command");
+    let ended = records.iter().find(|r| r["event"] == "ended" && r["stream"] == stream).unwrap();
+    assert!(ended["reason"].as_str().unwrap().contains("cut by the worker"), "{ended}");
+}
+
+#[test]
+fn video_messages_larger_than_a_pipe_message_reach_the_decoder() {
+    let port = common::nginx::free_port();
+    let w = Worker::start(
+        &format!(
+            "[media]\nsampling = \"keyframes\"\n[media.limits]\nmax_bitrate_kbps = 200000\n\
+             [ingest.rtmp]\nlisten = \"127.0.0.1:{port}\"\n[ingest.rtmp.stream_keys]\nbig = \"big-key-12345\"\n"
+        ),
+        &[],
+        &[],
+    );
+    // 4K noise at a fixed quantizer: every frame is a keyframe of about 6.5 MB, over
+    // the 4 MiB a single pipe message carries and under ingest's 8 MiB limit.
+    let pipeline = format!(
+        "videotestsrc is-live=true pattern=snow num-buffers=8 ! video/x-raw,width=3840,height=2160,framerate=1/1 \
+         ! x264enc speed-preset=ultrafast pass=quant quantizer=36 key-int-max=1 ! h264parse ! flvmux streamable=true \
+         ! rtmp2sink location=rtmp://{}/live/big-key-12345",
+        w.rtmp.clone().unwrap()
+    );
+    let status = Command::new("gst-launch-1.0").arg("-q").args(pipeline.split_whitespace()).status().unwrap();
+    assert!(status.success(), "the publisher ran to its end");
+    let stream = "rtmp/live/big";
+    let records = w.wait_for("the stream to end", 60, |r| ended(r, stream).is_some());
+    let frames = stream_frames(&records, stream);
+    assert!(frames >= 5, "the large keyframes were decoded: {frames} frames");
+    assert_eq!(ended(&records, stream).unwrap()["reason"], Value::Null, "a clean end, not a broken pipe");
+    let gaps = records.iter().filter(|r| r["stream"] == stream && r["unscanned"].is_array()).count();
+    assert_eq!(gaps, 0, "no unscanned stretch");
+}

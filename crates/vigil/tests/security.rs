@@ -1,0 +1,98 @@
+//! The worker's trust boundaries as an attacker on loopback probes them (SECURITY.md maps
+//! each defence to its test here): the admin API without or with a wrong token, the
+//! control routes on their own address, and credentials in pulled URLs, which must
+//! appear nowhere: not on `/streams`, in the log, on alerts, nor on a child's command line.
+
+mod common;
+
+use common::nginx::free_port;
+use common::worker::*;
+use common::*;
+
+#[test]
+fn admin_routes_that_change_or_reveal_the_worker_need_the_token_and_probes_stay_open() {
+    let w = Worker::start("", &[], &[]);
+    for (method, path) in [("POST", "/admin/drain"), ("POST", "/admin/banks/reload"), ("GET", "/streams")] {
+        for token in [None, Some("test-admin-token-012345678"), Some("x")] {
+            let (status, body) = w.http_as(token, method, path);
+            assert_eq!(status, 401, "{method} {path} with {token:?}: {body}");
+        }
+    }
+    // A Basic header carrying the right token is still not a bearer token.
+    let (status, _, _) =
+        w.request(&w.admin.clone(), "POST", "/admin/drain", &[("Authorization", &format!("Basic {ADMIN_TOKEN}"))], b"");
+    assert_eq!(status, 401);
+    for path in ["/healthz", "/readyz", "/metrics"] {
+        assert_eq!(w.http_as(None, "GET", path).0, 200, "{path} is open for probes and Prometheus");
+    }
+    assert!(w.metric("vigil_admin_requests_refused_total", "bad_token") >= 10.0);
+    // Still serving: the refused drains did nothing.
+    assert_eq!(w.http_as(None, "GET", "/readyz").0, 200);
+    assert_eq!(w.http("GET", "/streams").0, 200);
+    let (status, body) = w.http("POST", "/admin/drain");
+    assert_eq!(status, 202, "{body}");
+    let (status, _) = w.stop();
+    assert!(status.success());
+}
+
+#[test]
+fn without_a_token_the_control_routes_are_closed_and_they_can_live_on_their_own_address() {
+    // No token at all: refused (403), never open.
+    let w = Worker::start("", &[], &[("VIGIL_ADMIN_TOKEN", "")]);
+    assert_eq!(w.http("POST", "/admin/drain").0, 403);
+    assert_eq!(w.http_as(None, "GET", "/streams").0, 403);
+    assert_eq!(w.http_as(None, "GET", "/readyz").0, 200);
+    assert!(w.stderr().contains("no admin token configured"), "{}", tail(&w.stderr(), 10));
+    drop(w);
+
+    // A short token is a configuration error.
+    let out = vigil_env(&["run"], &[("VIGIL_ADMIN_TOKEN", "short")]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("shorter than 16"), "{out:?}");
+
+    let control = format!("127.0.0.1:{}", free_port());
+    let w = Worker::start(&format!("control_listen = \"{control}\"\n"), &[], &[]);
+    assert_eq!(w.admin_control.as_deref(), Some(control.as_str()));
+    assert_eq!(w.http("POST", "/admin/drain").0, 404, "the open address has no control routes");
+    assert_eq!(w.http("GET", "/streams").0, 404);
+    let (status, _, _) = w.request(&control, "GET", "/metrics", &[], b"");
+    assert_eq!(status, 404, "probes and metrics stay on the open address");
+    let auth = format!("Bearer {ADMIN_TOKEN}");
+    let (status, _, body) = w.request(&control, "GET", "/streams", &[("Authorization", &auth)], b"");
+    assert_eq!(status, 200, "{body}");
+    let (status, _, _) = w.request(&control, "POST", "/admin/drain", &[], b"");
+    assert_eq!(status, 401);
+}
+
+#[test]
+fn credentials_in_a_pulled_url_show_nowhere() {
+    // An RTSP camera that is not there: the worker keeps retrying it, which is when
+    // credentials would leak into logs and /streams.
+    let port = free_port();
+    let secret = "hunter2-camera-password";
+    let uri = format!("rtsp://operator:{secret}@127.0.0.1:{port}/stream");
+    let w = Worker::start(&format!("[[ingest.pull]]\nname = \"cam\"\nuri = \"{uri}\"\n"), &["--pull", &uri], &[]);
+    let records = w.wait_for("both streams to start", 30, |r| {
+        r.iter().filter(|x| x["type"] == "stream" && x["event"] == "started").count() >= 2
+    });
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    let (status, streams) = w.http("GET", "/streams");
+    assert_eq!(status, 200);
+    assert!(!streams.contains(secret), "/streams shows the password: {streams}");
+    assert!(streams.contains(&format!("rtsp://***@127.0.0.1:{port}/stream")), "{streams}");
+    for r in &records {
+        assert!(!r.to_string().contains(secret), "a record shows the password: {r}");
+    }
+    for (pid, cmdline) in w.decode_children() {
+        assert!(!cmdline.contains(secret), "child {pid}'s command line shows the password: {cmdline}");
+        let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
+        let environ = String::from_utf8_lossy(&environ);
+        assert!(!environ.contains(ADMIN_TOKEN), "child {pid} inherited the admin token");
+    }
+    let log = w.stderr();
+    assert!(!log.contains(secret), "the log shows the password: {}", tail(&log, 20));
+    let (_, records) = w.stop();
+    for r in &records {
+        assert!(!r.to_string().contains(secret), "a record shows the password: {r}");
+    }
+}
