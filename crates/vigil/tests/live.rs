@@ -151,7 +151,16 @@ fn a_crashed_or_frozen_decoder_is_restarted_and_the_other_streams_keep_going() {
         assert_eq!(line("Max core file size"), "0", "{limits}");
         assert_eq!(line("Max address space"), (2048u64 << 20).to_string(), "{limits}");
     }
-    let pid_of = |f: &std::path::Path| children.iter().find(|(_, c)| c.contains(&*f.to_string_lossy())).unwrap().0;
+    // A child's spec is not on its command line (it comes over the pipe): find the
+    // child by the file it has open.
+    let pid_of = |f: &std::path::Path| {
+        let reads = |pid: u32| {
+            std::fs::read_dir(format!("/proc/{pid}/fd"))
+                .map(|fds| fds.flatten().any(|fd| std::fs::read_link(fd.path()).is_ok_and(|l| l == f)))
+                .unwrap_or(false)
+        };
+        children.iter().find(|(pid, _)| reads(*pid)).unwrap().0
+    };
     // SIGABRT is how a C decoder dies on a failed assertion or detected corruption.
     signal(pid_of(&a), "ABRT");
     signal(pid_of(&b), "STOP");

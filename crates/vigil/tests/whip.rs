@@ -71,11 +71,14 @@ fn a_whip_publisher_is_scanned_on_requested_keyframes_matched_and_ended_by_delet
     let clip = still_clip(dir.path(), &astronaut(), "astronaut.mp4", 10, 2000, 480, "mp4mux");
     let bank = dir.path().join("bank.txt");
     std::fs::write(&bank, format!("{}\n", pdq_of(&astronaut()))).unwrap();
+    // The worker would cut the publisher at its first match; this test follows a whole
+    // session (keyframe cadence, DELETE), so the platform is left to make the cut.
     let w = Worker::start_in(
         Some(&ns),
         &format!(
             "[media]\nsampling = \"keyframes\"\nsample_fps = 1.0\n\
              [hash]\n[[hash.banks]]\nname = \"known\"\npath = \"{}\"\naction = \"interrupt\"\n\
+             [ingest]\ncut_direct_publishers = false\n\
              [ingest.whip]\nlisten = \"127.0.0.1:0\"\nprivate_candidates = true\n\
              stream_keys = {{ alice = \"{ALICE}\", bob = \"{BOB}\" }}\n",
             bank.display()
@@ -169,6 +172,8 @@ fn a_whip_publisher_is_scanned_on_requested_keyframes_matched_and_ended_by_delet
     let records = w.wait_for("the abandoned stream to end", 40, |r| endings(r, "whip/alice").len() >= 3);
     let last = endings(&records, "whip/alice")[2];
     assert!(last["reason"].as_str().unwrap().contains("left without ending the session"), "{last}");
+    // UPnP is off: libnice never went looking for routers to open ports on.
+    assert!(!w.stderr().contains("gupnp"), "{}", tail(&w.stderr(), 20));
     let (status, _) = w.stop();
     assert!(status.success());
 }

@@ -39,11 +39,19 @@ pub(super) fn add_webrtcbin(
     if let Some(stun) = stun_server {
         webrtc.set_property("stun-server", stun);
     }
-    // UDP only: no outgoing TCP connections to addresses a publisher chose.
-    if let Some(agent) = webrtc.property::<Option<gst::glib::Object>>("ice-agent")
-        && agent.find_property("ice-tcp").is_some()
-    {
-        agent.set_property("ice-tcp", false);
+    if let Some(ice) = webrtc.property::<Option<gst::glib::Object>>("ice-agent") {
+        // UDP only: no outgoing TCP connections to addresses a publisher chose.
+        if ice.find_property("ice-tcp").is_some() {
+            ice.set_property("ice-tcp", false);
+        }
+        // No UPnP: libnice would otherwise look for routers on the worker's networks
+        // and ask them to open ports (a publisher must not make the worker probe its
+        // own network). The property is libnice's, on the agent webrtcbin wraps.
+        let agent = ice.find_property("agent").and_then(|_| ice.property::<Option<gst::glib::Object>>("agent"));
+        match agent {
+            Some(agent) if agent.find_property("upnp").is_some() => agent.set_property("upnp", false),
+            _ => eprintln!("vigil-media-child: cannot turn UPnP off: no libnice agent found"),
+        }
     }
     pipeline.add(&webrtc).map_err(|e| fail("pipeline")(e.to_string()))?;
     let parse_sink = parse.static_pad("sink").ok_or_else(|| fail("pipeline")("parsebin without sink".into()))?;
