@@ -73,6 +73,15 @@ struct GateState {
     frames: RateGate,
 }
 
+/// What happens to a coded unit before the decoder.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unit {
+    Drop,
+    Decode,
+    /// Decode it, then drain the decoder so that the frame comes out at once.
+    DecodeAndDrain,
+}
+
 /// The two decisions, shared by the pad probes before and after the decoder and by the
 /// command reader that flips adaptive sampling.
 #[derive(Debug)]
@@ -131,18 +140,31 @@ impl SamplingGate {
     /// Before the decoder: may this coded unit be decoded? Units without a timestamp
     /// are decoded (headers, codec data).
     pub fn pass_unit(&self, pts_ms: Option<u64>, keyframe: bool) -> bool {
+        self.unit(pts_ms, keyframe) != Unit::Drop
+    }
+
+    /// Like [`SamplingGate::pass_unit`], and says whether the decoder must be drained
+    /// after this unit: in keyframe-only decoding the next unit it gets is another
+    /// keyframe, seconds away, and a decoder with a reorder window (H.264 with B-frames:
+    /// two frames) would hold this one until then: four seconds late at a 2 s GOP.
+    pub fn unit(&self, pts_ms: Option<u64>, keyframe: bool) -> Unit {
         let mut s = self.lock();
         let full_decode = s.mode == SamplingMode::Fixed || s.dense;
         if full_decode {
             if s.awaiting_keyframe {
                 if !keyframe {
-                    return false;
+                    return Unit::Drop;
                 }
                 s.awaiting_keyframe = false;
             }
-            return true;
+            return Unit::Decode;
         }
-        keyframe && pts_ms.is_none_or(|t| s.units.take(t))
+        match (keyframe, pts_ms) {
+            (false, _) => Unit::Drop,
+            (true, None) => Unit::Decode,
+            (true, Some(t)) if s.units.take(t) => Unit::DecodeAndDrain,
+            (true, Some(_)) => Unit::Drop,
+        }
     }
 
     /// After the decoder: does this decoded frame go to analysis?
@@ -157,6 +179,20 @@ impl SamplingGate {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn keyframe_only_decoding_drains_after_each_keyframe_and_full_decoding_never_does() {
+        let g = SamplingGate::new(SamplingMode::Adaptive, 1.0, 4.0);
+        assert_eq!(g.unit(Some(0), true), Unit::DecodeAndDrain);
+        assert_eq!(g.unit(Some(33), false), Unit::Drop);
+        assert_eq!(g.unit(None, true), Unit::Decode, "codec data");
+        assert!(g.set_dense(true));
+        assert_eq!(g.unit(Some(66), false), Unit::Drop, "dense waits for a keyframe");
+        assert_eq!(g.unit(Some(2000), true), Unit::Decode);
+        assert_eq!(g.unit(Some(2033), false), Unit::Decode);
+        let fixed = SamplingGate::new(SamplingMode::Fixed, 1.0, 4.0);
+        assert_eq!(fixed.unit(Some(0), true), Unit::Decode);
+    }
 
     /// A 30 fps stream with a keyframe every 60 frames, for `secs` seconds.
     fn units(secs: u64) -> impl Iterator<Item = (u64, bool)> {

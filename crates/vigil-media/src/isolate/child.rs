@@ -9,7 +9,7 @@
 
 use super::protocol::{ChildEvent, Command, FromChild, ToChild};
 use crate::SampleConfig;
-use crate::sampling::SamplingGate;
+use crate::sampling::{SamplingGate, Unit};
 use gstreamer as gst;
 use gstreamer::prelude::*;
 use gstreamer_app as gst_app;
@@ -473,18 +473,23 @@ fn decoder_name(decodebin: &gst::Element) -> String {
 /// drops what the sampling mode does not decode.
 fn add_unit_gate(pad: &gst::Pad, shared: &Arc<Shared>) {
     let shared = shared.clone();
-    pad.add_probe(gst::PadProbeType::BUFFER | gst::PadProbeType::EVENT_DOWNSTREAM, move |_, info| match &info.data {
+    pad.add_probe(gst::PadProbeType::BUFFER | gst::PadProbeType::EVENT_DOWNSTREAM, move |pad, info| match &info.data {
         Some(gst::PadProbeData::Buffer(buf)) => {
             let c = &shared.counters;
             c.units_in.fetch_add(1, Relaxed);
             c.input_bytes.fetch_add(buf.size() as u64, Relaxed);
             let keyframe = !buf.flags().contains(gst::BufferFlags::DELTA_UNIT);
-            let pts = buf.pts().or(buf.dts()).map(|t| t.mseconds());
-            if shared.gate.pass_unit(pts, keyframe) {
-                c.units_decoded.fetch_add(1, Relaxed);
-                gst::PadProbeReturn::Ok
-            } else {
-                gst::PadProbeReturn::Drop
+            let time = buf.pts().or(buf.dts());
+            match shared.gate.unit(time.map(|t| t.mseconds()), keyframe) {
+                Unit::Drop => gst::PadProbeReturn::Drop,
+                Unit::Decode => {
+                    c.units_decoded.fetch_add(1, Relaxed);
+                    gst::PadProbeReturn::Ok
+                }
+                Unit::DecodeAndDrain => {
+                    c.units_decoded.fetch_add(1, Relaxed);
+                    decode_and_drain(pad, info, time)
+                }
             }
         }
         Some(gst::PadProbeData::Event(ev)) => {
@@ -505,6 +510,21 @@ fn add_unit_gate(pad: &gst::Pad, shared: &Arc<Shared>) {
         }
         _ => gst::PadProbeReturn::Ok,
     });
+}
+
+/// Hands a keyframe to the decoder, then a GAP event, on which every GStreamer video
+/// decoder drains: the frame comes out now instead of when the decoder's reorder window
+/// fills, which in keyframe-only decoding is two keyframes (seconds) later. The next
+/// unit is a keyframe again, so the drain costs no reference the decoder needs.
+fn decode_and_drain(pad: &gst::Pad, info: &mut gst::PadProbeInfo, time: Option<gst::ClockTime>) -> gst::PadProbeReturn {
+    let (Some(peer), Some(time)) = (pad.peer(), time) else { return gst::PadProbeReturn::Ok };
+    let Some(gst::PadProbeData::Buffer(buf)) = info.data.take() else { return gst::PadProbeReturn::Ok };
+    let flow = peer.chain(buf);
+    if flow.is_ok() {
+        let _ = pad.push_event(gst::event::Gap::builder(time).build());
+    }
+    info.flow_res = flow;
+    gst::PadProbeReturn::Handled
 }
 
 /// After the decoder, before conversion: keeps frames at the dense rate.
