@@ -374,10 +374,53 @@ fn server_errors_are_retried_without_blocking_other_partitions_until_the_budget_
     assert!((3..=10).contains(&down.len()) && down.iter().all(|c| *c == 500), "{down:?}");
     // The fine command did not wait for the flaky one's recovery.
     let pos = |id: &str, code: u16| log.iter().position(|(r, c)| r.contains(id) && *c == code).unwrap();
-    assert!(pos("fine/interrupt", 200) < pos("flaky/interrupt", 200), "{:?}", log.iter().map(|x| x.1).collect::<Vec<_>>());
+    assert!(
+        pos("fine/interrupt", 200) < pos("flaky/interrupt", 200),
+        "{:?}",
+        log.iter().map(|x| x.1).collect::<Vec<_>>()
+    );
 
     let dead = bus.read(DEAD, 1);
     assert_eq!(committed(&bus, 1), 2, "the dead-lettered command and the one behind it");
     assert_eq!(header(&dead[0], "vigil-dead-letter-reason").as_deref(), Some("retries_exhausted"));
     assert_eq!(header(&dead[0], "vigil-dead-letter-attempts"), Some(down.len().to_string()));
+}
+
+/// The alarm: a dead letter shows on `/metrics` under its reason while the actuator runs.
+#[test]
+fn a_dead_letter_raises_the_alarm_metric() {
+    let (url, _) = webhook(|_, _| 404);
+    let bus = Bus::start();
+    bus.send(None, "rtmp/live/zed", &command("zed/interrupt", "rtmp/live/zed"));
+    let port = common::nginx::free_port();
+    let kafka = format!("{{ brokers = \"{}\", spool_path = \"/tmp/unused\" }}", bus.broker.addr);
+    let mut actuator = Command::new(env!("CARGO_BIN_EXE_vigil"))
+        .args(["actuate", "--max-runtime-secs", "30", "--metrics-listen", &format!("127.0.0.1:{port}")])
+        .env("VIGIL__SINK__KAFKA", &kafka)
+        .env("VIGIL__ACTUATE__ADAPTER", webhook_adapter(&url))
+        .env_remove("VIGIL_CONFIG")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let want = "vigil_actuate_dead_letters_total{reason=\"rejected\"} 1";
+    let deadline = Instant::now() + Duration::from_secs(25);
+    let mut last = String::new();
+    while !last.contains(want) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(300));
+        last = scrape(port).unwrap_or_default();
+    }
+    let _ = actuator.kill();
+    let _ = actuator.wait();
+    assert!(last.contains(want), "{last}");
+    assert!(last.contains("vigil_actuate_dead_letters_total{reason=\"no_publisher\"} 0"), "{last}");
+}
+
+fn scrape(port: u16) -> Option<String> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).ok()?;
+    Some(out)
 }

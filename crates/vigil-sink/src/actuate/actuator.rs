@@ -5,7 +5,9 @@
 
 use super::adapters::Adapter;
 use super::error::{DeadLetterReason, Disposition};
-use super::publish::{ACTION_SCHEMA, ACTION_SCHEMA_VERSION, ActionRecord, Outcome, PublishError, Publisher, now_unix_ms};
+use super::publish::{
+    ACTION_SCHEMA, ACTION_SCHEMA_VERSION, ActionRecord, Outcome, PublishError, Publisher, now_unix_ms,
+};
 use super::{ActuateConfig, ActuateStats, RetryConfig, Seen, events, parse};
 use crate::kafka::KafkaConfig;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
@@ -119,7 +121,8 @@ impl Actuator {
                 self.finish(&msg, false)?;
             }
             Ok(cmd) => {
-                let p = Pending { msg, cmd, attempts: 0, no_publisher: 0, first_failure: None, next_at: Instant::now() };
+                let p =
+                    Pending { msg, cmd, attempts: 0, no_publisher: 0, first_failure: None, next_at: Instant::now() };
                 self.attempt(p, false)?;
             }
         }

@@ -71,7 +71,9 @@ pub enum ActError {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Disposition {
     /// Try again after a backoff, within the retry budget.
-    Retry { hint: Option<Duration> },
+    Retry {
+        hint: Option<Duration>,
+    },
     /// Try again a few times, briefly: the publisher may be reconnecting.
     RetryBriefly,
     DeadLetter(DeadLetterReason),

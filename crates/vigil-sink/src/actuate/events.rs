@@ -54,7 +54,14 @@ pub fn cut(command: &str, stream: &str, detail: &str) {
 
 pub fn attempt_failed(command: &str, stream: &str, attempt: u32, retry_in: std::time::Duration, e: &ActError) {
     METRICS.failed_attempts.inc();
-    tracing::warn!(command, stream, attempt, retry_in_ms = retry_in.as_millis() as u64, kind = e.kind(), "interrupt failed, will retry: {e}");
+    tracing::warn!(
+        command,
+        stream,
+        attempt,
+        retry_in_ms = retry_in.as_millis() as u64,
+        kind = e.kind(),
+        "interrupt failed, will retry: {e}"
+    );
 }
 
 pub fn dead_lettered(command: Option<&str>, source: &str, reason: DeadLetterReason, detail: &str) {

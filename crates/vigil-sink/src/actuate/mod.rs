@@ -298,7 +298,10 @@ mod tests {
         ] {
             assert!(e.iter().any(|m| m.contains(needle)), "{needle} not in {e:?}");
         }
-        assert!(toml::from_str::<ActuateConfig>("adapter = { kind = \"webhook\", url = \"http://x\" }\nretries = 3").is_err());
+        assert!(
+            toml::from_str::<ActuateConfig>("adapter = { kind = \"webhook\", url = \"http://x\" }\nretries = 3")
+                .is_err()
+        );
         let ok: ActuateConfig = toml::from_str("adapter = { kind = \"webhook\", url = \"http://x\" }").unwrap();
         assert!(ok.validate("actuate").is_empty());
         assert_eq!(ok.dead_letter_topic, "vigil.interrupts.dead-letter");

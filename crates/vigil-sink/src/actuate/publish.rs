@@ -184,10 +184,8 @@ impl Publisher {
         let headers = OwnedHeaders::new()
             .insert(Header { key: "vigil-schema", value: Some(ACTION_SCHEMA) })
             .insert(Header { key: "vigil-message-id", value: Some(&id) });
-        let rec = BaseRecord::with_opaque_to(topic, Box::new(None))
-            .key(record.stream_id)
-            .payload(&value)
-            .headers(headers);
+        let rec =
+            BaseRecord::with_opaque_to(topic, Box::new(None)).key(record.stream_id).payload(&value).headers(headers);
         if let Err((e, _)) = self.producer.send::<str, Vec<u8>>(rec) {
             super::events::action_lost(&e.to_string());
         }
