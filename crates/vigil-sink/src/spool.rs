@@ -579,7 +579,11 @@ mod tests {
         std::fs::write(&p, &data).unwrap();
         let s = Spool::open(&p, 1 << 20).unwrap();
         assert_eq!(keys(&s), ["c", "d"]);
-        assert_eq!(std::fs::read(dir.path().join("a.log.corrupt-0")).unwrap(), &big[..100], "the partial bytes set aside");
+        assert_eq!(
+            std::fs::read(dir.path().join("a.log.corrupt-0")).unwrap(),
+            &big[..100],
+            "the partial bytes set aside"
+        );
         drop(s);
         let s = Spool::open(&p, 1 << 20).unwrap();
         assert_eq!(keys(&s), ["c", "d"], "the recovered spool reopens cleanly");
@@ -657,7 +661,6 @@ mod tests {
         assert_eq!(mode(&dir.path().join("new/spool/a.log.corrupt-0")), 0o600);
     }
 
-
     #[test]
     fn a_write_that_fails_part_way_is_rolled_back_and_later_records_survive_reopen() {
         let dir = tempfile::tempdir().unwrap();
@@ -707,5 +710,4 @@ mod tests {
         drop(s);
         assert_eq!(keys(&Spool::open(&p, 1 << 20).unwrap()), ["a"]);
     }
-
 }
