@@ -25,6 +25,8 @@ pub struct AdminState {
     pub banks: Arc<BankStore>,
     pub registry: prometheus::Registry,
     pub shutdown: Arc<AtomicBool>,
+    /// The Kafka sink's health (producer fatal error, spool fill), when Kafka is on.
+    pub sink_health: Option<vigil_sink::KafkaHealth>,
 }
 
 /// Binds `listen` and serves until the process ends; returns the bound address.
@@ -81,6 +83,7 @@ async fn ready(State(s): State<Arc<AdminState>>) -> impl IntoResponse {
             reasons.push(format!("bank {}: {:?} {}", b.name, b.state, b.detail.unwrap_or_default()));
         }
     }
+    reasons.extend(s.sink_health.iter().flat_map(vigil_sink::KafkaHealth::not_ready));
     let code = if reasons.is_empty() { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     (
         code,

@@ -108,6 +108,7 @@ pub fn run(config: Option<&Path>, args: RunArgs) -> anyhow::Result<ExitCode> {
                 banks: store,
                 registry,
                 shutdown: shutdown.clone(),
+                sink_health: None,
             };
             let addr = admin::start(&cfg.admin.listen, Arc::new(state)).context("admin server")?;
             let mut out = vigil_sink::JsonlSink::new(std::io::stdout());
@@ -122,6 +123,7 @@ pub fn run(config: Option<&Path>, args: RunArgs) -> anyhow::Result<ExitCode> {
         }
     };
     let kafka = cfg.sink.kafka.clone().map(vigil_sink::KafkaSink::open).transpose().context("kafka sink")?;
+    let sink_health = kafka.as_ref().map(vigil_sink::KafkaSink::health);
     let (sink_tx, sink_thread) = delivery::start(kafka)?;
 
     let context = AlertContext {
@@ -147,6 +149,7 @@ pub fn run(config: Option<&Path>, args: RunArgs) -> anyhow::Result<ExitCode> {
         banks: store.clone(),
         registry,
         shutdown: shutdown.clone(),
+        sink_health,
     });
     let admin_addr = admin::start(&cfg.admin.listen, admin_state).context("admin server")?;
 
