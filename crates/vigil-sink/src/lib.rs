@@ -8,7 +8,7 @@ pub mod metrics;
 pub mod spool;
 pub mod testing;
 
-pub use kafka::{KafkaConfig, KafkaSink, KafkaSinkError};
+pub use kafka::{KafkaConfig, KafkaHealth, KafkaSink, KafkaSinkError, MessageKind};
 pub use spool::{Record, Spool, SpoolError};
 
 use serde::Serialize;
@@ -50,8 +50,12 @@ impl<W: Write> JsonlSink<W> {
     pub fn write<T: Serialize>(&mut self, record: &T) -> Result<(), SinkError> {
         let mut line = serde_json::to_vec(record)?;
         line.push(b'\n');
-        self.out.write_all(&line)?;
-        self.out.flush()?;
+        let written = self.out.write_all(&line).and_then(|()| self.out.flush());
+        if written.is_err() {
+            // Counted here, logged by the caller (which knows whether it is news).
+            metrics::METRICS.output_failed.inc();
+        }
+        written?;
         self.written += 1;
         Ok(())
     }

@@ -1,7 +1,8 @@
 //! Counters of the sinks. The spool's fill ratio is the loud one: alert on it well
-//! before 1.0, when the spool starts refusing alerts.
+//! before 0.9, when the spool starts refusing alerts (interrupt commands may still use
+//! the last 10%).
 
-use prometheus::{Gauge, IntCounter, IntGauge, Registry};
+use prometheus::{Gauge, IntCounter, IntCounterVec, IntGauge, Opts, Registry};
 use std::sync::LazyLock;
 
 pub struct SinkMetrics {
@@ -9,22 +10,52 @@ pub struct SinkMetrics {
     pub spool_pending: IntGauge,
     pub delivered: IntCounter,
     pub delivery_failed: IntCounter,
+    /// Messages the Kafka sink did not accept, by `kind` (alert, interrupt) and `reason`
+    /// (full, io, failed, too_large, serialise, client).
+    pub refused: IntCounterVec,
+    pub retried: IntCounter,
+    pub producer_fatal: IntCounter,
+    pub producer_recreated: IntCounter,
+    pub spool_set_aside: IntCounter,
+    pub output_failed: IntCounter,
+}
+
+fn counter(name: &str, help: &str) -> IntCounter {
+    IntCounter::new(name, help).expect("valid metric")
 }
 
 pub static METRICS: LazyLock<SinkMetrics> = LazyLock::new(|| SinkMetrics {
     spool_fill_ratio: Gauge::new(
         "vigil_sink_spool_fill_ratio",
-        "Share of the spool's size limit in use (refuses alerts at 1)",
+        "Share of the spool's size limit in use (refuses alerts at 0.9, interrupt commands at 1)",
     )
     .expect("valid metric"),
     spool_pending: IntGauge::new("vigil_sink_spool_pending", "Messages accepted and not yet confirmed by the broker")
         .expect("valid metric"),
-    delivered: IntCounter::new("vigil_sink_delivered_total", "Messages the broker confirmed").expect("valid metric"),
-    delivery_failed: IntCounter::new(
+    delivered: counter("vigil_sink_delivered_total", "Messages the broker confirmed"),
+    delivery_failed: counter(
         "vigil_sink_delivery_failed_total",
-        "Messages the broker refused (kept in the spool)",
+        "Failed delivery reports (the message stays in the spool and is offered again)",
+    ),
+    refused: IntCounterVec::new(
+        Opts::new("vigil_sink_refused_total", "Messages the Kafka sink did not accept"),
+        &["kind", "reason"],
     )
     .expect("valid metric"),
+    retried: counter("vigil_sink_retried_total", "Messages offered again after a failed delivery report"),
+    producer_fatal: counter(
+        "vigil_sink_producer_fatal_total",
+        "Fatal errors of the idempotent producer (each one re-creates the producer)",
+    ),
+    producer_recreated: counter(
+        "vigil_sink_producer_recreated_total",
+        "Kafka producers re-created after a fatal error",
+    ),
+    spool_set_aside: counter(
+        "vigil_sink_spool_set_aside_total",
+        "Unreadable stretches of the spool copied aside to <spool>.corrupt-<n> on open",
+    ),
+    output_failed: counter("vigil_sink_output_failed_total", "JSON lines that could not be written (stdout)"),
 });
 
 pub fn register(registry: &Registry) -> prometheus::Result<()> {
@@ -32,8 +63,14 @@ pub fn register(registry: &Registry) -> prometheus::Result<()> {
     registry.register(Box::new(m.spool_fill_ratio.clone()))?;
     registry.register(Box::new(m.spool_pending.clone()))?;
     registry.register(Box::new(m.delivered.clone()))?;
-    registry.register(Box::new(m.delivery_failed.clone()))
+    registry.register(Box::new(m.delivery_failed.clone()))?;
+    registry.register(Box::new(m.refused.clone()))?;
+    for c in [&m.retried, &m.producer_fatal, &m.producer_recreated, &m.spool_set_aside, &m.output_failed] {
+        registry.register(Box::new(c.clone()))?;
+    }
+    Ok(())
 }
 
-/// Near-full threshold at which the spool logs an error on every append.
+/// Fill ratio from which the spool logs an error on every change and the worker
+/// reports not ready (before alerts are refused at 0.9).
 pub const SPOOL_ALARM_RATIO: f64 = 0.8;

@@ -4,29 +4,66 @@
 //!
 //! Format: an append-only log of frames `[len: u32 LE][crc32: u32 LE][kind: u8][body]`;
 //! kind 1 is a record (`body` = key length u16 LE, key, payload), kind 2 acknowledges the
-//! record with that key. A torn frame at the end (a crash mid-write) is cut off on open;
-//! a frame whose checksum fails is reported and everything after it is kept aside in
-//! `<file>.corrupt-<n>` rather than silently dropped. When every record is acknowledged
-//! (or the log grows past twice its live size) it is compacted: pending records are
-//! rewritten to a new file that atomically replaces the old one.
+//! record with that key.
+//!
+//! Accepted records are never deleted by recovery:
+//! - A write that fails part-way is rolled back at once: the file is cut back to the
+//!   last good offset and fsync'd, so a later append never lands after a partial frame.
+//!   If even that fails, the spool is marked failed and refuses records until a retried
+//!   roll-back succeeds.
+//! - On open, bytes that hold no valid frame are copied to `<file>.corrupt-<n>` (0600,
+//!   fsync'd, never deleted) and reading resumes at the next frame whose length and
+//!   checksum verify. Only a frame that runs past the end of the file with nothing valid
+//!   after it is a torn tail (a crash mid-write, never accepted) and is cut.
+//! - When every record is acknowledged (or the log grows past twice its live size, or
+//!   recovery set bytes aside) it is compacted: pending records are rewritten to a new
+//!   file that atomically replaces the old one.
+//!
+//! The spool holds alerts and interrupt commands of live streams: its file is created
+//! 0600 and its folder 0700.
 
-use std::collections::{HashSet, VecDeque};
-use std::fs::{File, OpenOptions};
+use std::collections::{HashMap, VecDeque};
+use std::fs::{DirBuilder, File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
+use std::ops::Range;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 const KIND_RECORD: u8 = 1;
 const KIND_ACK: u8 = 2;
 const HEADER: usize = 8;
+const MAX_KEY: usize = u16::MAX as usize;
+const MAX_PAYLOAD: usize = 16 << 20;
+/// The longest frame content a valid spool can hold; anything longer is not a frame.
+const MAX_CONTENT: usize = 1 + 2 + MAX_KEY + MAX_PAYLOAD;
+/// Share of `max_bytes` that only [`Spool::append_reserved`] may use: when alerts fill
+/// the spool, an interrupt command (the message that stops abuse) still gets in.
+pub const RESERVE_RATIO: f64 = 0.1;
+const FILE_MODE: u32 = 0o600;
+const DIR_MODE: u32 = 0o700;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SpoolError {
     #[error("spool {path}: {source}")]
     Io { path: PathBuf, source: std::io::Error },
-    #[error("spool {path} is full ({used} of {max} bytes): alerts cannot be accepted until the broker drains it")]
-    Full { path: PathBuf, used: u64, max: u64 },
+    #[error("spool {path} is full ({used} of {limit} bytes usable): not accepted until the broker drains it")]
+    Full { path: PathBuf, used: u64, limit: u64 },
     #[error("spool record too large: {0} bytes")]
     TooLarge(usize),
+    #[error("spool {path} failed ({reason}): a partial write could not be rolled back")]
+    Failed { path: PathBuf, reason: String },
+}
+
+impl SpoolError {
+    /// A short, bounded name for metrics.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            SpoolError::Io { .. } => "io",
+            SpoolError::Full { .. } => "full",
+            SpoolError::TooLarge(_) => "too_large",
+            SpoolError::Failed { .. } => "failed",
+        }
+    }
 }
 
 /// One accepted record: a key (the alert's message id) and its payload.
@@ -34,6 +71,12 @@ pub enum SpoolError {
 pub struct Record {
     pub key: String,
     pub payload: Vec<u8>,
+}
+
+impl Record {
+    fn frame_len(&self) -> u64 {
+        (HEADER + 1 + 2 + self.key.len() + self.payload.len()) as u64
+    }
 }
 
 pub struct Spool {
@@ -44,16 +87,35 @@ pub struct Spool {
     /// Bytes of the log file, and of its frames that are still needed.
     file_bytes: u64,
     live_bytes: u64,
+    /// Set when a failed write could not be rolled back; appends retry the roll-back.
+    failed: Option<String>,
+    /// Test hook: the next write stops after this many bytes and fails.
+    #[cfg(test)]
+    fail_next_write_after: Option<usize>,
 }
 
+/// CRC-32 (IEEE) table, built at compile time: recovery checksums candidate frames at
+/// every offset of an unreadable stretch, so this is worth being fast.
+const CRC_TABLE: [u32; 256] = {
+    let mut table = [0u32; 256];
+    let mut i = 0;
+    while i < 256 {
+        let mut c = i as u32;
+        let mut k = 0;
+        while k < 8 {
+            c = if c & 1 != 0 { (c >> 1) ^ 0xedb8_8320 } else { c >> 1 };
+            k += 1;
+        }
+        table[i] = c;
+        i += 1;
+    }
+    table
+};
+
 fn crc32(data: &[u8]) -> u32 {
-    // CRC-32 (IEEE), bitwise: records are small and rare (alerts), speed is not the point.
     let mut crc = !0u32;
     for &b in data {
-        crc ^= b as u32;
-        for _ in 0..8 {
-            crc = if crc & 1 != 0 { (crc >> 1) ^ 0xedb8_8320 } else { crc >> 1 };
-        }
+        crc = CRC_TABLE[((crc ^ b as u32) & 0xff) as usize] ^ (crc >> 8);
     }
     !crc
 }
@@ -77,33 +139,72 @@ fn record_body(r: &Record) -> Vec<u8> {
     body
 }
 
+/// Creates `dir` (and missing parents) 0700. An existing folder is left as it is: it
+/// may be shared (a spool path directly under `/var/lib`), and its owner chose its mode.
+fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    DirBuilder::new().recursive(true).mode(DIR_MODE).create(dir)
+}
+
+fn sync_dir(path: &Path) -> std::io::Result<()> {
+    match path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        Some(dir) => File::open(dir)?.sync_all(),
+        None => File::open(".")?.sync_all(),
+    }
+}
+
 impl Spool {
     /// Opens (or creates) the spool at `path`, recovering what it held.
     pub fn open(path: impl Into<PathBuf>, max_bytes: u64) -> Result<Spool, SpoolError> {
         let path = path.into();
         let io = |source| SpoolError::Io { path: path.clone(), source };
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(io)?;
+            create_private_dir(dir).map_err(io)?;
         }
-        let mut file = OpenOptions::new().create(true).read(true).append(true).open(&path).map_err(io)?;
+        let mut file =
+            OpenOptions::new().create(true).read(true).append(true).mode(FILE_MODE).open(&path).map_err(io)?;
+        // A spool created by an older version (or by hand) is made private too.
+        if file.metadata().map_err(io)?.permissions().mode() & 0o077 != 0 {
+            file.set_permissions(std::fs::Permissions::from_mode(FILE_MODE)).map_err(io)?;
+        }
         let mut data = Vec::new();
         file.read_to_end(&mut data).map_err(io)?;
-        let (records, good_len, corrupt_at) = parse(&data);
-        if let Some(at) = corrupt_at {
-            let aside = corrupt_path(&path);
-            std::fs::write(&aside, &data[at..]).map_err(io)?;
-            tracing::error!(spool = %path.display(), aside = %aside.display(), "spool frame at byte {at} fails its checksum; kept the rest aside");
+        let found = parse(&data);
+        for range in &found.unreadable {
+            let aside = set_aside(&path, &data[range.clone()]).map_err(io)?;
+            crate::metrics::METRICS.spool_set_aside.inc();
+            tracing::error!(
+                spool = %path.display(),
+                aside = %aside.display(),
+                "spool bytes {}..{} hold no valid frame: set aside, reading resumed at the next valid frame",
+                range.start,
+                range.end
+            );
         }
-        if good_len < data.len() as u64 {
-            if corrupt_at.is_none() {
-                tracing::warn!(spool = %path.display(), "cut a torn frame at the end of the spool (interrupted write)");
-            }
-            file.set_len(good_len).map_err(io)?;
-            file.sync_all().map_err(io)?;
+        if found.end < data.len() && found.unreadable.last().is_none_or(|r| r.end < data.len()) {
+            tracing::warn!(spool = %path.display(), "cut a torn frame at the end of the spool (interrupted write)");
         }
-        file.seek(SeekFrom::End(0)).map_err(io)?;
-        let live_bytes = records.iter().map(|r| (HEADER + 1 + 2 + r.key.len() + r.payload.len()) as u64).sum();
-        let mut spool = Spool { path, file, max_bytes, pending: records.into(), file_bytes: good_len, live_bytes };
+        let live_bytes = found.records.iter().map(Record::frame_len).sum();
+        let mut spool = Spool {
+            path,
+            file,
+            max_bytes,
+            pending: found.records.into(),
+            file_bytes: data.len() as u64,
+            live_bytes,
+            failed: None,
+            #[cfg(test)]
+            fail_next_write_after: None,
+        };
+        if !found.unreadable.is_empty() {
+            // The unreadable bytes are safe aside; the live file keeps only valid frames.
+            spool.compact()?;
+        } else if found.end < data.len() {
+            let io = |source| SpoolError::Io { path: spool.path.clone(), source };
+            spool.file.set_len(found.end as u64).map_err(io)?;
+            spool.file.sync_all().map_err(io)?;
+            spool.file_bytes = found.end as u64;
+        }
+        spool.file.seek(SeekFrom::End(0)).map_err(|source| SpoolError::Io { path: spool.path.clone(), source })?;
         spool.maybe_compact()?;
         Ok(spool)
     }
@@ -111,6 +212,11 @@ impl Spool {
     /// Records accepted and not yet acknowledged, oldest first.
     pub fn pending(&self) -> impl Iterator<Item = &Record> {
         self.pending.iter()
+    }
+
+    /// The pending record with `key`, if any.
+    pub fn get(&self, key: &str) -> Option<&Record> {
+        self.pending.iter().find(|r| r.key == key)
     }
 
     pub fn len(&self) -> usize {
@@ -126,116 +232,241 @@ impl Spool {
         self.live_bytes as f64 / self.max_bytes as f64
     }
 
+    /// Why the spool refuses records (a write that could not be rolled back), if it does.
+    pub fn failed(&self) -> Option<&str> {
+        self.failed.as_deref()
+    }
+
     /// Writes a record and fsyncs it. Only after this returns is the record accepted.
+    /// Refused once the spool is full up to its reserve ([`RESERVE_RATIO`]).
     pub fn append(&mut self, record: Record) -> Result<(), SpoolError> {
-        if record.key.len() > u16::MAX as usize || record.payload.len() > 16 << 20 {
+        let reserve = (self.max_bytes as f64 * RESERVE_RATIO) as u64;
+        self.append_within(record, self.max_bytes.saturating_sub(reserve))
+    }
+
+    /// Like [`Spool::append`], and may use the reserve: for interrupt commands.
+    pub fn append_reserved(&mut self, record: Record) -> Result<(), SpoolError> {
+        self.append_within(record, self.max_bytes)
+    }
+
+    fn append_within(&mut self, record: Record, limit: u64) -> Result<(), SpoolError> {
+        if record.key.len() > MAX_KEY || record.payload.len() > MAX_PAYLOAD {
             return Err(SpoolError::TooLarge(record.key.len() + record.payload.len()));
         }
-        let bytes = frame(KIND_RECORD, &record_body(&record));
-        if self.live_bytes + bytes.len() as u64 > self.max_bytes {
-            return Err(SpoolError::Full { path: self.path.clone(), used: self.live_bytes, max: self.max_bytes });
+        if self.live_bytes + record.frame_len() > limit {
+            return Err(SpoolError::Full { path: self.path.clone(), used: self.live_bytes, limit });
         }
-        self.write_synced(&bytes)?;
-        self.live_bytes += bytes.len() as u64;
+        self.write_synced(&frame(KIND_RECORD, &record_body(&record)))?;
+        self.live_bytes += record.frame_len();
         self.pending.push_back(record);
         Ok(())
     }
 
     /// Marks the record with `key` delivered. Unknown keys are ignored (already acked).
+    /// The record leaves memory even when writing the acknowledgement fails: it was
+    /// delivered, and the worst a lost ack costs is one duplicate after a restart
+    /// (consumers deduplicate by id).
     pub fn ack(&mut self, key: &str) -> Result<(), SpoolError> {
         let Some(pos) = self.pending.iter().position(|r| r.key == key) else { return Ok(()) };
-        self.write_synced(&frame(KIND_ACK, key.as_bytes()))?;
-        let Some(r) = self.pending.remove(pos) else { return Ok(()) };
-        self.live_bytes -= (HEADER + 1 + 2 + r.key.len() + r.payload.len()) as u64;
+        let written = self.write_synced(&frame(KIND_ACK, key.as_bytes()));
+        if let Some(r) = self.pending.remove(pos) {
+            self.live_bytes -= r.frame_len();
+        }
+        written?;
         self.maybe_compact()
     }
 
+    /// Appends `bytes` and fsyncs. On failure the file is cut back to where it ended
+    /// before, so no partial frame is ever followed by accepted ones.
     fn write_synced(&mut self, bytes: &[u8]) -> Result<(), SpoolError> {
-        let io = |source| SpoolError::Io { path: self.path.clone(), source };
-        self.file.write_all(bytes).map_err(io)?;
-        self.file.sync_data().map_err(io)?;
-        self.file_bytes += bytes.len() as u64;
-        Ok(())
+        if self.failed.is_some() {
+            self.roll_back()?;
+        }
+        match self.write_and_sync(bytes) {
+            Ok(()) => {
+                self.file_bytes += bytes.len() as u64;
+                Ok(())
+            }
+            Err(source) => {
+                self.roll_back()?;
+                Err(SpoolError::Io { path: self.path.clone(), source })
+            }
+        }
+    }
+
+    fn write_and_sync(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        #[cfg(test)]
+        if let Some(n) = self.fail_next_write_after.take() {
+            self.file.write_all(&bytes[..n.min(bytes.len())])?;
+            return Err(std::io::Error::other("injected failure part-way through a write"));
+        }
+        self.file.write_all(bytes)?;
+        self.file.sync_data()
+    }
+
+    /// Cuts the file back to the end of its last good frame and makes that durable.
+    fn roll_back(&mut self) -> Result<(), SpoolError> {
+        match self.file.set_len(self.file_bytes).and_then(|()| self.file.sync_all()) {
+            Ok(()) => {
+                if self.failed.take().is_some() {
+                    tracing::warn!(spool = %self.path.display(), "spool recovered: the partial write is rolled back");
+                }
+                Ok(())
+            }
+            Err(e) => {
+                let reason = format!("cannot cut back to byte {}: {e}", self.file_bytes);
+                if self.failed.is_none() {
+                    tracing::error!(spool = %self.path.display(), "spool failed, refusing records: {reason}");
+                }
+                self.failed = Some(reason.clone());
+                Err(SpoolError::Failed { path: self.path.clone(), reason })
+            }
+        }
     }
 
     /// Rewrites the log with only the pending records when it is mostly dead weight.
     fn maybe_compact(&mut self) -> Result<(), SpoolError> {
         let worth_it = (self.pending.is_empty() && self.file_bytes > 0)
             || (self.file_bytes > 64 * 1024 && self.file_bytes > 2 * self.live_bytes);
-        if !worth_it {
-            return Ok(());
-        }
+        if worth_it { self.compact() } else { Ok(()) }
+    }
+
+    fn compact(&mut self) -> Result<(), SpoolError> {
         let io = |source| SpoolError::Io { path: self.path.clone(), source };
         let tmp = self.path.with_extension("compacting");
         let mut out = Vec::with_capacity(self.live_bytes as usize);
         for r in &self.pending {
             out.extend_from_slice(&frame(KIND_RECORD, &record_body(r)));
         }
+        // A leftover from a crash mid-compaction may carry another mode: start afresh.
+        match std::fs::remove_file(&tmp) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(io(e)),
+            _ => {}
+        }
         {
-            let mut f = File::create(&tmp).map_err(io)?;
+            let mut f = OpenOptions::new().write(true).create_new(true).mode(FILE_MODE).open(&tmp).map_err(io)?;
             f.write_all(&out).map_err(io)?;
             f.sync_all().map_err(io)?;
         }
         std::fs::rename(&tmp, &self.path).map_err(io)?;
-        if let Some(dir) = self.path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            // Make the rename itself durable.
-            File::open(dir).and_then(|d| d.sync_all()).map_err(io)?;
-        }
+        // From here on the new file is the spool, whatever else fails.
         self.file = OpenOptions::new().read(true).append(true).open(&self.path).map_err(io)?;
         self.file_bytes = out.len() as u64;
-        Ok(())
+        self.failed = None;
+        // Make the rename itself durable.
+        sync_dir(&self.path).map_err(io)
     }
 }
 
-fn corrupt_path(path: &Path) -> PathBuf {
-    let mut n = 0;
-    loop {
-        let p = PathBuf::from(format!("{}.corrupt-{n}", path.display()));
-        if !p.exists() {
-            return p;
+/// Copies `bytes` to a new `<path>.corrupt-<n>` (0600, fsync'd, never overwritten).
+fn set_aside(path: &Path, bytes: &[u8]) -> std::io::Result<PathBuf> {
+    for n in 0u32.. {
+        let aside = PathBuf::from(format!("{}.corrupt-{n}", path.display()));
+        match OpenOptions::new().write(true).create_new(true).mode(FILE_MODE).open(&aside) {
+            Ok(mut f) => {
+                f.write_all(bytes)?;
+                f.sync_all()?;
+                sync_dir(&aside)?;
+                return Ok(aside);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(e),
         }
-        n += 1;
     }
+    Err(std::io::Error::other("no free .corrupt-<n> name"))
 }
 
-/// Pending records in order, the length of the good prefix, and where a checksum
-/// failure (not a torn tail) was found.
-fn parse(data: &[u8]) -> (Vec<Record>, u64, Option<usize>) {
-    let mut records: Vec<Record> = Vec::new();
-    let mut acked: HashSet<String> = HashSet::new();
-    let mut at = 0usize;
-    let mut corrupt = None;
-    while at + HEADER <= data.len() {
-        let u32_at = |i: usize| u32::from_le_bytes([data[i], data[i + 1], data[i + 2], data[i + 3]]);
-        let (len, crc) = (u32_at(at) as usize, u32_at(at + 4));
-        let Some(content) = data.get(at + HEADER..at + HEADER + len) else { break }; // torn tail
-        if len == 0 || crc32(content) != crc {
-            corrupt = Some(at);
-            break;
+/// One frame that verifies: its kind and body.
+enum Frame<'a> {
+    Record(Record),
+    Ack(&'a [u8]),
+}
+
+/// The frame starting at `at`, if its length fits, its checksum verifies and its
+/// content parses; and where the next frame starts.
+fn frame_at(data: &[u8], at: usize) -> Option<(Frame<'_>, usize)> {
+    let header = data.get(at..at + HEADER)?;
+    let len = u32::from_le_bytes([header[0], header[1], header[2], header[3]]) as usize;
+    let crc = u32::from_le_bytes([header[4], header[5], header[6], header[7]]);
+    if len == 0 || len > MAX_CONTENT {
+        return None;
+    }
+    let content = data.get(at + HEADER..at + HEADER + len)?;
+    // The kind byte first: it rules out most offsets of a resync scan before the CRC.
+    if !matches!(content[0], KIND_RECORD | KIND_ACK) || crc32(content) != crc {
+        return None;
+    }
+    let (kind, body) = (content[0], &content[1..]);
+    let parsed = match kind {
+        KIND_RECORD => {
+            let klen = u16::from_le_bytes([*body.first()?, *body.get(1)?]) as usize;
+            let key = std::str::from_utf8(body.get(2..2 + klen)?).ok()?.to_string();
+            Frame::Record(Record { key, payload: body[2 + klen..].to_vec() })
         }
-        let (kind, body) = (content[0], &content[1..]);
-        match kind {
-            KIND_RECORD if body.len() >= 2 => {
-                let klen = u16::from_le_bytes([body[0], body[1]]) as usize;
-                if body.len() < 2 + klen {
-                    corrupt = Some(at);
-                    break;
+        _ => Frame::Ack(body),
+    };
+    Some((parsed, at + HEADER + len))
+}
+
+/// What a spool file held.
+struct Found {
+    /// Pending records, oldest first.
+    records: Vec<Record>,
+    /// Stretches with no valid frame that are not a torn tail: to be set aside.
+    unreadable: Vec<Range<usize>>,
+    /// Where the last valid frame ends.
+    end: usize,
+}
+
+fn parse(data: &[u8]) -> Found {
+    let mut records: Vec<Option<Record>> = Vec::new();
+    // Pending records per key, oldest first: an ack removes the oldest with its key.
+    let mut by_key: HashMap<String, VecDeque<usize>> = HashMap::new();
+    let mut unreadable = Vec::new();
+    let (mut at, mut end) = (0usize, 0usize);
+    while at < data.len() {
+        if let Some((frame, next)) = frame_at(data, at) {
+            match frame {
+                Frame::Record(r) => {
+                    by_key.entry(r.key.clone()).or_default().push_back(records.len());
+                    records.push(Some(r));
                 }
-                let key = String::from_utf8_lossy(&body[2..2 + klen]).into_owned();
-                records.push(Record { key, payload: body[2 + klen..].to_vec() });
+                Frame::Ack(key) => {
+                    let key = String::from_utf8_lossy(key);
+                    if let Some(i) = by_key.get_mut(key.as_ref()).and_then(VecDeque::pop_front) {
+                        records[i] = None;
+                    }
+                }
             }
-            KIND_ACK => {
-                acked.insert(String::from_utf8_lossy(body).into_owned());
+            (at, end) = (next, next);
+            continue;
+        }
+        // No valid frame here: resync at the next offset where one verifies.
+        match (at + 1..data.len()).find(|&p| frame_at(data, p).is_some()) {
+            Some(next) => {
+                unreadable.push(at..next);
+                at = next;
             }
-            _ => {
-                corrupt = Some(at);
+            None => {
+                if !torn_tail(data, at) {
+                    unreadable.push(at..data.len());
+                }
                 break;
             }
         }
-        at += HEADER + len;
     }
-    records.retain(|r| !acked.contains(&r.key));
-    (records, at as u64, corrupt)
+    Found { records: records.into_iter().flatten().collect(), unreadable, end }
+}
+
+/// A frame cut short by the end of the file: its header is incomplete, or its length is
+/// plausible and runs past the end. Nothing valid follows it (checked by the caller).
+fn torn_tail(data: &[u8], at: usize) -> bool {
+    let rest = &data[at..];
+    if rest.len() < HEADER {
+        return true;
+    }
+    let len = u32::from_le_bytes([rest[0], rest[1], rest[2], rest[3]]) as usize;
+    len > 0 && len <= MAX_CONTENT && HEADER + len > rest.len()
 }
 
 #[cfg(test)]
@@ -323,5 +554,160 @@ mod tests {
     #[test]
     fn crc_matches_the_standard_check_value() {
         assert_eq!(crc32(b"123456789"), 0xcbf4_3926);
+    }
+
+    fn frame_of(r: &Record) -> Vec<u8> {
+        frame(KIND_RECORD, &record_body(r))
+    }
+
+    fn keys(s: &Spool) -> Vec<String> {
+        s.pending().map(|r| r.key.clone()).collect()
+    }
+
+    #[test]
+    fn a_partial_frame_running_past_the_end_does_not_cut_the_accepted_records_after_it() {
+        // A big record whose write failed part-way, then accepted records appended after
+        // it: the partial frame's length points past the end of the file.
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("a.log");
+        let big = frame_of(&Record { key: "big".into(), payload: vec![b'x'; 4000] });
+        let mut data = frame_of(&rec("a"));
+        data.extend_from_slice(&big[..100]);
+        data.extend_from_slice(&frame_of(&rec("c")));
+        data.extend_from_slice(&frame(KIND_ACK, b"a"));
+        data.extend_from_slice(&frame_of(&rec("d")));
+        std::fs::write(&p, &data).unwrap();
+        let s = Spool::open(&p, 1 << 20).unwrap();
+        assert_eq!(keys(&s), ["c", "d"]);
+        assert_eq!(
+            std::fs::read(dir.path().join("a.log.corrupt-0")).unwrap(),
+            &big[..100],
+            "the partial bytes set aside"
+        );
+        drop(s);
+        let s = Spool::open(&p, 1 << 20).unwrap();
+        assert_eq!(keys(&s), ["c", "d"], "the recovered spool reopens cleanly");
+        assert!(!dir.path().join("a.log.corrupt-1").exists(), "nothing more set aside on the second open");
+    }
+
+    #[test]
+    fn a_partial_frame_whose_length_fits_is_set_aside_and_what_follows_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("a.log");
+        let b = frame_of(&rec("b"));
+        let mut data = frame_of(&rec("a"));
+        data.extend_from_slice(&b[..12]);
+        data.extend_from_slice(&frame_of(&rec("c")));
+        std::fs::write(&p, &data).unwrap();
+        let s = Spool::open(&p, 1 << 20).unwrap();
+        assert_eq!(keys(&s), ["a", "c"]);
+        assert_eq!(std::fs::read(dir.path().join("a.log.corrupt-0")).unwrap(), &b[..12]);
+    }
+
+    #[test]
+    fn a_bad_checksum_in_the_middle_is_set_aside_and_later_records_survive() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("a.log");
+        let mut b = frame_of(&rec("b"));
+        let last = b.len() - 2;
+        b[last] ^= 0x5a;
+        let mut data = frame_of(&rec("a"));
+        data.extend_from_slice(&b);
+        data.extend_from_slice(&frame_of(&rec("c")));
+        data.extend_from_slice(&frame_of(&rec("d")));
+        std::fs::write(&p, &data).unwrap();
+        let s = Spool::open(&p, 1 << 20).unwrap();
+        assert_eq!(keys(&s), ["a", "c", "d"]);
+        assert_eq!(std::fs::read(dir.path().join("a.log.corrupt-0")).unwrap(), b, "exactly the bad frame, set aside");
+    }
+
+    #[test]
+    fn a_torn_header_at_the_end_is_cut_and_nothing_set_aside() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("a.log");
+        let a = frame_of(&rec("a"));
+        let mut data = a.clone();
+        data.extend_from_slice(&frame_of(&rec("b"))[..5]);
+        std::fs::write(&p, &data).unwrap();
+        let s = Spool::open(&p, 1 << 20).unwrap();
+        assert_eq!(keys(&s), ["a"]);
+        assert_eq!(std::fs::metadata(&p).unwrap().len(), a.len() as u64);
+        assert!(!dir.path().join("a.log.corrupt-0").exists());
+    }
+
+    #[test]
+    fn spool_files_are_private_to_the_worker() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("new/spool/a.log");
+        let mut s = Spool::open(&p, 1 << 20).unwrap();
+        s.append(rec("a")).unwrap();
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&p), 0o600);
+        assert_eq!(mode(&dir.path().join("new/spool")), 0o700);
+        assert_eq!(mode(&dir.path().join("new")), 0o700);
+        s.ack("a").unwrap(); // compaction rewrites the file
+        assert_eq!(mode(&p), 0o600);
+        drop(s);
+        // A bad frame set aside is private too.
+        let mut data = frame_of(&rec("x"));
+        data.push(0xee);
+        data.extend_from_slice(&frame_of(&rec("y")));
+        std::fs::write(&p, &data).unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let s = Spool::open(&p, 1 << 20).unwrap();
+        assert_eq!(keys(&s), ["x", "y"]);
+        assert_eq!(mode(&p), 0o600, "an existing spool is made private on open");
+        assert_eq!(mode(&dir.path().join("new/spool/a.log.corrupt-0")), 0o600);
+    }
+
+    #[test]
+    fn a_write_that_fails_part_way_is_rolled_back_and_later_records_survive_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("a.log");
+        let mut s = Spool::open(&p, 1 << 20).unwrap();
+        s.append(rec("a")).unwrap();
+        s.fail_next_write_after = Some(11);
+        assert!(matches!(s.append(rec("b")), Err(SpoolError::Io { .. })), "the failed record is not accepted");
+        assert_eq!(std::fs::metadata(&p).unwrap().len(), frame_of(&rec("a")).len() as u64, "partial bytes cut");
+        s.append(rec("c")).unwrap();
+        s.fail_next_write_after = Some(3); // an ack that fails part-way
+        assert!(s.ack("a").is_err());
+        s.append(rec("d")).unwrap();
+        assert_eq!(keys(&s), ["c", "d"], "a delivered record leaves memory even when its ack write fails");
+        drop(s);
+        let s = Spool::open(&p, 1 << 20).unwrap();
+        // The lost ack costs one duplicate ("a"), never a record.
+        assert_eq!(keys(&s), ["a", "c", "d"]);
+        assert!(!dir.path().join("a.log.corrupt-0").exists(), "nothing unreadable was left behind");
+    }
+
+    #[test]
+    fn the_reserve_takes_interrupts_when_alerts_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        // 25-byte records; 250 bytes, 25 of them reserved.
+        let mut s = Spool::open(dir.path().join("a.log"), 250).unwrap();
+        for k in ["a", "b", "c", "d", "e", "f", "g", "h", "i"] {
+            s.append(rec(k)).unwrap();
+        }
+        assert!(matches!(s.append(rec("j")), Err(SpoolError::Full { limit: 225, .. })));
+        s.append_reserved(rec("k")).unwrap();
+        assert!(matches!(s.append_reserved(rec("l")), Err(SpoolError::Full { limit: 250, .. })));
+        assert_eq!(s.len(), 10);
+        assert!(s.fill_ratio() >= 1.0 - f64::EPSILON);
+    }
+
+    #[test]
+    fn garbage_spool_sets_everything_aside_and_starts_empty() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("a.log");
+        let junk: Vec<u8> = (0..5000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+        std::fs::write(&p, &junk).unwrap();
+        let mut s = Spool::open(&p, 1 << 20).unwrap();
+        assert!(s.is_empty());
+        assert_eq!(std::fs::read(dir.path().join("a.log.corrupt-0")).unwrap(), junk);
+        s.append(rec("a")).unwrap();
+        drop(s);
+        assert_eq!(keys(&Spool::open(&p, 1 << 20).unwrap()), ["a"]);
     }
 }

@@ -10,7 +10,7 @@ use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 use vigil_sink::testing::{PARTITIONS, read_from_beginning};
-use vigil_sink::{KafkaConfig, KafkaSink};
+use vigil_sink::{KafkaConfig, KafkaSink, KafkaSinkError, SpoolError};
 
 const TOPIC: &str = "vigil.alerts";
 
@@ -88,4 +88,119 @@ fn injected_produce_errors_and_a_broker_outage_lose_and_duplicate_nothing() {
     for (stream, seqs) in &order {
         assert!(seqs.windows(2).all(|w| w[0] < w[1]), "{stream} out of order: {seqs:?}");
     }
+}
+
+fn sink_on(mock: &MockCluster<'_, rdkafka::producer::DefaultProducerContext>, dir: &std::path::Path) -> KafkaSink {
+    let mut cfg: KafkaConfig = toml::from_str(&format!("brokers = \"{}\"", mock.bootstrap_servers())).unwrap();
+    cfg.spool_path = dir.join("spool");
+    KafkaSink::open(cfg).unwrap()
+}
+
+fn send_alerts(sink: &KafkaSink, stream: &str, seqs: std::ops::Range<usize>) {
+    for seq in seqs {
+        let a = serde_json::json!({"alert_id": format!("{stream}@{seq}"), "stream_id": stream, "seq": seq});
+        sink.send_alert(a["alert_id"].as_str().unwrap(), stream, &a).unwrap();
+    }
+}
+
+fn wait_until(what: &str, timeout: Duration, done: impl Fn() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Message ids on `topic` (from the `vigil-message-id` header) and their copies.
+fn message_ids(bootstrap: &str, topic: &str, want: usize) -> HashMap<String, usize> {
+    use rdkafka::message::Headers;
+    let consumer = read_from_beginning(bootstrap, topic);
+    let mut ids: HashMap<String, usize> = HashMap::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while ids.len() < want && Instant::now() < deadline {
+        if let Some(m) = consumer.poll(Duration::from_millis(200)) {
+            let m = m.unwrap();
+            let h = m.headers().unwrap().iter().find(|h| h.key == "vigil-message-id").unwrap();
+            *ids.entry(String::from_utf8_lossy(h.value.unwrap()).into_owned()).or_default() += 1;
+        }
+    }
+    ids
+}
+
+#[test]
+fn a_fatal_producer_error_is_counted_reported_and_the_producer_re_created() {
+    let mock = MockCluster::new(1).unwrap();
+    mock.create_topic(TOPIC, PARTITIONS, 1).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let sink = sink_on(&mock, dir.path());
+    let health = sink.health();
+    // A head-of-line produce request refused as out of sequence: the idempotent producer
+    // can no longer vouch for order or once-ness and raises a fatal error. Three times:
+    // the first re-created producers hit it too.
+    mock.request_errors(RDKafkaApiKey::Produce, &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_OUT_OF_ORDER_SEQUENCE_NUMBER; 3]);
+    send_alerts(&sink, "s0", 0..10);
+    wait_until("the fatal error on /readyz", Duration::from_secs(20), || {
+        health.not_ready().iter().any(|r| r.contains("fatal error"))
+    });
+    assert!(health.fatal_errors() >= 1);
+    assert_eq!(sink.flush(Duration::from_secs(60)), 0, "a re-created producer delivered everything pending");
+    assert!(health.recreated() >= 1, "the producer was re-created");
+    assert_eq!(health.fatal_errors(), health.recreated(), "each fatal error counted once, each answered");
+    // Accepted after the re-creation too.
+    send_alerts(&sink, "s0", 10..15);
+    assert_eq!(sink.flush(Duration::from_secs(30)), 0);
+    let ids = message_ids(&mock.bootstrap_servers(), TOPIC, 15);
+    assert_eq!(ids.len(), 15, "{ids:?}");
+    assert!(health.not_ready().is_empty(), "ready again: {:?}", health.not_ready());
+}
+
+#[test]
+fn a_failed_delivery_report_is_offered_again_while_the_process_runs() {
+    let mock = MockCluster::new(1).unwrap();
+    mock.create_topic(TOPIC, PARTITIONS, 1).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let sink = sink_on(&mock, dir.path());
+    let health = sink.health();
+    // Not retriable for librdkafka: the delivery report fails.
+    mock.request_errors(RDKafkaApiKey::Produce, &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED; 2]);
+    send_alerts(&sink, "s1", 0..3);
+    assert_eq!(sink.flush(Duration::from_secs(30)), 0, "offered again with backoff, then confirmed");
+    assert!(health.retried() >= 1, "a retry happened");
+    assert_eq!(message_ids(&mock.bootstrap_servers(), TOPIC, 3).len(), 3);
+}
+
+#[test]
+fn a_full_spool_refuses_alerts_and_still_takes_the_interrupt_command() {
+    let mock = MockCluster::new(1).unwrap();
+    mock.create_topic(TOPIC, PARTITIONS, 1).unwrap();
+    mock.create_topic("vigil.interrupts", PARTITIONS, 1).unwrap();
+    // The broker is away: nothing is confirmed, the spool fills.
+    mock.broker_down(1).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg: KafkaConfig = toml::from_str(&format!("brokers = \"{}\"", mock.bootstrap_servers())).unwrap();
+    cfg.spool_path = dir.path().join("spool");
+    cfg.spool_max_bytes = 64 << 10;
+    let sink = KafkaSink::open(cfg).unwrap();
+    let health = sink.health();
+    let pad = "x".repeat(2000);
+    let mut accepted = 0;
+    let refused = loop {
+        let a = serde_json::json!({"alert_id": format!("s2@{accepted}"), "stream_id": "s2", "pad": pad});
+        match sink.send_alert(a["alert_id"].as_str().unwrap(), "s2", &a) {
+            Ok(()) => accepted += 1,
+            Err(e) => break e,
+        }
+        assert!(accepted < 100, "the spool never filled");
+    };
+    assert!(matches!(refused, KafkaSinkError::Spool(SpoolError::Full { .. })), "{refused}");
+    assert!(health.not_ready().iter().any(|r| r.contains("spool")), "{:?}", health.not_ready());
+    let cmd = serde_json::json!({"command_id": "s2@0/interrupt", "stream_id": "s2", "pad": pad});
+    sink.send_interrupt("s2@0/interrupt", "s2", &cmd).expect("the interrupt command uses the reserve");
+    assert!(sink.send_alert("s2@late", "s2", &serde_json::json!({"alert_id": "s2@late"})).is_err());
+    assert_eq!(health.refused(), 2, "both refused alerts counted");
+    mock.broker_up(1).unwrap();
+    assert_eq!(sink.flush(Duration::from_secs(60)), 0);
+    assert!(health.not_ready().is_empty(), "{:?}", health.not_ready());
+    assert_eq!(message_ids(&mock.bootstrap_servers(), "vigil.interrupts", 1).len(), 1);
+    assert_eq!(message_ids(&mock.bootstrap_servers(), TOPIC, accepted).len(), accepted);
 }

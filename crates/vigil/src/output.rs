@@ -1,11 +1,10 @@
 //! What the worker and `vigil scan` print: one JSON object per line.
 
-use anyhow::Context;
 use serde::Serialize;
 use std::io::Write;
-use vigil_core::{AlertContext, FrameSignals, Verdict};
+use vigil_core::{Alert, AlertContext, FrameSignals, InterruptCommand, Verdict};
 use vigil_fusion::Event;
-use vigil_sink::{JsonlSink, KafkaSink};
+use vigil_sink::{JsonlSink, KafkaSink, SinkError};
 
 #[derive(Serialize)]
 pub struct FrameRecord<'a> {
@@ -64,16 +63,16 @@ pub struct EventCounts {
     pub interrupts: u64,
 }
 
-/// Turns fusion events into alerts (and interrupt commands), written as JSON lines and,
-/// when configured, sent to Kafka (through its spool: once this returns, the message
-/// is on disk and will be delivered).
-pub fn deliver_events(
-    events: &[Event],
-    context: &AlertContext,
-    sink: &mut JsonlSink<impl Write>,
-    kafka: Option<&KafkaSink>,
-) -> anyhow::Result<EventCounts> {
+/// One message a fusion event makes: its alert, or the interrupt command it carries.
+pub enum Outgoing {
+    Alert { message_id: String, alert: Alert },
+    Interrupt(InterruptCommand),
+}
+
+/// The alerts (and interrupt commands) of a batch of fusion events, in order.
+pub fn outgoing(events: &[Event], context: &AlertContext) -> (Vec<Outgoing>, EventCounts) {
     let mut counts = EventCounts::default();
+    let mut out = Vec::with_capacity(events.len());
     for event in events {
         match event {
             Event::Opened(_) => counts.opened += 1,
@@ -81,18 +80,61 @@ pub fn deliver_events(
             Event::Closed(_) => {}
         }
         let alert = event.to_alert(context, unix_ms());
-        let alert_msg_id = format!("{}/{}", alert.alert_id, verdict_name_event(event));
-        if let Some(k) = kafka {
-            k.send_alert(&alert_msg_id, &alert.stream_id.0, &alert).context("kafka sink")?;
-        }
-        sink.write(&Tagged { kind: "alert", message: &alert }).context("writing output")?;
-        if let Some(cmd) = alert.interrupt_command() {
+        let message_id = format!("{}/{}", alert.alert_id, verdict_name_event(event));
+        let cmd = alert.interrupt_command();
+        out.push(Outgoing::Alert { message_id, alert });
+        if let Some(cmd) = cmd {
             counts.interrupts += 1;
-            if let Some(k) = kafka {
-                k.send_interrupt(&cmd.command_id, &cmd.stream_id.0, &cmd).context("kafka sink")?;
-            }
-            sink.write(&Tagged { kind: "interrupt", message: &cmd }).context("writing output")?;
+            out.push(Outgoing::Interrupt(cmd));
         }
     }
-    Ok(counts)
+    (out, counts)
+}
+
+/// What delivering one sample's output did.
+#[derive(Debug, Default)]
+pub struct Delivered {
+    pub counts: EventCounts,
+    /// Messages the Kafka spool refused (each logged and counted by the sink).
+    pub spool_refused: usize,
+    /// The first JSON line that could not be written, if any.
+    pub output_error: Option<SinkError>,
+}
+
+/// Delivers one sample: its alerts and interrupt commands go to Kafka first (through
+/// its spool: once accepted, a message is on disk and will be delivered), then the
+/// frame line and the messages go out as JSON lines. Each message on its own: a refused
+/// alert never holds back its interrupt command, and a broken stdout (EPIPE, ENOSPC)
+/// never keeps anything from Kafka.
+pub fn deliver(
+    frame: &FrameRecord<'_>,
+    events: &[Event],
+    context: &AlertContext,
+    sink: &mut JsonlSink<impl Write>,
+    kafka: Option<&KafkaSink>,
+) -> Delivered {
+    let (messages, counts) = outgoing(events, context);
+    let mut done = Delivered { counts, ..Delivered::default() };
+    if let Some(k) = kafka {
+        for m in &messages {
+            let sent = match m {
+                Outgoing::Alert { message_id, alert } => k.send_alert(message_id, &alert.stream_id.0, alert),
+                Outgoing::Interrupt(cmd) => k.send_interrupt(&cmd.command_id, &cmd.stream_id.0, cmd),
+            };
+            done.spool_refused += usize::from(sent.is_err());
+        }
+    }
+    let mut line = |written: Result<(), SinkError>| {
+        if let Err(e) = written {
+            done.output_error.get_or_insert(e);
+        }
+    };
+    line(sink.write(frame));
+    for m in &messages {
+        line(match m {
+            Outgoing::Alert { alert, .. } => sink.write(&Tagged { kind: "alert", message: alert }),
+            Outgoing::Interrupt(cmd) => sink.write(&Tagged { kind: "interrupt", message: cmd }),
+        });
+    }
+    done
 }

@@ -4,7 +4,7 @@
 
 use crate::analysis::StreamAnalysis;
 use crate::config::VigilConfig;
-use crate::output::{FrameRecord, deliver_events, host_name, verdict_name};
+use crate::output::{FrameRecord, deliver, host_name, verdict_name};
 use crate::source::Input;
 use anyhow::Context;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -132,16 +132,20 @@ pub fn run(config: Option<&Path>, args: ScanArgs) -> anyhow::Result<ExitCode> {
         summary.bank_matches += u64::from(!signals.bank_matches.is_empty());
         summary.faces += signals.faces.len() as u64;
         *summary.verdicts.entry(verdict_name(outcome.verdict)).or_default() += 1;
-        sink.write(&FrameRecord {
+        let frame_record = FrameRecord {
             kind: "frame",
             stream: &shown,
             signals: &signals,
             verdict: outcome.verdict,
             rule: outcome.rule.clone(),
             conditions: outcome.conditions.names(),
-        })
-        .context("writing output")?;
-        let counts = deliver_events(&outcome.events, &context, &mut sink, kafka.as_ref())?;
+        };
+        let done = deliver(&frame_record, &outcome.events, &context, &mut sink, kafka.as_ref());
+        if let Some(e) = done.output_error {
+            return Err(e).context("writing output");
+        }
+        anyhow::ensure!(done.spool_refused == 0, "{} message(s) refused by the Kafka sink", done.spool_refused);
+        let counts = done.counts;
         summary.alerts += counts.opened;
         summary.escalations += counts.escalated;
         summary.interrupts += counts.interrupts;

@@ -30,6 +30,8 @@ pub struct AdminState {
     pub registry: prometheus::Registry,
     pub shutdown: Arc<AtomicBool>,
     pub token: AdminToken,
+    /// The Kafka sink's health (producer fatal error, spool fill), when Kafka is on.
+    pub sink_health: Option<vigil_sink::KafkaHealth>,
 }
 
 /// Requests refused by the admin token check, by why (`no_token`, `bad_token`).
@@ -134,6 +136,7 @@ async fn ready(State(s): State<Arc<AdminState>>) -> impl IntoResponse {
             reasons.push(format!("bank {}: {:?} {}", b.name, b.state, b.detail.unwrap_or_default()));
         }
     }
+    reasons.extend(s.sink_health.iter().flat_map(vigil_sink::KafkaHealth::not_ready));
     let code = if reasons.is_empty() { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     (
         code,

@@ -1,14 +1,16 @@
 //! The worker's one writer: frame records, stream lifecycle lines, alerts and interrupt
 //! commands, as JSON lines on stdout and (when configured) to Kafka through its spool.
+//! Kafka first: a message is spooled before its line is written, so a broken stdout
+//! never keeps it from Kafka.
 //! A single thread, fed by a bounded channel, so no analysis thread ever waits on
 //! Kafka or on another stream's output.
 
-use crate::output::{FrameRecord, deliver_events};
+use crate::output::{FrameRecord, deliver};
 use serde_json::json;
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use vigil_core::{AlertContext, FrameSignals};
 use vigil_fusion::Outcome;
-use vigil_sink::{JsonlSink, KafkaSink};
+use vigil_sink::{JsonlSink, KafkaSink, SinkError};
 
 pub struct FrameMsg {
     pub stream: String,
@@ -48,37 +50,56 @@ pub fn start(kafka: Option<KafkaSink>) -> std::io::Result<(SyncSender<SinkMsg>, 
 
 fn write_all(rx: &Receiver<SinkMsg>, kafka: Option<KafkaSink>) {
     let mut sink = JsonlSink::new(std::io::stdout());
+    let mut output = OutputState { broken: false };
     for msg in rx {
-        let result = match msg {
-            SinkMsg::Frame(m) => sink
-                .write(&FrameRecord {
+        match msg {
+            SinkMsg::Frame(m) => {
+                let frame = FrameRecord {
                     kind: "frame",
                     stream: &m.stream,
                     signals: &m.signals,
                     verdict: m.outcome.verdict,
                     rule: m.outcome.rule.clone(),
                     conditions: m.outcome.conditions.names(),
-                })
-                .map_err(anyhow::Error::from)
-                .and_then(|()| deliver_events(&m.outcome.events, &m.context, &mut sink, kafka.as_ref()).map(|_| ())),
-            SinkMsg::Line(v) => sink.write(&v).map_err(anyhow::Error::from),
+                };
+                // Spool refusals were logged and counted by the sink, one by one.
+                let done = deliver(&frame, &m.outcome.events, &m.context, &mut sink, kafka.as_ref());
+                output.note(done.output_error.map_or(Ok(()), Err));
+            }
+            SinkMsg::Line(v) => output.note(sink.write(&v)),
             SinkMsg::Last(v) => {
-                if let Err(e) = sink.write(&v) {
-                    tracing::error!("sink: {e:#}");
-                }
+                output.note(sink.write(&v));
                 break;
             }
-        };
-        if let Err(e) = result {
-            // Kafka-bound messages that reached the spool are safe; this is stdout or a
-            // full spool, and the metrics say which.
-            tracing::error!("sink: {e:#}");
         }
     }
     if let Some(k) = &kafka {
         let left = k.flush(std::time::Duration::from_secs(30));
         if left > 0 {
             tracing::warn!("{left} message(s) not yet confirmed by Kafka stay in the spool for the next start");
+        }
+    }
+}
+
+/// Whether stdout is broken: a reader gone (EPIPE) fails every line, so the error is
+/// logged when it starts and when it ends, and counted per line by the sink
+/// (`vigil_sink_output_failed_total`). Kafka delivery does not depend on it.
+struct OutputState {
+    broken: bool,
+}
+
+impl OutputState {
+    fn note(&mut self, written: Result<(), SinkError>) {
+        match written {
+            Err(e) if !self.broken => {
+                self.broken = true;
+                tracing::error!("stdout: {e}; JSON lines are lost until it recovers, Kafka delivery goes on");
+            }
+            Ok(()) if self.broken => {
+                self.broken = false;
+                tracing::warn!("stdout writable again");
+            }
+            _ => {}
         }
     }
 }

@@ -152,6 +152,7 @@ pub fn run(config: Option<&Path>, args: RunArgs) -> anyhow::Result<ExitCode> {
                 registry,
                 shutdown: shutdown.clone(),
                 token,
+                sink_health: None,
             };
             let addr = admin::start(&cfg.admin.listen, cfg.admin.control_listen.as_deref(), Arc::new(state))
                 .context("admin server")?
@@ -168,6 +169,7 @@ pub fn run(config: Option<&Path>, args: RunArgs) -> anyhow::Result<ExitCode> {
         }
     };
     let kafka = cfg.sink.kafka.clone().map(vigil_sink::KafkaSink::open).transpose().context("kafka sink")?;
+    let sink_health = kafka.as_ref().map(vigil_sink::KafkaSink::health);
     let (sink_tx, sink_thread) = delivery::start(kafka)?;
 
     let context = AlertContext {
@@ -195,6 +197,7 @@ pub fn run(config: Option<&Path>, args: RunArgs) -> anyhow::Result<ExitCode> {
         registry,
         shutdown: shutdown.clone(),
         token,
+        sink_health,
     });
     let admin_addrs =
         admin::start(&cfg.admin.listen, cfg.admin.control_listen.as_deref(), admin_state).context("admin server")?;

@@ -1,0 +1,115 @@
+//! What the sink tells the worker's `/readyz`: cheap to ask (atomics and small locks
+//! never held across I/O), so the admin server answers while the spool fsyncs.
+
+use crate::metrics::SPOOL_ALARM_RATIO;
+use crate::spool::RESERVE_RATIO;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+
+#[derive(Default)]
+pub(super) struct HealthState {
+    /// The spool's fill ratio, as `f64` bits.
+    fill_bits: AtomicU64,
+    spool_failed: Mutex<Option<String>>,
+    /// The producer generation that hit a fatal error, and the error; cleared once a
+    /// later generation has a delivery confirmed.
+    fatal: Mutex<Option<(u64, String)>>,
+    pub(super) delivered: AtomicU64,
+    pub(super) refused: AtomicU64,
+    pub(super) retried: AtomicU64,
+    pub(super) fatal_errors: AtomicU64,
+    pub(super) recreated: AtomicU64,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl HealthState {
+    pub(super) fn set_spool(&self, fill: f64, failed: Option<&str>) {
+        self.fill_bits.store(fill.to_bits(), Relaxed);
+        let mut f = lock(&self.spool_failed);
+        if f.as_deref() != failed {
+            *f = failed.map(str::to_string);
+        }
+    }
+
+    /// Records a fatal error of `generation`; true when it is new (to log and count once).
+    pub(super) fn set_fatal(&self, generation: u64, reason: &str) -> bool {
+        let mut f = lock(&self.fatal);
+        let new = f.as_ref().is_none_or(|(g, _)| *g != generation);
+        // A later report of the same error may say more (the error event carries the
+        // reason, a failed delivery only the code): keep the longer text.
+        if new || f.as_ref().is_some_and(|(_, r)| r.len() < reason.len()) {
+            *f = Some((generation, reason.to_string()));
+        }
+        new
+    }
+
+    /// A delivery of `generation` was confirmed: a fatal error of an older producer is over.
+    pub(super) fn confirmed(&self, generation: u64) {
+        let mut f = lock(&self.fatal);
+        if f.as_ref().is_some_and(|(g, _)| *g < generation) {
+            tracing::info!("kafka: the re-created producer delivers again");
+            *f = None;
+        }
+    }
+
+    /// The re-created producer had nothing to deliver: nothing to prove, healthy.
+    pub(super) fn clear_fatal(&self) {
+        *lock(&self.fatal) = None;
+    }
+}
+
+/// A cheap, cloneable handle on the Kafka sink's health, for readiness and tests.
+#[derive(Clone)]
+pub struct KafkaHealth(pub(super) Arc<HealthState>);
+
+impl KafkaHealth {
+    /// Why the worker should not take new streams now; empty when healthy.
+    pub fn not_ready(&self) -> Vec<String> {
+        let s = &self.0;
+        let mut reasons = Vec::new();
+        if let Some((_, reason)) = lock(&s.fatal).as_ref() {
+            reasons.push(format!("kafka producer fatal error (producer re-created, not yet delivering): {reason}"));
+        }
+        if let Some(reason) = lock(&s.spool_failed).as_ref() {
+            reasons.push(format!("kafka spool failed: {reason}"));
+        }
+        let fill = f64::from_bits(s.fill_bits.load(Relaxed));
+        if fill >= SPOOL_ALARM_RATIO {
+            reasons.push(format!(
+                "kafka spool {:.0}% full: the broker is not confirming (not ready from {:.0}%, alerts refused from {:.0}%)",
+                fill * 100.0,
+                SPOOL_ALARM_RATIO * 100.0,
+                (1.0 - RESERVE_RATIO) * 100.0
+            ));
+        }
+        reasons
+    }
+
+    /// Messages the broker confirmed.
+    pub fn delivered(&self) -> u64 {
+        self.0.delivered.load(Relaxed)
+    }
+
+    /// Messages the sink did not accept (spool full or failing).
+    pub fn refused(&self) -> u64 {
+        self.0.refused.load(Relaxed)
+    }
+
+    /// Messages offered again after a failed delivery report.
+    pub fn retried(&self) -> u64 {
+        self.0.retried.load(Relaxed)
+    }
+
+    /// Fatal errors of the idempotent producer (one per producer that hit one).
+    pub fn fatal_errors(&self) -> u64 {
+        self.0.fatal_errors.load(Relaxed)
+    }
+
+    /// Producers re-created after a fatal error.
+    pub fn recreated(&self) -> u64 {
+        self.0.recreated.load(Relaxed)
+    }
+}
