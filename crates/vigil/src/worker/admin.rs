@@ -1,11 +1,11 @@
 //! The admin HTTP server, on its own thread and runtime so it answers while the worker
 //! is loaded (linkerd2-proxy's habit): `/healthz`, `/readyz`, `/metrics`, `/streams`,
-//! `POST /admin/banks/reload`, `POST /admin/drain`. It also catches SIGTERM/SIGINT and
+//! `POST /admin/banks/reload`, `POST /admin/banks/{name}/accept-shrink`, `POST /admin/drain`. It also catches SIGTERM/SIGINT and
 //! starts the graceful shutdown.
 
 use super::streams::Streams;
 use axum::Router;
-use axum::extract::State;
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Json};
 use axum::routing::{get, post};
@@ -43,6 +43,7 @@ pub fn start(listen: &str, state: Arc<AdminState>) -> anyhow::Result<SocketAddr>
                 .route("/metrics", get(metrics))
                 .route("/streams", get(streams))
                 .route("/admin/banks/reload", post(reload_banks))
+                .route("/admin/banks/{name}/accept-shrink", post(accept_shrink))
                 .route("/admin/drain", post(drain))
                 .with_state(state);
             match tokio::net::TcpListener::from_std(std_listener) {
@@ -111,6 +112,19 @@ async fn reload_banks(State(s): State<Arc<AdminState>>) -> impl IntoResponse {
     .await;
     match result {
         Ok(v) => (StatusCode::OK, Json(v)),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, Json(json!({"error": e.to_string()}))),
+    }
+}
+
+/// Accepts that a bank shrank on purpose: it is reloaded now whatever its size, and its
+/// high-water mark restarts from it (a partial file is still refused).
+async fn accept_shrink(State(s): State<Arc<AdminState>>, Path(name): Path<String>) -> impl IntoResponse {
+    if let Err(e) = s.banks.accept_shrink(&name) {
+        return (StatusCode::NOT_FOUND, Json(json!({"error": e.to_string()})));
+    }
+    let banks = s.banks.clone();
+    match tokio::task::spawn_blocking(move || (banks.reload(false), banks.status())).await {
+        Ok((bad, st)) => (StatusCode::OK, Json(json!({"bad_lines": bad.len(), "banks": st}))),
         Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, Json(json!({"error": e.to_string()}))),
     }
 }
