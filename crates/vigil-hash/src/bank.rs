@@ -14,6 +14,13 @@ use vigil_core::BankMatch;
 pub enum BankError {
     #[error("bank {bank}: cannot read {path}: {source}")]
     Read { bank: String, path: PathBuf, source: std::io::Error },
+    /// The last line has no newline: the file is being written, or was cut short.
+    /// Whatever it held is not trusted; replace bank files whole (write a temp file,
+    /// then rename it over the bank) and end every line with a newline.
+    #[error(
+        "bank {bank}: {path} ends mid-line (line {line} has no newline): a partial write? Replace bank files whole (temp file, then rename) and end every line with a newline"
+    )]
+    Partial { bank: String, path: PathBuf, line: usize },
 }
 
 /// A line that could not be loaded.
@@ -81,6 +88,10 @@ impl Bank {
             path: config.path.clone(),
             source,
         })?;
+        if bytes.last().is_some_and(|b| *b != b'\n') {
+            let line = bytes.iter().filter(|b| **b == b'\n').count() + 1;
+            return Err(BankError::Partial { bank: config.name.clone(), path: config.path.clone(), line });
+        }
         let parsed = format::parse(&String::from_utf8_lossy(&bytes));
         drop(bytes);
         let bad =

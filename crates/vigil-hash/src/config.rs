@@ -21,6 +21,11 @@ pub struct HashConfig {
     /// How often bank files are checked for changes (hot reload).
     #[serde(default = "default_reload_poll_secs")]
     pub reload_poll_secs: u64,
+    /// Where the worker keeps each bank's high-water mark (the most rows it has
+    /// served), so a shrink is measured against it across reloads and restarts.
+    /// Default: `$VIGIL_STATE_DIR`, else `/var/lib/vigil/state` (beside the spool).
+    #[serde(default = "default_state_dir")]
+    pub state_dir: PathBuf,
     #[serde(default)]
     pub banks: Vec<BankConfig>,
 }
@@ -42,6 +47,9 @@ fn default_near_duplicate_max_reuse() -> u32 {
 }
 fn default_reload_poll_secs() -> u64 {
     5
+}
+fn default_state_dir() -> PathBuf {
+    std::env::var_os("VIGIL_STATE_DIR").map_or_else(|| PathBuf::from("/var/lib/vigil/state"), PathBuf::from)
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -70,10 +78,16 @@ pub struct BankConfig {
     /// punishes an innocent creator), and an `allow` bank does not reach at all (a wide
     /// allow match would suppress a real one). Set it to `max_distance` to turn reach off.
     pub crop_max_distance: Option<u32>,
-    /// A reload that keeps fewer than this share of the rows is refused and alarmed:
-    /// a bank never shrinks silently (a truncated download, a wrong file).
+    /// A reload that keeps fewer than this share of the bank's high-water mark (the
+    /// most rows it has served, kept across restarts) is refused and alarmed: a bank
+    /// never shrinks silently (a truncated download, a wrong file), nor in steps.
     #[serde(default = "default_min_keep_fraction")]
     pub min_keep_fraction: f32,
+    /// An intended shrink: a file with at least this many rows is accepted however far
+    /// below the high-water mark, and the mark restarts from it. Remove it once done
+    /// (the one-shot alternative is `POST /admin/banks/{name}/accept-shrink`).
+    #[serde(default)]
+    pub allow_shrink_to: Option<usize>,
 }
 
 fn default_max_distance() -> u32 {
@@ -107,6 +121,7 @@ impl BankConfig {
             crops: default_crops(),
             crop_max_distance: None,
             min_keep_fraction: default_min_keep_fraction(),
+            allow_shrink_to: None,
         }
     }
 
@@ -178,6 +193,9 @@ impl HashConfig {
         if self.reload_poll_secs == 0 {
             errors.push(format!("{prefix}.reload_poll_secs: must be at least 1"));
         }
+        if self.state_dir.as_os_str().is_empty() {
+            errors.push(format!("{prefix}.state_dir: must not be empty (banks' high-water marks live there)"));
+        }
         let mut names = std::collections::HashSet::new();
         for (i, bank) in self.banks.iter().enumerate() {
             let at = format!("{prefix}.banks[{i}]");
@@ -216,6 +234,11 @@ impl HashConfig {
             }
             if !(0.0..=1.0).contains(&bank.min_keep_fraction) {
                 errors.push(format!("{at}.min_keep_fraction: {} is outside 0..=1", bank.min_keep_fraction));
+            }
+            if bank.allow_shrink_to == Some(0) {
+                errors.push(format!(
+                    "{at}.allow_shrink_to: 0 would accept an empty or truncated file (give the rows the bank is meant to keep)"
+                ));
             }
         }
         errors

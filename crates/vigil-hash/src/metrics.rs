@@ -11,6 +11,8 @@ pub struct HashMetrics {
     pub matches: IntCounterVec,
     pub bank_rows: IntGaugeVec,
     pub bank_reloads: IntCounterVec,
+    pub bank_high_water: IntGaugeVec,
+    pub bank_state_errors: IntCounter,
 }
 
 pub static METRICS: LazyLock<HashMetrics> = LazyLock::new(|| HashMetrics {
@@ -34,6 +36,19 @@ pub static METRICS: LazyLock<HashMetrics> = LazyLock::new(|| HashMetrics {
         &["bank", "result"],
     )
     .expect("valid metric"),
+    bank_high_water: IntGaugeVec::new(
+        Opts::new(
+            "vigil_hash_bank_high_water_rows",
+            "The most rows each bank has served: shrinks are measured against it",
+        ),
+        &["bank"],
+    )
+    .expect("valid metric"),
+    bank_state_errors: IntCounter::new(
+        "vigil_hash_bank_state_errors_total",
+        "Failures to read or write the banks' high-water marks (state_dir): a restart may lose them",
+    )
+    .expect("valid metric"),
 });
 
 pub fn register(registry: &Registry) -> prometheus::Result<()> {
@@ -43,5 +58,7 @@ pub fn register(registry: &Registry) -> prometheus::Result<()> {
     registry.register(Box::new(m.near_duplicate_skips.clone()))?;
     registry.register(Box::new(m.matches.clone()))?;
     registry.register(Box::new(m.bank_rows.clone()))?;
-    registry.register(Box::new(m.bank_reloads.clone()))
+    registry.register(Box::new(m.bank_reloads.clone()))?;
+    registry.register(Box::new(m.bank_high_water.clone()))?;
+    registry.register(Box::new(m.bank_state_errors.clone()))
 }

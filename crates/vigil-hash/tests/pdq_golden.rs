@@ -23,7 +23,11 @@ struct Row {
 }
 
 fn rows() -> Vec<Row> {
-    let text = std::fs::read_to_string(data_dir().join("expected-pdq.csv")).unwrap();
+    rows_of("expected-pdq.csv")
+}
+
+fn rows_of(csv: &str) -> Vec<Row> {
+    let text = std::fs::read_to_string(data_dir().join(csv)).unwrap();
     text.lines()
         .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
         .map(|l| {
@@ -46,6 +50,24 @@ fn png_is_bit_exact_with_reference_hash_and_quality() {
     let pngs: Vec<Row> = rows().into_iter().filter(|r| r.file.ends_with(".png")).collect();
     assert!(!pngs.is_empty());
     for r in pngs {
+        let (hash, quality) = hash_file(&mut h, &r.file);
+        assert_eq!(hash, r.hash, "{}: distance {}", r.file, hash.distance(&r.hash));
+        assert_eq!(quality, r.quality, "{}", r.file);
+    }
+}
+
+#[test]
+fn odd_sizes_are_bit_exact_with_reference_hash_and_quality() {
+    // Crops of the reference images to odd sizes (451x300, 384x303, 131x257, 33x17),
+    // hashed by ThreatExchange's C++ PDQ (odd-sizes/make.py): no rounding to even
+    // sizes, no resize, anywhere.
+    let mut h = PdqHasher::new();
+    let odd = rows_of("odd-sizes/expected-pdq-odd.csv");
+    assert_eq!(odd.len(), 5);
+    for r in odd {
+        let img = image::open(data_dir().join(&r.file)).unwrap().to_rgb8();
+        let (w, ht) = img.dimensions();
+        assert!(w % 2 == 1 || ht % 2 == 1, "{}: {w}x{ht} is not odd", r.file);
         let (hash, quality) = hash_file(&mut h, &r.file);
         assert_eq!(hash, r.hash, "{}: distance {}", r.file, hash.distance(&r.hash));
         assert_eq!(quality, r.quality, "{}", r.file);

@@ -27,6 +27,8 @@ pub struct FrameSource {
     stall_timeout: Duration,
     /// Set from the pad-added callback when the source's video is refused.
     refusal: Arc<Mutex<Option<String>>>,
+    /// Set from the no-more-pads callback when the source exposed no video at all.
+    no_video: Arc<Mutex<Option<String>>>,
     /// Duration of the source when it is known (files), for progress reporting.
     duration_ms: Option<u64>,
     frames: u64,
@@ -61,13 +63,34 @@ pub fn open_uri(uri: &str, stream: StreamId, cfg: &SampleConfig) -> Result<Frame
     let chain_sink = chain.static_pad("sink").ok_or_else(|| MediaError::Pipeline("chain has no sink pad".into()))?;
     let cfg2 = cfg.clone();
     let refusal2 = refusal.clone();
+    // Media types of the pads the decoder exposed, for the no-video message.
+    let exposed = Arc::new(Mutex::new(Vec::<String>::new()));
+    let exposed2 = exposed.clone();
+    let linked = chain_sink.clone();
     src.connect_pad_added(move |element, pad| {
+        if let Some(name) = pad.current_caps().and_then(|c| c.structure(0).map(|s| s.name().to_string())) {
+            lock(&exposed2).push(name);
+        }
         link_video_pad(element, pad, &chain_sink, &size_caps, &cfg2, &refusal2);
     });
+    // Without this an audio-only input would sit in PAUSED (the appsink never prerolls)
+    // until the stall timeout: once every stream is exposed and none was video, say so.
+    let no_video = Arc::new(Mutex::new(None));
+    let (no_video2, refusal3) = (no_video.clone(), refusal.clone());
+    src.connect_no_more_pads(move |element| {
+        if linked.is_linked() || lock(&refusal3).is_some() {
+            return;
+        }
+        let found = lock(&exposed);
+        let found = if found.is_empty() { "nothing".to_string() } else { found.join(", ") };
+        *lock(&no_video2) = Some(found.clone());
+        gst::element_error!(element, gst::StreamError::WrongType, ["no video stream (found only: {})", found]);
+    });
 
-    pipeline
-        .set_state(gst::State::Playing)
-        .map_err(|_| MediaError::Decode { input: uri.to_string(), reason: first_bus_error(&pipeline) })?;
+    pipeline.set_state(gst::State::Playing).map_err(|_| match lock(&no_video).take() {
+        Some(found) => MediaError::NoVideo { input: uri.to_string(), found },
+        None => MediaError::Decode { input: uri.to_string(), reason: first_bus_error(&pipeline) },
+    })?;
     Ok(FrameSource {
         input: uri.to_string(),
         stream,
@@ -75,6 +98,7 @@ pub fn open_uri(uri: &str, stream: StreamId, cfg: &SampleConfig) -> Result<Frame
         sink,
         stall_timeout: Duration::from_secs(cfg.stall_timeout_secs),
         refusal,
+        no_video,
         duration_ms: None,
         frames: 0,
         done: false,
@@ -101,7 +125,7 @@ fn link_video_pad(
     let (w, h) = (s.get::<i32>("width").unwrap_or(0), s.get::<i32>("height").unwrap_or(0));
     if w <= 0 || h <= 0 || w as u32 > cfg.max_input_px || h as u32 > cfg.max_input_px {
         let reason = format!("video is {w}x{h}, the limit is {0}x{0}", cfg.max_input_px);
-        *refusal.lock().unwrap_or_else(|p| p.into_inner()) = Some(reason.clone());
+        *lock(refusal) = Some(reason.clone());
         gst::element_error!(element, gst::StreamError::Format, ["{}", reason]);
         return;
     }
@@ -109,6 +133,11 @@ fn link_video_pad(
     if let Err(e) = pad.link(chain_sink) {
         gst::element_error!(element, gst::CoreError::Negotiation, ["cannot link video pad: {:?}", e]);
     }
+}
+
+/// A callback that panicked while holding one of these leaves a plain value behind.
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// The caps of analysis frames for a `width`×`height` video: packed RGB at analysis
@@ -177,11 +206,13 @@ impl FrameSource {
         while let Some(msg) = bus.pop_filtered(&[gst::MessageType::Error, gst::MessageType::Eos]) {
             match msg.view() {
                 gst::MessageView::Error(err) => {
-                    let refused = self.refusal.lock().unwrap_or_else(|p| p.into_inner()).take();
+                    let refused = lock(&self.refusal).take();
+                    let no_video = lock(&self.no_video).take();
                     let input = self.input.clone();
-                    return match refused {
-                        Some(reason) => self.fail("refused", MediaError::Refused { input, reason }),
-                        None => self.fail("decode", MediaError::Decode { input, reason: describe(err) }),
+                    return match (refused, no_video) {
+                        (Some(reason), _) => self.fail("refused", MediaError::Refused { input, reason }),
+                        (None, Some(found)) => self.fail("no_video", MediaError::NoVideo { input, found }),
+                        (None, None) => self.fail("decode", MediaError::Decode { input, reason: describe(err) }),
                     };
                 }
                 // The source ended without any video reaching the sampling chain.

@@ -10,6 +10,10 @@ pub enum MediaError {
     Decode { input: String, reason: String },
     #[error("{input}: refused: {reason}")]
     Refused { input: String, reason: String },
+    /// The input holds no video at all (audio only, data only): known as soon as the
+    /// demuxer has exposed its streams, never after a stall timeout.
+    #[error("{input}: no video stream in the input (found only: {found})")]
+    NoVideo { input: String, found: String },
     #[error("{input}: no frame for {secs} s, giving up")]
     Stalled { input: String, secs: u64 },
 }

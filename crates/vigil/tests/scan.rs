@@ -263,3 +263,78 @@ fn with_kafka_configured_the_alert_and_the_interrupt_reach_their_topics() {
         assert_eq!(msg.key().unwrap(), astronaut().to_str().unwrap().as_bytes(), "keyed by stream id");
     }
 }
+
+/// The PDQ reference data in the repository (tests/data/pdq).
+fn pdq_data(file: &str) -> std::path::PathBuf {
+    root().join("tests/data/pdq").join(file)
+}
+
+#[test]
+fn hash_of_an_odd_sized_png_is_the_reference_hash() {
+    // ThreatExchange's C++ PDQ over the same pixels (tests/data/pdq/odd-sizes/make.py).
+    let csv = std::fs::read_to_string(pdq_data("odd-sizes/expected-pdq-odd.csv")).unwrap();
+    let row = csv.lines().find(|l| l.starts_with("odd-sizes/bridge-451x300.png,")).unwrap();
+    let f: Vec<&str> = row.split(',').collect();
+    let out = vigil(&["hash", pdq_data(f[0]).to_str().unwrap()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let rec = &stdout_json(&out)[0];
+    assert_eq!((rec["width"].as_u64(), rec["height"].as_u64()), (Some(451), Some(300)), "{rec}");
+    assert_eq!(rec["pdq"].as_str(), Some(f[1]), "{rec}");
+    assert_eq!(rec["quality"].as_u64(), f[2].parse().ok(), "{rec}");
+}
+
+#[test]
+fn animated_gif_is_hashed_promptly_frame_by_frame() {
+    use image::codecs::gif::GifEncoder;
+    let dir = tempfile::tempdir().unwrap();
+    let gif = dir.path().join("anim.gif");
+    let mut enc = GifEncoder::new(std::fs::File::create(&gif).unwrap());
+    let frames: Vec<image::RgbaImage> = (0..6u32)
+        .map(|i| {
+            image::RgbaImage::from_fn(161, 91, |x, y| {
+                image::Rgba([(x * 3 + i * 50) as u8, (y * 2) as u8, (x ^ y) as u8, 255])
+            })
+        })
+        .collect();
+    for f in &frames {
+        let delay = image::Delay::from_numer_denom_ms(500, 1);
+        enc.encode_frame(image::Frame::from_parts(f.clone(), 0, 0, delay)).unwrap();
+    }
+    drop(enc);
+    let started = std::time::Instant::now();
+    let out = vigil(&["hash", gif.to_str().unwrap()]);
+    let took = started.elapsed();
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(took < std::time::Duration::from_secs(10), "took {took:?}");
+    // 3 s of animation at the default 1 sample per second, at the GIF's exact size;
+    // the first line is the first frame (what partners hash).
+    let recs = stdout_json(&out);
+    let pts: Vec<u64> = recs.iter().map(|r| r["pts_ms"].as_u64().unwrap()).collect();
+    assert_eq!(pts, [0, 1000, 2000], "{recs:?}");
+    assert!(recs.iter().all(|r| r["width"] == 161 && r["height"] == 91), "{recs:?}");
+    let first = dir.path().join("first.png");
+    image::open(&gif).unwrap().to_rgb8().save(&first).unwrap();
+    assert_eq!(recs[0]["pdq"], pdq_of(&first));
+    assert_ne!(recs[0]["pdq"], recs[1]["pdq"]);
+}
+
+#[test]
+fn audio_only_input_fails_at_once_with_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let wav = dir.path().join("tone.wav");
+    gst_launch(&format!("audiotestsrc num-buffers=200 ! wavenc ! filesink location={}", wav.display()));
+    let ogg = dir.path().join("tone.ogg");
+    gst_launch(&format!(
+        "audiotestsrc num-buffers=200 ! audioconvert ! vorbisenc ! oggmux ! filesink location={}",
+        ogg.display()
+    ));
+    for file in [&wav, &ogg] {
+        for cmd in ["hash", "scan"] {
+            let started = std::time::Instant::now();
+            let out = vigil(&[cmd, file.to_str().unwrap()]);
+            let took = started.elapsed();
+            assert!(took < std::time::Duration::from_secs(10), "vigil {cmd} {}: took {took:?}", file.display());
+            assert_clean_error(&out, "no video stream in the input (found only: audio/x-raw)");
+        }
+    }
+}

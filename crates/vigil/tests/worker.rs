@@ -240,3 +240,47 @@ fn adaptive_sampling_decodes_densely_once_fusion_sees_risk_and_stays_on_keyframe
     let (status, _) = w.stop();
     assert!(status.success());
 }
+
+#[test]
+fn a_shrunk_bank_is_refused_across_a_restart_until_an_operator_accepts_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (bank, state) = (dir.path().join("bank.txt"), dir.path().join("state"));
+    let rows = |n: usize| (0..n).map(|i| format!("{:02x}{}\n", i, "f0".repeat(31))).collect::<String>();
+    std::fs::write(&bank, rows(4)).unwrap();
+    let config = format!(
+        "[hash]\nreload_poll_secs = 3600\n[[hash.banks]]\nname = \"known\"\npath = \"{}\"\naction = \"interrupt\"\n",
+        bank.display()
+    );
+    let env = [("VIGIL_STATE_DIR", state.to_str().unwrap())];
+    let w = Worker::start(&config, &[], &env);
+    assert_eq!(w.http("GET", "/readyz").0, 200);
+    // A truncated file: refused, the 4 rows keep serving, and it shows and counts.
+    std::fs::write(&bank, rows(1)).unwrap();
+    let (_, body) = w.http("POST", "/admin/banks/reload");
+    let report: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        (report["banks"][0]["state"].as_str(), report["banks"][0]["rows"].as_u64()),
+        (Some("shrink_refused"), Some(4))
+    );
+    let (status, body) = w.http("GET", "/readyz");
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("bank known: ShrinkRefused"), "{body}");
+    assert_eq!(w.metric("vigil_hash_bank_reloads_total", "result=\"shrink_refused\""), 1.0);
+    w.stop();
+
+    // A restart does not launder the truncated file: the high-water mark was kept.
+    let w = Worker::start(&config, &[], &env);
+    let (status, body) = w.http("GET", "/readyz");
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("high-water mark 4"), "{body}");
+    assert_eq!(w.http("POST", "/admin/banks/nope/accept-shrink").0, 404);
+    let (status, body) = w.http("POST", "/admin/banks/known/accept-shrink");
+    assert_eq!(status, 200, "{body}");
+    let report: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        (report["banks"][0]["state"].as_str(), report["banks"][0]["high_water"].as_u64()),
+        (Some("ok"), Some(1))
+    );
+    assert_eq!(w.http("GET", "/readyz").0, 200);
+    w.stop();
+}

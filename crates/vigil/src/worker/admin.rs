@@ -1,14 +1,15 @@
 //! The admin HTTP server, on its own thread and runtime so it answers while the worker
 //! is loaded (linkerd2-proxy's habit). Open and read-only: `/healthz`, `/readyz`,
 //! `/metrics` (probes and Prometheus). Behind the admin bearer token ([`super::auth`]):
-//! `/streams`, `POST /admin/banks/reload`, `POST /admin/drain` — on the same address, or
+//! `/streams`, `POST /admin/banks/reload`, `POST /admin/banks/{name}/accept-shrink`,
+//! `POST /admin/drain` — on the same address, or
 //! on `admin.control_listen` when set, so the control routes can stay off the network
 //! that probes reach. It also catches SIGTERM/SIGINT and starts the graceful shutdown.
 
 use super::auth::{AdminToken, require_token};
 use super::streams::Streams;
 use axum::Router;
-use axum::extract::State;
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Json};
 use axum::routing::{get, post};
@@ -87,6 +88,7 @@ pub fn start(listen: &str, control_listen: Option<&str>, state: Arc<AdminState>)
             let control = Router::new()
                 .route("/streams", get(streams))
                 .route("/admin/banks/reload", post(reload_banks))
+                .route("/admin/banks/{name}/accept-shrink", post(accept_shrink))
                 .route("/admin/drain", post(drain))
                 .route_layer(axum::middleware::from_fn_with_state(state.token.clone(), require_token))
                 .with_state(state);
@@ -167,6 +169,19 @@ async fn reload_banks(State(s): State<Arc<AdminState>>) -> impl IntoResponse {
     .await;
     match result {
         Ok(v) => (StatusCode::OK, Json(v)),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, Json(json!({"error": e.to_string()}))),
+    }
+}
+
+/// Accepts that a bank shrank on purpose: it is reloaded now whatever its size, and its
+/// high-water mark restarts from it (a partial file is still refused).
+async fn accept_shrink(State(s): State<Arc<AdminState>>, Path(name): Path<String>) -> impl IntoResponse {
+    if let Err(e) = s.banks.accept_shrink(&name) {
+        return (StatusCode::NOT_FOUND, Json(json!({"error": e.to_string()})));
+    }
+    let banks = s.banks.clone();
+    match tokio::task::spawn_blocking(move || (banks.reload(false), banks.status())).await {
+        Ok((bad, st)) => (StatusCode::OK, Json(json!({"bad_lines": bad.len(), "banks": st}))),
         Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, Json(json!({"error": e.to_string()}))),
     }
 }

@@ -113,7 +113,7 @@ pub fn run(config: Option<&Path>, args: RunArgs) -> anyhow::Result<ExitCode> {
     let cfg = VigilConfig::load(config)?;
     let launcher = Launcher::current_exe().context("locating the vigil executable for decode children")?;
 
-    let (store, bad_lines) = BankStore::open(&cfg.hash.banks);
+    let (store, bad_lines) = BankStore::open_with_state(&cfg.hash.banks, &cfg.hash.state_dir);
     for bad in &bad_lines {
         tracing::warn!("bank line skipped: {bad}");
     }

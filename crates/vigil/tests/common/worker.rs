@@ -52,6 +52,8 @@ impl Worker {
             .env("VIGIL__INFER__MODELS_DIR", super::root().join("models"))
             .env("VIGIL_LOG", "info")
             .env("VIGIL_ADMIN_TOKEN", ADMIN_TOKEN)
+            // Banks' high-water marks: per worker, never the machine's /var/lib.
+            .env("VIGIL_STATE_DIR", dir.path().join("state"))
             .env_remove("VIGIL_CONFIG")
             .stdout(Stdio::piped())
             .stderr(std::fs::File::create(dir.path().join("stderr.log")).unwrap());
