@@ -25,6 +25,9 @@ pub struct Frame {
     pub width: u32,
     pub height: u32,
     pub rgb: Vec<u8>,
+    /// When the frame's coded data reached its decoder (unix ms), for the sample age at
+    /// decision; 0 where unknown (files scanned at their own pace, tests).
+    pub arrived_unix_ms: u64,
 }
 
 impl Frame {
@@ -44,6 +47,7 @@ impl fmt::Debug for Frame {
             .field("keyframe", &self.keyframe)
             .field("width", &self.width)
             .field("height", &self.height)
+            .field("arrived_unix_ms", &self.arrived_unix_ms)
             .finish_non_exhaustive()
     }
 }

@@ -119,6 +119,7 @@ mod tests {
             width: w,
             height: h,
             rgb: rgb.iter().copied().cycle().take((w * h * 3) as usize).collect(),
+            arrived_unix_ms: 0,
         }
     }
 

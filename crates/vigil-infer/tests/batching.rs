@@ -22,6 +22,7 @@ fn frames(cfg: &InferConfig) -> Vec<Frame> {
             width: 320,
             height: 240,
             rgb: vec![90; 320 * 240 * 3],
+            arrived_unix_ms: 0,
         },
         photo(cfg, "skimage/coffee.png", "d"),
         photo(cfg, "skimage/motorcycle_left.png", "e"),

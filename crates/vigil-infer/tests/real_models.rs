@@ -38,6 +38,7 @@ fn blank_frame_gives_no_detections() {
         width: 640,
         height: 360,
         rgb: vec![128; 640 * 360 * 3],
+        arrived_unix_ms: 0,
     };
     let out = a.analyze(&frame);
     assert!(out.unscanned.is_empty(), "{:?}", out.unscanned);

@@ -237,6 +237,7 @@ impl FrameSource {
             width: f.width,
             height: f.height,
             rgb: f.rgb,
+            arrived_unix_ms: 0,
         })
     }
 }
@@ -260,6 +261,7 @@ pub(crate) fn packed_rgb(sample: &gst::Sample) -> Result<crate::isolate::WireFra
         width: w as u32,
         height: h as u32,
         rgb,
+        arrived_unix_ms: 0,
     })
 }
 

@@ -123,6 +123,7 @@ mod tests {
             width: 1,
             height: 1,
             rgb: vec![0; 3],
+            arrived_unix_ms: 0,
         })
     }
 

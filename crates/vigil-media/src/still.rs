@@ -116,7 +116,7 @@ fn animation(path: &Path, format: Option<ImageFormat>) -> image::ImageResult<Opt
 
 impl StillFrames {
     fn frame(&self, pts_ms: u64, width: u32, height: u32, rgb: Vec<u8>) -> Frame {
-        Frame { stream: self.stream.clone(), pts_ms, keyframe: true, width, height, rgb }
+        Frame { stream: self.stream.clone(), pts_ms, keyframe: true, width, height, rgb, arrived_unix_ms: 0 }
     }
 
     fn next_animation_frame(&mut self) -> Option<Result<Frame, MediaError>> {

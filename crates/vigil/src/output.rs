@@ -20,6 +20,10 @@ pub struct FrameRecord<'a> {
     /// The policy conditions this sample met (before any k-of-n window).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<&'static str>,
+    /// Live streams: milliseconds from the sample's data reaching its decoder to this
+    /// decision (the same figure as `vigil_sample_age_seconds`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub age_ms: Option<u64>,
 }
 
 /// An output line carrying a message (`alert` or `interrupt`), tagged with its type.

@@ -139,6 +139,7 @@ pub fn run(config: Option<&Path>, args: ScanArgs) -> anyhow::Result<ExitCode> {
             verdict: outcome.verdict,
             rule: outcome.rule.clone(),
             conditions: outcome.conditions.names(),
+            age_ms: None,
         };
         let done = deliver(&frame_record, &outcome.events, &context, &mut sink, kafka.as_ref());
         if let Some(e) = done.output_error {

@@ -24,5 +24,13 @@ pub fn config() -> InferConfig {
 pub fn image_frame(path: &Path, stream: &str) -> Frame {
     let img = image::open(path).unwrap_or_else(|e| panic!("{}: {e} (run make setup)", path.display())).to_rgb8();
     let (width, height) = img.dimensions();
-    Frame { stream: StreamId(stream.into()), pts_ms: 0, keyframe: true, width, height, rgb: img.into_raw() }
+    Frame {
+        stream: StreamId(stream.into()),
+        pts_ms: 0,
+        keyframe: true,
+        width,
+        height,
+        rgb: img.into_raw(),
+        arrived_unix_ms: 0,
+    }
 }

@@ -13,6 +13,7 @@ use crate::sampling::{SamplingGate, Unit};
 use gstreamer as gst;
 use gstreamer::prelude::*;
 use gstreamer_app as gst_app;
+use gstreamer_video as gst_video;
 use serde::{Deserialize, Serialize};
 use std::io::{BufWriter, Write};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering::Relaxed};
@@ -65,6 +66,36 @@ struct Shared {
     video_linked: AtomicBool,
     /// The parsed video pad feeding the decoder (where keyframe requests go upstream).
     video_pad: Mutex<Option<gst::Pad>>,
+    /// The decoder's own sink pad, inside decodebin: where drains are asked for (a
+    /// parser in front of it would hold the request back until the next unit).
+    decoder_sink: Mutex<Option<gst::Pad>>,
+    /// When each recent decoded unit entered the decoder: (pts ms, unix ms), for the
+    /// frames' sample age. Bounded: a decoder holds far fewer frames than this.
+    arrivals: Mutex<std::collections::VecDeque<(u64, u64)>>,
+}
+
+const ARRIVALS_KEPT: usize = 64;
+
+impl Shared {
+    fn unit_arrived(&self, pts_ms: Option<u64>) {
+        let Some(pts) = pts_ms else { return };
+        let mut a = self.arrivals.lock().unwrap_or_else(|p| p.into_inner());
+        if a.len() == ARRIVALS_KEPT {
+            a.pop_front();
+        }
+        a.push_back((pts, unix_ms()));
+    }
+
+    /// When the unit of the frame at `pts_ms` entered the decoder; the latest unit at
+    /// or before it when the decoder moved the timestamp a little; now if none is known.
+    fn arrival_of(&self, pts_ms: u64) -> u64 {
+        let a = self.arrivals.lock().unwrap_or_else(|p| p.into_inner());
+        a.iter().rev().find(|(pts, _)| *pts <= pts_ms).map_or_else(unix_ms, |&(_, at)| at)
+    }
+}
+
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 
 impl Shared {
@@ -265,6 +296,8 @@ fn decode(spec: &ChildSpec, out: &mut impl Write) -> Result<(), Failure> {
         started: Mutex::new(None),
         video_linked: AtomicBool::new(false),
         video_pad: Mutex::new(None),
+        decoder_sink: Mutex::new(None),
+        arrivals: Mutex::new(std::collections::VecDeque::with_capacity(ARRIVALS_KEPT)),
     });
     let pipeline = gst::Pipeline::new();
     let parse = make("parsebin")?;
@@ -417,6 +450,18 @@ fn on_parsed_pad(
     if pipeline.add(&decoder).is_err() || decoder.sync_state_with_parent().is_err() {
         return shared.refuse("pipeline", "cannot start decodebin".into());
     }
+    {
+        let shared = shared.clone();
+        decoder.connect("deep-element-added", false, move |args| {
+            let element = args.get(2).and_then(|v| v.get::<gst::Element>().ok());
+            if let Some(e) = element
+                && e.factory().is_some_and(|f| f.metadata("klass").is_some_and(|k| k.contains("Decoder")))
+            {
+                *shared.decoder_sink.lock().unwrap_or_else(|p| p.into_inner()) = e.static_pad("sink");
+            }
+            None
+        });
+    }
     let Some(decoder_sink) = decoder.static_pad("sink") else { return };
     let (chain_sink, size_caps, shared2) = (chain_sink.clone(), size_caps.clone(), shared.clone());
     let pipeline_weak = pipeline.downgrade();
@@ -480,16 +525,16 @@ fn add_unit_gate(pad: &gst::Pad, shared: &Arc<Shared>) {
             c.input_bytes.fetch_add(buf.size() as u64, Relaxed);
             let keyframe = !buf.flags().contains(gst::BufferFlags::DELTA_UNIT);
             let time = buf.pts().or(buf.dts());
-            match shared.gate.unit(time.map(|t| t.mseconds()), keyframe) {
+            let pts_ms = time.map(|t| t.mseconds());
+            let unit = shared.gate.unit(pts_ms, keyframe);
+            if unit != Unit::Drop {
+                c.units_decoded.fetch_add(1, Relaxed);
+                shared.unit_arrived(buf.pts().map(|t| t.mseconds()));
+            }
+            match unit {
                 Unit::Drop => gst::PadProbeReturn::Drop,
-                Unit::Decode => {
-                    c.units_decoded.fetch_add(1, Relaxed);
-                    gst::PadProbeReturn::Ok
-                }
-                Unit::DecodeAndDrain => {
-                    c.units_decoded.fetch_add(1, Relaxed);
-                    decode_and_drain(pad, info, time)
-                }
+                Unit::Decode => gst::PadProbeReturn::Ok,
+                Unit::DecodeAndDrain => decode_and_drain(pad, info, time, &shared),
             }
         }
         Some(gst::PadProbeData::Event(ev)) => {
@@ -512,16 +557,32 @@ fn add_unit_gate(pad: &gst::Pad, shared: &Arc<Shared>) {
     });
 }
 
-/// Hands a keyframe to the decoder, then a GAP event, on which every GStreamer video
-/// decoder drains: the frame comes out now instead of when the decoder's reorder window
+/// Hands a keyframe to the decoder, then a still-frame event, on which every GStreamer
+/// video decoder drains: the frame comes out now instead of when the decoder's reorder window
 /// fills, which in keyframe-only decoding is two keyframes (seconds) later. The next
 /// unit is a keyframe again, so the drain costs no reference the decoder needs.
-fn decode_and_drain(pad: &gst::Pad, info: &mut gst::PadProbeInfo, time: Option<gst::ClockTime>) -> gst::PadProbeReturn {
+fn decode_and_drain(
+    pad: &gst::Pad,
+    info: &mut gst::PadProbeInfo,
+    time: Option<gst::ClockTime>,
+    shared: &Shared,
+) -> gst::PadProbeReturn {
     let (Some(peer), Some(time)) = (pad.peer(), time) else { return gst::PadProbeReturn::Ok };
     let Some(gst::PadProbeData::Buffer(buf)) = info.data.take() else { return gst::PadProbeReturn::Ok };
+    // Pushed through to the decoder on this thread: the parser inside decodebin
+    // forwards a complete access unit at once.
     let flow = peer.chain(buf);
     if flow.is_ok() {
-        let _ = pad.push_event(gst::event::Gap::builder(time).build());
+        // A still-frame event: every GStreamer video decoder drains on it (GAP drains
+        // only in trick modes in 1.22). Straight to the decoder, since a parser in front
+        // of it keeps events until the next unit; through the pad until it is known.
+        let still = || gst_video::StillFrameEvent::builder(true).build();
+        let decoder = shared.decoder_sink.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let _ = match decoder {
+            Some(sink) => sink.send_event(still()),
+            None => pad.push_event(still()),
+        };
+        let _ = time;
     }
     info.flow_res = flow;
     gst::PadProbeReturn::Handled
@@ -614,7 +675,8 @@ fn main_loop(
                 send(out, ev).map_err(io)?;
                 started_sent = true;
             }
-            let frame = crate::decode::packed_rgb(&sample).map_err(|e| fail("decode")(e.to_string()))?;
+            let mut frame = crate::decode::packed_rgb(&sample).map_err(|e| fail("decode")(e.to_string()))?;
+            frame.arrived_unix_ms = shared.arrival_of(frame.pts_ms);
             shared.counters.frames_out.fetch_add(1, Relaxed);
             FromChild::Frame(frame).write(out).map_err(io)?;
             out.flush().map_err(io)?;

@@ -23,7 +23,7 @@ pub const MAX_JSON_BYTES: usize = 64 * 1024;
 /// accepts video messages up to 8 MiB) are split across messages by [`write_media`]:
 /// every byte ingest accepts reaches the decoder.
 pub const MAX_MEDIA_CHUNK: usize = 4 * 1024 * 1024;
-const FRAME_HEADER: usize = 8 + 1 + 4 + 4;
+const FRAME_HEADER: usize = 8 + 1 + 4 + 4 + 8;
 
 /// A sampled frame at analysis size, packed RGB.
 #[derive(Debug, Clone, PartialEq)]
@@ -33,6 +33,8 @@ pub struct WireFrame {
     pub width: u32,
     pub height: u32,
     pub rgb: Vec<u8>,
+    /// When the coded unit this frame came from entered the decoder (unix ms; 0 unknown).
+    pub arrived_unix_ms: u64,
 }
 
 /// What a child reports besides frames.
@@ -149,6 +151,7 @@ impl FromChild {
                 head[8] = u8::from(f.keyframe);
                 head[9..13].copy_from_slice(&f.width.to_le_bytes());
                 head[13..17].copy_from_slice(&f.height.to_le_bytes());
+                head[17..25].copy_from_slice(&f.arrived_unix_ms.to_le_bytes());
                 write_message(w, KIND_FRAME, &[&head, &f.rgb])
             }
             FromChild::Event(e) => {
@@ -181,9 +184,18 @@ impl FromChild {
                     return Err(WireError::Malformed(format!("{width}x{height} frame with {pixels} bytes of pixels")));
                 }
                 let keyframe = buf[8] != 0;
+                let mut arrived = [0u8; 8];
+                arrived.copy_from_slice(&buf[17..25]);
                 let mut rgb = buf;
                 rgb.drain(..FRAME_HEADER);
-                Ok(Some(FromChild::Frame(WireFrame { pts_ms: u64::from_le_bytes(pts), keyframe, width, height, rgb })))
+                Ok(Some(FromChild::Frame(WireFrame {
+                    pts_ms: u64::from_le_bytes(pts),
+                    keyframe,
+                    width,
+                    height,
+                    rgb,
+                    arrived_unix_ms: u64::from_le_bytes(arrived),
+                })))
             }
             KIND_EVENT => Ok(Some(FromChild::Event(json_payload(r, len)?))),
             other => Err(WireError::UnknownKind(other)),
@@ -262,7 +274,14 @@ mod tests {
 
     #[test]
     fn frames_and_events_round_trip() {
-        let f = FromChild::Frame(WireFrame { pts_ms: 1234, keyframe: true, width: 4, height: 2, rgb: vec![7; 24] });
+        let f = FromChild::Frame(WireFrame {
+            pts_ms: 1234,
+            keyframe: true,
+            width: 4,
+            height: 2,
+            rgb: vec![7; 24],
+            arrived_unix_ms: 1_795_000_000_123,
+        });
         assert_eq!(roundtrip_from(&f, 640).unwrap(), Some(f));
         let e = FromChild::Event(ChildEvent::Failed { kind: "refused".into(), reason: "too big".into() });
         assert_eq!(roundtrip_from(&e, 640).unwrap(), Some(e));
@@ -280,7 +299,14 @@ mod tests {
 
     #[test]
     fn hostile_lengths_are_refused_before_allocating() {
-        let big = FromChild::Frame(WireFrame { pts_ms: 0, keyframe: false, width: 8, height: 8, rgb: vec![0; 192] });
+        let big = FromChild::Frame(WireFrame {
+            pts_ms: 0,
+            keyframe: false,
+            width: 8,
+            height: 8,
+            rgb: vec![0; 192],
+            arrived_unix_ms: 0,
+        });
         assert!(matches!(roundtrip_from(&big, 4), Err(WireError::TooLarge { .. })));
         // A header that claims 4 GiB of payload.
         let mut lie = vec![KIND_FRAME];
@@ -288,9 +314,16 @@ mod tests {
         assert!(matches!(FromChild::read(&mut lie.as_slice(), 640), Err(WireError::TooLarge { .. })));
         // Declared size and pixel count disagree.
         let mut wrong = Vec::new();
-        FromChild::Frame(WireFrame { pts_ms: 0, keyframe: false, width: 4, height: 2, rgb: vec![0; 23] })
-            .write(&mut wrong)
-            .unwrap();
+        FromChild::Frame(WireFrame {
+            pts_ms: 0,
+            keyframe: false,
+            width: 4,
+            height: 2,
+            rgb: vec![0; 23],
+            arrived_unix_ms: 0,
+        })
+        .write(&mut wrong)
+        .unwrap();
         assert!(matches!(FromChild::read(&mut wrong.as_slice(), 640), Err(WireError::Malformed(_))));
         assert!(matches!(FromChild::read(&mut [9u8, 0, 0, 0, 0].as_slice(), 640), Err(WireError::UnknownKind(9))));
         assert!(matches!(FromChild::read(&mut [].as_slice(), 640), Ok(None)));

@@ -612,6 +612,7 @@ fn read_child(
                     width: f.width,
                     height: f.height,
                     rgb: f.rgb,
+                    arrived_unix_ms: f.arrived_unix_ms,
                 }));
                 // Only a notice; if the supervisor is busy it learns from the next one.
                 let _ = tx.try_send(Msg::Frame);

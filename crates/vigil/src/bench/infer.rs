@@ -37,6 +37,7 @@ fn frame(i: usize) -> Frame {
         width: 640,
         height: 360,
         rgb,
+        arrived_unix_ms: 0,
     }
 }
 

@@ -17,6 +17,8 @@ pub struct FrameMsg {
     pub signals: FrameSignals,
     pub outcome: Outcome,
     pub context: AlertContext,
+    /// From the sample's data reaching its decoder to its decision.
+    pub age_ms: Option<u64>,
 }
 
 pub enum SinkMsg {
@@ -61,6 +63,7 @@ fn write_all(rx: &Receiver<SinkMsg>, kafka: Option<KafkaSink>) {
                     verdict: m.outcome.verdict,
                     rule: m.outcome.rule.clone(),
                     conditions: m.outcome.conditions.names(),
+                    age_ms: m.age_ms,
                 };
                 // Spool refusals were logged and counted by the sink, one by one.
                 let done = deliver(&frame, &m.outcome.events, &m.context, &mut sink, kafka.as_ref());

@@ -131,6 +131,7 @@ pub fn run(config: Option<&Path>, args: RunArgs) -> anyhow::Result<ExitCode> {
     vigil_hash::metrics::register(&registry)?;
     vigil_infer::metrics::register(&registry)?;
     vigil_sink::metrics::register(&registry)?;
+    registry.register(Box::new(streams::SAMPLE_AGE.clone()))?;
     let shutdown = Arc::new(AtomicBool::new(false));
     let token = cfg.admin.token().context("admin token")?;
 

@@ -97,9 +97,8 @@ impl Streams {
         description: String,
         account_id: Option<String>,
     ) -> Result<Arc<StreamHandle>, StartError> {
-        // A pushed stream's publisher is connected to this worker: it can cut it.
-        let direct = source == ChildSource::PushedFlv;
-        self.start_with(id, description, account_id, direct, |stream, media, launcher| {
+        let ingest = if source == ChildSource::PushedFlv { Ingest::Rtmp } else { Ingest::Pull };
+        self.start_with(id, description, account_id, ingest, |stream, media, launcher| {
             StreamHandle::start(stream, source, media, launcher)
         })
     }
@@ -110,7 +109,7 @@ impl Streams {
         id: &str,
         description: String,
         account_id: Option<String>,
-        direct: bool,
+        ingest: Ingest,
         make: impl FnOnce(StreamId, SampleConfig, Launcher) -> StreamHandle,
     ) -> Result<Arc<StreamHandle>, StartError> {
         if self.draining.load(Relaxed) {
@@ -142,7 +141,7 @@ impl Streams {
         let (streams, h, ctx) = (self.clone(), handle.clone(), context);
         let thread = std::thread::Builder::new()
             .name(format!("vigil-analyze-{id}"))
-            .spawn(move || analyze_stream(&streams, &h, ctx, direct))
+            .spawn(move || analyze_stream(&streams, &h, ctx, ingest))
             .map_err(|e| StartError::Thread(e.to_string()))?;
         let _ = self.deps.sink.send(SinkMsg::lifecycle(id, "started", Some(&info.source), None));
         entries.insert(id.to_string(), Entry { handle: handle.clone(), info, analysis: Some(thread) });
@@ -188,6 +187,46 @@ impl Streams {
     }
 }
 
+/// How a stream reaches the worker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ingest {
+    /// Pushed to this worker's RTMP server.
+    Rtmp,
+    /// Published to this worker's WHIP endpoint.
+    Whip,
+    /// Pulled by the worker (a URL or a file).
+    Pull,
+}
+
+impl Ingest {
+    pub fn label(self) -> &'static str {
+        match self {
+            Ingest::Rtmp => "rtmp",
+            Ingest::Whip => "whip",
+            Ingest::Pull => "pull",
+        }
+    }
+
+    /// The publisher is connected to this worker, which can therefore cut it.
+    fn is_direct(self) -> bool {
+        self != Ingest::Pull
+    }
+}
+
+/// Sample age at decision: from the frame's coded data reaching its decoder to the
+/// decision on it, by ingest kind. The live path's latency, as operators watch it.
+pub static SAMPLE_AGE: std::sync::LazyLock<prometheus::HistogramVec> = std::sync::LazyLock::new(|| {
+    prometheus::HistogramVec::new(
+        prometheus::HistogramOpts::new(
+            "vigil_sample_age_seconds",
+            "From a sample's coded data reaching its decoder to the decision on it, by ingest kind",
+        )
+        .buckets(vec![0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0]),
+        &["ingest"],
+    )
+    .expect("valid metric")
+});
+
 /// RTMP publishes become streams named `rtmp/APP/NAME`.
 pub struct RtmpAdmission(pub Arc<Streams>);
 
@@ -229,12 +268,17 @@ impl whip::WhipAdmission for WhipAdmission {
     fn publish(&self, r: whip::WhipRequest) -> Result<(String, Arc<StreamHandle>), whip::Refusal> {
         let id = format!("whip/{}", r.name);
         let mut answer = None;
-        let started =
-            self.streams.start_with(&id, format!("whip publish from {}", r.peer), None, true, |stream, media, l| {
+        let started = self.streams.start_with(
+            &id,
+            format!("whip publish from {}", r.peer),
+            None,
+            Ingest::Whip,
+            |stream, media, l| {
                 let (handle, rx) = StreamHandle::start_whip(stream, self.stun_server.clone(), r.offer, media, l);
                 answer = Some(rx);
                 handle
-            });
+            },
+        );
         let handle = started.map_err(|e| {
             let status = match e {
                 StartError::AlreadyLive(_) => 409,
@@ -262,7 +306,7 @@ impl whip::WhipAdmission for WhipAdmission {
 
 /// One stream's analysis thread: frames from its queue through hashing, the shared
 /// batcher and fusion; alerts to the sink; dense/cheap sampling back to media.
-fn analyze_stream(streams: &Streams, handle: &StreamHandle, context: AlertContext, direct: bool) {
+fn analyze_stream(streams: &Streams, handle: &StreamHandle, context: AlertContext, ingest: Ingest) {
     let deps = &streams.deps;
     let id = handle.id.0.clone();
     let session = context.session_id.clone().unwrap_or_else(vigil_core::ids::new_session_id);
@@ -276,6 +320,7 @@ fn analyze_stream(streams: &Streams, handle: &StreamHandle, context: AlertContex
         let _ = deps.sink.send(msg);
     };
     loop {
+        let mut age_ms = None;
         let Some(item) = handle.queue.pop(Duration::from_millis(500)) else {
             if handle.queue.is_closed_and_empty() {
                 break;
@@ -285,7 +330,13 @@ fn analyze_stream(streams: &Streams, handle: &StreamHandle, context: AlertContex
         let (signals, outcome) = match item {
             StreamOutput::Frame(frame) => {
                 let banks = deps.banks.snapshot();
-                analysis.frame(&frame, &banks, |f| infer(&deps.batcher, f))
+                let analysed = analysis.frame(&frame, &banks, |f| infer(&deps.batcher, f));
+                age_ms =
+                    (frame.arrived_unix_ms > 0).then(|| crate::output::unix_ms().saturating_sub(frame.arrived_unix_ms));
+                if let Some(age) = age_ms {
+                    SAMPLE_AGE.with_label_values(&[ingest.label()]).observe(age as f64 / 1000.0);
+                }
+                analysed
             }
             StreamOutput::Gap { reason } => analysis.gap("decode", &reason),
             StreamOutput::Started { width, height, fps, decoder } => {
@@ -309,8 +360,16 @@ fn analyze_stream(streams: &Streams, handle: &StreamHandle, context: AlertContex
             Sampling::Cheap if last_risk.is_none_or(|t| t.elapsed() >= calm) => handle.set_dense(false),
             Sampling::Cheap => {}
         }
-        let cut = (direct && deps.cut_direct_publishers).then(|| interrupt_of(&outcome.events, &context)).flatten();
-        send(SinkMsg::Frame(Box::new(FrameMsg { stream: id.clone(), signals, outcome, context: context.clone() })));
+        let cut = (ingest.is_direct() && deps.cut_direct_publishers)
+            .then(|| interrupt_of(&outcome.events, &context))
+            .flatten();
+        send(SinkMsg::Frame(Box::new(FrameMsg {
+            stream: id.clone(),
+            signals,
+            outcome,
+            context: context.clone(),
+            age_ms,
+        })));
         if let Some(command_id) = cut {
             // The publisher is connected to this worker: cut it now rather than wait for
             // the platform to act on the command (which is still sent). The stream's
