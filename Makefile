@@ -8,7 +8,7 @@ setup:
 	bash scripts/setup.sh
 
 build: setup
-	$(CARGO) build --release -p vigil
+	$(CARGO) build --locked --release -p vigil
 
 # The main job on the embedded default config: scan a generated clip (the benign
 # astronaut test image shown for 5 s, re-encoded) and print per-frame JSON + summary.
@@ -21,9 +21,9 @@ demo: build
 
 lint: setup
 	$(CARGO) fmt --all --check
-	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	$(CARGO) clippy --locked --workspace --all-targets -- -D warnings
 
 # Format and lint gates, then every test (real GStreamer, real models).
 test: lint
-	$(CARGO) test --workspace
+	$(CARGO) test --locked --workspace
 	for f in config/*.toml config/policies/*.toml; do ./target/debug/vigil validate "$$f" || exit 1; done

@@ -35,7 +35,7 @@ impl Batcher {
         let (tx, rx) = sync_channel::<Job>(cfg.queue_frames);
         let rx = Arc::new(Mutex::new(rx));
         let mut workers = Vec::new();
-        for i in 0..cfg.inference_threads {
+        for i in 0..cfg.threads() {
             let analyzer = Analyzer::load(cfg)?;
             let rx = rx.clone();
             let (max_batch, max_wait) = (cfg.batch_max_frames, Duration::from_millis(cfg.batch_max_wait_ms));

@@ -30,7 +30,8 @@ pub struct InferConfig {
     pub execution_providers: Vec<String>,
     #[serde(default)]
     pub require_gpu: bool,
-    /// Inference threads, each with its own sessions.
+    /// Inference threads, each with its own sessions; 0 (the default): one per core
+    /// this process may use, so a worker uses the machine it is given.
     #[serde(default = "default_inference_threads")]
     pub inference_threads: usize,
     /// The batcher runs at most this many frames together...
@@ -45,7 +46,7 @@ pub struct InferConfig {
 }
 
 fn default_inference_threads() -> usize {
-    1
+    0
 }
 fn default_batch_max_frames() -> usize {
     8
@@ -55,6 +56,18 @@ fn default_batch_max_wait_ms() -> u64 {
 }
 fn default_queue_frames() -> usize {
     64
+}
+
+impl InferConfig {
+    /// The inference threads to start: `inference_threads`, or one per core this
+    /// process may use (its CPU affinity and cgroup quota, as the standard library reads
+    /// them) when it is 0.
+    pub fn threads(&self) -> usize {
+        match self.inference_threads {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()).min(64),
+            n => n,
+        }
+    }
 }
 
 pub const KNOWN_PROVIDERS: [&str; 3] = ["tensorrt", "cuda", "cpu"];
@@ -141,8 +154,8 @@ impl InferConfig {
                 ));
             }
         }
-        if !(1..=64).contains(&self.inference_threads) {
-            e.push(format!("{prefix}.inference_threads: {} is outside 1..=64", self.inference_threads));
+        if self.inference_threads > 64 {
+            e.push(format!("{prefix}.inference_threads: {} is over 64 (0: one per core)", self.inference_threads));
         }
         if !(1..=256).contains(&self.batch_max_frames) {
             e.push(format!("{prefix}.batch_max_frames: {} is outside 1..=256", self.batch_max_frames));

@@ -263,7 +263,7 @@ fn webhook(status: impl Fn(&str, usize) -> u16 + Send + 'static) -> (String, Log
 }
 
 fn webhook_adapter(url: &str) -> String {
-    format!("{{ kind = \"webhook\", url = \"{url}\" }}")
+    format!("{{ kind = \"webhook\", url = \"{url}\", allow_plain_http = true }}")
 }
 
 #[test]
@@ -271,7 +271,9 @@ fn the_webhook_adapter_posts_the_command_with_its_bearer_token() {
     let (url, requests) = webhook(|_, _| 200);
     let bus = Bus::start();
     bus.send(None, "rtmp/live/alice", &command("a7/interrupt", "rtmp/live/alice"));
-    let adapter = format!("{{ kind = \"webhook\", url = \"{url}\", token_env = \"VIGIL_TEST_WEBHOOK_TOKEN\" }}");
+    let adapter = format!(
+        "{{ kind = \"webhook\", url = \"{url}\", token_env = \"VIGIL_TEST_WEBHOOK_TOKEN\", allow_plain_http = true }}"
+    );
     let out = bus.actuate(&adapter, 1, &[("VIGIL_TEST_WEBHOOK_TOKEN", "s3cret-token")]);
     assert_eq!(stats(&out)["acted"], 1);
     let req = requests.lock().unwrap()[0].0.clone();

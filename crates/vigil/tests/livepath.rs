@@ -190,6 +190,73 @@ fn pushed_and_pulled_samples_are_analysed_without_standing_lag() {
     }
     assert!(w.metric("vigil_sample_age_seconds_count", "ingest=\"rtmp\"") >= 4.0);
     assert!(w.metric("vigil_sample_age_seconds_count", "ingest=\"pull\"") >= 4.0);
+    // Coverage: every sample the decoders handed over was analysed in full.
+    let (_, body) = w.http("GET", "/streams");
+    let streams: Value = serde_json::from_str(&body).unwrap();
+    for s in streams.as_array().unwrap() {
+        assert!(s["samples_due"].as_u64().unwrap() >= 4, "{s}");
+        assert!(s["coverage"].as_f64().unwrap() >= 0.95, "{s}");
+    }
+    assert!(w.metric("vigil_samples_analysed_total", "") >= 8.0);
     let _ = pusher.wait();
     let _ = origin_publisher.wait();
+}
+
+#[test]
+fn a_stream_whose_analysis_ends_closes_its_publisher() {
+    // Over the size limit: the decode child refuses the video, the stream ends, and
+    // the publisher must not go on streaming into a worker that no longer watches.
+    let port = common::nginx::free_port();
+    let w = Worker::start(
+        &format!(
+            "[media]\nmax_input_px = 320\n\
+             [ingest.rtmp]\nlisten = \"127.0.0.1:{port}\"\n[ingest.rtmp.stream_keys]\nwide = \"wide-key-12345\"\n"
+        ),
+        &[],
+        &[],
+    );
+    let url = format!("rtmp://{}/live/wide-key-12345", w.rtmp.clone().unwrap());
+    let mut publisher = common::nginx::publish(&url, 60, "ball");
+    let (ran, clean) = exits_within(&mut publisher, 30);
+    assert!(!clean, "the connection was closed under the publisher after {ran:?}");
+    let records = w.wait_for("the stream to end", 10, |r| ended(r, "rtmp/live/wide").is_some());
+    let reason = ended(&records, "rtmp/live/wide").unwrap()["reason"].to_string();
+    assert!(reason.contains("limit"), "{reason}");
+}
+
+#[test]
+fn a_decode_child_that_cannot_read_its_input_fails_instead_of_ending() {
+    use std::io::Write;
+    use vigil_media::isolate::protocol::{ChildEvent, FromChild, ToChild};
+    use vigil_media::isolate::{ChildSource, ChildSpec};
+    let spec = ChildSpec { source: ChildSource::PushedFlv, media: vigil_media::SampleConfig::default() };
+    let mut child = Command::new(env!("CARGO_BIN_EXE_vigil"))
+        .arg("media-child")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdin = child.stdin.as_mut().unwrap();
+    ToChild::Spec(serde_json::to_string(&spec).unwrap()).write(stdin).unwrap();
+    // A message header naming a kind that does not exist, then a length past any limit:
+    // broken input, which must never read as the end of the stream.
+    stdin.write_all(&[99, 0xff, 0xff, 0xff, 0x7f]).unwrap();
+    stdin.flush().unwrap();
+    let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+    let started = Instant::now();
+    let last = loop {
+        match FromChild::read(&mut out, 640) {
+            Ok(Some(FromChild::Event(ChildEvent::Heartbeat { .. }))) => continue,
+            Ok(Some(FromChild::Event(e))) => break e,
+            other => panic!("expected an event, got {other:?}"),
+        }
+    };
+    assert!(
+        matches!(&last, ChildEvent::Failed { kind, .. } if kind == "protocol"),
+        "a protocol failure, not an end: {last:?}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(10));
+    let _ = child.kill();
+    let _ = child.wait();
 }

@@ -96,3 +96,66 @@ fn credentials_in_a_pulled_url_show_nowhere() {
         assert!(!r.to_string().contains(secret), "a record shows the password: {r}");
     }
 }
+
+/// Opens a connection that sends one RTMP handshake byte a second, as a slot hog would;
+/// the caller drips the bytes through [`closed`].
+fn dribbler(addr: &str) -> std::net::TcpStream {
+    let s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(std::time::Duration::from_millis(200))).unwrap();
+    s
+}
+
+/// Whether the server has closed `s` (a read sees the end, or a reset).
+fn closed(s: &mut std::net::TcpStream) -> bool {
+    use std::io::{Read, Write};
+    let _ = s.write_all(&[3]);
+    let mut buf = [0u8; 4096];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => return true,
+            Ok(_) => continue,
+            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
+                return false;
+            }
+            Err(_) => return true,
+        }
+    }
+}
+
+#[test]
+fn connections_that_never_publish_lose_their_slot_and_a_real_publisher_gets_in() {
+    let port = free_port();
+    let w = Worker::start(
+        &format!(
+            "[media]\nsampling = \"keyframes\"\n\
+             [ingest.rtmp]\nlisten = \"127.0.0.1:{port}\"\npublish_deadline_secs = 3\nmax_connections_per_ip = 4\n\
+             [ingest.rtmp.stream_keys]\nalice = \"alice-key-123\"\n"
+        ),
+        &[],
+        &[],
+    );
+    let addr = w.rtmp.clone().unwrap();
+    let mut hogs: Vec<_> = (0..6).map(|_| dribbler(&addr)).collect();
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let refused = hogs.iter_mut().map(closed).filter(|&c| c).count();
+    assert_eq!(refused, 2, "the address holds at most 4 connections");
+    // Many more, refused at once: counted every time, logged at a bounded rate.
+    for _ in 0..40 {
+        let mut s = dribbler(&addr);
+        assert!(closed(&mut s));
+    }
+    // Dripping a byte a second does not hold a slot past the publish deadline.
+    let started = std::time::Instant::now();
+    while hogs.iter_mut().any(|s| !closed(s)) {
+        assert!(started.elapsed() < std::time::Duration::from_secs(8), "a hog still holds its slot");
+        std::thread::sleep(std::time::Duration::from_millis(800));
+    }
+    assert!(w.metric("vigil_media_errors_total", "kind=\"rtmp_deadline\"") >= 4.0);
+    assert!(w.metric("vigil_media_errors_total", "kind=\"rtmp_per_ip\"") >= 42.0);
+    let logged = w.stderr().matches("rtmp: connection refused").count();
+    assert!(logged <= 10, "{logged} refusal lines for 42 refusals");
+    // The slots are free again: a real publisher gets in and is analysed.
+    let mut publisher = common::nginx::publish(&format!("rtmp://{addr}/live/alice-key-123"), 4, "ball");
+    assert!(publisher.wait().unwrap().success());
+    w.wait_for("frames of the publish", 30, |r| stream_frames(r, "rtmp/live/alice") >= 2);
+}

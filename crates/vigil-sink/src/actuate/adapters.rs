@@ -24,6 +24,11 @@ pub enum AdapterConfig {
         /// Name of an environment variable holding a bearer token.
         #[serde(default)]
         token_env: Option<String>,
+        /// Allow an `http://` URL. Off by default: the command names the stream and the
+        /// request carries the bearer token, so it belongs on TLS (a sidecar or a
+        /// loopback proxy is the exception that sets this).
+        #[serde(default)]
+        allow_plain_http: bool,
     },
 }
 
@@ -33,6 +38,13 @@ impl AdapterConfig {
             AdapterConfig::NginxRtmp { control_url } => control_url,
             AdapterConfig::Webhook { url, .. } => url,
         };
+        if let AdapterConfig::Webhook { url, allow_plain_http: false, .. } = self
+            && url.starts_with("http://")
+        {
+            return vec![format!(
+                "{prefix}: the webhook \"{url}\" is plain http: use https://, or set allow_plain_http = true"
+            )];
+        }
         if url.starts_with("http://") || url.starts_with("https://") {
             Vec::new()
         } else {

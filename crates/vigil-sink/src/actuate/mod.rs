@@ -302,8 +302,13 @@ mod tests {
             toml::from_str::<ActuateConfig>("adapter = { kind = \"webhook\", url = \"http://x\" }\nretries = 3")
                 .is_err()
         );
-        let ok: ActuateConfig = toml::from_str("adapter = { kind = \"webhook\", url = \"http://x\" }").unwrap();
+        let plain: ActuateConfig = toml::from_str("adapter = { kind = \"webhook\", url = \"http://x\" }").unwrap();
+        assert!(plain.validate("actuate").iter().any(|m| m.contains("allow_plain_http")), "http:// needs opting in");
+        let ok: ActuateConfig =
+            toml::from_str("adapter = { kind = \"webhook\", url = \"http://x\", allow_plain_http = true }").unwrap();
         assert!(ok.validate("actuate").is_empty());
+        let tls: ActuateConfig = toml::from_str("adapter = { kind = \"webhook\", url = \"https://x\" }").unwrap();
+        assert!(tls.validate("actuate").is_empty());
         assert_eq!(ok.dead_letter_topic, "vigil.interrupts.dead-letter");
     }
 }

@@ -132,6 +132,8 @@ pub fn run(config: Option<&Path>, args: RunArgs) -> anyhow::Result<ExitCode> {
     vigil_infer::metrics::register(&registry)?;
     vigil_sink::metrics::register(&registry)?;
     registry.register(Box::new(streams::SAMPLE_AGE.clone()))?;
+    registry.register(Box::new(streams::SAMPLES_DUE.clone()))?;
+    registry.register(Box::new(streams::SAMPLES_ANALYSED.clone()))?;
     let shutdown = Arc::new(AtomicBool::new(false));
     let token = cfg.admin.token().context("admin token")?;
 

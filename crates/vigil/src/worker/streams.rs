@@ -37,6 +37,7 @@ pub struct Deps {
 struct Entry {
     handle: Arc<StreamHandle>,
     info: StreamInfo,
+    coverage: Arc<Coverage>,
     analysis: Option<std::thread::JoinHandle<()>>,
 }
 
@@ -52,6 +53,11 @@ pub struct StreamInfo {
     pub dense: bool,
     pub decoder_restarts: u64,
     pub frames_dropped: u64,
+    pub samples_due: u64,
+    pub samples_analysed: u64,
+    /// `samples_analysed / samples_due`; absent before the first sample.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub coverage: Option<f64>,
 }
 
 pub struct Streams {
@@ -134,17 +140,21 @@ impl Streams {
             dense: false,
             decoder_restarts: 0,
             frames_dropped: 0,
+            samples_due: 0,
+            samples_analysed: 0,
+            coverage: None,
         };
+        let coverage = Arc::new(Coverage::default());
         let mut context = self.deps.context.clone();
         context.account_id = info.account_id.clone();
         context.session_id = Some(info.session_id.clone());
-        let (streams, h, ctx) = (self.clone(), handle.clone(), context);
+        let (streams, h, ctx, cov) = (self.clone(), handle.clone(), context, coverage.clone());
         let thread = std::thread::Builder::new()
             .name(format!("vigil-analyze-{id}"))
-            .spawn(move || analyze_stream(&streams, &h, ctx, ingest))
+            .spawn(move || analyze_stream(&streams, &h, ctx, ingest, &cov))
             .map_err(|e| StartError::Thread(e.to_string()))?;
         let _ = self.deps.sink.send(SinkMsg::lifecycle(id, "started", Some(&info.source), None));
-        entries.insert(id.to_string(), Entry { handle: handle.clone(), info, analysis: Some(thread) });
+        entries.insert(id.to_string(), Entry { handle: handle.clone(), info, coverage, analysis: Some(thread) });
         self.started_total.fetch_add(1, Relaxed);
         Ok(handle)
     }
@@ -156,6 +166,9 @@ impl Streams {
                 dense: e.handle.is_dense(),
                 decoder_restarts: e.handle.restarts(),
                 frames_dropped: e.handle.queue.dropped(),
+                samples_due: e.coverage.due.load(Relaxed),
+                samples_analysed: e.coverage.analysed.load(Relaxed),
+                coverage: e.coverage.ratio(),
                 ..e.info.clone()
             })
             .collect()
@@ -186,6 +199,42 @@ impl Streams {
         }
     }
 }
+
+/// A stream's coverage: the samples its decoder handed over (due) and those analysed in
+/// full (hashes, banks and every model). Dropped samples (analysis behind) and samples
+/// the inference queue refused are due but not analysed.
+#[derive(Default)]
+pub struct Coverage {
+    due: AtomicU64,
+    analysed: AtomicU64,
+}
+
+impl Coverage {
+    fn ratio(&self) -> Option<f64> {
+        let due = self.due.load(Relaxed);
+        (due > 0).then(|| self.analysed.load(Relaxed) as f64 / due as f64)
+    }
+
+    fn add(&self, due: u64, analysed: u64) {
+        self.due.fetch_add(due, Relaxed);
+        self.analysed.fetch_add(analysed, Relaxed);
+        SAMPLES_DUE.inc_by(due);
+        SAMPLES_ANALYSED.inc_by(analysed);
+    }
+}
+
+/// Samples due and analysed, all streams together (their ratio is the worker's coverage).
+pub static SAMPLES_DUE: std::sync::LazyLock<prometheus::IntCounter> = std::sync::LazyLock::new(|| {
+    prometheus::IntCounter::new("vigil_samples_due_total", "Samples the decoders handed to analysis (all streams)")
+        .expect("valid metric")
+});
+pub static SAMPLES_ANALYSED: std::sync::LazyLock<prometheus::IntCounter> = std::sync::LazyLock::new(|| {
+    prometheus::IntCounter::new(
+        "vigil_samples_analysed_total",
+        "Samples analysed in full: hashed, matched and through every model (all streams)",
+    )
+    .expect("valid metric")
+});
 
 /// How a stream reaches the worker.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -306,7 +355,13 @@ impl whip::WhipAdmission for WhipAdmission {
 
 /// One stream's analysis thread: frames from its queue through hashing, the shared
 /// batcher and fusion; alerts to the sink; dense/cheap sampling back to media.
-fn analyze_stream(streams: &Streams, handle: &StreamHandle, context: AlertContext, ingest: Ingest) {
+fn analyze_stream(
+    streams: &Streams,
+    handle: &StreamHandle,
+    context: AlertContext,
+    ingest: Ingest,
+    coverage: &Coverage,
+) {
     let deps = &streams.deps;
     let id = handle.id.0.clone();
     let session = context.session_id.clone().unwrap_or_else(vigil_core::ids::new_session_id);
@@ -314,6 +369,7 @@ fn analyze_stream(streams: &Streams, handle: &StreamHandle, context: AlertContex
         StreamAnalysis::new(deps.policy.clone(), handle.id.clone(), session, &deps.hash, &deps.banks.snapshot());
     let calm = Duration::from_secs(deps.media.calm_secs);
     let mut last_risk: Option<Instant> = None;
+    let mut dropped_seen = 0u64;
     let send = |msg: SinkMsg| {
         // Blocking: an alert must never be dropped; a slow sink slows analysis, and the
         // stream's queue then drops its oldest frames (counted).
@@ -329,6 +385,23 @@ fn analyze_stream(streams: &Streams, handle: &StreamHandle, context: AlertContex
         };
         let (signals, outcome) = match item {
             StreamOutput::Frame(frame) => {
+                // Samples dropped since the last one (analysis was behind) are due and
+                // not analysed: the stretch is reported unscanned, never passed as clean.
+                let dropped = handle.queue.dropped();
+                if dropped > dropped_seen {
+                    let lost = dropped - dropped_seen;
+                    dropped_seen = dropped;
+                    coverage.add(lost, 0);
+                    let reason = format!("{lost} sampled frame(s) dropped: analysis was behind");
+                    let (signals, outcome) = analysis.gap("coverage", &reason);
+                    send(SinkMsg::Frame(Box::new(FrameMsg {
+                        stream: id.clone(),
+                        signals,
+                        outcome,
+                        context: context.clone(),
+                        age_ms: None,
+                    })));
+                }
                 let banks = deps.banks.snapshot();
                 let analysed = analysis.frame(&frame, &banks, |f| infer(&deps.batcher, f));
                 age_ms =
@@ -336,6 +409,7 @@ fn analyze_stream(streams: &Streams, handle: &StreamHandle, context: AlertContex
                 if let Some(age) = age_ms {
                     SAMPLE_AGE.with_label_values(&[ingest.label()]).observe(age as f64 / 1000.0);
                 }
+                coverage.add(1, u64::from(analysed.0.unscanned.is_empty()));
                 analysed
             }
             StreamOutput::Gap { reason } => analysis.gap("decode", &reason),
