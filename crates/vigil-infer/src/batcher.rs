@@ -9,6 +9,7 @@
 
 use crate::metrics::METRICS;
 use crate::{Analysis, Analyzer, InferConfig, InferError};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError, sync_channel};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -23,6 +24,25 @@ struct Job {
 pub struct Batcher {
     queue: Option<SyncSender<Job>>,
     workers: Vec<JoinHandle<()>>,
+    load: Arc<BatcherLoad>,
+}
+
+/// What the inference threads have done, for the worker's capacity: time spent running
+/// models and frames analysed, since start, plus the cost of one frame measured at start.
+#[derive(Debug, Default)]
+pub struct BatcherLoad {
+    busy_ns: AtomicU64,
+    frames: AtomicU64,
+    pub threads: usize,
+    /// One 640x360 frame through every model, timed after the warm-up.
+    pub start_cost: Duration,
+}
+
+impl BatcherLoad {
+    /// (time spent running models, frames analysed) since start.
+    pub fn totals(&self) -> (Duration, u64) {
+        (Duration::from_nanos(self.busy_ns.load(Relaxed)), self.frames.load(Relaxed))
+    }
 }
 
 /// A frame the batcher could not take: the queue was full.
@@ -35,17 +55,27 @@ impl Batcher {
         let (tx, rx) = sync_channel::<Job>(cfg.queue_frames);
         let rx = Arc::new(Mutex::new(rx));
         let mut workers = Vec::new();
-        for i in 0..cfg.threads() {
-            let analyzer = Analyzer::load(cfg)?;
-            let rx = rx.clone();
+        let mut load = BatcherLoad { threads: cfg.threads(), ..Default::default() };
+        let mut analyzers = (0..load.threads).map(|_| Analyzer::load(cfg)).collect::<Result<Vec<_>, _>>()?;
+        if let Some(first) = analyzers.first_mut() {
+            load.start_cost = time_one_frame(first);
+        }
+        let load = Arc::new(load);
+        for (i, analyzer) in analyzers.into_iter().enumerate() {
+            let (rx, load) = (rx.clone(), load.clone());
             let (max_batch, max_wait) = (cfg.batch_max_frames, Duration::from_millis(cfg.batch_max_wait_ms));
             let handle = std::thread::Builder::new()
                 .name(format!("vigil-infer-{i}"))
-                .spawn(move || worker(analyzer, rx, max_batch, max_wait))
+                .spawn(move || worker(analyzer, rx, max_batch, max_wait, &load))
                 .map_err(|e| InferError::Load { name: "batcher".into(), reason: e.to_string() })?;
             workers.push(handle);
         }
-        Ok(Batcher { queue: Some(tx), workers })
+        Ok(Batcher { queue: Some(tx), workers, load })
+    }
+
+    /// The inference threads' running totals (shared; cheap to read).
+    pub fn load(&self) -> Arc<BatcherLoad> {
+        self.load.clone()
     }
 
     /// Queues a frame unless the queue is full; the analysis arrives on the receiver.
@@ -85,7 +115,32 @@ impl Drop for Batcher {
     }
 }
 
-fn worker(mut analyzer: Analyzer, rx: Arc<Mutex<Receiver<Job>>>, max_batch: usize, max_wait: Duration) {
+/// One analysis-size frame through every model (after the warm-up, so it costs what a
+/// real frame costs): the per-sample cost the worker plans with before it has measured
+/// real ones.
+fn time_one_frame(analyzer: &mut Analyzer) -> Duration {
+    let (width, height) = (640, 360);
+    let frame = Frame {
+        stream: vigil_core::StreamId("capacity-probe".into()),
+        pts_ms: 0,
+        keyframe: true,
+        width,
+        height,
+        rgb: vec![128; (width * height * 3) as usize],
+        arrived_unix_ms: 0,
+    };
+    let started = Instant::now();
+    let _ = analyzer.analyze(&frame);
+    started.elapsed()
+}
+
+fn worker(
+    mut analyzer: Analyzer,
+    rx: Arc<Mutex<Receiver<Job>>>,
+    max_batch: usize,
+    max_wait: Duration,
+    load: &BatcherLoad,
+) {
     let mut jobs: Vec<Job> = Vec::with_capacity(max_batch);
     let mut frames: Vec<Frame> = Vec::with_capacity(max_batch);
     loop {
@@ -112,7 +167,10 @@ fn worker(mut analyzer: Analyzer, rx: Arc<Mutex<Receiver<Job>>>, max_batch: usiz
                 j.reply
             })
             .collect();
+        let started = Instant::now();
         let results = analyzer.analyze_batch(&frames);
+        load.busy_ns.fetch_add(started.elapsed().as_nanos() as u64, Relaxed);
+        load.frames.fetch_add(frames.len() as u64, Relaxed);
         frames.clear();
         for (reply, analysis) in replies.into_iter().zip(results) {
             let _ = reply.send(analysis); // the submitter may have gone away; fine

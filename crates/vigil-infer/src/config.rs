@@ -43,6 +43,18 @@ pub struct InferConfig {
     /// Frames waiting for inference, across all streams.
     #[serde(default = "default_queue_frames")]
     pub queue_frames: usize,
+    /// The share of the inference threads' time the worker plans to fill: new streams
+    /// are refused (and the worker reports not ready) before analysis falls behind.
+    #[serde(default = "default_max_utilization")]
+    pub max_utilization: f64,
+    /// Streams this worker can analyse, when the operator knows it; 0 (the default):
+    /// measured from the per-sample cost and each stream's sample rate.
+    #[serde(default)]
+    pub capacity_streams: usize,
+}
+
+fn default_max_utilization() -> f64 {
+    0.8
 }
 
 fn default_inference_threads() -> usize {
@@ -153,6 +165,9 @@ impl InferConfig {
                     "{prefix}.execution_providers[{i}]: unknown provider \"{p}\" (known: {KNOWN_PROVIDERS:?})"
                 ));
             }
+        }
+        if !(0.1..=1.0).contains(&self.max_utilization) {
+            e.push(format!("{prefix}.max_utilization: {} is outside 0.1..=1.0", self.max_utilization));
         }
         if self.inference_threads > 64 {
             e.push(format!("{prefix}.inference_threads: {} is over 64 (0: one per core)", self.inference_threads));

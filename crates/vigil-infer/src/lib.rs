@@ -19,7 +19,7 @@ mod providers;
 mod runtime;
 
 pub use analyzer::{Analysis, Analyzer, ModelInfo, time_model_runs};
-pub use batcher::{Batcher, QueueFull};
+pub use batcher::{Batcher, BatcherLoad, QueueFull};
 pub use config::InferConfig;
 pub use error::InferError;
 pub use manifest::{ModelKind, ModelManifest};

@@ -133,6 +133,7 @@ async fn ready(State(s): State<Arc<AdminState>>) -> impl IntoResponse {
     if s.streams.as_ref().is_some_and(|st| st.draining.load(Relaxed)) || s.shutdown.load(Relaxed) {
         reasons.push("draining".to_string());
     }
+    reasons.extend(s.streams.as_ref().and_then(|st| st.at_capacity()));
     for b in s.banks.status() {
         if !b.is_ready() {
             reasons.push(format!("bank {}: {:?} {}", b.name, b.state, b.detail.unwrap_or_default()));

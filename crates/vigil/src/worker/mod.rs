@@ -10,6 +10,7 @@
 
 mod admin;
 mod auth;
+mod capacity;
 mod delivery;
 mod streams;
 
@@ -134,6 +135,8 @@ pub fn run(config: Option<&Path>, args: RunArgs) -> anyhow::Result<ExitCode> {
     registry.register(Box::new(streams::SAMPLE_AGE.clone()))?;
     registry.register(Box::new(streams::SAMPLES_DUE.clone()))?;
     registry.register(Box::new(streams::SAMPLES_ANALYSED.clone()))?;
+    registry.register(Box::new(capacity::CAPACITY_STREAMS.clone()))?;
+    registry.register(Box::new(capacity::INFERENCE_UTILIZATION.clone()))?;
     let shutdown = Arc::new(AtomicBool::new(false));
     let token = cfg.admin.token().context("admin token")?;
 
@@ -191,6 +194,7 @@ pub fn run(config: Option<&Path>, args: RunArgs) -> anyhow::Result<ExitCode> {
         context,
         launcher,
         cut_direct_publishers: cfg.ingest.cut_direct_publishers,
+        capacity: Arc::new(capacity::Capacity::new(batcher.load(), &cfg.infer, cfg.media.sample_fps)),
     });
 
     let admin_state = Arc::new(admin::AdminState {
@@ -239,17 +243,43 @@ pub fn run(config: Option<&Path>, args: RunArgs) -> anyhow::Result<ExitCode> {
         // The stream id goes on alerts and logs: never with the URL's credentials.
         pulls.push((vigil_core::redact::uri(input), uri, None));
     }
-    for (name, uri, account) in pulls {
-        let shown = vigil_core::redact::uri(&uri);
-        if let Err(e) = streams.start(&name, ChildSource::Uri(uri), shown, account) {
-            tracing::error!(stream = %name, "not started: {e}");
+    // Pulls the worker cannot take now (at capacity) wait and are tried again; the
+    // lifecycle record says so, so nothing is silently not watched.
+    let mut deferred: Vec<(String, String, Option<String>)> = Vec::new();
+    let mut announced = std::collections::HashSet::new();
+    let mut start_pulls = |pulls: Vec<(String, String, Option<String>)>, deferred: &mut Vec<_>| {
+        for (name, uri, account) in pulls {
+            let shown = vigil_core::redact::uri(&uri);
+            match streams.start(&name, ChildSource::Uri(uri.clone()), shown, account.clone()) {
+                Ok(_) => {}
+                Err(streams::StartError::AtCapacity(why)) => {
+                    if announced.insert(name.clone()) {
+                        tracing::warn!(stream = %name, "pull deferred: {why}");
+                        let _ = sink_tx.send(delivery::SinkMsg::lifecycle(&name, "deferred", None, Some(&why)));
+                    }
+                    deferred.push((name, uri, account));
+                }
+                Err(e) => tracing::error!(stream = %name, "not started: {e}"),
+            }
         }
-    }
+    };
+    start_pulls(pulls, &mut deferred);
 
+    let mut ticks = 0u64;
     while !shutdown.load(Relaxed) {
         std::thread::sleep(Duration::from_millis(200));
+        ticks += 1;
+        if ticks.is_multiple_of(5) {
+            streams.measure_capacity();
+        }
+        if ticks.is_multiple_of(25) && !deferred.is_empty() {
+            let waiting = std::mem::take(&mut deferred);
+            let mut still = Vec::new();
+            start_pulls(waiting, &mut still);
+            deferred = still;
+        }
         let idle = streams.len() == 0 && streams.started_total.load(Relaxed) > 0;
-        if args.exit_when_idle && rtmp.is_none() && whip.is_none() && idle {
+        if args.exit_when_idle && rtmp.is_none() && whip.is_none() && idle && deferred.is_empty() {
             break;
         }
     }

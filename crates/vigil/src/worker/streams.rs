@@ -32,6 +32,7 @@ pub struct Deps {
     pub launcher: Launcher,
     /// Close an RTMP or WHIP publisher's connection as soon as the stream is interrupted.
     pub cut_direct_publishers: bool,
+    pub capacity: Arc<super::capacity::Capacity>,
 }
 
 struct Entry {
@@ -77,6 +78,8 @@ pub enum StartError {
     Full(usize),
     #[error("stream {0} is already live on this worker")]
     AlreadyLive(String),
+    #[error("the worker cannot analyse another stream: {0}")]
+    AtCapacity(String),
     #[error("cannot start the stream's analysis: {0}")]
     Thread(String),
 }
@@ -129,6 +132,9 @@ impl Streams {
         if entries.contains_key(id) {
             return Err(StartError::AlreadyLive(id.to_string()));
         }
+        if let Some(why) = self.deps.capacity.refuse(entries.len()) {
+            return Err(StartError::AtCapacity(why));
+        }
         let stream = StreamId(id.to_string());
         let handle = Arc::new(make(stream.clone(), self.deps.media.clone(), self.deps.launcher.clone()));
         let info = StreamInfo {
@@ -176,6 +182,16 @@ impl Streams {
 
     pub fn len(&self) -> usize {
         self.lock().len()
+    }
+
+    /// Why the worker takes no new stream now (at capacity, or analysis fell behind).
+    pub fn at_capacity(&self) -> Option<String> {
+        self.deps.capacity.refuse(self.len())
+    }
+
+    /// Updates the capacity measurements; the worker's main loop calls it every second.
+    pub fn measure_capacity(&self) {
+        self.deps.capacity.tick(self.len());
     }
 
     fn finished(&self, id: &str) {
@@ -331,7 +347,7 @@ impl whip::WhipAdmission for WhipAdmission {
         let handle = started.map_err(|e| {
             let status = match e {
                 StartError::AlreadyLive(_) => 409,
-                StartError::Draining | StartError::Full(_) => 503,
+                StartError::Draining | StartError::Full(_) | StartError::AtCapacity(_) => 503,
                 StartError::Thread(_) => 500,
             };
             whip::Refusal { status, reason: e.to_string() }
@@ -389,6 +405,7 @@ fn analyze_stream(
                 // not analysed: the stretch is reported unscanned, never passed as clean.
                 let dropped = handle.queue.dropped();
                 if dropped > dropped_seen {
+                    deps.capacity.fell_behind();
                     let lost = dropped - dropped_seen;
                     dropped_seen = dropped;
                     coverage.add(lost, 0);
@@ -409,7 +426,11 @@ fn analyze_stream(
                 if let Some(age) = age_ms {
                     SAMPLE_AGE.with_label_values(&[ingest.label()]).observe(age as f64 / 1000.0);
                 }
-                coverage.add(1, u64::from(analysed.0.unscanned.is_empty()));
+                let complete = analysed.0.unscanned.is_empty();
+                if !complete {
+                    deps.capacity.fell_behind();
+                }
+                coverage.add(1, u64::from(complete));
                 analysed
             }
             StreamOutput::Gap { reason } => analysis.gap("decode", &reason),
