@@ -159,3 +159,26 @@ fn connections_that_never_publish_lose_their_slot_and_a_real_publisher_gets_in()
     assert!(publisher.wait().unwrap().success());
     w.wait_for("frames of the publish", 30, |r| stream_frames(r, "rtmp/live/alice") >= 2);
 }
+
+#[test]
+fn an_address_guessing_stream_keys_is_refused_for_a_while() {
+    let port = free_port();
+    let w = Worker::start(
+        &format!(
+            "[ingest.rtmp]\nlisten = \"127.0.0.1:{port}\"\n[ingest.rtmp.stream_keys]\nalice = \"alice-key-123\"\n"
+        ),
+        &[],
+        &[],
+    );
+    let addr = w.rtmp.clone().unwrap();
+    for guess in 0..5 {
+        let mut p = common::nginx::publish(&format!("rtmp://{addr}/live/guess-{guess}"), 1, "ball");
+        assert!(!p.wait().unwrap().success());
+    }
+    // The sixth attempt is refused before its key is even checked, the right key too.
+    let mut p = common::nginx::publish(&format!("rtmp://{addr}/live/alice-key-123"), 1, "ball");
+    assert!(!p.wait().unwrap().success(), "an address that keeps guessing waits out its window");
+    assert_eq!(w.metric("vigil_media_errors_total", "kind=\"rtmp_key\""), 5.0);
+    assert_eq!(w.metric("vigil_media_errors_total", "kind=\"rtmp_key_limited\""), 1.0);
+    assert!(!w.records().iter().any(|r| r["stream"] == "rtmp/live/alice"));
+}

@@ -8,7 +8,10 @@
 
 use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::net::IpAddr;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum KeyError {
@@ -18,6 +21,8 @@ pub enum KeyError {
     Expired,
     #[error("the stream key is malformed")]
     Malformed,
+    #[error("the stream key is valid for longer than this worker accepts")]
+    TooLong,
 }
 
 #[derive(Clone)]
@@ -26,6 +31,9 @@ pub enum StreamKeys {
     Static(BTreeMap<String, String>),
     Signed {
         secret: Vec<u8>,
+        /// A key may expire at most this far in the future: a leaked key is then
+        /// useful for a bounded time, whatever expiry its holder was given.
+        max_lifetime_secs: u64,
     },
 }
 
@@ -62,7 +70,7 @@ impl StreamKeys {
                 }
                 found.ok_or(KeyError::Unknown)
             }
-            StreamKeys::Signed { secret } => {
+            StreamKeys::Signed { secret, max_lifetime_secs } => {
                 let mut parts = key.rsplitn(3, '.');
                 let (Some(sig), Some(expiry), Some(name)) = (parts.next(), parts.next(), parts.next()) else {
                     return Err(KeyError::Malformed);
@@ -81,6 +89,9 @@ impl StreamKeys {
                 if expiry < now_unix_secs {
                     return Err(KeyError::Expired);
                 }
+                if expiry > now_unix_secs.saturating_add(*max_lifetime_secs) {
+                    return Err(KeyError::TooLong);
+                }
                 Ok(name.to_string())
             }
         }
@@ -91,6 +102,50 @@ impl StreamKeys {
         let mut mac = Hmac::<Sha256>::new_from_slice(secret).expect("HMAC takes keys of any length");
         mac.update(format!("{name}.{expiry_unix_secs}").as_bytes());
         format!("{name}.{expiry_unix_secs}.{}", hex::encode(mac.finalize().into_bytes()))
+    }
+}
+
+/// Failed key attempts per address: after `MAX_FAILURES` in `WINDOW`, the address's
+/// publishes are refused until the window ends, so keys cannot be guessed at line rate.
+pub struct KeyFailures {
+    by_ip: Mutex<HashMap<IpAddr, (u32, Instant)>>,
+}
+
+const MAX_FAILURES: u32 = 5;
+const WINDOW: Duration = Duration::from_secs(60);
+/// Addresses remembered at most (a flood from many addresses forgets the oldest).
+const MAX_ADDRESSES: usize = 10_000;
+
+impl Default for KeyFailures {
+    fn default() -> Self {
+        Self { by_ip: Mutex::new(HashMap::new()) }
+    }
+}
+
+impl KeyFailures {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<IpAddr, (u32, Instant)>> {
+        self.by_ip.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Whether `ip` has used up its failed attempts for now.
+    pub fn blocked(&self, ip: IpAddr) -> bool {
+        self.lock().get(&ip).is_some_and(|(n, since)| *n >= MAX_FAILURES && since.elapsed() < WINDOW)
+    }
+
+    /// Records a failed attempt from `ip`.
+    pub fn failed(&self, ip: IpAddr) {
+        let mut map = self.lock();
+        if map.len() >= MAX_ADDRESSES {
+            map.retain(|_, (_, since)| since.elapsed() < WINDOW);
+            if map.len() >= MAX_ADDRESSES {
+                map.clear();
+            }
+        }
+        let entry = map.entry(ip).or_insert((0, Instant::now()));
+        if entry.1.elapsed() >= WINDOW {
+            *entry = (0, Instant::now());
+        }
+        entry.0 += 1;
     }
 }
 
@@ -108,15 +163,29 @@ mod tests {
 
     #[test]
     fn signed_keys_check_signature_and_expiry() {
-        let keys = StreamKeys::Signed { secret: b"s3cret".to_vec() };
+        let keys = StreamKeys::Signed { secret: b"s3cret".to_vec(), max_lifetime_secs: 86_400 };
         let key = StreamKeys::sign(b"s3cret", "bob_1", 2_000);
         assert_eq!(keys.check(&key, 1_000), Ok("bob_1".into()));
         assert_eq!(keys.check(&key, 3_000), Err(KeyError::Expired));
         assert_eq!(keys.check(&StreamKeys::sign(b"other", "bob_1", 2_000), 1_000), Err(KeyError::Unknown));
         let forged = key.replace("bob_1", "eve_1");
         assert_eq!(keys.check(&forged, 1_000), Err(KeyError::Unknown));
+        // Valid, but good for ten years: refused, so a leaked key cannot live that long.
+        assert_eq!(keys.check(&StreamKeys::sign(b"s3cret", "bob_1", 1_000 + 86_401), 1_000), Err(KeyError::TooLong));
         for bad in ["", "a.b", "x.notanumber.00", "x.5.zz", "../x.5.00"] {
             assert!(keys.check(bad, 0).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn an_address_that_keeps_guessing_is_refused_for_a_while() {
+        let f = KeyFailures::default();
+        let (guesser, other): (IpAddr, IpAddr) = ("192.0.2.7".parse().unwrap(), "192.0.2.8".parse().unwrap());
+        for _ in 0..MAX_FAILURES {
+            assert!(!f.blocked(guesser));
+            f.failed(guesser);
+        }
+        assert!(f.blocked(guesser));
+        assert!(!f.blocked(other), "only the guessing address");
     }
 }

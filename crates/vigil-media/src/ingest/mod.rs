@@ -62,6 +62,10 @@ pub struct RtmpConfig {
     /// Or: the environment variable holding the secret for HMAC-signed keys.
     #[serde(default)]
     pub hmac_secret_env: Option<String>,
+    /// Signed keys expiring further ahead than this are refused (a leaked key must not
+    /// be good for years).
+    #[serde(default = "default_hmac_max_lifetime_secs")]
+    pub hmac_max_lifetime_secs: u64,
     /// A connection silent this long is closed.
     #[serde(default = "default_idle_timeout_secs")]
     pub idle_timeout_secs: u64,
@@ -101,6 +105,10 @@ pub struct WhipConfig {
     /// Or: the environment variable holding the secret for HMAC-signed keys.
     #[serde(default)]
     pub hmac_secret_env: Option<String>,
+    /// Signed keys expiring further ahead than this are refused (a leaked key must not
+    /// be good for years).
+    #[serde(default = "default_hmac_max_lifetime_secs")]
+    pub hmac_max_lifetime_secs: u64,
     /// A STUN server for the decode child's ICE (`stun://host:port`), when the worker
     /// sits behind NAT. Without one, the answer offers the host's own addresses.
     #[serde(default)]
@@ -148,18 +156,29 @@ fn validate_keys(
     }
 }
 
+fn validate_lifetime(e: &mut Vec<String>, prefix: &str, secs: u64) {
+    if !(60..=31 * 24 * 3600).contains(&secs) {
+        e.push(format!("{prefix}.hmac_max_lifetime_secs: {secs} is outside 60..=2678400 (one minute to 31 days)"));
+    }
+}
+
 /// The key checker a key table describes (reads the HMAC secret from the environment).
 fn key_checker(
     section: &str,
     stream_keys: &BTreeMap<String, String>,
     hmac_secret_env: &Option<String>,
+    max_lifetime_secs: u64,
 ) -> Result<keys::StreamKeys, String> {
     match hmac_secret_env {
         Some(var) => std::env::var(var)
-            .map(|s| keys::StreamKeys::Signed { secret: s.into_bytes() })
+            .map(|s| keys::StreamKeys::Signed { secret: s.into_bytes(), max_lifetime_secs })
             .map_err(|_| format!("${var} ({section}.hmac_secret_env) is not set")),
         None => Ok(keys::StreamKeys::Static(stream_keys.clone())),
     }
+}
+
+fn default_hmac_max_lifetime_secs() -> u64 {
+    24 * 3600
 }
 
 fn default_app() -> String {
@@ -193,6 +212,7 @@ impl IngestConfig {
                 e.push(format!("{prefix}.rtmp.app: {:?} must be one non-empty path segment", r.app));
             }
             validate_keys(&mut e, &format!("{prefix}.rtmp"), &r.stream_keys, &r.hmac_secret_env);
+            validate_lifetime(&mut e, &format!("{prefix}.rtmp"), r.hmac_max_lifetime_secs);
             if r.idle_timeout_secs == 0 {
                 e.push(format!("{prefix}.rtmp.idle_timeout_secs: must be at least 1"));
             }
@@ -216,6 +236,7 @@ impl IngestConfig {
                 e.push(format!("{prefix}.whip.listen: {:?} is also the RTMP address", w.listen));
             }
             validate_keys(&mut e, &format!("{prefix}.whip"), &w.stream_keys, &w.hmac_secret_env);
+            validate_lifetime(&mut e, &format!("{prefix}.whip"), w.hmac_max_lifetime_secs);
             if let Some(stun) = &w.stun_server
                 && !stun.strip_prefix("stun://").is_some_and(|h| h.contains(':') && !h.contains('/'))
             {
@@ -250,13 +271,13 @@ impl IngestConfig {
 impl RtmpConfig {
     /// The key checker this config describes (reads the HMAC secret from the environment).
     pub fn keys(&self) -> Result<keys::StreamKeys, String> {
-        key_checker("ingest.rtmp", &self.stream_keys, &self.hmac_secret_env)
+        key_checker("ingest.rtmp", &self.stream_keys, &self.hmac_secret_env, self.hmac_max_lifetime_secs)
     }
 }
 
 impl WhipConfig {
     /// The key checker this config describes (reads the HMAC secret from the environment).
     pub fn keys(&self) -> Result<keys::StreamKeys, String> {
-        key_checker("ingest.whip", &self.stream_keys, &self.hmac_secret_env)
+        key_checker("ingest.whip", &self.stream_keys, &self.hmac_secret_env, self.hmac_max_lifetime_secs)
     }
 }

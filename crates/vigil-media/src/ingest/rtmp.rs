@@ -69,6 +69,7 @@ struct Context {
     max_per_ip: usize,
     /// Refusals are counted always and logged at most once a second.
     refusal_log: RateLimitedLog,
+    key_failures: super::keys::KeyFailures,
 }
 
 /// A log line at most once per `every` (the rest are counted by the metric that goes
@@ -130,6 +131,7 @@ impl RtmpServer {
             per_ip: Mutex::new(HashMap::new()),
             max_per_ip: cfg.max_connections_per_ip,
             refusal_log: RateLimitedLog::new(Duration::from_secs(1)),
+            key_failures: super::keys::KeyFailures::default(),
         });
         let stop = Arc::new(AtomicBool::new(false));
         let stop2 = stop.clone();
@@ -376,9 +378,15 @@ impl Connection<'_> {
                 if self.published.is_some() {
                     return Err("a second publish on one connection".into());
                 }
+                if self.ctx.key_failures.blocked(self.peer.ip()) {
+                    METRICS.errors.with_label_values(&["rtmp_key_limited"]).inc();
+                    let _ = session.reject_request(request_id, "NetStream.Publish.BadName", "too many failed keys");
+                    return Err("refused publish: too many failed key attempts from this address".into());
+                }
                 let name = match self.ctx.keys.check(&stream_key, super::unix_secs()) {
                     Ok(name) => name,
                     Err(why) => {
+                        self.ctx.key_failures.failed(self.peer.ip());
                         METRICS.errors.with_label_values(&["rtmp_key"]).inc();
                         let _ = session.reject_request(request_id, "NetStream.Publish.BadName", &why.to_string());
                         // The key itself is never logged.

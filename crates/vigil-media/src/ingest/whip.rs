@@ -164,6 +164,7 @@ fn authorize(keys: &StreamKeys, headers: &HeaderMap) -> Result<String, Box<Respo
     let checked = token.and_then(|t| {
         keys.check(t, crate::ingest::unix_secs()).map_err(|e| match e {
             KeyError::Expired => "the stream key expired",
+            KeyError::TooLong => "the stream key is valid for too long",
             KeyError::Unknown | KeyError::Malformed => "unknown stream key",
         })
     });
