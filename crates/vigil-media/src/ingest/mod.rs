@@ -10,6 +10,7 @@
 //! Pulled sources (rtmp://, rtsp://, srt://, HLS, file://) need no server: their decode
 //! child opens the URL itself (see [`crate::isolate`]).
 
+pub mod fuzz;
 pub mod guard;
 pub mod http;
 pub mod keys;
