@@ -6,6 +6,10 @@
 //!
 //! The queue never grows without bound: `submit` refuses a frame when it is full (the
 //! caller counts it and marks the sample unscanned), `submit_wait` blocks (for files).
+//! Its count is a byte bound too: the worker submits frames from the streams' queues,
+//! at most `analysis_max_px`²×3 bytes each, and the worker's config validation keeps
+//! `queue_frames` times that under 1 GiB (64 frames of 640 px: 75 MiB). `vigil scan`
+//! never uses the batcher (stills at full size go straight to an analyzer).
 
 use crate::metrics::METRICS;
 use crate::{Analysis, Analyzer, InferConfig, InferError};

@@ -54,11 +54,29 @@ pub struct LimitsConfig {
     /// Resolution or format changes allowed in one session (a hostile stream can
     /// renegotiate without end, re-allocating each time).
     pub max_caps_changes: u32,
+    /// Pushed streams: bytes of media the worker holds for a decode child that is
+    /// behind; over this, tags are dropped up to the next keyframe (counted). Memory per
+    /// pushed stream is bounded by this, not by a count of tags of up to 8 MiB each.
+    pub max_feed_bytes: u64,
 }
+
+/// The largest video message the RTMP server accepts: the feed must hold at least one.
+const MIN_FEED_BYTES: u64 = crate::flv::MAX_VIDEO_BODY as u64 + 64;
+const MAX_FEED_BYTES: u64 = 1 << 30;
+/// A queue of analysis frames (a stream's, the inference batcher's) may hold at most
+/// this many bytes: its length times the largest frame ([`SampleConfig::max_frame_bytes`]).
+/// A count bound is a byte bound only while frames are bounded in size.
+pub const MAX_QUEUE_BYTES: u64 = 1 << 30;
 
 impl Default for LimitsConfig {
     fn default() -> Self {
-        Self { max_streams: 64, max_fps: 120.0, max_bitrate_kbps: 20_000, max_caps_changes: 8 }
+        Self {
+            max_streams: 64,
+            max_fps: 120.0,
+            max_bitrate_kbps: 20_000,
+            max_caps_changes: 8,
+            max_feed_bytes: 32 << 20,
+        }
     }
 }
 
@@ -175,6 +193,22 @@ impl SampleConfig {
         if l.max_bitrate_kbps < 100 {
             e.push(format!("{prefix}.limits.max_bitrate_kbps: {} is below 100", l.max_bitrate_kbps));
         }
+        if !(MIN_FEED_BYTES..=MAX_FEED_BYTES).contains(&l.max_feed_bytes) {
+            e.push(format!(
+                "{prefix}.limits.max_feed_bytes: {} is outside {MIN_FEED_BYTES}..={MAX_FEED_BYTES} (one video \
+                 message of up to 8 MiB must fit)",
+                l.max_feed_bytes
+            ));
+        }
+        if self.queue_bytes() > MAX_QUEUE_BYTES {
+            e.push(format!(
+                "{prefix}.queue_frames: {} frames of up to {1}x{1} RGB would hold {2} MiB per stream, over {3} MiB",
+                self.queue_frames,
+                self.analysis_max_px,
+                self.queue_bytes() >> 20,
+                MAX_QUEUE_BYTES >> 20
+            ));
+        }
         let i = &self.isolation;
         if i.memory_mb < 256 {
             e.push(format!("{prefix}.isolation.memory_mb: {} is below 256 (GStreamer alone needs more)", i.memory_mb));
@@ -192,6 +226,18 @@ impl SampleConfig {
             e.push(format!("{prefix}.isolation.restart_backoff_ms/_max_ms: need 0 < backoff <= max"));
         }
         e
+    }
+
+    /// The largest frame a decode child may hand over: the worker refuses larger ones
+    /// ([`crate::isolate::protocol`]), so every queue of analysis frames is bounded in
+    /// bytes by its count times this.
+    pub fn max_frame_bytes(&self) -> u64 {
+        u64::from(self.analysis_max_px).pow(2) * 3
+    }
+
+    /// Bytes a stream's frame queue ([`crate::queue::StreamQueue`]) can hold at most.
+    pub fn queue_bytes(&self) -> u64 {
+        u64::from(self.queue_frames) * self.max_frame_bytes()
     }
 
     /// The sampling rate as a GStreamer fraction string (millihertz precision).
@@ -229,5 +275,24 @@ mod tests {
         let e = c.validate("media");
         assert_eq!(e.len(), 3, "{e:?}");
         assert!(e[0].starts_with("media.sample_fps"));
+    }
+
+    #[test]
+    fn queues_that_hold_media_are_bounded_in_bytes() {
+        assert!(SampleConfig::default().validate("media").is_empty());
+        let mut c = SampleConfig::default();
+        // Smaller than one video message, then absurdly large.
+        c.limits.max_feed_bytes = 1 << 20;
+        // 64 frames of 4096 px RGB: 3 GiB per stream.
+        (c.analysis_max_px, c.queue_frames) = (4096, 64);
+        let e = c.validate("media");
+        assert_eq!(e.len(), 2, "{e:?}");
+        assert!(e[0].starts_with("media.limits.max_feed_bytes: 1048576 is outside"), "{e:?}");
+        assert!(e[1].starts_with("media.queue_frames: 64 frames of up to 4096x4096 RGB would hold 3072 MiB"), "{e:?}");
+        c.limits.max_feed_bytes = 2 << 30;
+        (c.analysis_max_px, c.queue_frames) = (4096, 21);
+        let e = c.validate("media");
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert!(e[0].starts_with("media.limits.max_feed_bytes: 2147483648 is outside"), "{e:?}");
     }
 }

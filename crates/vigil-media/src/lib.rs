@@ -22,7 +22,7 @@ pub mod queue;
 pub mod sampling;
 pub mod still;
 
-pub use config::{IsolationConfig, LimitsConfig, SampleConfig};
+pub use config::{IsolationConfig, LimitsConfig, MAX_QUEUE_BYTES, SampleConfig};
 pub use decode::{FrameSource, open_uri};
 pub use error::MediaError;
 pub use sampling::SamplingMode;

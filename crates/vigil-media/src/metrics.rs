@@ -10,6 +10,8 @@ pub struct MediaMetrics {
     pub frames_dropped: IntCounter,
     /// Pushed FLV tags dropped because a decode child was behind.
     pub tags_dropped: IntCounter,
+    /// Their bytes.
+    pub tag_bytes_dropped: IntCounter,
     /// Decode children started again, by reason.
     pub restarts: IntCounterVec,
     pub streams_active: IntGauge,
@@ -25,6 +27,10 @@ pub static METRICS: LazyLock<MediaMetrics> = LazyLock::new(|| MediaMetrics {
         .expect("valid metric"),
     frames_dropped: counter("vigil_media_frames_dropped_total", "Sampled frames dropped because analysis was behind"),
     tags_dropped: counter("vigil_media_tags_dropped_total", "Pushed FLV tags dropped because a decoder was behind"),
+    tag_bytes_dropped: counter(
+        "vigil_media_tag_bytes_dropped_total",
+        "Bytes of pushed FLV tags dropped because a decoder was behind",
+    ),
     restarts: IntCounterVec::new(
         Opts::new("vigil_media_decoder_restarts_total", "Decode child processes restarted, by reason"),
         &["reason"],
@@ -40,6 +46,7 @@ pub fn register(registry: &Registry) -> prometheus::Result<()> {
     registry.register(Box::new(m.errors.clone()))?;
     registry.register(Box::new(m.frames_dropped.clone()))?;
     registry.register(Box::new(m.tags_dropped.clone()))?;
+    registry.register(Box::new(m.tag_bytes_dropped.clone()))?;
     registry.register(Box::new(m.restarts.clone()))?;
     registry.register(Box::new(m.streams_active.clone()))
 }

@@ -31,6 +31,12 @@ pub enum StreamOutput {
     },
 }
 
+/// Bounded by a count of frames, which is also a byte bound: frames come only from a
+/// decode child, whose pipe reader refuses any frame larger than `analysis_max_px`²×3
+/// bytes ([`crate::isolate::protocol`]), and config validation keeps `queue_frames`
+/// times that under [`crate::MAX_QUEUE_BYTES`] (640 px, 8 frames: 9.4 MiB). Still
+/// images, which keep their exact size up to `max_input_px`, never pass through here:
+/// `vigil scan` analyses them one at a time. Notices carry no media.
 pub struct StreamQueue {
     inner: Mutex<Inner>,
     ready: Condvar,

@@ -82,6 +82,17 @@ impl VigilConfig {
         e.extend(self.admin.validate("admin"));
         e.extend(self.hash.validate("hash"));
         e.extend(self.infer.validate("infer"));
+        // The batcher's frames come from the streams' queues, at analysis size.
+        let batcher_bytes = self.infer.queue_frames as u64 * self.media.max_frame_bytes();
+        if batcher_bytes > vigil_media::MAX_QUEUE_BYTES {
+            e.push(format!(
+                "infer.queue_frames: {} frames of up to {1}x{1} RGB (media.analysis_max_px) would hold {2} MiB, over {3} MiB",
+                self.infer.queue_frames,
+                self.media.analysis_max_px,
+                batcher_bytes >> 20,
+                vigil_media::MAX_QUEUE_BYTES >> 20
+            ));
+        }
         e.extend(self.fusion.validate("fusion"));
         e.extend(self.sink.validate("sink"));
         if let Some(a) = &self.actuate {
@@ -149,6 +160,16 @@ mod tests {
         assert!(all.contains("media.sample_fps"), "{all}");
         assert!(all.contains("fusion.policy"), "{all}");
         assert_eq!(e.errors.len(), 4, "{all}");
+    }
+
+    #[test]
+    fn the_inference_queue_is_bounded_in_bytes() {
+        // 32 frames of 4096 px fit a stream's queue of 8 but not the batcher's queue.
+        let text = "[media]\nanalysis_max_px = 4096\nqueue_frames = 8\n[infer]\nqueue_frames = 32\n";
+        let e = load(text, &[]).unwrap_err();
+        assert_eq!(e.errors.len(), 1, "{:?}", e.errors);
+        assert!(e.errors[0].contains("infer.queue_frames: 32 frames of up to 4096x4096"), "{:?}", e.errors);
+        load("[media]\nanalysis_max_px = 4096\nqueue_frames = 8\n[infer]\nqueue_frames = 16\n", &[]).unwrap();
     }
 
     #[test]

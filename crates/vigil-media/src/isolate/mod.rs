@@ -8,9 +8,11 @@
 //! - [`protocol`]: the framed messages on the pipes, checked as hostile input.
 //! - [`child`]: what runs in the child: confinement, the pipeline, sampling gates.
 //! - [`supervisor`]: the worker's side: start, feed, watch, restart with backoff.
+//! - `feed`: the pushed-FLV queue to a child, bounded in tags and bytes.
 //! - `webrtc`: WHIP publishes answered by `webrtcbin` inside the child.
 
 pub mod child;
+mod feed;
 pub mod protocol;
 pub mod supervisor;
 mod webrtc;

@@ -5,6 +5,7 @@
 //! as clean). A refusal (over a limit) ends the stream with its reason.
 
 use super::child::{ChildSource, ChildSpec};
+use super::feed::{Feed, FeedTx, Refused};
 use super::protocol::{ChildEvent, Command, FromChild, ToChild};
 use crate::SampleConfig;
 use crate::metrics::METRICS;
@@ -13,7 +14,7 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::path::PathBuf;
 use std::process::{Child, ChildStdin, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
-use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError, sync_channel};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, sync_channel};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use vigil_core::{Frame, StreamId};
@@ -41,16 +42,11 @@ pub struct FlvTag {
     pub bytes: Vec<u8>,
 }
 
-enum Feed {
-    Tag(FlvTag),
-    End,
-}
-
 /// A running stream, as the worker holds it.
 pub struct StreamHandle {
     pub id: StreamId,
     pub queue: Arc<StreamQueue>,
-    feed: Mutex<Option<SyncSender<Feed>>>,
+    feed: Mutex<Option<FeedTx>>,
     shared: Arc<Shared>,
     thread: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
@@ -90,6 +86,8 @@ pub enum NoAnswer {
 /// The answer to a WHIP offer: the SDP, or why there is none.
 pub type AnswerReceiver = Receiver<Result<String, NoAnswer>>;
 
+/// Tags a pushed stream may have queued for its decoder; bytes are bounded too, by
+/// `[media.limits].max_feed_bytes` (see [`super::feed`]).
 const FEED_TAGS: usize = 512;
 const TICK: Duration = Duration::from_millis(250);
 const STDERR_LINES_PER_CHILD: usize = 200;
@@ -140,7 +138,7 @@ impl StreamHandle {
             ended_because: Mutex::new(None),
         });
         let feed = if source == ChildSource::PushedFlv {
-            let (tx, rx) = sync_channel(FEED_TAGS);
+            let (tx, rx) = super::feed::feed(FEED_TAGS, media.limits.max_feed_bytes as usize);
             let shared = shared.clone();
             std::thread::Builder::new()
                 .name(format!("vigil-feed-{id}"))
@@ -165,19 +163,21 @@ impl StreamHandle {
     }
 
     /// Hands one FLV tag of a pushed stream to the decoder; never blocks. When the child
-    /// is behind, the tag is dropped and counted, and so is everything up to the next
-    /// keyframe.
+    /// is behind (the feed is over its tag or byte budget), the tag is dropped and
+    /// counted, and so is everything up to the next keyframe.
     pub fn push(&self, tag: FlvTag) {
         let feed = self.feed.lock().unwrap_or_else(|p| p.into_inner());
         let Some(feed) = feed.as_ref() else { return };
-        self.shared.fed_bytes.fetch_add(tag.bytes.len() as u64, Relaxed);
-        match feed.try_send(Feed::Tag(tag)) {
+        let len = tag.bytes.len() as u64;
+        self.shared.fed_bytes.fetch_add(len, Relaxed);
+        match feed.try_push(tag) {
             Ok(()) => {}
-            Err(TrySendError::Full(_)) => {
+            Err(Refused::Full) => {
                 METRICS.tags_dropped.inc();
+                METRICS.tag_bytes_dropped.inc_by(len);
                 self.shared.skip_to_keyframe.store(true, Relaxed);
             }
-            Err(TrySendError::Disconnected(_)) => {}
+            Err(Refused::Closed) => {}
         }
     }
 
@@ -187,8 +187,9 @@ impl StreamHandle {
         if reason.is_some() {
             *self.shared.end_reason.lock().unwrap_or_else(|p| p.into_inner()) = reason;
         }
+        // Never blocks the connection thread, even when the feed is full.
         if let Some(feed) = self.feed.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
-            let _ = feed.send(Feed::End);
+            feed.end();
         }
     }
 
@@ -280,7 +281,8 @@ fn feed_writer(rx: Receiver<Feed>, shared: &Shared) {
     let mut config: Option<FlvTag> = None;
     let mut fed_child: Option<u64> = None;
     for feed in rx {
-        let tag = match feed {
+        // `queued` holds the tag's bytes in the feed's budget until this turn is over.
+        let queued = match feed {
             Feed::Tag(t) => t,
             Feed::End => {
                 shared.push_ended.store(true, Relaxed);
@@ -288,6 +290,7 @@ fn feed_writer(rx: Receiver<Feed>, shared: &Shared) {
                 continue;
             }
         };
+        let tag = &queued.tag;
         if tag.config {
             config = Some(tag.clone());
         }
@@ -567,8 +570,11 @@ impl Supervisor {
                 };
             }
         };
-        self.shared.child_stdin.lock().unwrap_or_else(|p| p.into_inner()).take();
+        // Kill first: a child that stopped reading (hung, SIGSTOPped) leaves the feed
+        // writer blocked in a write while it holds the stdin lock, and that write only
+        // returns once the child is gone.
         let _ = child.kill();
+        self.shared.child_stdin.lock().unwrap_or_else(|p| p.into_inner()).take();
         let _ = child.wait();
         if matches!(verdict, Exit::Ended) && self.spec.source == ChildSource::PushedFlv {
             self.feed_ended = true;
