@@ -9,7 +9,9 @@
 //! - [`child`]: what runs in the child: confinement, the pipeline, sampling gates.
 //! - [`supervisor`]: the worker's side: start, feed, watch, restart with backoff.
 //! - `webrtc`: WHIP publishes answered by `webrtcbin` inside the child.
+//! - [`candidates`]: which of a WHIP offer's ICE candidates the worker may contact.
 
+pub mod candidates;
 pub mod child;
 pub mod protocol;
 pub mod supervisor;
