@@ -215,8 +215,8 @@ impl Filter {
 
     /// Whether to keep this candidate (the attribute's value).
     pub fn admit(&mut self, value: &str) -> bool {
-        let verdict = check(value, self.private_allowed)
-            .and_then(|()| if self.kept < MAX_CANDIDATES { Ok(()) } else { Err(Dropped::OverLimit) });
+        let room = if self.kept < MAX_CANDIDATES { Ok(()) } else { Err(Dropped::OverLimit) };
+        let verdict = check(value, self.private_allowed).and(room);
         match verdict {
             Ok(()) => {
                 self.kept += 1;
