@@ -101,14 +101,15 @@ pub fn check(value: &str, private_allowed: bool) -> Result<(), Dropped> {
     let [foundation, component, transport, priority, address, port, typ, kind, ..] = fields[..] else {
         return Err(Dropped::Malformed);
     };
-    let number = |s: &str, max: u64| {
-        (1..=10).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_digit()) && s.parse::<u64>().is_ok_and(|n| n <= max)
+    let number = |s: &str, range: std::ops::RangeInclusive<u64>| {
+        (1..=10).contains(&s.len())
+            && s.bytes().all(|b| b.is_ascii_digit())
+            && s.parse::<u64>().is_ok_and(|n| range.contains(&n))
     };
     let well_formed = foundation.len() <= 32
-        && number(component, 256)
-        && number(priority, u32::MAX.into())
-        && number(port, u16::MAX.into())
-        && port != "0"
+        && number(component, 1..=256)
+        && number(priority, 0..=u32::MAX.into())
+        && number(port, 1..=u16::MAX.into())
         && typ == "typ"
         && matches!(kind, "host" | "srflx" | "prflx" | "relay");
     if !well_formed {
@@ -472,6 +473,8 @@ mod tests {
             "",
             "1 1 UDP 2122252543 1.2.3.4",
             "1 1 UDP 2122252543 1.2.3.4 0 typ host",
+            "1 1 UDP 2122252543 1.2.3.4 000 typ host",
+            "1 0 UDP 2122252543 1.2.3.4 5000 typ host",
             "1 1 UDP 2122252543 1.2.3.4 70000 typ host",
             "1 1 UDP -5 1.2.3.4 5000 typ host",
             "1 x UDP 1 1.2.3.4 5000 typ host",
