@@ -15,6 +15,9 @@ pub struct MediaMetrics {
     /// Decode children started again, by reason.
     pub restarts: IntCounterVec,
     pub streams_active: IntGauge,
+    /// WHIP offers' ICE candidates dropped, by filter (`offer`: the worker's pass on
+    /// the text; `decoder`: the child's, on what GStreamer parsed) and reason.
+    pub whip_candidates_dropped: IntCounterVec,
 }
 
 fn counter(name: &str, help: &str) -> IntCounter {
@@ -37,6 +40,14 @@ pub static METRICS: LazyLock<MediaMetrics> = LazyLock::new(|| MediaMetrics {
     )
     .expect("valid metric"),
     streams_active: IntGauge::new("vigil_media_streams_active", "Streams being decoded").expect("valid metric"),
+    whip_candidates_dropped: IntCounterVec::new(
+        Opts::new(
+            "vigil_media_whip_candidates_dropped_total",
+            "ICE candidates of WHIP offers the worker will not contact, by filter and reason",
+        ),
+        &["filter", "reason"],
+    )
+    .expect("valid metric"),
 });
 
 /// Adds this stage's metrics to a registry (the worker's `/metrics`).
@@ -48,5 +59,6 @@ pub fn register(registry: &Registry) -> prometheus::Result<()> {
     registry.register(Box::new(m.tags_dropped.clone()))?;
     registry.register(Box::new(m.tag_bytes_dropped.clone()))?;
     registry.register(Box::new(m.restarts.clone()))?;
+    registry.register(Box::new(m.whip_candidates_dropped.clone()))?;
     registry.register(Box::new(m.streams_active.clone()))
 }

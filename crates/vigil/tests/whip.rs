@@ -105,9 +105,20 @@ fn a_whip_publisher_is_scanned_on_requested_keyframes_matched_and_ended_by_delet
     assert_eq!((status, body.trim()), (400, "the offer has no video"));
     assert_eq!(post(&[auth, sdp], &vec![b'a'; 70 * 1024]).0, 413);
     // Well-shaped, but webrtcbin (in the child) cannot use it: its reason comes back.
-    let (status, _, body) = post(&[auth, sdp], HOLLOW_OFFER.as_bytes());
+    // Its candidates are ones the worker must not contact, however they are written
+    // (GStreamer's parser skips the leading whitespace): dropped and counted.
+    let hostile = format!(
+        "{HOLLOW_OFFER} a=candidate:1 1 UDP 2122252543 127.0.0.1 5000 typ host\r\n\
+         a= candidate:2 1 udp 2122252543 169.254.169.254 5000 typ host\r\n\
+         a=candidate:3 1 UDP 2122252543 kube-dns.kube-system.svc.cluster.local 53 typ host\r\n"
+    );
+    let (status, _, body) = post(&[auth, sdp], hostile.as_bytes());
     assert_eq!(status, 400, "{body}");
     assert!(body.contains("set-remote-description") && body.contains("fingerprint"), "{body}");
+    let dropped = |reason: &str| {
+        w.metric("vigil_media_whip_candidates_dropped_total", &format!("filter=\"offer\",reason=\"{reason}\""))
+    };
+    assert_eq!((dropped("loopback"), dropped("link_local"), dropped("hostname")), (1.0, 1.0, 1.0));
     w.wait_for("the refused offer's stream to end", 30, |r| ended(r, "whip/alice").is_some());
     wait_gone(&w, "whip/alice");
     // DELETE needs the key, and a session that exists.
@@ -144,6 +155,8 @@ fn a_whip_publisher_is_scanned_on_requested_keyframes_matched_and_ended_by_delet
     assert_eq!(step(&lines, "deleted_with_wrong_key")["status"], 404, "bob's key cannot end alice's stream");
     assert_eq!(step(&lines, "deleted")["status"], 200);
     assert_eq!(step(&lines, "patched")["status"], 405, "no trickle ICE: the answer had every candidate");
+    // The child's own pass found nothing the worker's pass had let through.
+    assert_eq!(w.metric("vigil_media_whip_candidates_dropped_total", "filter=\"decoder\""), 0.0);
 
     let records = w.wait_for("the stream to end", 30, |r| {
         endings(r, "whip/alice").iter().any(|e| e["reason"] == "the publisher ended the session")

@@ -8,13 +8,15 @@
 //! The key is checked like an RTMP stream key (the same static or signed keys) before
 //! the body is read; the stream is named by the key's name, `whip/NAME`. The worker
 //! never parses the offer with C code: it checks its size and shape here and drops ICE
-//! candidates it will not contact (TCP, loopback, link-local, multicast, and private
-//! addresses unless allowed: a publisher must not make the worker probe its own
-//! network); the stream's confined decode child (where `webrtcbin` runs) parses it and
-//! answers. Session ids are 128 random bits.
+//! candidates it will not contact (see [`crate::isolate::candidates`]: only UDP to
+//! public IP literals, private ones when allowed; a publisher must not make the worker
+//! probe its own network); the stream's confined decode child (where `webrtcbin` runs)
+//! parses it, applies the same rule to the candidates GStreamer parsed, and answers.
+//! Session ids are 128 random bits.
 
 use super::keys::{KeyError, StreamKeys};
 use crate::isolate::StreamHandle;
+use crate::isolate::candidates::{self, DroppedCounts, Pass};
 use crate::metrics::METRICS;
 use axum::Router;
 use axum::extract::{ConnectInfo, Path, Request, State};
@@ -29,8 +31,10 @@ use std::sync::{Arc, Mutex};
 pub const MAX_OFFER_BYTES: usize = 64 * 1024;
 /// Most media sections (m= lines) in an offer: a video, an audio, some spare.
 pub const MAX_MEDIA_SECTIONS: usize = 8;
-/// Most ICE candidates kept from an offer (each one costs connectivity checks).
-pub const MAX_CANDIDATES: usize = 16;
+pub use crate::isolate::candidates::MAX_CANDIDATES;
+/// Longest line accepted in an offer (browsers' longest are about 200 bytes). GStreamer's
+/// parser cuts attribute keys at 8 KiB, possibly inside a UTF-8 character.
+pub const MAX_LINE_BYTES: usize = 4096;
 /// How long a publisher may take to send its offer.
 const BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 /// How long `stop` waits for requests in flight before leaving them to the exit.
@@ -171,9 +175,18 @@ fn authorize(keys: &StreamKeys, headers: &HeaderMap) -> Result<String, Box<Respo
     checked.map_err(|why| Box::new(unauthorized(why)))
 }
 
+/// An offer that passed the shape checks, less the candidates the worker will not
+/// contact.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CheckedOffer {
+    pub sdp: String,
+    pub dropped: DroppedCounts,
+}
+
 /// The shape checks the worker makes before a child parses the offer for real; returns
-/// the offer with the candidates it will not contact removed.
-pub fn check_offer(body: &[u8], private_candidates: bool) -> Result<String, String> {
+/// the offer with the candidates it will not contact removed. The child filters again
+/// on what GStreamer parsed: this pass keeps hostile lines from reaching C code at all.
+pub fn check_offer(body: &[u8], private_candidates: bool) -> Result<CheckedOffer, String> {
     let text = std::str::from_utf8(body).map_err(|_| "the offer is not UTF-8 text".to_string())?;
     if !text.starts_with("v=0") {
         return Err("the offer is not SDP (it must start with v=0)".into());
@@ -181,52 +194,48 @@ pub fn check_offer(body: &[u8], private_candidates: bool) -> Result<String, Stri
     if text.bytes().any(|b| b == 0 || (b < 0x20 && b != b'\r' && b != b'\n' && b != b'\t')) {
         return Err("the offer holds control characters".into());
     }
-    let media: Vec<&str> = text.lines().filter(|l| l.starts_with("m=")).collect();
+    if text.split('\n').any(|l| l.len() > MAX_LINE_BYTES) {
+        return Err(format!("the offer has a line over {MAX_LINE_BYTES} bytes"));
+    }
+    // GStreamer skips whitespace at the start of a line, so the count does too.
+    let media: Vec<&str> =
+        text.lines().map(|l| l.trim_start_matches(sdp_space)).filter(|l| l.starts_with("m=")).collect();
     if media.len() > MAX_MEDIA_SECTIONS {
         return Err(format!("the offer has {} media sections, the limit is {MAX_MEDIA_SECTIONS}", media.len()));
     }
     if !media.iter().any(|m| m.starts_with("m=video ")) {
         return Err("the offer has no video".into());
     }
-    let mut kept = 0;
+    let mut filter = candidates::Filter::new(private_candidates);
     let mut out = String::with_capacity(text.len());
     for line in text.split_inclusive('\n') {
-        if let Some(candidate) = line.trim_end().strip_prefix("a=candidate:") {
-            if kept >= MAX_CANDIDATES || !candidate_allowed(candidate, private_candidates) {
-                continue;
-            }
-            kept += 1;
+        if let Some(value) = candidate_value(line)
+            && !filter.admit(value)
+        {
+            continue;
         }
         out.push_str(line);
     }
-    Ok(out)
+    Ok(CheckedOffer { sdp: out, dropped: filter.dropped })
 }
 
-/// `FOUNDATION COMPONENT TRANSPORT PRIORITY ADDRESS PORT typ TYPE ...` (RFC 8839): UDP
-/// only, and never an address that would make the worker probe itself or its network.
-/// Names (mDNS `.local`) are kept: libnice does not resolve them, and the publisher's
-/// own checks reach us anyway (peer-reflexive).
-fn candidate_allowed(candidate: &str, private_candidates: bool) -> bool {
-    let fields: Vec<&str> = candidate.split_ascii_whitespace().collect();
-    let (Some(transport), Some(address)) = (fields.get(2), fields.get(4)) else { return false };
-    if !transport.eq_ignore_ascii_case("udp") {
-        return false;
-    }
-    match address.parse::<std::net::IpAddr>() {
-        Ok(std::net::IpAddr::V4(a)) => {
-            let private = a.is_private() || a.octets()[0] == 100 && a.octets()[1] & 0xc0 == 64; // RFC 6598
-            !(a.is_loopback() || a.is_link_local() || a.is_unspecified() || a.is_multicast() || a.is_broadcast())
-                && (private_candidates || !private)
-        }
-        Ok(std::net::IpAddr::V6(a)) => {
-            let seg = a.segments()[0];
-            let (link_local, unique_local) = (seg & 0xffc0 == 0xfe80, seg & 0xfe00 == 0xfc00);
-            let mapped = a.to_ipv4_mapped().is_some();
-            !(a.is_loopback() || a.is_unspecified() || a.is_multicast() || link_local || mapped)
-                && (private_candidates || !unique_local)
-        }
-        Err(_) => address.ends_with(".local"),
-    }
+/// Whitespace as GStreamer's SDP parser skips it (`g_ascii_isspace`: Rust's ASCII
+/// whitespace plus vertical tab).
+fn sdp_space(c: char) -> bool {
+    c.is_ascii_whitespace() || c == '\x0b'
+}
+
+/// The value of the candidate attribute on `line`, if GStreamer's parser could read one
+/// there. It skips whitespace before a line's type letter and after `a=`, takes the key
+/// up to `:` and the value up to a CR or LF; this matches more loosely still (the key
+/// in any case, with whitespace around it), so that no line GStreamer takes for a
+/// candidate passes unchecked.
+fn candidate_value(line: &str) -> Option<&str> {
+    // Leading whitespace first: a line "\r a=candidate:..." is a candidate to GStreamer.
+    let content = line.trim_start_matches(sdp_space).split(['\r', '\n']).next().unwrap_or("");
+    let attribute = content.strip_prefix("a=")?;
+    let (key, value) = attribute.split_once(':').unwrap_or((attribute, ""));
+    candidates::is_candidate_key(key).then_some(value)
 }
 
 async fn options() -> Response {
@@ -265,7 +274,10 @@ async fn publish(
         Err(_) => return plain(StatusCode::REQUEST_TIMEOUT, "the offer took too long to arrive"),
     };
     let offer = match check_offer(&body, ep.private_candidates) {
-        Ok(o) => o,
+        Ok(o) => {
+            candidates::record(Pass::Offer, &format!("whip/{name}"), &o.dropped);
+            o.sdp
+        }
         Err(reason) => {
             METRICS.errors.with_label_values(&["whip_offer"]).inc();
             return plain(StatusCode::BAD_REQUEST, reason);
@@ -339,48 +351,96 @@ fn session_id() -> std::io::Result<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::isolate::candidates::Dropped;
 
     #[test]
     fn offers_are_checked_for_shape_before_any_parser_sees_them() {
         let ok = "v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\n";
-        assert_eq!(check_offer(ok.as_bytes(), false).unwrap(), ok);
+        assert_eq!(check_offer(ok.as_bytes(), false).unwrap().sdp, ok);
         assert!(check_offer(b"\xff\xfe", false).unwrap_err().contains("UTF-8"));
         assert!(check_offer(b"hello", false).unwrap_err().contains("not SDP"));
         assert!(check_offer(b"v=0\r\nm=audio 9 RTP/AVP 0\r\n", false).unwrap_err().contains("no video"));
         assert!(check_offer(b"v=0\r\nm=video 9 x\x01\r\n", false).unwrap_err().contains("control"));
         let many = format!("v=0\r\n{}", "m=video 9 UDP/TLS/RTP/SAVPF 96\r\n".repeat(9));
         assert!(check_offer(many.as_bytes(), false).unwrap_err().contains("media sections"));
+        // Indented m-lines are media sections to GStreamer too.
+        let hidden = format!("v=0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\n{}", " m=audio 9 RTP/AVP 0\r\n".repeat(8));
+        assert!(check_offer(hidden.as_bytes(), false).unwrap_err().contains("media sections"));
+        let long = format!("{ok}a=x-long:{}\r\n", "\u{e9}".repeat(MAX_LINE_BYTES / 2));
+        assert!(check_offer(long.as_bytes(), false).unwrap_err().contains("line over"));
+    }
+
+    fn offer(lines: &[&str]) -> String {
+        let mut o = "v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\n".to_string();
+        for l in lines {
+            o.push_str(l);
+            o.push_str("\r\n");
+        }
+        o
+    }
+
+    /// Lines GStreamer's parser reads as candidates the worker must not contact. The
+    /// first seven passed the old text filter (it matched `a=candidate:` only at the
+    /// very start of a line, and kept names ending in `.local`) and reached webrtcbin.
+    const HOSTILE: [&str; 20] = [
+        " a=candidate:1 1 UDP 2122252543 127.0.0.1 5000 typ host",
+        "a= candidate:1 1 UDP 2122252543 127.0.0.1 5000 typ host",
+        "a=\tcandidate:1 1 udp 2122252543 169.254.169.254 5000 typ host",
+        "a=candidate:1 1 UDP 2122252543 4a3f-0c1d.local 5000 typ host",
+        "a=candidate:1 1 UDP 2122252543 vigil.default.svc.cluster.local 5000 typ host",
+        "\t a=candidate:1 1 UDP 2122252543 10.0.0.1 5000 typ host",
+        "\r a=candidate:1 1 UDP 2122252543 127.0.0.1 5000 typ host",
+        "a=candidate:\t1 1 UDP 2122252543 169.254.1.1 5000 typ host",
+        "a=candidate:1 1 UDP 2122252543  127.0.0.1  5000 typ host",
+        "a=candidate: 1 1 udp 2122252543 127.0.0.1 5000 typ host",
+        "a=CANDIDATE:1 1 UDP 2122252543 127.0.0.1 5000 typ host",
+        "a=candidate :1 1 UDP 2122252543 127.0.0.1 5000 typ host",
+        // libnice splits on spaces only: to it the address here is 127.0.0.1.
+        "a=candidate:1 1 UDP 2\t1.2.3.4 127.0.0.1 5000 typ host",
+        "a=candidate:1 1 UDP 2122252543 127.1 5000 typ host",
+        "a=candidate:1 1 TCP 2122252543 1.2.3.5 9 typ host tcptype active",
+        "a=candidate:1 1 UDP 2122252543 192.168.1.2 5000 typ host",
+        "a=candidate:1 1 UDP 2122252543 fe80::1 5000 typ host",
+        "a=candidate:1 1 UDP 2122252543 ::1 5000 typ host",
+        "a=candidate:1 1 UDP 2122252543 ::ffff:127.0.0.1 5000 typ host",
+        "a=candidate:garbage",
+    ];
+
+    #[test]
+    fn candidates_the_worker_must_not_contact_are_dropped_however_written() {
+        let public = "a=candidate:1 1 UDP 2122252543 1.2.3.4 5000 typ host";
+        for line in HOSTILE {
+            let checked = check_offer(offer(&[line, public]).as_bytes(), false).unwrap();
+            assert_eq!(checked.sdp, offer(&[public]), "{line:?} was kept");
+            assert_eq!(checked.dropped.values().sum::<u32>(), 1, "{line:?}");
+        }
+        let all = check_offer(offer(&HOSTILE).as_bytes(), false).unwrap();
+        let count = |r| all.dropped.get(&r).copied().unwrap_or(0);
+        assert_eq!(count(Dropped::Hostname), 3, "{:?}", all.dropped);
+        assert_eq!(count(Dropped::Transport), 1);
+        assert_eq!(count(Dropped::Private), 2);
+        assert_eq!(count(Dropped::Mapped), 1);
+        assert_eq!(count(Dropped::LinkLocal), 2);
+        assert_eq!(count(Dropped::Malformed), 3);
+        assert_eq!(count(Dropped::Loopback), 8);
     }
 
     #[test]
-    fn candidates_the_worker_must_not_contact_are_dropped() {
-        let c =
-            |addr: &str, transport: &str| format!("a=candidate:1 1 {transport} 2130706431 {addr} 5000 typ host\r\n");
-        let offer = |cands: &[String]| format!("v=0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\n{}", cands.concat());
-        let public = c("203.0.113.7", "UDP");
-        let hostile = [
-            c("127.0.0.1", "udp"),
-            c("169.254.169.254", "udp"),
-            c("0.0.0.0", "udp"),
-            c("224.0.0.1", "udp"),
-            c("::1", "udp"),
-            c("fe80::1", "udp"),
-            c("::ffff:127.0.0.1", "udp"),
-            c("203.0.113.8", "tcp"),
-            "a=candidate:garbage\r\n".into(),
+    fn private_candidates_only_when_allowed_and_at_most_sixteen() {
+        let lan = [
+            "a=candidate:1 1 UDP 2122252543 10.1.2.3 5000 typ host",
+            "a=candidate:2 1 udp 2122252543 192.168.1.2 5000 typ host",
+            "a=candidate:3 1 UDP 2122252543 100.64.0.1 5000 typ host",
+            "a=candidate:4 1 UDP 2122252543 fd00::1 5000 typ host",
         ];
-        let mut all = vec![public.clone()];
-        all.extend(hostile.iter().cloned());
-        assert_eq!(check_offer(offer(&all).as_bytes(), false).unwrap(), offer(std::slice::from_ref(&public)));
-        // Private addresses only when the operator allows them (a LAN, the tests' namespace).
-        let lan = [c("10.1.2.3", "udp"), c("192.168.1.2", "udp"), c("100.64.0.1", "udp"), c("fd00::1", "udp")];
-        assert_eq!(check_offer(offer(&lan).as_bytes(), false).unwrap(), offer(&[]));
-        assert_eq!(check_offer(offer(&lan).as_bytes(), true).unwrap(), offer(&lan));
-        let mdns = c("4a3f-0c1d.local", "udp");
-        assert_eq!(check_offer(offer(std::slice::from_ref(&mdns)).as_bytes(), false).unwrap(), offer(&[mdns]));
-        let flood: Vec<String> = (0..40).map(|i| c(&format!("203.0.113.{i}"), "udp")).collect();
+        let refused = check_offer(offer(&lan).as_bytes(), false).unwrap();
+        assert_eq!((refused.sdp, refused.dropped.get(&Dropped::Private)), (offer(&[]), Some(&4)));
+        assert_eq!(check_offer(offer(&lan).as_bytes(), true).unwrap().sdp, offer(&lan));
+        let flood: Vec<String> = (0..40).map(|i| format!("a=candidate:{i} 1 UDP 1 1.2.3.{i} 5000 typ host")).collect();
+        let flood: Vec<&str> = flood.iter().map(String::as_str).collect();
         let kept = check_offer(offer(&flood).as_bytes(), false).unwrap();
-        assert_eq!(kept.matches("a=candidate:").count(), MAX_CANDIDATES);
+        assert_eq!(kept.sdp, offer(&flood[..MAX_CANDIDATES]));
+        assert_eq!(kept.dropped.get(&Dropped::OverLimit), Some(&24));
     }
 
     #[test]

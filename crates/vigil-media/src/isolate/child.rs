@@ -43,7 +43,13 @@ pub enum ChildSource {
     PushedFlv,
     /// A WHIP publish: the SDP offer arrives on stdin, the answer leaves on stdout, and
     /// the media comes over WebRTC (ICE, DTLS-SRTP) straight to this child.
-    Whip { stun_server: Option<String> },
+    Whip {
+        stun_server: Option<String>,
+        /// Whether the offer's candidates may be private addresses (`[ingest.whip]
+        /// private_candidates`); the child drops the others before `webrtcbin` sees them.
+        #[serde(default)]
+        private_candidates: bool,
+    },
 }
 
 #[derive(Default)]
@@ -346,7 +352,7 @@ fn decode(spec: &ChildSpec, out: &mut impl Write) -> Result<(), Failure> {
             src.link(&parse).map_err(|e| fail("pipeline")(e.to_string()))?;
             Some(src)
         }
-        ChildSource::Whip { stun_server } => {
+        ChildSource::Whip { stun_server, .. } => {
             webrtc = Some(super::webrtc::add_webrtcbin(&pipeline, &parse, stun_server.as_deref())?);
             None
         }
@@ -374,8 +380,9 @@ fn decode(spec: &ChildSpec, out: &mut impl Write) -> Result<(), Failure> {
     };
     pipeline.set_state(gst::State::Playing).map_err(|_| fail("decode")(crate::decode::first_bus_error(&pipeline)))?;
     if let (Some(webrtc), Some(offer)) = (&webrtc, offer) {
-        let sdp = super::webrtc::answer(webrtc, &offer)?;
-        send(out, ChildEvent::Answer { sdp }).map_err(|e| fail("pipe")(e.to_string()))?;
+        let private = matches!(spec.source, ChildSource::Whip { private_candidates: true, .. });
+        let (sdp, dropped_candidates) = super::webrtc::answer(webrtc, &offer, private)?;
+        send(out, ChildEvent::Answer { sdp, dropped_candidates }).map_err(|e| fail("pipe")(e.to_string()))?;
     }
     spawn_stdin_reader(appsrc, shared.clone());
     let result = main_loop(&pipeline, &sink, &shared, webrtc.as_ref(), out);
@@ -751,5 +758,19 @@ fn main_loop(
                 (window_start, window_bytes) = (Instant::now(), input_bytes);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_whip_spec_carries_the_private_candidates_setting_off_by_default() {
+        let on = ChildSource::Whip { stun_server: None, private_candidates: true };
+        let json = serde_json::to_string(&on).unwrap();
+        assert_eq!(serde_json::from_str::<ChildSource>(&json).unwrap(), on);
+        let unset: ChildSource = serde_json::from_str(r#"{"whip":{"stun_server":null}}"#).unwrap();
+        assert_eq!(unset, ChildSource::Whip { stun_server: None, private_candidates: false });
     }
 }

@@ -10,7 +10,9 @@
 //! - [`supervisor`]: the worker's side: start, feed, watch, restart with backoff.
 //! - `feed`: the pushed-FLV queue to a child, bounded in tags and bytes.
 //! - `webrtc`: WHIP publishes answered by `webrtcbin` inside the child.
+//! - [`candidates`]: which of a WHIP offer's ICE candidates the worker may contact.
 
+pub mod candidates;
 pub mod child;
 mod feed;
 pub mod protocol;

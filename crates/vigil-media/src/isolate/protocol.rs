@@ -49,8 +49,13 @@ pub enum ChildEvent {
     Failed { kind: String, reason: String },
     /// The source ended normally; the child exits after this.
     Ended,
-    /// WHIP: the SDP answer to the publisher's offer, with every ICE candidate.
-    Answer { sdp: String },
+    /// WHIP: the SDP answer to the publisher's offer, with every ICE candidate, and the
+    /// offer's candidates the child dropped before `webrtcbin` saw them.
+    Answer {
+        sdp: String,
+        #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+        dropped_candidates: super::candidates::DroppedCounts,
+    },
 }
 
 /// What the worker tells a child.
@@ -295,6 +300,21 @@ mod tests {
             m.write(&mut buf).unwrap();
             assert_eq!(ToChild::read(&mut buf.as_slice()).unwrap(), Some(m));
         }
+    }
+
+    #[test]
+    fn answers_carry_the_childs_dropped_candidates_by_known_reason_only() {
+        use crate::isolate::candidates::{Dropped, DroppedCounts};
+        let dropped = DroppedCounts::from([(Dropped::Loopback, 2), (Dropped::Hostname, 1)]);
+        let e = FromChild::Event(ChildEvent::Answer { sdp: "v=0\r\n".into(), dropped_candidates: dropped });
+        assert_eq!(roundtrip_from(&e, 640).unwrap(), Some(e));
+        // Nothing dropped: the field is left out, and an answer without it reads as none.
+        let plain: ChildEvent = serde_json::from_str(r#"{"event":"answer","sdp":"v=0"}"#).unwrap();
+        assert_eq!(plain, ChildEvent::Answer { sdp: "v=0".into(), dropped_candidates: DroppedCounts::new() });
+        assert!(!serde_json::to_string(&plain).unwrap().contains("dropped"));
+        // The reasons become metric labels: a child cannot invent one.
+        let invented = r#"{"event":"answer","sdp":"v=0","dropped_candidates":{"x\"}":1}}"#;
+        assert!(serde_json::from_str::<ChildEvent>(invented).is_err());
     }
 
     #[test]

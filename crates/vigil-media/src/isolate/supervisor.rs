@@ -106,12 +106,14 @@ impl StreamHandle {
     pub fn start_whip(
         id: StreamId,
         stun_server: Option<String>,
+        private_candidates: bool,
         offer: String,
         media: SampleConfig,
         launcher: Launcher,
     ) -> (StreamHandle, AnswerReceiver) {
         let (tx, rx) = sync_channel(1);
-        (Self::start_with(id, ChildSource::Whip { stun_server }, media, launcher, Some((offer, tx))), rx)
+        let source = ChildSource::Whip { stun_server, private_candidates };
+        (Self::start_with(id, source, media, launcher, Some((offer, tx))), rx)
     }
 
     fn start_with(
@@ -514,7 +516,8 @@ impl Supervisor {
                     self.queue.push(StreamOutput::Started { width, height, fps, decoder });
                 }
                 Ok(Msg::Event(ChildEvent::Ended)) => reported = Some(Exit::Ended),
-                Ok(Msg::Event(ChildEvent::Answer { sdp })) => {
+                Ok(Msg::Event(ChildEvent::Answer { sdp, dropped_candidates })) => {
+                    super::candidates::record(super::candidates::Pass::Decoder, &self.id.0, &dropped_candidates);
                     if let Some(tx) = self.shared.answer.lock().unwrap_or_else(|p| p.into_inner()).take() {
                         let _ = tx.send(Ok(sdp));
                     }

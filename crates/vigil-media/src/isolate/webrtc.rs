@@ -9,7 +9,9 @@
 //! candidate (WHIP clients then need no PATCH). Audio is refused in the answer (its
 //! m-line set inactive): Vigil never needs it, and unreceived media costs nothing.
 
+use super::candidates::{self, DroppedCounts};
 use super::child::{Failure, fail};
+use crate::ingest::whip::MAX_LINE_BYTES;
 use gstreamer as gst;
 use gstreamer::glib;
 use gstreamer::prelude::*;
@@ -95,11 +97,15 @@ fn await_promise(
     Ok(reply)
 }
 
-/// Takes the publisher's offer and returns the complete answer (all candidates).
-pub(super) fn answer(webrtc: &gst::Element, offer: &str) -> Result<String, Failure> {
+/// Takes the publisher's offer and returns the complete answer (all candidates), and
+/// the offer's candidates dropped before `webrtcbin` saw them.
+pub(super) fn answer(
+    webrtc: &gst::Element,
+    offer: &str,
+    private_candidates: bool,
+) -> Result<(String, DroppedCounts), Failure> {
     let deadline = Instant::now() + NEGOTIATION;
-    let sdp = gst_sdp::SDPMessage::parse_buffer(offer.as_bytes())
-        .map_err(|_| fail("offer")("the offer is not valid SDP".into()))?;
+    let (sdp, dropped) = parse_offer(offer, private_candidates)?;
     let videos = sdp.medias().filter(|m| m.media() == Some("video")).count();
     if videos == 0 {
         return Err(fail("offer")("the offer has no video".into()));
@@ -131,7 +137,25 @@ pub(super) fn answer(webrtc: &gst::Element, offer: &str) -> Result<String, Failu
     let local = webrtc
         .property::<Option<gst_webrtc::WebRTCSessionDescription>>("local-description")
         .ok_or_else(|| fail("whip")("no local description".into()))?;
-    local.sdp().as_text().map_err(|e| fail("whip")(e.to_string()))
+    let answer = local.sdp().as_text().map_err(|e| fail("whip")(e.to_string()))?;
+    Ok((answer, dropped))
+}
+
+/// Parses the offer with GStreamer's own parser and removes the candidates the worker
+/// will not contact from what it yields: whatever the text looked like (the worker
+/// filtered it already), these are the candidates `webrtcbin` would hand to libnice.
+pub(super) fn parse_offer(
+    offer: &str,
+    private_candidates: bool,
+) -> Result<(gst_sdp::SDPMessage, DroppedCounts), Failure> {
+    // Longer lines could be cut inside a UTF-8 character by the parser (see filter_sdp).
+    if offer.split('\n').any(|l| l.len() > MAX_LINE_BYTES) {
+        return Err(fail("offer")(format!("the offer has a line over {MAX_LINE_BYTES} bytes")));
+    }
+    let mut sdp = gst_sdp::SDPMessage::parse_buffer(offer.as_bytes())
+        .map_err(|_| fail("offer")("the offer is not valid SDP".into()))?;
+    let dropped = candidates::filter_sdp(&mut sdp, private_candidates).map_err(fail("whip"))?;
+    Ok((sdp, dropped))
 }
 
 /// Every non-video transceiver is answered inactive.

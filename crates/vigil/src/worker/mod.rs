@@ -220,8 +220,11 @@ pub fn run(config: Option<&Path>, args: RunArgs) -> anyhow::Result<ExitCode> {
     let mut whip = match &cfg.ingest.whip {
         Some(w) => {
             let keys = w.keys().map_err(anyhow::Error::msg)?;
-            let admission =
-                Arc::new(streams::WhipAdmission { streams: streams.clone(), stun_server: w.stun_server.clone() });
+            let admission = Arc::new(streams::WhipAdmission {
+                streams: streams.clone(),
+                stun_server: w.stun_server.clone(),
+                private_candidates: w.private_candidates,
+            });
             Some(WhipServer::start(w, keys, admission).with_context(|| format!("whip on {}", w.listen))?)
         }
         None => None,

@@ -324,6 +324,8 @@ impl Admission for RtmpAdmission {
 pub struct WhipAdmission {
     pub streams: Arc<Streams>,
     pub stun_server: Option<String>,
+    /// Whether the child may contact the offer's private-address candidates.
+    pub private_candidates: bool,
 }
 
 /// How long a publisher waits for its answer (ICE gathering included) before a 504.
@@ -339,7 +341,14 @@ impl whip::WhipAdmission for WhipAdmission {
             None,
             Ingest::Whip,
             |stream, media, l| {
-                let (handle, rx) = StreamHandle::start_whip(stream, self.stun_server.clone(), r.offer, media, l);
+                let (handle, rx) = StreamHandle::start_whip(
+                    stream,
+                    self.stun_server.clone(),
+                    self.private_candidates,
+                    r.offer,
+                    media,
+                    l,
+                );
                 answer = Some(rx);
                 handle
             },
