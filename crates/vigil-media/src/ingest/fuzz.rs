@@ -36,13 +36,13 @@ mod tests {
     fn the_fuzz_target_survives_a_seeded_smoke_run() {
         let mut rng = SeededRng::new(0x5eed_f00d);
         for i in 0..3000u32 {
-            let len = rng.below(if i % 10 == 0 { 64 * 1024 } else { 6000 }) as usize;
+            let len = rng.below(if i % 10 == 0 { 64 * 1024 } else { 6000 });
             let mut data: Vec<u8> = (0..len).map(|_| rng.next_u64() as u8).collect();
             if i % 2 == 0 && data.len() > 3073 + 12 {
                 data[0] = 3; // RTMP version: the handshake goes on to its next stage
                 let body = 3073;
                 data[body] = 0x03 | ((rng.below(4) as u8) << 6); // chunk basic header, csid 3
-                data[body + 7] = [8, 9, 20, 1][rng.below(4) as usize]; // audio, video, AMF0, chunk size
+                data[body + 7] = [8, 9, 20, 1][rng.below(4)]; // audio, video, AMF0, chunk size
             }
             super::rtmp_ingest(&data);
         }
