@@ -11,9 +11,15 @@ const SECRET_PARAMS: [&str; 6] = ["pass", "token", "secret", "key", "sig", "auth
 pub fn uri(uri: &str) -> String {
     let Some(scheme_end) = uri.find("://") else { return uri.to_string() };
     let rest = &uri[scheme_end + 3..];
-    // The authority ends at the first '/', '?' or '#'; userinfo is what precedes its last '@'.
+    // The authority ends at the first '/', '?' or '#'; userinfo is what precedes its last
+    // '@'. A hand-typed password may hold an unescaped '/': an '@' before any query, with
+    // a ':' before it, is taken to end userinfo too (hiding too much is the safe mistake).
     let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    let rest = match rest[..authority_end].rfind('@') {
+    let before_query = rest.find(['?', '#']).unwrap_or(rest.len());
+    let at = rest[..authority_end]
+        .rfind('@')
+        .or_else(|| rest[..before_query].rfind('@').filter(|&at| rest[..at].contains(':')));
+    let rest = match at {
         Some(at) => format!("***@{}", &rest[at + 1..]),
         None => rest.to_string(),
     };
@@ -51,6 +57,7 @@ mod tests {
         assert_eq!(super::uri("https://cdn/x.m3u8?Token=abc#t"), "https://cdn/x.m3u8?Token=***#t");
         assert_eq!(super::uri("https://host/path/user@example"), "https://host/path/user@example");
         assert_eq!(super::uri("file:///tmp/a@b.mp4"), "file:///tmp/a@b.mp4");
+        assert_eq!(super::uri("rtsp://admin:pa/ss@cam/s"), "rtsp://***@cam/s", "an unescaped / in a password");
         assert_eq!(super::uri("clip.mp4"), "clip.mp4");
     }
 }

@@ -89,7 +89,8 @@ impl StreamKeys {
                 if expiry < now_unix_secs {
                     return Err(KeyError::Expired);
                 }
-                if expiry > now_unix_secs.saturating_add(*max_lifetime_secs) {
+                // Five minutes for the clocks of the platform and the worker to differ.
+                if expiry > now_unix_secs.saturating_add(*max_lifetime_secs).saturating_add(CLOCK_SKEW_SECS) {
                     return Err(KeyError::TooLong);
                 }
                 Ok(name.to_string())
@@ -111,6 +112,7 @@ pub struct KeyFailures {
     by_ip: Mutex<HashMap<IpAddr, (u32, Instant)>>,
 }
 
+const CLOCK_SKEW_SECS: u64 = 300;
 const MAX_FAILURES: u32 = 5;
 const WINDOW: Duration = Duration::from_secs(60);
 /// Addresses remembered at most (a flood from many addresses forgets the oldest).
@@ -129,23 +131,42 @@ impl KeyFailures {
 
     /// Whether `ip` has used up its failed attempts for now.
     pub fn blocked(&self, ip: IpAddr) -> bool {
-        self.lock().get(&ip).is_some_and(|(n, since)| *n >= MAX_FAILURES && since.elapsed() < WINDOW)
+        self.lock().get(&source(ip)).is_some_and(|(n, since)| *n >= MAX_FAILURES && since.elapsed() < WINDOW)
     }
 
-    /// Records a failed attempt from `ip`.
-    pub fn failed(&self, ip: IpAddr) {
+    /// Records a failed attempt from `ip`: a wrong or malformed key, not an expired one
+    /// (an encoder retrying with its old key is no guesser).
+    pub fn failed(&self, ip: IpAddr, why: &KeyError) {
+        if !matches!(why, KeyError::Unknown | KeyError::Malformed) {
+            return;
+        }
         let mut map = self.lock();
         if map.len() >= MAX_ADDRESSES {
             map.retain(|_, (_, since)| since.elapsed() < WINDOW);
-            if map.len() >= MAX_ADDRESSES {
-                map.clear();
-            }
         }
-        let entry = map.entry(ip).or_insert((0, Instant::now()));
+        // Still full: a flood from more addresses than are remembered; those already
+        // counted keep their counts (clearing the map would forgive them).
+        if map.len() >= MAX_ADDRESSES && !map.contains_key(&source(ip)) {
+            return;
+        }
+        let entry = map.entry(source(ip)).or_insert((0, Instant::now()));
         if entry.1.elapsed() >= WINDOW {
             *entry = (0, Instant::now());
         }
         entry.0 += 1;
+    }
+}
+
+/// The unit an attacker controls: an IPv4 address, or an IPv6 /64 (one host can use
+/// every address of its /64).
+fn source(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => {
+            let mut seg = v6.segments();
+            seg[4..].fill(0);
+            IpAddr::V6(seg.into())
+        }
     }
 }
 
@@ -170,8 +191,11 @@ mod tests {
         assert_eq!(keys.check(&StreamKeys::sign(b"other", "bob_1", 2_000), 1_000), Err(KeyError::Unknown));
         let forged = key.replace("bob_1", "eve_1");
         assert_eq!(keys.check(&forged, 1_000), Err(KeyError::Unknown));
-        // Valid, but good for ten years: refused, so a leaked key cannot live that long.
-        assert_eq!(keys.check(&StreamKeys::sign(b"s3cret", "bob_1", 1_000 + 86_401), 1_000), Err(KeyError::TooLong));
+        // Valid, but good for longer than a day (and five minutes of clock skew): refused,
+        // so a leaked key cannot live that long.
+        let long = StreamKeys::sign(b"s3cret", "bob_1", 1_000 + 86_400 + 301);
+        assert_eq!(keys.check(&long, 1_000), Err(KeyError::TooLong));
+        assert!(keys.check(&StreamKeys::sign(b"s3cret", "bob_1", 1_000 + 86_400 + 299), 1_000).is_ok(), "skew");
         for bad in ["", "a.b", "x.notanumber.00", "x.5.zz", "../x.5.00"] {
             assert!(keys.check(bad, 0).is_err(), "{bad}");
         }
@@ -183,9 +207,15 @@ mod tests {
         let (guesser, other): (IpAddr, IpAddr) = ("192.0.2.7".parse().unwrap(), "192.0.2.8".parse().unwrap());
         for _ in 0..MAX_FAILURES {
             assert!(!f.blocked(guesser));
-            f.failed(guesser);
+            f.failed(guesser, &KeyError::Expired);
+            f.failed(guesser, &KeyError::Unknown);
         }
         assert!(f.blocked(guesser));
         assert!(!f.blocked(other), "only the guessing address");
+        let (a, b): (IpAddr, IpAddr) = ("2001:db8:1:2::1".parse().unwrap(), "2001:db8:1:2:ffff::9".parse().unwrap());
+        for _ in 0..MAX_FAILURES {
+            f.failed(a, &KeyError::Malformed);
+        }
+        assert!(f.blocked(b), "one /64 is one source");
     }
 }

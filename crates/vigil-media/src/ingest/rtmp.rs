@@ -270,6 +270,12 @@ impl Connection<'_> {
             if let Some(why) = self.published.as_ref().and_then(|p| p.analysis_ended()) {
                 return Err(format!("closed: the stream's analysis ended ({why})"));
             }
+            // Before every read too: a client trickling a byte faster than the poll
+            // interval must not keep a slot it never publishes on.
+            if self.published.is_none() && connected.elapsed() >= self.ctx.publish_deadline {
+                METRICS.errors.with_label_values(&["rtmp_deadline"]).inc();
+                return Err(format!("no publish within {} s of connecting", self.ctx.publish_deadline.as_secs()));
+            }
             match sock.read(buf) {
                 Ok(n) => {
                     *last_data = Instant::now();
@@ -277,10 +283,6 @@ impl Connection<'_> {
                 }
                 Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}
                 Err(e) => return Err(e.to_string()),
-            }
-            if self.published.is_none() && connected.elapsed() >= self.ctx.publish_deadline {
-                METRICS.errors.with_label_values(&["rtmp_deadline"]).inc();
-                return Err(format!("no publish within {} s of connecting", self.ctx.publish_deadline.as_secs()));
             }
             if last_data.elapsed() >= self.ctx.idle {
                 return Err("the publisher went silent".to_string());
@@ -386,7 +388,7 @@ impl Connection<'_> {
                 let name = match self.ctx.keys.check(&stream_key, super::unix_secs()) {
                     Ok(name) => name,
                     Err(why) => {
-                        self.ctx.key_failures.failed(self.peer.ip());
+                        self.ctx.key_failures.failed(self.peer.ip(), &why);
                         METRICS.errors.with_label_values(&["rtmp_key"]).inc();
                         let _ = session.reject_request(request_id, "NetStream.Publish.BadName", &why.to_string());
                         // The key itself is never logged.

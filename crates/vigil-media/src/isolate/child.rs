@@ -175,6 +175,17 @@ const DENIED_SYSCALLS: &[i64] = &[
 const SIGNAL_SYSCALLS: &[i64] =
     &[libc::SYS_kill, libc::SYS_tgkill, libc::SYS_rt_sigqueueinfo, libc::SYS_rt_tgsigqueueinfo];
 
+/// Calls that change another process of the same uid when given its pid (the worker's
+/// limits, CPU affinity, scheduling): allowed on the child itself (pid 0 or its own),
+/// refused on any other.
+const OWN_PID_SYSCALLS: &[i64] = &[
+    libc::SYS_prlimit64,
+    libc::SYS_sched_setaffinity,
+    libc::SYS_sched_setscheduler,
+    libc::SYS_sched_setparam,
+    libc::SYS_sched_setattr,
+];
+
 /// What network a child may open sockets for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Network {
@@ -199,10 +210,21 @@ fn seccomp(network: Network) -> Result<(), String> {
         conds.into_iter().collect::<Result<Vec<_>, _>>().and_then(SeccompRule::new).map_err(|e| e.to_string())
     };
     let own_pid = u64::from(std::process::id());
+    let arg_ne = |arg: u8, value: u64| SeccompCondition::new(arg, SeccompCmpArgLen::Dword, SeccompCmpOp::Ne, value);
     for &call in SIGNAL_SYSCALLS {
-        let elsewhere = SeccompCondition::new(0, SeccompCmpArgLen::Dword, SeccompCmpOp::Ne, own_pid);
-        rules.insert(call, vec![rule(vec![elsewhere])?]);
+        rules.insert(call, vec![rule(vec![arg_ne(0, own_pid)])?]);
     }
+    for &call in OWN_PID_SYSCALLS {
+        rules.insert(call, vec![rule(vec![arg_ne(0, 0), arg_ne(0, own_pid)])?]);
+    }
+    // setpriority(which, who, ..) and ioprio_set(which, who, ..): only this process
+    // (PRIO_PROCESS / IOPRIO_WHO_PROCESS with who 0); a group or user would include the worker.
+    const IOPRIO_WHO_PROCESS: u64 = 1;
+    let own_process_only = |which: u64| -> Result<Vec<SeccompRule>, String> {
+        Ok(vec![rule(vec![arg_ne(0, which)])?, rule(vec![arg_ne(1, 0)])?])
+    };
+    rules.insert(libc::SYS_setpriority, own_process_only(libc::PRIO_PROCESS as u64)?);
+    rules.insert(libc::SYS_ioprio_set, own_process_only(IOPRIO_WHO_PROCESS)?);
     match network {
         Network::None => {
             let denied = [libc::AF_INET, libc::AF_INET6, libc::AF_PACKET].map(|f| rule(vec![family(f)]));

@@ -253,8 +253,30 @@ impl Drop for StreamHandle {
 /// the C library need to find plugins, locales and time zones, and logging. Everything
 /// else (secrets named by the config, Kafka credentials, the admin token) stays behind.
 fn child_may_inherit(key: &str) -> bool {
-    const EXACT: [&str; 8] = ["PATH", "HOME", "LANG", "TZ", "GST_DEBUG", "VIGIL_LOG", "RUST_LOG", "RUST_BACKTRACE"];
-    const PREFIXES: [&str; 4] = ["GST_PLUGIN", "GST_REGISTRY", "LC_", "XDG_"];
+    const EXACT: [&str; 19] = [
+        "PATH",
+        "HOME",
+        "LANG",
+        "TZ",
+        "TMPDIR",
+        "GST_DEBUG",
+        "VIGIL_LOG",
+        "RUST_LOG",
+        "RUST_BACKTRACE",
+        // GPU decoders: where their libraries are, and the devices this worker was given.
+        "LD_LIBRARY_PATH",
+        "CUDA_VISIBLE_DEVICES",
+        // Pulled sources behind a proxy or signed by a private CA.
+        "http_proxy",
+        "https_proxy",
+        "no_proxy",
+        "HTTP_PROXY",
+        "HTTPS_PROXY",
+        "NO_PROXY",
+        "SSL_CERT_FILE",
+        "SSL_CERT_DIR",
+    ];
+    const PREFIXES: [&str; 6] = ["GST_PLUGIN", "GST_REGISTRY", "LC_", "XDG_", "NVIDIA_", "GIO_EXTRA_MODULES"];
     EXACT.contains(&key) || PREFIXES.iter().any(|p| key.starts_with(p))
 }
 

@@ -109,7 +109,7 @@ impl Capacity {
         }
         let m = self.lock();
         let per_stream = m.cost_secs * m.rate_per_stream;
-        (self.load.threads as f64 * self.max_utilization / per_stream.max(1e-6)).floor() as usize
+        ((self.load.threads as f64 * self.max_utilization / per_stream.max(1e-6)).floor() as usize).max(1)
     }
 
     /// Analysis fell behind (a sample dropped or refused): take no new stream for a while.
@@ -118,8 +118,12 @@ impl Capacity {
         self.pressure_until_ms.fetch_max(until, Relaxed);
     }
 
-    /// Why one more stream cannot be taken now, if it cannot.
+    /// Why one more stream cannot be taken now, if it cannot. A worker holding no stream
+    /// always takes one: its estimate may be too low, and only real streams refine it.
     pub fn refuse(&self, streams_held: usize) -> Option<String> {
+        if streams_held == 0 {
+            return None;
+        }
         if crate::output::unix_ms() < self.pressure_until_ms.load(Relaxed) {
             return Some("analysis fell behind in the last 30 s".into());
         }

@@ -429,17 +429,13 @@ fn analyze_stream(
                     })));
                 }
                 let banks = deps.banks.snapshot();
-                let analysed = analysis.frame(&frame, &banks, |f| infer(&deps.batcher, f));
+                let analysed = analysis.frame(&frame, &banks, |f| infer(&deps.batcher, &deps.capacity, f));
                 age_ms =
                     (frame.arrived_unix_ms > 0).then(|| crate::output::unix_ms().saturating_sub(frame.arrived_unix_ms));
                 if let Some(age) = age_ms {
                     SAMPLE_AGE.with_label_values(&[ingest.label()]).observe(age as f64 / 1000.0);
                 }
-                let complete = analysed.0.unscanned.is_empty();
-                if !complete {
-                    deps.capacity.fell_behind();
-                }
-                coverage.add(1, u64::from(complete));
+                coverage.add(1, u64::from(analysed.0.unscanned.is_empty()));
                 analysed
             }
             StreamOutput::Gap { reason } => analysis.gap("decode", &reason),
@@ -491,13 +487,17 @@ fn interrupt_of(events: &[vigil_fusion::Event], context: &AlertContext) -> Optio
     events.iter().find_map(|e| e.to_alert(context, 0).interrupt_command()).map(|c| c.command_id)
 }
 
-fn infer(batcher: &Batcher, frame: &vigil_core::Frame) -> Analysis {
+fn infer(batcher: &Batcher, capacity: &super::capacity::Capacity, frame: &vigil_core::Frame) -> Analysis {
     let unscanned = |reason: &str| Analysis {
         unscanned: vec![Unscanned { stage: "infer".into(), reason: reason.into() }],
         ..Default::default()
     };
     match batcher.submit(frame.clone()) {
         Ok(reply) => reply.recv().unwrap_or_else(|_| unscanned("the inference threads stopped")),
-        Err(_) => unscanned("the inference queue is full"),
+        Err(_) => {
+            // Analysis is behind (a model error is not: that is the stream's, not load).
+            capacity.fell_behind();
+            unscanned("the inference queue is full")
+        }
     }
 }
