@@ -21,13 +21,7 @@ fn publish_astronaut(url: &str, secs: u32) -> Child {
         astronaut().display(),
         secs * 25
     );
-    Command::new("gst-launch-1.0")
-        .arg("-q")
-        .args(pipeline.split_whitespace())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("gst-launch-1.0 (make setup)")
+    gst_spawn(&pipeline, Stdio::null())
 }
 
 /// Waits for `child` to exit; returns its run time, or fails after `secs`.
@@ -144,13 +138,7 @@ fn publish_with_bframes(url: &str, secs: u32) -> Child {
          ! rtmp2sink location={url}",
         secs * 30
     );
-    Command::new("gst-launch-1.0")
-        .arg("-q")
-        .args(pipeline.split_whitespace())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("gst-launch-1.0 (make setup)")
+    gst_spawn(&pipeline, Stdio::null())
 }
 
 fn ages(records: &[Value], stream: &str) -> Vec<u64> {
@@ -227,18 +215,11 @@ fn a_stream_whose_analysis_ends_closes_its_publisher() {
 #[test]
 fn a_decode_child_that_cannot_read_its_input_fails_instead_of_ending() {
     use std::io::Write;
-    use vigil_media::isolate::protocol::{ChildEvent, FromChild, ToChild};
+    use vigil_media::isolate::protocol::{ChildEvent, FromChild};
     use vigil_media::isolate::{ChildSource, ChildSpec};
     let spec = ChildSpec { source: ChildSource::PushedFlv, media: vigil_media::SampleConfig::default() };
-    let mut child = Command::new(env!("CARGO_BIN_EXE_vigil"))
-        .arg("media-child")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = media_child(&spec);
     let stdin = child.stdin.as_mut().unwrap();
-    ToChild::Spec(serde_json::to_string(&spec).unwrap()).write(stdin).unwrap();
     // A message header naming a kind that does not exist, then a length past any limit:
     // broken input, which must never read as the end of the stream.
     stdin.write_all(&[99, 0xff, 0xff, 0xff, 0x7f]).unwrap();

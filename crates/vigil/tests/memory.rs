@@ -8,7 +8,7 @@ mod common;
 use common::nginx::free_port;
 use common::worker::*;
 use serde_json::Value;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 /// `[media.limits].max_feed_bytes`'s default (the test keeps it).
@@ -30,13 +30,7 @@ fn publish_noise(url: &str, secs: u32) -> Child {
          ! flvmux streamable=true ! rtmp2sink location={url}",
         secs * 30
     );
-    Command::new("gst-launch-1.0")
-        .arg("-q")
-        .args(pipeline.split_whitespace())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("gst-launch-1.0 (make setup)")
+    common::gst_spawn(&pipeline, Stdio::null())
 }
 
 /// Resident memory of a process, in bytes.

@@ -12,12 +12,11 @@ use common::worker::{Worker, ended};
 use common::*;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 use vigil_core::SeededRng;
 use vigil_media::SampleConfig;
-use vigil_media::isolate::protocol::{ChildEvent, FromChild, ToChild};
+use vigil_media::isolate::protocol::{ChildEvent, FromChild};
 use vigil_media::isolate::{ChildSource, ChildSpec};
 
 const MUTANTS_PER_SEED: usize = 500;
@@ -88,18 +87,7 @@ fn child_media() -> SampleConfig {
 /// Runs one decode child on `file` to its end; returns (outcome, frames).
 fn run_child(file: &Path, tally: &Mutex<Tally>) {
     let spec = ChildSpec { source: ChildSource::Uri(format!("file://{}", file.display())), media: child_media() };
-    let mut child = Command::new(env!("CARGO_BIN_EXE_vigil"))
-        .arg("media-child")
-        .env("MALLOC_ARENA_MAX", "2")
-        .stdin(Stdio::piped()) // held open: a child whose stdin closes stops at once
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    // The spec is the child's first message, as the worker sends it.
-    let stdin = child.stdin.as_mut().unwrap();
-    ToChild::Spec(serde_json::to_string(&spec).unwrap()).write(stdin).unwrap();
-    stdin.flush().unwrap();
+    let mut child = media_child(&spec);
     let stdout = child.stdout.take().unwrap();
     let reader = std::thread::spawn(move || {
         let mut r = std::io::BufReader::new(stdout);

@@ -69,6 +69,38 @@ pub fn gst_launch(pipeline: &str) {
     assert!(out.status.success(), "gst-launch-1.0 {pipeline}\n{}", String::from_utf8_lossy(&out.stderr));
 }
 
+/// Starts `vigil media-child` as the worker does: pipes on every side, the spec as the
+/// first message on its stdin (held open: a child whose stdin closes stops at once).
+pub fn media_child(spec: &vigil_media::isolate::ChildSpec) -> std::process::Child {
+    use std::io::Write;
+    use std::process::Stdio;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_vigil"))
+        .arg("media-child")
+        .env("MALLOC_ARENA_MAX", "2")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("vigil media-child runs");
+    let stdin = child.stdin.as_mut().expect("piped stdin");
+    let spec = serde_json::to_string(spec).expect("a spec serialises");
+    vigil_media::isolate::protocol::ToChild::Spec(spec).write(stdin).expect("the child reads its spec");
+    stdin.flush().expect("the child reads its spec");
+    child
+}
+
+/// Starts `gst-launch-1.0 -q PIPELINE` in the background (a live publisher), its
+/// stderr going where `stderr` says.
+pub fn gst_spawn(pipeline: &str, stderr: std::process::Stdio) -> std::process::Child {
+    Command::new("gst-launch-1.0")
+        .arg("-q")
+        .args(pipeline.split_whitespace())
+        .stdout(std::process::Stdio::null())
+        .stderr(stderr)
+        .spawn()
+        .expect("gst-launch-1.0 (make setup)")
+}
+
 /// A test-pattern clip: `secs` seconds at 30 fps, H.264 in the container `mux` names.
 pub fn test_pattern_clip(dir: &Path, name: &str, secs: u32, mux: &str) -> PathBuf {
     let path = dir.join(name);

@@ -70,11 +70,5 @@ pub fn publish(url: &str, secs: u32, pattern: &str) -> Child {
          ! rtmp2sink location={url}",
         secs * 30
     );
-    Command::new("gst-launch-1.0")
-        .arg("-q")
-        .args(pipeline.split_whitespace())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("gst-launch-1.0 (make setup)")
+    super::gst_spawn(&pipeline, Stdio::piped())
 }
