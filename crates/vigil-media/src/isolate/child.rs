@@ -563,7 +563,7 @@ fn add_unit_gate(pad: &gst::Pad, shared: &Arc<Shared>) {
             match unit {
                 Unit::Drop => gst::PadProbeReturn::Drop,
                 Unit::Decode => gst::PadProbeReturn::Ok,
-                Unit::DecodeAndDrain => decode_and_drain(pad, info, time, &shared),
+                Unit::DecodeAndDrain => decode_and_drain(pad, info, &shared),
             }
         }
         Some(gst::PadProbeData::Event(ev)) => {
@@ -590,13 +590,8 @@ fn add_unit_gate(pad: &gst::Pad, shared: &Arc<Shared>) {
 /// video decoder drains: the frame comes out now instead of when the decoder's reorder window
 /// fills, which in keyframe-only decoding is two keyframes (seconds) later. The next
 /// unit is a keyframe again, so the drain costs no reference the decoder needs.
-fn decode_and_drain(
-    pad: &gst::Pad,
-    info: &mut gst::PadProbeInfo,
-    time: Option<gst::ClockTime>,
-    shared: &Shared,
-) -> gst::PadProbeReturn {
-    let (Some(peer), Some(time)) = (pad.peer(), time) else { return gst::PadProbeReturn::Ok };
+fn decode_and_drain(pad: &gst::Pad, info: &mut gst::PadProbeInfo, shared: &Shared) -> gst::PadProbeReturn {
+    let Some(peer) = pad.peer() else { return gst::PadProbeReturn::Ok };
     let Some(gst::PadProbeData::Buffer(buf)) = info.data.take() else { return gst::PadProbeReturn::Ok };
     // Pushed through to the decoder on this thread: the parser inside decodebin
     // forwards a complete access unit at once.
@@ -611,7 +606,6 @@ fn decode_and_drain(
             Some(sink) => sink.send_event(still()),
             None => pad.push_event(still()),
         };
-        let _ = time;
     }
     info.flow_res = flow;
     gst::PadProbeReturn::Handled
