@@ -99,6 +99,11 @@ pub struct IsolationConfig {
     /// A seccomp filter in each child: no exec, ptrace, namespaces, modules, eBPF; no
     /// network sockets for pushed streams.
     pub seccomp: bool,
+    /// When the worker runs as root, each child first moves into a user namespace of
+    /// its own: it keeps root's files but loses every capability on the host (no
+    /// ptrace of the worker, no raw sockets, no reading other users' files). Off only
+    /// on hosts without user namespaces, and then run the worker as a non-root user.
+    pub user_namespace: bool,
 }
 
 impl Default for IsolationConfig {
@@ -111,6 +116,7 @@ impl Default for IsolationConfig {
             restart_backoff_max_ms: 30_000,
             give_up_after_secs: 300,
             seccomp: true,
+            user_namespace: true,
         }
     }
 }

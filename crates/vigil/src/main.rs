@@ -34,7 +34,15 @@ enum Command {
     Run(worker::RunArgs),
     /// (internal) Decode one stream in a confined child process for `vigil run`.
     #[command(hide = true)]
-    MediaChild,
+    MediaChild {
+        /// (tests) Confine as a child of this kind (pushed, whip, pulled), try each
+        /// forbidden call, print the outcomes; exit 0 when all were refused.
+        #[arg(long)]
+        probe: Option<String>,
+        /// (tests) The process the probe attacks (default: its parent).
+        #[arg(long, requires = "probe")]
+        target: Option<u32>,
+    },
     /// Scan a video file, URL or image: one JSON line per sampled frame, then a summary.
     Scan(scan::ScanArgs),
     /// Print the PDQ hash and quality of an image, or of each sampled frame of a video.
@@ -59,7 +67,15 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    if let Command::MediaChild = &cli.command {
+    if let Command::MediaChild { probe, target } = &cli.command {
+        use vigil_media::isolate::jail;
+        if let Some(kind) = probe {
+            let Some(kind) = jail::Network::from_name(kind) else {
+                eprintln!("--probe takes pushed, whip or pulled");
+                return ExitCode::from(2);
+            };
+            return ExitCode::from(jail::probe(kind, *target) as u8);
+        }
         // Its spec comes as the first message on stdin; its stdout is the frame pipe,
         // so nothing else may print there.
         return ExitCode::from(vigil_media::isolate::child::run_from_stdin() as u8);
@@ -70,7 +86,7 @@ fn main() -> ExitCode {
         .init();
     let result = match cli.command {
         Command::Run(args) => worker::run(cli.config.as_deref(), args),
-        Command::MediaChild => unreachable!("handled before logging is set up"),
+        Command::MediaChild { .. } => unreachable!("handled before logging is set up"),
         Command::Scan(args) => scan::run(cli.config.as_deref(), args),
         Command::Hash(args) => hash_cmd::run(cli.config.as_deref(), args),
         Command::Models(cmd) => models_cmd::run(cli.config.as_deref(), cmd),

@@ -144,6 +144,11 @@ fn a_crashed_or_frozen_decoder_is_restarted_and_the_other_streams_keep_going() {
         // Confined: seccomp filter, no privilege gain, no core dumps, an address-space limit.
         let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
         assert!(status.contains("Seccomp:\t2") && status.contains("NoNewPrivs:\t1"), "{status}");
+        // Started by a root worker: a user namespace of its own, so no capability on the host.
+        if status.lines().any(|l| l.starts_with("Uid:\t0\t")) {
+            let ns = |pid: &str| std::fs::read_link(format!("/proc/{pid}/ns/user")).unwrap();
+            assert_ne!(ns(&pid.to_string()), ns("self"), "a root child shares the host's user namespace");
+        }
         let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
         let line = |name: &str| {
             limits.lines().find(|l| l.starts_with(name)).unwrap().split_whitespace().rev().nth(2).unwrap().to_string()

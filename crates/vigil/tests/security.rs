@@ -199,3 +199,146 @@ fn an_address_guessing_stream_keys_is_refused_for_a_while() {
     assert_eq!(w.metric("vigil_media_errors_total", "kind=\"rtmp_key_limited\""), 1.0);
     assert!(!w.records().iter().any(|r| r["stream"] == "rtmp/live/alice"));
 }
+
+/// Replaces `path` the way the README asks operators to (write aside, then rename).
+fn replace_file(path: &std::path::Path, text: &str) {
+    let aside = path.with_extension("new");
+    std::fs::write(&aside, text).unwrap();
+    std::fs::rename(&aside, path).unwrap();
+}
+
+#[test]
+fn a_revoked_key_is_refused_and_its_live_publish_is_closed() {
+    let dir = tempfile::tempdir().unwrap();
+    let revoked = dir.path().join("revoked.txt");
+    std::fs::write(&revoked, "# nothing revoked yet\n").unwrap();
+    let port = free_port();
+    let w = Worker::start(
+        &format!(
+            "[ingest]\nrevoked_keys_file = {revoked:?}\nrevoked_keys_poll_secs = 1\n\
+             [ingest.rtmp]\nlisten = \"127.0.0.1:{port}\"\n\
+             [ingest.rtmp.stream_keys]\nalice = \"alice-key-123\"\nbob = \"bob-key-4567\"\n"
+        ),
+        &[],
+        &[],
+    );
+    let addr = w.rtmp.clone().unwrap();
+    let mut alice = common::nginx::publish(&format!("rtmp://{addr}/live/alice-key-123"), 60, "ball");
+    let mut bob = common::nginx::publish(&format!("rtmp://{addr}/live/bob-key-4567"), 60, "ball");
+    w.wait_for("both streams analysed", 30, |r| {
+        stream_frames(r, "rtmp/live/alice") > 0 && stream_frames(r, "rtmp/live/bob") > 0
+    });
+    // Alice's key leaks: the platform revokes it by digest (the key never in the file).
+    let digest = {
+        use sha2::Digest;
+        hex::encode(sha2::Sha256::digest(b"alice-key-123"))
+    };
+    replace_file(&revoked, &format!("sha256:{digest}\n"));
+    let revoked_at = std::time::Instant::now();
+    loop {
+        if alice.try_wait().unwrap().is_some() {
+            break;
+        }
+        assert!(revoked_at.elapsed().as_secs() < 15, "the revoked publisher is still connected");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    eprintln!("revoked publisher closed {:?} after the file changed", revoked_at.elapsed());
+    assert!(bob.try_wait().unwrap().is_none(), "only the revoked key's publish is closed");
+    let mut again = common::nginx::publish(&format!("rtmp://{addr}/live/alice-key-123"), 2, "ball");
+    assert!(!again.wait().unwrap().success(), "a revoked key cannot publish again");
+    assert!(w.metric("vigil_media_errors_total", "kind=\"rtmp_key_revoked\"") >= 1.0);
+    // Revoking is not guessing: the address is not locked out for it.
+    assert_eq!(w.metric("vigil_media_errors_total", "kind=\"rtmp_key_limited\""), 0.0);
+
+    // A file caught half-written (no final newline) keeps the list in force.
+    replace_file(&revoked, "sha256:");
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    let mut still = common::nginx::publish(&format!("rtmp://{addr}/live/alice-key-123"), 2, "ball");
+    assert!(!still.wait().unwrap().success(), "a cut-short list must not un-revoke keys");
+    assert!(w.metric("vigil_media_errors_total", "kind=\"revoked_keys_reload\"") >= 1.0);
+    let _ = bob.kill();
+}
+
+#[test]
+fn whip_refuses_revoked_keys_and_addresses_that_keep_guessing() {
+    let dir = tempfile::tempdir().unwrap();
+    let revoked = dir.path().join("revoked.txt");
+    std::fs::write(&revoked, "name:mallory\n").unwrap();
+    let port = free_port();
+    let w = Worker::start(
+        &format!(
+            "[ingest]\nrevoked_keys_file = {revoked:?}\n\
+             [ingest.whip]\nlisten = \"127.0.0.1:{port}\"\n\
+             [ingest.whip.stream_keys]\nalice = \"alice-key-123\"\nmallory = \"mallory-key-9\"\n"
+        ),
+        &[],
+        &[],
+    );
+    let addr = format!("127.0.0.1:{port}");
+    let post = |key: &str| {
+        let auth = format!("Bearer {key}");
+        let headers = [("Authorization", auth.as_str()), ("Content-Type", "application/sdp")];
+        w.request(&addr, "POST", "/whip", &headers, b"v=0\r\n")
+    };
+    let (status, _, body) = post("mallory-key-9");
+    assert_eq!(status, 403, "a revoked key: {body}");
+    assert!(body.contains("revoked"), "{body}");
+    for guess in 0..5 {
+        let (status, _, _) = post(&format!("guess-{guess}-key"));
+        assert_eq!(status, 401);
+    }
+    // The sixth try is refused before its key is checked, the right key too.
+    let (status, head, _) = post("alice-key-123");
+    assert_eq!(status, 429, "{head}");
+    assert!(head.to_ascii_lowercase().contains("retry-after: 60"), "{head}");
+    let (status, _, _) =
+        w.request(&addr, "DELETE", "/whip/session/anything", &[("Authorization", "Bearer alice-key-123")], b"");
+    assert_eq!(status, 429, "ending a session is no way around the limit");
+    assert_eq!(w.metric("vigil_media_errors_total", "kind=\"whip_key_limited\""), 2.0);
+}
+
+#[test]
+fn a_malformed_revocation_list_stops_the_worker_at_start_naming_the_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let revoked = dir.path().join("revoked.txt");
+    std::fs::write(&revoked, "name:alice\nsha256:abc\n").unwrap();
+    let config = dir.path().join("vigil.toml");
+    std::fs::write(&config, format!("[ingest]\nrevoked_keys_file = {revoked:?}\n")).unwrap();
+    let out = vigil(&["validate", config.to_str().unwrap()]);
+    let text = String::from_utf8_lossy(&out.stderr).to_string() + &String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success(), "{text}");
+    assert!(text.contains("ingest.revoked_keys_file") && text.contains("line 2"), "{text}");
+}
+
+#[test]
+fn a_decode_child_taken_over_cannot_reach_the_worker_or_the_host() {
+    // The probe confines itself exactly as a decode child of each source kind, then
+    // attacks a real (non-dumpable) worker: signals, its memory, its limits, its CPUs,
+    // raw and unexpected sockets, exec, namespaces. It also checks what decoding needs
+    // still works, so a policy that refused everything would fail here too.
+    let w = Worker::start("", &[], &[]);
+    for kind in ["pushed", "whip", "pulled"] {
+        let out = vigil(&["media-child", "--probe", kind, "--target", &w.pid().to_string()]);
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let results: Vec<serde_json::Value> = stdout.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        assert!(results.len() >= 20, "{kind}: {stdout}{}", String::from_utf8_lossy(&out.stderr));
+        for r in &results {
+            let call = r["call"].as_str().unwrap();
+            assert_eq!(r["allowed"], r["must_allow"], "{kind}: {call}: {r}");
+            // Refused by the seccomp policy (EPERM), except reading the worker's memory,
+            // which the kernel refuses (EACCES): the worker is not dumpable and the
+            // child holds no capability over it.
+            if r["allowed"] == false && !call.contains("/mem") {
+                assert_eq!(r["errno"], libc_eperm(), "{kind}: {call} must be refused by the policy: {r}");
+            }
+        }
+        for expected in ["execve", "kill(worker, 0)", "pidfd_open(worker)", "socket(packet)", "socket(raw icmp)"] {
+            assert!(results.iter().any(|r| r["call"] == expected), "{kind} tried {expected}");
+        }
+        assert!(out.status.success(), "{kind}: {stdout}");
+    }
+}
+
+fn libc_eperm() -> i64 {
+    1
+}

@@ -13,6 +13,8 @@ use std::net::IpAddr;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+pub use super::revoked::Revoked;
+
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum KeyError {
     #[error("unknown stream key")]
@@ -23,10 +25,19 @@ pub enum KeyError {
     Malformed,
     #[error("the stream key is valid for longer than this worker accepts")]
     TooLong,
+    #[error("the stream key was revoked")]
+    Revoked,
+}
+
+/// Who may publish: the key scheme, less the keys revoked since they were handed out.
+#[derive(Clone)]
+pub struct StreamKeys {
+    scheme: KeyScheme,
+    revoked: Revoked,
 }
 
 #[derive(Clone)]
-pub enum StreamKeys {
+enum KeyScheme {
     /// Stream name → key.
     Static(BTreeMap<String, String>),
     Signed {
@@ -39,9 +50,9 @@ pub enum StreamKeys {
 
 impl std::fmt::Debug for StreamKeys {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            StreamKeys::Static(m) => write!(f, "Static({} keys)", m.len()),
-            StreamKeys::Signed { .. } => f.write_str("Signed"),
+        match &self.scheme {
+            KeyScheme::Static(m) => write!(f, "Static({} keys, {:?})", m.len(), self.revoked),
+            KeyScheme::Signed { .. } => write!(f, "Signed({:?})", self.revoked),
         }
     }
 }
@@ -56,10 +67,39 @@ fn same(a: &[u8; 32], b: &[u8; 32]) -> bool {
 }
 
 impl StreamKeys {
-    /// The stream name a valid key publishes as.
+    /// A static table: stream name → key.
+    pub fn fixed(table: BTreeMap<String, String>) -> Self {
+        Self { scheme: KeyScheme::Static(table), revoked: Revoked::default() }
+    }
+
+    /// Keys signed with `secret`, good for at most `max_lifetime_secs`.
+    pub fn signed(secret: Vec<u8>, max_lifetime_secs: u64) -> Self {
+        Self { scheme: KeyScheme::Signed { secret, max_lifetime_secs }, revoked: Revoked::default() }
+    }
+
+    /// The same keys, less those on `revoked` (a shared list that may be reloaded).
+    pub fn revoking(self, revoked: Revoked) -> Self {
+        Self { revoked, ..self }
+    }
+
+    /// Whether a key accepted earlier has been revoked since (live publishes are
+    /// checked again while they run).
+    pub fn is_revoked(&self, key: &str, name: &str) -> bool {
+        self.revoked.covers(key, name)
+    }
+
+    /// The stream name a valid, unrevoked key publishes as.
     pub fn check(&self, key: &str, now_unix_secs: u64) -> Result<String, KeyError> {
-        match self {
-            StreamKeys::Static(table) => {
+        let name = self.check_scheme(key, now_unix_secs)?;
+        if self.revoked.covers(key, &name) {
+            return Err(KeyError::Revoked);
+        }
+        Ok(name)
+    }
+
+    fn check_scheme(&self, key: &str, now_unix_secs: u64) -> Result<String, KeyError> {
+        match &self.scheme {
+            KeyScheme::Static(table) => {
                 let wanted = digest(key);
                 // Every entry is compared, so the time taken says nothing about which.
                 let mut found = None;
@@ -70,7 +110,7 @@ impl StreamKeys {
                 }
                 found.ok_or(KeyError::Unknown)
             }
-            StreamKeys::Signed { secret, max_lifetime_secs } => {
+            KeyScheme::Signed { secret, max_lifetime_secs } => {
                 let mut parts = key.rsplitn(3, '.');
                 let (Some(sig), Some(expiry), Some(name)) = (parts.next(), parts.next(), parts.next()) else {
                     return Err(KeyError::Malformed);
@@ -176,7 +216,7 @@ mod tests {
 
     #[test]
     fn static_keys_map_to_names() {
-        let keys = StreamKeys::Static([("alice".to_string(), "k-123".to_string())].into());
+        let keys = StreamKeys::fixed([("alice".to_string(), "k-123".to_string())].into());
         assert_eq!(keys.check("k-123", 0), Ok("alice".into()));
         assert_eq!(keys.check("k-124", 0), Err(KeyError::Unknown));
         assert_eq!(keys.check("", 0), Err(KeyError::Unknown));
@@ -184,7 +224,7 @@ mod tests {
 
     #[test]
     fn signed_keys_check_signature_and_expiry() {
-        let keys = StreamKeys::Signed { secret: b"s3cret".to_vec(), max_lifetime_secs: 86_400 };
+        let keys = StreamKeys::signed(b"s3cret".to_vec(), 86_400);
         let key = StreamKeys::sign(b"s3cret", "bob_1", 2_000);
         assert_eq!(keys.check(&key, 1_000), Ok("bob_1".into()));
         assert_eq!(keys.check(&key, 3_000), Err(KeyError::Expired));

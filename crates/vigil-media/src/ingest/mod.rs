@@ -14,6 +14,7 @@ pub mod fuzz;
 pub mod guard;
 pub mod http;
 pub mod keys;
+pub mod revoked;
 pub mod rtmp;
 pub mod whip;
 
@@ -36,12 +37,31 @@ pub struct IngestConfig {
     /// command it sends the platform. Off only where the platform must make every cut.
     #[serde(default = "default_cut_direct_publishers")]
     pub cut_direct_publishers: bool,
+    /// Stream keys revoked since they were handed out (RTMP and WHIP alike; format in
+    /// [`revoked`]). Reloaded when it changes: a revoked key is refused and its live
+    /// publishes are closed.
+    #[serde(default)]
+    pub revoked_keys_file: Option<std::path::PathBuf>,
+    /// How often the revocation file is checked for changes.
+    #[serde(default = "default_revoked_keys_poll_secs")]
+    pub revoked_keys_poll_secs: u64,
 }
 
 impl Default for IngestConfig {
     fn default() -> Self {
-        Self { rtmp: None, whip: None, pull: Vec::new(), cut_direct_publishers: default_cut_direct_publishers() }
+        Self {
+            rtmp: None,
+            whip: None,
+            pull: Vec::new(),
+            cut_direct_publishers: default_cut_direct_publishers(),
+            revoked_keys_file: None,
+            revoked_keys_poll_secs: default_revoked_keys_poll_secs(),
+        }
     }
+}
+
+fn default_revoked_keys_poll_secs() -> u64 {
+    5
 }
 
 fn default_cut_direct_publishers() -> bool {
@@ -172,9 +192,9 @@ fn key_checker(
 ) -> Result<keys::StreamKeys, String> {
     match hmac_secret_env {
         Some(var) => std::env::var(var)
-            .map(|s| keys::StreamKeys::Signed { secret: s.into_bytes(), max_lifetime_secs })
+            .map(|s| keys::StreamKeys::signed(s.into_bytes(), max_lifetime_secs))
             .map_err(|_| format!("${var} ({section}.hmac_secret_env) is not set")),
-        None => Ok(keys::StreamKeys::Static(stream_keys.clone())),
+        None => Ok(keys::StreamKeys::fixed(stream_keys.clone())),
     }
 }
 
@@ -251,6 +271,14 @@ impl IngestConfig {
                 ));
             }
         }
+        if let Some(path) = &self.revoked_keys_file
+            && let Err(why) = revoked::Revoked::load(path)
+        {
+            e.push(format!("{prefix}.revoked_keys_file: {why}"));
+        }
+        if !(1..=3600).contains(&self.revoked_keys_poll_secs) {
+            e.push(format!("{prefix}.revoked_keys_poll_secs: {} is outside 1..=3600", self.revoked_keys_poll_secs));
+        }
         let mut names = std::collections::BTreeSet::new();
         for (i, p) in self.pull.iter().enumerate() {
             let scheme = p.uri.split_once("://").map(|(s, _)| s);
@@ -266,6 +294,16 @@ impl IngestConfig {
             }
         }
         e
+    }
+}
+
+impl IngestConfig {
+    /// The revocation list in force, watched for changes (empty when none is configured).
+    pub fn revoked_keys(&self) -> Result<revoked::Revoked, String> {
+        let Some(path) = &self.revoked_keys_file else { return Ok(revoked::Revoked::default()) };
+        let list = revoked::Revoked::load(path).map_err(|e| format!("ingest.revoked_keys_file: {e}"))?;
+        list.watch(path.clone(), std::time::Duration::from_secs(self.revoked_keys_poll_secs.max(1)));
+        Ok(list)
     }
 }
 

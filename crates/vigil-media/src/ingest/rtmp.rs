@@ -223,7 +223,7 @@ fn accept(sock: TcpStream, peer: SocketAddr, ctx: &Arc<Context>) {
     let conn_ctx = ctx.clone();
     let _ = std::thread::Builder::new().name("vigil-rtmp-conn".into()).stack_size(CONNECTION_STACK).spawn(move || {
         let ctx = conn_ctx;
-        let mut conn = Connection { ctx: &ctx, peer, published: None, name: None, slot };
+        let mut conn = Connection { ctx: &ctx, peer, published: None, name: None, key: None, slot };
         let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| conn.serve(sock)));
         let reason = match outcome {
             Ok(Ok(())) => None,
@@ -248,6 +248,8 @@ struct Connection<'a> {
     peer: SocketAddr,
     published: Option<Box<dyn PublishedStream>>,
     name: Option<String>,
+    /// The key the publish was accepted with, checked again against revocations.
+    key: Option<String>,
     slot: Slot,
 }
 
@@ -269,6 +271,12 @@ impl Connection<'_> {
             // closed as promptly as one that pauses.
             if let Some(why) = self.published.as_ref().and_then(|p| p.analysis_ended()) {
                 return Err(format!("closed: the stream's analysis ended ({why})"));
+            }
+            if let (Some(key), Some(name)) = (&self.key, &self.name)
+                && self.ctx.keys.is_revoked(key, name)
+            {
+                METRICS.errors.with_label_values(&["rtmp_key_revoked"]).inc();
+                return Err("closed: the stream key was revoked".to_string());
             }
             // Before every read too: a client trickling a byte faster than the poll
             // interval must not keep a slot it never publishes on.
@@ -396,6 +404,7 @@ impl Connection<'_> {
                     }
                 };
                 self.name = Some(name.clone());
+                self.key = Some(stream_key);
                 let request = PublishRequest { app: app_name, name, peer: self.peer };
                 match self.ctx.admission.admit(&request) {
                     Ok(p) => {

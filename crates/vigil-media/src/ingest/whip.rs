@@ -14,7 +14,7 @@
 //! parses it, applies the same rule to the candidates GStreamer parsed, and answers.
 //! Session ids are 128 random bits.
 
-use super::keys::{KeyError, StreamKeys};
+use super::keys::{KeyError, KeyFailures, StreamKeys};
 use crate::isolate::StreamHandle;
 use crate::isolate::candidates::{self, DroppedCounts, Pass};
 use crate::metrics::METRICS;
@@ -24,7 +24,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, post};
 use std::collections::HashMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 
 /// Largest offer accepted (browsers send 4–10 KiB).
@@ -64,11 +64,15 @@ pub trait WhipAdmission: Send + Sync + 'static {
 
 struct Session {
     name: String,
+    /// The key the session was accepted with, checked again against revocations.
+    key: String,
     handle: Arc<StreamHandle>,
 }
 
 struct Endpoint {
     keys: StreamKeys,
+    /// Wrong keys per address: a guesser is refused for a while (as on RTMP).
+    key_failures: KeyFailures,
     private_candidates: bool,
     admission: Arc<dyn WhipAdmission>,
     sessions: Mutex<HashMap<String, Session>>,
@@ -91,6 +95,7 @@ impl WhipServer {
         let local_addr = listener.local_addr()?;
         let endpoint = Arc::new(Endpoint {
             keys,
+            key_failures: KeyFailures::default(),
             private_candidates: cfg.private_candidates,
             admission,
             sessions: Mutex::new(HashMap::new()),
@@ -101,6 +106,7 @@ impl WhipServer {
         let (done_tx, done_rx) = std::sync::mpsc::channel();
         std::thread::Builder::new().name("vigil-whip".into()).spawn(move || {
             runtime.block_on(async move {
+                tokio::spawn(close_revoked_sessions(endpoint.clone()));
                 let app = Router::new()
                     .route("/whip", post(publish).options(options))
                     .route("/whip/session/{id}", delete(end).patch(no_trickle))
@@ -156,8 +162,16 @@ fn unauthorized(why: &str) -> Response {
     (StatusCode::UNAUTHORIZED, [(header::WWW_AUTHENTICATE, "Bearer")], format!("{why}\n")).into_response()
 }
 
-/// The stream name the request's bearer key stands for, or a 401 saying why not.
-fn authorize(keys: &StreamKeys, headers: &HeaderMap) -> Result<String, Box<Response>> {
+/// The stream name and key the request's bearer key stands for, or the refusal: 401
+/// for a missing, wrong or expired key, 403 for a revoked one, 429 for an address that
+/// has used up its failed attempts.
+fn authorize(ep: &Endpoint, peer: IpAddr, headers: &HeaderMap) -> Result<(String, String), Box<Response>> {
+    if ep.key_failures.blocked(peer) {
+        METRICS.errors.with_label_values(&["whip_key_limited"]).inc();
+        let mut resp = plain(StatusCode::TOO_MANY_REQUESTS, "too many failed stream keys from this address");
+        resp.headers_mut().insert(header::RETRY_AFTER, header::HeaderValue::from_static("60"));
+        return Err(Box::new(resp));
+    }
     let token = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -165,14 +179,25 @@ fn authorize(keys: &StreamKeys, headers: &HeaderMap) -> Result<String, Box<Respo
         .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
         .map(|(_, token)| token.trim())
         .ok_or("a bearer stream key is required");
-    let checked = token.and_then(|t| {
-        keys.check(t, crate::ingest::unix_secs()).map_err(|e| match e {
-            KeyError::Expired => "the stream key expired",
-            KeyError::TooLong => "the stream key is valid for too long",
-            KeyError::Unknown | KeyError::Malformed => "unknown stream key",
-        })
-    });
-    checked.map_err(|why| Box::new(unauthorized(why)))
+    let token = token.map_err(|why| {
+        ep.key_failures.failed(peer, &KeyError::Malformed);
+        Box::new(unauthorized(why))
+    })?;
+    match ep.keys.check(token, crate::ingest::unix_secs()) {
+        Ok(name) => Ok((name, token.to_string())),
+        Err(KeyError::Revoked) => {
+            METRICS.errors.with_label_values(&["whip_key_revoked"]).inc();
+            Err(Box::new(plain(StatusCode::FORBIDDEN, "the stream key was revoked")))
+        }
+        Err(why) => {
+            ep.key_failures.failed(peer, &why);
+            Err(Box::new(unauthorized(match why {
+                KeyError::Expired => "the stream key expired",
+                KeyError::TooLong => "the stream key is valid for too long",
+                _ => "unknown stream key",
+            })))
+        }
+    }
 }
 
 /// An offer that passed the shape checks, less the candidates the worker will not
@@ -238,6 +263,32 @@ fn candidate_value(line: &str) -> Option<&str> {
     candidates::is_candidate_key(key).then_some(value)
 }
 
+/// How often live sessions are checked against the revocation list.
+const REVOCATION_SWEEP: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Ends the live sessions whose key has been revoked since they were accepted.
+async fn close_revoked_sessions(ep: Arc<Endpoint>) {
+    let mut tick = tokio::time::interval(REVOCATION_SWEEP);
+    loop {
+        tick.tick().await;
+        let revoked: Vec<Session> = {
+            let mut sessions = ep.sessions.lock().unwrap_or_else(|p| p.into_inner());
+            let ids: Vec<String> = sessions
+                .iter()
+                .filter(|(_, s)| ep.keys.is_revoked(&s.key, &s.name))
+                .map(|(id, _)| id.clone())
+                .collect();
+            ids.iter().filter_map(|id| sessions.remove(id)).collect()
+        };
+        for session in revoked {
+            METRICS.errors.with_label_values(&["whip_key_revoked"]).inc();
+            tracing::warn!(stream = %session.name, "whip: closing the session: its stream key was revoked");
+            let handle = session.handle;
+            let _ = tokio::task::spawn_blocking(move || handle.stop_because("the stream key was revoked".into())).await;
+        }
+    }
+}
+
 async fn options() -> Response {
     (StatusCode::NO_CONTENT, [("accept-post", "application/sdp")]).into_response()
 }
@@ -257,7 +308,7 @@ async fn publish(
     let (parts, body) = request.into_parts();
     let headers = parts.headers;
     // The key first: nobody without one makes the worker read a body.
-    let name = match authorize(&ep.keys, &headers) {
+    let (name, key) = match authorize(&ep, peer.ip(), &headers) {
         Ok(n) => n,
         Err(resp) => return *resp,
     };
@@ -286,13 +337,13 @@ async fn publish(
     ep.sessions.lock().unwrap_or_else(|p| p.into_inner()).retain(|_, s| s.handle.is_running());
     // Admission and registration run detached: a publisher that hangs up while its
     // answer is being made still leaves a session the worker knows (and ends).
-    match tokio::spawn(admit(ep, name, peer, offer)).await {
+    match tokio::spawn(admit(ep, name, key, peer, offer)).await {
         Ok(resp) => resp,
         Err(e) => plain(StatusCode::INTERNAL_SERVER_ERROR, format!("the publish failed: {e}")),
     }
 }
 
-async fn admit(ep: Arc<Endpoint>, name: String, peer: SocketAddr, offer: String) -> Response {
+async fn admit(ep: Arc<Endpoint>, name: String, key: String, peer: SocketAddr, offer: String) -> Response {
     let request = WhipRequest { name: name.clone(), peer, offer };
     let admission = ep.admission.clone();
     let admitted = match tokio::task::spawn_blocking(move || admission.publish(request)).await {
@@ -315,7 +366,7 @@ async fn admit(ep: Arc<Endpoint>, name: String, peer: SocketAddr, offer: String)
         }
     };
     tracing::info!(stream = %name, %peer, "whip: publishing");
-    ep.sessions.lock().unwrap_or_else(|p| p.into_inner()).insert(id.clone(), Session { name, handle });
+    ep.sessions.lock().unwrap_or_else(|p| p.into_inner()).insert(id.clone(), Session { name, key, handle });
     (
         StatusCode::CREATED,
         [(header::CONTENT_TYPE, "application/sdp".to_string()), (header::LOCATION, format!("/whip/session/{id}"))],
@@ -324,8 +375,13 @@ async fn admit(ep: Arc<Endpoint>, name: String, peer: SocketAddr, offer: String)
         .into_response()
 }
 
-async fn end(State(ep): State<Arc<Endpoint>>, Path(id): Path<String>, headers: HeaderMap) -> Response {
-    let name = match authorize(&ep.keys, &headers) {
+async fn end(
+    State(ep): State<Arc<Endpoint>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let (name, _) = match authorize(&ep, peer.ip(), &headers) {
         Ok(n) => n,
         Err(resp) => return *resp,
     };

@@ -7,6 +7,7 @@
 //! Everything that could be a limit violation is checked on the parsed stream's caps,
 //! before a decoder allocates anything.
 
+use super::jail::Network;
 use super::protocol::{ChildEvent, Command, FromChild, ToChild};
 use crate::SampleConfig;
 use crate::sampling::{SamplingGate, Unit};
@@ -111,143 +112,27 @@ impl Shared {
     }
 }
 
-/// Limits the child process itself before it touches any media: address space, no core
-/// dumps (a core would write frames to disk), few descriptors, no privilege gain, and
-/// death with the worker.
-fn confine(memory_mb: u64) -> rustix::io::Result<()> {
+/// Limits the child process itself before it touches any media: a user namespace of
+/// its own when started as root, address space, no core dumps (a core would write
+/// frames to disk), few descriptors, no privilege gain, and death with the worker.
+/// Runs while the child has one thread (a user namespace needs that).
+pub(super) fn confine(isolation: &crate::config::IsolationConfig) -> Result<(), String> {
     use rustix::process::{Resource, Rlimit, setrlimit};
-    let bytes = memory_mb.saturating_mul(1024 * 1024);
-    setrlimit(Resource::As, Rlimit { current: Some(bytes), maximum: Some(bytes) })?;
-    setrlimit(Resource::Core, Rlimit { current: Some(0), maximum: Some(0) })?;
-    setrlimit(Resource::Nofile, Rlimit { current: Some(512), maximum: Some(512) })?;
-    rustix::thread::set_no_new_privs(true)?;
-    // Not dumpable: another process of the same uid (a sibling child taken over by its
-    // stream) cannot read this one's memory through /proc/PID/mem or ptrace it.
-    rustix::process::set_dumpable_behavior(rustix::process::DumpableBehavior::NotDumpable)?;
-    rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL))?;
-    Ok(())
-}
-
-/// System calls a decoder never needs and an attacker who took it over would: starting
-/// programs, reaching into other processes, namespaces, kernel modules, eBPF. Refused
-/// with EPERM (a default-allow list: GStreamer's own set is wide and varies by plugin).
-const DENIED_SYSCALLS: &[i64] = &[
-    libc::SYS_execve,
-    libc::SYS_execveat,
-    libc::SYS_ptrace,
-    libc::SYS_process_vm_readv,
-    libc::SYS_process_vm_writev,
-    libc::SYS_mount,
-    libc::SYS_umount2,
-    libc::SYS_pivot_root,
-    libc::SYS_chroot,
-    libc::SYS_setns,
-    libc::SYS_unshare,
-    libc::SYS_init_module,
-    libc::SYS_finit_module,
-    libc::SYS_delete_module,
-    libc::SYS_kexec_load,
-    libc::SYS_reboot,
-    libc::SYS_bpf,
-    libc::SYS_perf_event_open,
-    libc::SYS_keyctl,
-    libc::SYS_add_key,
-    libc::SYS_request_key,
-    libc::SYS_userfaultfd,
-    // io_uring can open sockets and files without the calls this filter watches.
-    libc::SYS_io_uring_setup,
-    libc::SYS_io_uring_enter,
-    libc::SYS_io_uring_register,
-    // Reaching into other processes: their descriptors, memory advice, comparisons.
-    libc::SYS_pidfd_open,
-    libc::SYS_pidfd_getfd,
-    libc::SYS_pidfd_send_signal,
-    libc::SYS_process_madvise,
-    libc::SYS_kcmp,
-    libc::SYS_open_by_handle_at,
-    libc::SYS_name_to_handle_at,
-    libc::SYS_fanotify_init,
-    libc::SYS_tkill,
-];
-
-/// Signal calls whose first argument is a process: allowed only at the child itself
-/// (GLib and the C library signal their own process), refused at any other.
-const SIGNAL_SYSCALLS: &[i64] =
-    &[libc::SYS_kill, libc::SYS_tgkill, libc::SYS_rt_sigqueueinfo, libc::SYS_rt_tgsigqueueinfo];
-
-/// Calls that change another process of the same uid when given its pid (the worker's
-/// limits, CPU affinity, scheduling): allowed on the child itself (pid 0 or its own),
-/// refused on any other.
-const OWN_PID_SYSCALLS: &[i64] = &[
-    libc::SYS_prlimit64,
-    libc::SYS_sched_setaffinity,
-    libc::SYS_sched_setscheduler,
-    libc::SYS_sched_setparam,
-    libc::SYS_sched_setattr,
-];
-
-/// What network a child may open sockets for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Network {
-    /// Pushed streams: the bytes come from the worker.
-    None,
-    /// WHIP: ICE over UDP only.
-    Udp,
-    /// Pulled sources: whatever their URL needs.
-    Any,
-}
-
-/// Installs the seccomp filter on every thread of the child. A pushed stream's child
-/// gets its bytes from the worker and may not open network sockets at all.
-fn seccomp(network: Network) -> Result<(), String> {
-    use seccompiler::{
-        BpfProgram, SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition, SeccompFilter, SeccompRule,
-    };
-    let mut rules: std::collections::BTreeMap<i64, Vec<SeccompRule>> =
-        DENIED_SYSCALLS.iter().map(|&n| (n, Vec::new())).collect();
-    let family = |f: i32| SeccompCondition::new(0, SeccompCmpArgLen::Dword, SeccompCmpOp::Eq, f as u64);
-    let rule = |conds: Vec<Result<SeccompCondition, seccompiler::BackendError>>| {
-        conds.into_iter().collect::<Result<Vec<_>, _>>().and_then(SeccompRule::new).map_err(|e| e.to_string())
-    };
-    let own_pid = u64::from(std::process::id());
-    let arg_ne = |arg: u8, value: u64| SeccompCondition::new(arg, SeccompCmpArgLen::Dword, SeccompCmpOp::Ne, value);
-    for &call in SIGNAL_SYSCALLS {
-        rules.insert(call, vec![rule(vec![arg_ne(0, own_pid)])?]);
+    if isolation.user_namespace {
+        super::jail::leave_root()?;
     }
-    for &call in OWN_PID_SYSCALLS {
-        rules.insert(call, vec![rule(vec![arg_ne(0, 0), arg_ne(0, own_pid)])?]);
-    }
-    // setpriority(which, who, ..) and ioprio_set(which, who, ..): only this process
-    // (PRIO_PROCESS / IOPRIO_WHO_PROCESS with who 0); a group or user would include the worker.
-    const IOPRIO_WHO_PROCESS: u64 = 1;
-    let own_process_only = |which: u64| -> Result<Vec<SeccompRule>, String> {
-        Ok(vec![rule(vec![arg_ne(0, which)])?, rule(vec![arg_ne(1, 0)])?])
+    let limits = || -> rustix::io::Result<()> {
+        let bytes = isolation.memory_mb.saturating_mul(1024 * 1024);
+        setrlimit(Resource::As, Rlimit { current: Some(bytes), maximum: Some(bytes) })?;
+        setrlimit(Resource::Core, Rlimit { current: Some(0), maximum: Some(0) })?;
+        setrlimit(Resource::Nofile, Rlimit { current: Some(512), maximum: Some(512) })?;
+        rustix::thread::set_no_new_privs(true)?;
+        // Not dumpable: another process of the same uid (a sibling child taken over by
+        // its stream) cannot read this one's memory through /proc/PID/mem or ptrace it.
+        rustix::process::set_dumpable_behavior(rustix::process::DumpableBehavior::NotDumpable)?;
+        rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL))
     };
-    rules.insert(libc::SYS_setpriority, own_process_only(libc::PRIO_PROCESS as u64)?);
-    rules.insert(libc::SYS_ioprio_set, own_process_only(IOPRIO_WHO_PROCESS)?);
-    match network {
-        Network::None => {
-            let denied = [libc::AF_INET, libc::AF_INET6, libc::AF_PACKET].map(|f| rule(vec![family(f)]));
-            rules.insert(libc::SYS_socket, denied.into_iter().collect::<Result<_, _>>()?);
-        }
-        Network::Udp => {
-            // A stream socket (the type's low bits; SOCK_NONBLOCK/CLOEXEC above) in an
-            // internet family, or any raw packet socket.
-            let stream = || SeccompCondition::new(1, SeccompCmpArgLen::Dword, SeccompCmpOp::MaskedEq(0xf), 1);
-            let denied = [
-                rule(vec![family(libc::AF_INET), stream()]),
-                rule(vec![family(libc::AF_INET6), stream()]),
-                rule(vec![family(libc::AF_PACKET)]),
-            ];
-            rules.insert(libc::SYS_socket, denied.into_iter().collect::<Result<_, _>>()?);
-        }
-        Network::Any => {}
-    }
-    let arch = std::env::consts::ARCH.try_into().map_err(|e: seccompiler::BackendError| e.to_string())?;
-    let filter = SeccompFilter::new(rules, SeccompAction::Allow, SeccompAction::Errno(libc::EPERM as u32), arch)
-        .map_err(|e| e.to_string())?;
-    let program: BpfProgram = filter.try_into().map_err(|e: seccompiler::BackendError| e.to_string())?;
-    seccompiler::apply_filter_all_threads(&program).map_err(|e| e.to_string())
+    limits().map_err(|e| e.to_string())
 }
 
 /// `vigil media-child`: reads the spec from the first message on stdin, then runs.
@@ -272,7 +157,7 @@ pub fn run_from_stdin() -> i32 {
 /// The child's whole life; returns its exit code.
 pub fn run(spec: &ChildSpec) -> i32 {
     let mut out = BufWriter::new(std::io::stdout().lock());
-    if let Err(e) = confine(spec.media.isolation.memory_mb) {
+    if let Err(e) = confine(&spec.media.isolation) {
         let _ = send(&mut out, ChildEvent::Failed { kind: "confine".into(), reason: e.to_string() });
         return EXIT_CONFINE;
     }
@@ -313,7 +198,7 @@ fn decode(spec: &ChildSpec, out: &mut impl Write) -> Result<(), Failure> {
             ChildSource::Whip { .. } => Network::Udp,
             ChildSource::Uri(_) => Network::Any,
         };
-        seccomp(network).map_err(fail("confine"))?;
+        super::jail::install(network).map_err(fail("confine"))?;
     }
     let m = &spec.media;
     let shared = Arc::new(Shared {

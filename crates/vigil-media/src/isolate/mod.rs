@@ -8,6 +8,7 @@
 //! - [`protocol`]: the framed messages on the pipes, checked as hostile input.
 //! - [`child`]: what runs in the child: confinement, the pipeline, sampling gates.
 //! - [`supervisor`]: the worker's side: start, feed, watch, restart with backoff.
+//! - [`jail`]: the child's default-deny seccomp policy, per source kind.
 //! - `feed`: the pushed-FLV queue to a child, bounded in tags and bytes.
 //! - `webrtc`: WHIP publishes answered by `webrtcbin` inside the child.
 //! - [`candidates`]: which of a WHIP offer's ICE candidates the worker may contact.
@@ -15,6 +16,7 @@
 pub mod candidates;
 pub mod child;
 mod feed;
+pub mod jail;
 pub mod protocol;
 pub mod supervisor;
 mod webrtc;

@@ -209,9 +209,10 @@ pub fn run(config: Option<&Path>, args: RunArgs) -> anyhow::Result<ExitCode> {
     let admin_addrs =
         admin::start(&cfg.admin.listen, cfg.admin.control_listen.as_deref(), admin_state).context("admin server")?;
 
+    let revoked = cfg.ingest.revoked_keys().map_err(anyhow::Error::msg)?;
     let mut rtmp = match &cfg.ingest.rtmp {
         Some(r) => {
-            let keys = r.keys().map_err(anyhow::Error::msg)?;
+            let keys = r.keys().map_err(anyhow::Error::msg)?.revoking(revoked.clone());
             let admission = Arc::new(streams::RtmpAdmission(streams.clone()));
             Some(RtmpServer::start(r, keys, &cfg.media, admission).with_context(|| format!("rtmp on {}", r.listen))?)
         }
@@ -219,7 +220,7 @@ pub fn run(config: Option<&Path>, args: RunArgs) -> anyhow::Result<ExitCode> {
     };
     let mut whip = match &cfg.ingest.whip {
         Some(w) => {
-            let keys = w.keys().map_err(anyhow::Error::msg)?;
+            let keys = w.keys().map_err(anyhow::Error::msg)?.revoking(revoked.clone());
             let admission = Arc::new(streams::WhipAdmission {
                 streams: streams.clone(),
                 stun_server: w.stun_server.clone(),
