@@ -1,5 +1,5 @@
 # The few commands everyone runs. Each runs setup first (idempotent, quick when done).
-.PHONY: setup demo test lint build
+.PHONY: setup demo test lint deny build
 
 CARGO ?= cargo
 DEMO_DIR := .cache/vigil/demo
@@ -19,11 +19,17 @@ demo: build
 	  ! x264enc speed-preset=ultrafast bitrate=800 ! h264parse ! mp4mux ! filesink location=$(DEMO_DIR)/demo.mp4
 	./target/release/vigil scan $(DEMO_DIR)/demo.mp4
 
-lint: setup
+# Supply-chain gate: cargo-deny against deny.toml (licences, bans, sources; advisories
+# when a local RustSec copy exists), then proof that it catches violations.
+deny: setup
+	CARGO=$(CARGO) bash scripts/deny.sh
+	CARGO=$(CARGO) bash scripts/deny.sh --self-test
+
+lint: setup deny
 	$(CARGO) fmt --all --check
 	$(CARGO) clippy --locked --workspace --all-targets -- -D warnings
 
-# Format and lint gates, then every test (real GStreamer, real models).
+# Supply-chain, format and lint gates, then every test (real GStreamer, real models).
 test: lint
 	$(CARGO) test --locked --workspace
 	for f in config/*.toml config/policies/*.toml; do ./target/debug/vigil validate "$$f" || exit 1; done

