@@ -21,6 +21,8 @@ APT_PACKAGES=(
   nginx libnginx-mod-rtmp
   # network namespaces for the WHIP (WebRTC) tests
   iproute2
+  # a real browser publishing over WHIP (headless, driven by chromedriver)
+  chromium chromium-driver
 )
 
 missing=()

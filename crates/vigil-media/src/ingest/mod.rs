@@ -144,6 +144,11 @@ pub struct WhipConfig {
     /// comes from the proxy: raise this to cover its connection pool.
     #[serde(default = "default_whip_connections_per_ip")]
     pub max_connections_per_ip: usize,
+    /// Web origins whose pages may publish from a browser (`https://studio.example`),
+    /// or `["*"]` for any. Empty (the default): no CORS headers, so only pages served
+    /// from the endpoint's own origin can publish.
+    #[serde(default)]
+    pub cors_allowed_origins: Vec<String>,
 }
 
 fn default_whip_connections_per_ip() -> usize {
@@ -262,6 +267,11 @@ impl IngestConfig {
                 && !stun.strip_prefix("stun://").is_some_and(|h| h.contains(':') && !h.contains('/'))
             {
                 e.push(format!("{prefix}.whip.stun_server: {stun:?} is not stun://host:port"));
+            }
+            for (i, origin) in w.cors_allowed_origins.iter().enumerate() {
+                if let Err(why) = whip::check_origin(origin, w.cors_allowed_origins.len()) {
+                    e.push(format!("{prefix}.whip.cors_allowed_origins[{i}]: {origin:?} {why}"));
+                }
             }
             let most = http::HttpLimits::default().max_connections;
             if !(1..=most).contains(&w.max_connections_per_ip) {

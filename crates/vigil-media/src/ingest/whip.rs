@@ -101,6 +101,7 @@ impl WhipServer {
             sessions: Mutex::new(HashMap::new()),
         });
         let per_ip = cfg.max_connections_per_ip;
+        let cors = cors_layer(&cfg.cors_allowed_origins);
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let (done_tx, done_rx) = std::sync::mpsc::channel();
@@ -109,8 +110,12 @@ impl WhipServer {
                 tokio::spawn(close_revoked_sessions(endpoint.clone()));
                 let app = Router::new()
                     .route("/whip", post(publish).options(options))
-                    .route("/whip/session/{id}", delete(end).patch(no_trickle))
+                    .route("/whip/session/{id}", delete(end).patch(no_trickle).options(session_options))
                     .with_state(endpoint);
+                let app = match cors {
+                    Some(cors) => app.layer(cors),
+                    None => app,
+                };
                 let listener = match tokio::net::TcpListener::from_std(listener) {
                     Ok(l) => l,
                     Err(e) => return tracing::error!("whip: {e}"),
@@ -291,6 +296,53 @@ async fn close_revoked_sessions(ep: Arc<Endpoint>) {
 
 async fn options() -> Response {
     (StatusCode::NO_CONTENT, [("accept-post", "application/sdp")]).into_response()
+}
+
+async fn session_options() -> Response {
+    let mut resp = StatusCode::NO_CONTENT.into_response();
+    resp.headers_mut().insert(header::ALLOW, header::HeaderValue::from_static("DELETE, OPTIONS"));
+    resp
+}
+
+/// Checks one configured CORS origin: `*` alone, or `scheme://host[:port]` (what a
+/// browser sends in `Origin`: no path, no trailing slash).
+pub fn check_origin(origin: &str, count: usize) -> Result<(), &'static str> {
+    if origin == "*" {
+        return if count == 1 { Ok(()) } else { Err("must be the only entry") };
+    }
+    let Some((scheme, rest)) = origin.split_once("://") else { return Err("is not scheme://host[:port]") };
+    if !matches!(scheme, "http" | "https") {
+        return Err("must be http:// or https://");
+    }
+    if rest.is_empty() || rest.contains(['/', '?', '#', ' ', '@']) {
+        return Err("must be scheme://host[:port], with no path, query or user");
+    }
+    axum::http::HeaderValue::from_str(origin).map(drop).map_err(|_| "is not a valid header value")
+}
+
+/// Browsers on other origins may publish when the operator names those origins: the
+/// preflight is answered (POST, DELETE, PATCH; the Authorization and Content-Type
+/// headers), and every response exposes `Location` (the session URL the page must
+/// DELETE) and the other WHIP headers.
+fn cors_layer(origins: &[String]) -> Option<tower_http::cors::CorsLayer> {
+    use axum::http::{HeaderName, Method};
+    use tower_http::cors::{AllowOrigin, CorsLayer};
+    if origins.is_empty() {
+        return None;
+    }
+    let allow = if origins.iter().any(|o| o == "*") {
+        AllowOrigin::any()
+    } else {
+        AllowOrigin::list(origins.iter().filter_map(|o| header::HeaderValue::from_str(o).ok()))
+    };
+    Some(
+        CorsLayer::new()
+            .allow_origin(allow)
+            .allow_methods([Method::POST, Method::DELETE, Method::PATCH, Method::OPTIONS])
+            .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE, header::IF_MATCH])
+            .expose_headers([header::LOCATION, header::ETAG, header::LINK, HeaderName::from_static("accept-patch")])
+            .max_age(std::time::Duration::from_secs(600)),
+    )
 }
 
 async fn no_trickle() -> Response {

@@ -10,12 +10,14 @@
 //! - [`supervisor`]: the worker's side: start, feed, watch, restart with backoff.
 //! - [`jail`]: the child's default-deny seccomp policy, per source kind.
 //! - `feed`: the pushed-FLV queue to a child, bounded in tags and bytes.
-//! - `webrtc`: WHIP publishes answered by `webrtcbin` inside the child.
+//! - `webrtc`: WHIP publishes answered by `webrtcbin` inside the child;
+//!   `feedback`: what the answer gives the publisher (transport-cc, RTCP pace, PLI).
 //! - [`candidates`]: which of a WHIP offer's ICE candidates the worker may contact.
 
 pub mod candidates;
 pub mod child;
 mod feed;
+mod feedback;
 pub mod jail;
 pub mod protocol;
 pub mod supervisor;

@@ -11,6 +11,7 @@
 
 use super::candidates::{self, DroppedCounts};
 use super::child::{Failure, fail};
+use super::feedback;
 use crate::ingest::whip::MAX_LINE_BYTES;
 use gstreamer as gst;
 use gstreamer::glib;
@@ -110,6 +111,7 @@ pub(super) fn answer(
     if videos == 0 {
         return Err(fail("offer")("the offer has no video".into()));
     }
+    let preferences = feedback::video_preferences(&sdp);
     let offer = gst_webrtc::WebRTCSessionDescription::new(gst_webrtc::WebRTCSDPType::Offer, sdp);
     // webrtcbin refusing the remote description is the offer's fault, not ours.
     await_promise("set-remote-description", deadline, |p| {
@@ -117,12 +119,15 @@ pub(super) fn answer(
     })
     .map_err(|(kind, reason)| (if kind == "whip" { "offer".into() } else { kind }, reason))?;
     refuse_audio(webrtc);
+    feedback::prefer(webrtc, &preferences);
+    feedback::report_often(webrtc);
     let reply = await_promise("create-answer", deadline, |p| {
         webrtc.emit_by_name::<()>("create-answer", &[&None::<gst::Structure>, p]);
     })?;
     let answer = reply
         .and_then(|s| s.get::<gst_webrtc::WebRTCSessionDescription>("answer").ok())
         .ok_or_else(|| fail("whip")("webrtcbin made no answer".into()))?;
+    let answer = feedback::pli_only(&answer);
     await_promise("set-local-description", deadline, |p| {
         webrtc.emit_by_name::<()>("set-local-description", &[&answer, p]);
     })?;
