@@ -241,3 +241,30 @@ fn a_decode_child_that_cannot_read_its_input_fails_instead_of_ending() {
     let _ = child.kill();
     let _ = child.wait();
 }
+
+#[test]
+fn bench_streams_quick_runs_to_a_well_formed_report() {
+    // The smoke run of the streams benchmark (real worker, real publishers, a banked
+    // injection): it must complete and report every figure; speed is not judged here.
+    let dir = tempfile::tempdir().unwrap();
+    let out_path = dir.path().join("report.json");
+    let out = vigil(&["bench", "streams", "--quick", "--out", out_path.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(table.contains("| mode | streams | coverage") && table.contains("| keyframes |"), "{table}");
+    let report: Value = serde_json::from_str(&std::fs::read_to_string(&out_path).unwrap()).unwrap();
+    assert!(report["machine"]["cores"].as_u64().unwrap() >= 1);
+    let level = &report["levels"][0];
+    assert_eq!((level["mode"].as_str(), level["streams"].as_u64()), (Some("keyframes"), Some(2)));
+    let coverage = level["coverage"].as_f64().unwrap();
+    assert!((0.0..=1.0).contains(&coverage) && level["samples_due"].as_f64().unwrap() > 0.0, "{level}");
+    assert!(level["cpu_secs_per_video_sec"].as_f64().unwrap() > 0.0, "{level}");
+    assert!(level["pss_mib_per_stream"].as_f64().unwrap() > 0.0, "{level}");
+    for half in ["all", "high_motion", "calm_with_face"] {
+        assert!(level[half]["frames"].as_u64().unwrap() > 0, "{half}: {level}");
+    }
+    let latency = &report["latency"][0];
+    assert_eq!(latency["injections"], 2);
+    assert_eq!(latency["interrupted"].as_u64().unwrap() + latency["missed"].as_u64().unwrap(), 2, "{latency}");
+    assert!(latency["interrupted"].as_u64().unwrap() >= 1, "a banked frame on air is interrupted: {latency}");
+}

@@ -5,6 +5,7 @@ mod decode;
 mod hash;
 mod infer;
 mod robustness;
+mod streams;
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -23,6 +24,10 @@ pub enum BenchCommand {
     /// Decode cost per stream: full decode against keyframe-only on the same 720p30
     /// input, through the real decode child.
     Decode(decode::DecodeBenchArgs),
+    /// Live streams one worker holds per sampling mode (pushed 720p30 over RTMP, a
+    /// stated content mix), CPU and memory per stream, and banked frame → interrupt
+    /// latency.
+    Streams(streams::StreamsBenchArgs),
 }
 
 pub fn run(cmd: BenchCommand, config: &crate::config::VigilConfig) -> anyhow::Result<ExitCode> {
@@ -31,6 +36,7 @@ pub fn run(cmd: BenchCommand, config: &crate::config::VigilConfig) -> anyhow::Re
         BenchCommand::Robustness(args) => robustness::run(args, &config.infer.cache_dir()),
         BenchCommand::Infer(args) => infer::run(args, config),
         BenchCommand::Decode(args) => decode::run(args),
+        BenchCommand::Streams(args) => streams::run(args),
     }
 }
 

@@ -1,0 +1,546 @@
+//! `vigil bench streams`: how many live streams one worker holds, and how fast a banked
+//! frame on a pushed stream becomes an interrupt.
+//!
+//! For each sampling mode and stream count, a fresh `vigil run` (this executable, the
+//! embedded default config plus an RTMP listener and a bank) takes N pushed 720p30
+//! H.264 streams (GOP 2 s, 2.5 Mbit/s) over loopback, replayed in real time by
+//! `ffmpeg -re -c copy` from pre-encoded clips so the publishers cost little. The content
+//! mix is fixed and stated: even-numbered streams are high-motion (a test pattern under
+//! temporal noise, no faces), odd ones a slow zoom over a benign photo with a face.
+//! Measured over a window after warm-up: coverage (samples analysed / due), CPU-s per
+//! second of video (the worker and its decode children, from /proc), PSS per stream,
+//! sample age at decision, near-duplicate skips. A count is held when coverage is at
+//! least 99% and no sample was dropped.
+//!
+//! Latency: a stream shows a calm clip, then a banked image from a known second (a
+//! keyframe there); the time from that second on air to the interrupt line is measured
+//! once per injection, alongside the load of the smallest count.
+
+use anyhow::{Context, bail};
+use serde_json::{Value, json};
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitCode, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+#[derive(clap::Args)]
+pub struct StreamsBenchArgs {
+    /// Stream counts to try, ascending; the largest held in real time is reported.
+    #[arg(long, value_delimiter = ',', default_values_t = [8usize, 16, 32, 48])]
+    streams: Vec<usize>,
+    /// Sampling modes to run (keyframes, adaptive, fixed).
+    #[arg(long, value_delimiter = ',', default_values_t = ["keyframes".to_string(), "adaptive".to_string(), "fixed".to_string()])]
+    modes: Vec<String>,
+    /// Seconds each count is measured (after a warm-up of a third of it, at least 5 s).
+    #[arg(long, default_value_t = 20)]
+    secs: u64,
+    /// Banked-frame injections per mode, for the latency to the interrupt.
+    #[arg(long, default_value_t = 20)]
+    injections: usize,
+    /// Where the JSON report goes.
+    #[arg(long, default_value = "bench-streams.json")]
+    out: PathBuf,
+    /// A smoke run: 2 streams, keyframes only, 8 s, 2 injections (checks the run, not speed).
+    #[arg(long)]
+    quick: bool,
+}
+
+/// Seconds into the injection clip at which the banked image goes on air.
+const INJECT_AT_SECS: f64 = 3.0;
+/// A publisher's key: the stream is `rtmp/live/NAME`.
+fn key(name: &str) -> String {
+    format!("{name}-bench-key")
+}
+
+pub fn run(mut args: StreamsBenchArgs) -> anyhow::Result<ExitCode> {
+    if args.quick {
+        (args.streams, args.modes, args.secs, args.injections) = (vec![2], vec!["keyframes".into()], 8, 2);
+    }
+    anyhow::ensure!(!args.streams.is_empty() && !args.modes.is_empty(), "nothing to run");
+    for m in &args.modes {
+        anyhow::ensure!(["keyframes", "adaptive", "fixed"].contains(&m.as_str()), "unknown mode {m:?}");
+    }
+    let dir = tempfile::tempdir()?;
+    let cache = crate::config::VigilConfig::load(None)?.infer.cache_dir();
+    let photo = cache.join("testdata/astronaut.png");
+    let banked = cache.join("testdata/skimage/coffee.png");
+    for p in [&photo, &banked] {
+        anyhow::ensure!(p.exists(), "{} is missing: run make setup", p.display());
+    }
+    let clip_secs = args.secs + args.secs / 3 + 10;
+    eprintln!("bench streams: encoding the clips ({clip_secs} s each)");
+    let motion = encode(
+        dir.path(),
+        "motion",
+        &["-f", "lavfi", "-i", "testsrc2=size=1280x720:rate=30"],
+        "noise=alls=25:allf=t",
+        clip_secs,
+    )?;
+    let calm = encode(
+        dir.path(),
+        "calm",
+        &["-loop", "1", "-framerate", "30", "-i", photo.to_str().unwrap_or_default()],
+        "scale=1920:1080,zoompan=z='1+0.0008*on':x='iw/2-(iw/zoom/2)':y='ih/2-(ih/zoom/2)':d=1:s=1280x720:fps=30",
+        clip_secs,
+    )?;
+    let inject = encode_injection(dir.path(), &photo, &banked)?;
+    let bank = dir.path().join("bank.txt");
+    std::fs::write(&bank, format!("{}\n", pdq_of(&banked)?))?;
+
+    let mut levels = Vec::new();
+    let mut latencies = Vec::new();
+    for mode in &args.modes {
+        for &n in &args.streams {
+            eprintln!("bench streams: {mode}, {n} streams, {} s", args.secs);
+            let level = measure(mode, n, &args, &motion, &calm, &bank, dir.path())?;
+            eprintln!("  {}", level_line(&level));
+            let held = level["held"].as_bool().unwrap_or(false);
+            levels.push(level);
+            if !held {
+                break;
+            }
+        }
+        eprintln!("bench streams: {mode}, {} injections", args.injections);
+        latencies.push(latency(mode, args.streams[0], &args, &motion, &calm, &inject, &bank, dir.path())?);
+    }
+    let report = json!({
+        "machine": machine(),
+        "content": "even streams: testsrc2 under temporal noise (no faces); odd: slow zoom over the astronaut photo (a face); 1280x720 30 fps, GOP 2 s, 2.5 Mbit/s, ffmpeg -re -c copy over loopback RTMP",
+        "levels": levels,
+        "latency": latencies,
+    });
+    print_table(&report);
+    std::fs::write(&args.out, serde_json::to_string_pretty(&report)?)
+        .with_context(|| format!("writing {}", args.out.display()))?;
+    eprintln!("bench streams: report in {}", args.out.display());
+    Ok(ExitCode::SUCCESS)
+}
+
+fn machine() -> Value {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo").ok().and_then(|c| {
+        c.lines().find(|l| l.starts_with("model name")).map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
+    });
+    json!({ "cpu": cpu, "cores": std::thread::available_parallelism().map_or(1, |n| n.get()) })
+}
+
+fn ffmpeg(args: &[&str]) -> anyhow::Result<()> {
+    let out = Command::new("ffmpeg").args(["-v", "error", "-y"]).args(args).output().context("ffmpeg (make setup)")?;
+    if !out.status.success() {
+        bail!("ffmpeg {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(())
+}
+
+const H264: [&str; 16] = [
+    "-c:v",
+    "libx264",
+    "-preset",
+    "veryfast",
+    "-pix_fmt",
+    "yuv420p",
+    "-g",
+    "60",
+    "-keyint_min",
+    "60",
+    "-sc_threshold",
+    "0",
+    "-b:v",
+    "2500k",
+    "-maxrate",
+    "2500k",
+];
+
+fn encode(dir: &Path, name: &str, input: &[&str], filter: &str, secs: u64) -> anyhow::Result<PathBuf> {
+    let out = dir.join(format!("{name}.flv"));
+    let secs = secs.to_string();
+    let mut a: Vec<&str> = input.to_vec();
+    a.extend(["-vf", filter, "-r", "30", "-t", &secs, "-bufsize", "5000k"]);
+    a.extend(H264);
+    a.extend(["-f", "flv", out.to_str().unwrap_or_default()]);
+    ffmpeg(&a)?;
+    Ok(out)
+}
+
+/// The calm photo for INJECT_AT_SECS, then the banked image (a keyframe at the switch).
+fn encode_injection(dir: &Path, photo: &Path, banked: &Path) -> anyhow::Result<PathBuf> {
+    let out = dir.join("inject.flv");
+    let at = format!("{INJECT_AT_SECS}");
+    let graph = "[0]scale=1280:720,setsar=1[a];[1]scale=1280:720,setsar=1[b];[a][b]concat=n=2:v=1[v]";
+    let mut a = vec!["-loop", "1", "-framerate", "30", "-t", &at, "-i", photo.to_str().unwrap_or_default()];
+    a.extend(["-loop", "1", "-framerate", "30", "-t", "6", "-i", banked.to_str().unwrap_or_default()]);
+    a.extend(["-filter_complex", graph, "-map", "[v]", "-r", "30", "-force_key_frames", &at, "-bufsize", "5000k"]);
+    a.extend(H264);
+    a.extend(["-f", "flv", out.to_str().unwrap_or_default()]);
+    ffmpeg(&a)?;
+    Ok(out)
+}
+
+fn pdq_of(image: &Path) -> anyhow::Result<String> {
+    let out = Command::new(std::env::current_exe()?).arg("hash").arg(image).output()?;
+    let line = String::from_utf8_lossy(&out.stdout);
+    let v: Value = serde_json::from_str(line.lines().next().unwrap_or("")).context("vigil hash output")?;
+    v["pdq"].as_str().map(str::to_string).context("no pdq in vigil hash output")
+}
+
+/// A running worker: its process, its stdout lines (with arrival times), its addresses.
+struct Worker {
+    child: Child,
+    lines: Arc<Mutex<Vec<(Instant, Value)>>>,
+    admin: String,
+    rtmp: String,
+}
+
+impl Worker {
+    fn start(mode: &str, names: &[String], bank: &Path, dir: &Path) -> anyhow::Result<Worker> {
+        let keys: String = names.iter().map(|n| format!("{n} = \"{}\"\n", key(n))).collect();
+        let config = format!(
+            "[media]\nsampling = \"{mode}\"\nsample_fps = 1.0\n\
+             [hash]\n[[hash.banks]]\nname = \"bench\"\npath = \"{}\"\naction = \"interrupt\"\n\
+             [infer]\ncapacity_streams = 10000\n\
+             [ingest]\ncut_direct_publishers = false\n\
+             [ingest.rtmp]\nlisten = \"127.0.0.1:0\"\nmax_connections_per_ip = 1000\n\
+             [ingest.rtmp.stream_keys]\n{keys}\
+             [admin]\nlisten = \"127.0.0.1:0\"\n",
+            bank.display()
+        );
+        let path = dir.join(format!("worker-{mode}-{}.toml", names.len()));
+        std::fs::write(&path, config)?;
+        let mut child = Command::new(std::env::current_exe()?)
+            .arg("--config")
+            .arg(&path)
+            .arg("run")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()?;
+        let stdout = child.stdout.take().context("worker stdout")?;
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let sink = lines.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Ok(v) = serde_json::from_str::<Value>(&line) {
+                    sink.lock().unwrap_or_else(|p| p.into_inner()).push((Instant::now(), v));
+                }
+            }
+        });
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            let listening = lines
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .iter()
+                .find(|(_, v)| v["event"] == "listening")
+                .map(|(_, v)| v.clone());
+            if let Some(v) = listening {
+                let (admin, rtmp) = (v["admin"].as_str(), v["rtmp"].as_str());
+                return Ok(Worker {
+                    child,
+                    lines,
+                    admin: admin.unwrap_or_default().to_string(),
+                    rtmp: rtmp.unwrap_or_default().to_string(),
+                });
+            }
+            if let Some(status) = child.try_wait()? {
+                bail!("the worker exited at start ({status}); run `vigil --config {} run` to see why", path.display());
+            }
+            anyhow::ensure!(Instant::now() < deadline, "the worker did not start in 120 s");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    fn publish(&self, name: &str, clip: &Path, looped: bool) -> anyhow::Result<Child> {
+        let url = format!("rtmp://{}/live/{}", self.rtmp, key(name));
+        let mut cmd = Command::new("ffmpeg");
+        cmd.args(["-v", "error", "-re"]);
+        if looped {
+            cmd.args(["-stream_loop", "-1"]);
+        }
+        Ok(cmd.arg("-i").arg(clip).args(["-c", "copy", "-f", "flv", &url]).stdin(Stdio::null()).spawn()?)
+    }
+
+    /// A counter or gauge from `/metrics` (summed over its label sets).
+    fn metric(&self, name: &str) -> f64 {
+        http_get(&self.admin, "/metrics")
+            .lines()
+            .filter(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    }
+
+    /// CPU seconds of the worker and its decode children (living and reaped).
+    fn cpu_secs(&self) -> f64 {
+        let pid = self.child.id();
+        let mut total = proc_cpu(pid, true);
+        if let Ok(children) = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")) {
+            total +=
+                children.split_whitespace().filter_map(|c| c.parse().ok()).map(|c| proc_cpu(c, false)).sum::<f64>();
+        }
+        total
+    }
+
+    /// PSS of the worker and its children, in MiB.
+    fn pss_mib(&self) -> f64 {
+        let pid = self.child.id();
+        let mut pids = vec![pid];
+        if let Ok(children) = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")) {
+            pids.extend(children.split_whitespace().filter_map(|c| c.parse::<u32>().ok()));
+        }
+        let pss = |p: u32| -> f64 {
+            std::fs::read_to_string(format!("/proc/{p}/smaps_rollup"))
+                .ok()
+                .and_then(|s| {
+                    s.lines().find(|l| l.starts_with("Pss:")).and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+                })
+                .unwrap_or(0.0)
+        };
+        pids.into_iter().map(pss).sum::<f64>() / 1024.0
+    }
+
+    fn records_since(&self, since: Instant) -> Vec<(Instant, Value)> {
+        self.lines.lock().unwrap_or_else(|p| p.into_inner()).iter().filter(|(t, _)| *t >= since).cloned().collect()
+    }
+
+    fn stop(mut self) {
+        let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// utime + stime (+ the reaped children's, for the worker), in seconds.
+fn proc_cpu(pid: u32, with_reaped: bool) -> f64 {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { return 0.0 };
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or_default();
+    let f: Vec<f64> = rest.split_whitespace().map(|v| v.parse().unwrap_or(0.0)).collect();
+    let at = |i: usize| f.get(i).copied().unwrap_or(0.0);
+    let ticks = if with_reaped { at(11) + at(12) + at(13) + at(14) } else { at(11) + at(12) };
+    ticks / rustix::param::clock_ticks_per_second() as f64
+}
+
+fn http_get(addr: &str, path: &str) -> String {
+    use std::io::{Read, Write};
+    let Ok(mut s) = std::net::TcpStream::connect(addr) else { return String::new() };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(10)));
+    let _ = write!(s, "GET {path} HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n");
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    out.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default()
+}
+
+fn percentile(values: &mut [f64], p: f64) -> Option<f64> {
+    if values.is_empty() {
+        return None;
+    }
+    values.sort_by(|a, b| a.total_cmp(b));
+    Some(values[((p / 100.0) * (values.len() - 1) as f64).round() as usize])
+}
+
+fn ages(records: &[(Instant, Value)], streams: &[String]) -> Value {
+    let mut a: Vec<f64> = records
+        .iter()
+        .filter(|(_, r)| r["type"] == "frame" && streams.iter().any(|s| r["stream"] == format!("rtmp/live/{s}")))
+        .filter_map(|(_, r)| r["age_ms"].as_f64())
+        .collect();
+    let frames = a.len();
+    json!({ "frames": frames, "age_ms_p50": percentile(&mut a, 50.0), "age_ms_p95": percentile(&mut a, 95.0), "age_ms_max": percentile(&mut a, 100.0) })
+}
+
+/// One (mode, count) level.
+fn measure(
+    mode: &str,
+    n: usize,
+    args: &StreamsBenchArgs,
+    motion: &Path,
+    calm: &Path,
+    bank: &Path,
+    dir: &Path,
+) -> anyhow::Result<Value> {
+    let names: Vec<String> = (0..n).map(|i| format!("s{i}")).collect();
+    let w = Worker::start(mode, &names, bank, dir)?;
+    let mut publishers = Vec::new();
+    for (i, name) in names.iter().enumerate() {
+        publishers.push(w.publish(name, if i % 2 == 0 { motion } else { calm }, true)?);
+    }
+    std::thread::sleep(Duration::from_secs((args.secs / 3).max(5)));
+    let (due0, done0, skip0, cpu0, t0) = (
+        w.metric("vigil_samples_due_total"),
+        w.metric("vigil_samples_analysed_total"),
+        w.metric("vigil_hash_near_duplicate_skips_total"),
+        w.cpu_secs(),
+        Instant::now(),
+    );
+    let dropped0 = w.metric("vigil_media_frames_dropped_total");
+    std::thread::sleep(Duration::from_secs(args.secs));
+    let elapsed = t0.elapsed().as_secs_f64();
+    let (due, done, skips) = (
+        w.metric("vigil_samples_due_total") - due0,
+        w.metric("vigil_samples_analysed_total") - done0,
+        w.metric("vigil_hash_near_duplicate_skips_total") - skip0,
+    );
+    let dropped = w.metric("vigil_media_frames_dropped_total") - dropped0;
+    let cpu = w.cpu_secs() - cpu0;
+    let pss = w.pss_mib();
+    let records = w.records_since(t0);
+    for mut p in publishers {
+        let _ = p.kill();
+        let _ = p.wait();
+    }
+    w.stop();
+    let coverage = if due > 0.0 { done / due } else { 0.0 };
+    let video_secs = elapsed * n as f64;
+    let even: Vec<String> = names.iter().step_by(2).cloned().collect();
+    let odd: Vec<String> = names.iter().skip(1).step_by(2).cloned().collect();
+    Ok(json!({
+        "mode": mode,
+        "streams": n,
+        "window_secs": elapsed,
+        "samples_due": due,
+        "samples_analysed": done,
+        "coverage": coverage,
+        "frames_dropped": dropped,
+        "held": coverage >= 0.99 && dropped == 0.0 && due > 0.0,
+        "cpu_secs_per_video_sec": cpu / video_secs,
+        "streams_per_core_at_this_load": if cpu > 0.0 { video_secs / cpu } else { 0.0 },
+        "pss_mib_per_stream": pss / n as f64,
+        "near_duplicate_skip_rate": if due > 0.0 { skips / due } else { 0.0 },
+        "all": ages(&records, &names),
+        "high_motion": ages(&records, &even),
+        "calm_with_face": ages(&records, &odd),
+    }))
+}
+
+/// Injections one after another, beside `load` streams: banked image on air → interrupt.
+#[allow(clippy::too_many_arguments)]
+fn latency(
+    mode: &str,
+    load: usize,
+    args: &StreamsBenchArgs,
+    motion: &Path,
+    calm: &Path,
+    inject: &Path,
+    bank: &Path,
+    dir: &Path,
+) -> anyhow::Result<Value> {
+    let mut names: Vec<String> = (0..load).map(|i| format!("s{i}")).collect();
+    names.extend((0..args.injections).map(|i| format!("inj{i}")));
+    let w = Worker::start(mode, &names, bank, dir)?;
+    let mut publishers = Vec::new();
+    for (i, name) in names.iter().take(load).enumerate() {
+        publishers.push(w.publish(name, if i % 2 == 0 { motion } else { calm }, true)?);
+    }
+    let mut waits = Vec::new();
+    let mut missed = 0;
+    for i in 0..args.injections {
+        let name = format!("inj{i}");
+        let started = Instant::now();
+        let mut p = w.publish(&name, inject, false)?;
+        let on_air = started + Duration::from_secs_f64(INJECT_AT_SECS);
+        let stream = format!("rtmp/live/{name}");
+        let deadline = started + Duration::from_secs(20);
+        let hit = loop {
+            let found = w
+                .records_since(started)
+                .into_iter()
+                .find(|(_, r)| r["type"] == "interrupt" && r["stream_id"] == stream.as_str())
+                .map(|(t, _)| t);
+            if found.is_some() || Instant::now() > deadline {
+                break found;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let _ = p.kill();
+        let _ = p.wait();
+        match hit {
+            Some(t) => waits.push(t.saturating_duration_since(on_air).as_secs_f64() * 1000.0),
+            None => {
+                missed += 1;
+                let seen: Vec<String> = w
+                    .records_since(started)
+                    .into_iter()
+                    .filter(|(_, r)| r["stream"] == stream.as_str())
+                    .map(|(_, r)| format!("{} {}", r["type"], r["event"]))
+                    .collect();
+                eprintln!("bench streams: no interrupt for {stream} within 20 s; its records: {seen:?}");
+            }
+        }
+    }
+    for mut p in publishers {
+        let _ = p.kill();
+        let _ = p.wait();
+    }
+    w.stop();
+    let n = waits.len();
+    Ok(json!({
+        "mode": mode,
+        "ingest": "push (RTMP to the worker)",
+        "load_streams": load,
+        "injections": args.injections,
+        "interrupted": n,
+        "missed": missed,
+        "ms_p50": percentile(&mut waits, 50.0),
+        "ms_p95": percentile(&mut waits, 95.0),
+        "ms_max": percentile(&mut waits, 100.0),
+    }))
+}
+
+fn level_line(l: &Value) -> String {
+    format!(
+        "{:>9} {:>3} streams: coverage {:>6.2}%  {:.4} CPU-s/video-s  {:>5.1} streams/core  {:>5.0} MiB/stream  age p50 {} ms p95 {} ms  {}",
+        l["mode"].as_str().unwrap_or(""),
+        l["streams"],
+        l["coverage"].as_f64().unwrap_or(0.0) * 100.0,
+        l["cpu_secs_per_video_sec"].as_f64().unwrap_or(0.0),
+        l["streams_per_core_at_this_load"].as_f64().unwrap_or(0.0),
+        l["pss_mib_per_stream"].as_f64().unwrap_or(0.0),
+        l["all"]["age_ms_p50"],
+        l["all"]["age_ms_p95"],
+        if l["held"].as_bool() == Some(true) { "held" } else { "NOT held" },
+    )
+}
+
+fn print_table(report: &Value) {
+    println!(
+        "| mode | streams | coverage | CPU-s per video-s | streams/core | PSS MiB/stream | skip rate | age p50/p95 ms (motion / calm) | held |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|");
+    for l in report["levels"].as_array().into_iter().flatten() {
+        println!(
+            "| {} | {} | {:.2}% | {:.4} | {:.1} | {:.0} | {:.0}% | {}/{} / {}/{} | {} |",
+            l["mode"].as_str().unwrap_or(""),
+            l["streams"],
+            l["coverage"].as_f64().unwrap_or(0.0) * 100.0,
+            l["cpu_secs_per_video_sec"].as_f64().unwrap_or(0.0),
+            l["streams_per_core_at_this_load"].as_f64().unwrap_or(0.0),
+            l["pss_mib_per_stream"].as_f64().unwrap_or(0.0),
+            l["near_duplicate_skip_rate"].as_f64().unwrap_or(0.0) * 100.0,
+            l["high_motion"]["age_ms_p50"],
+            l["high_motion"]["age_ms_p95"],
+            l["calm_with_face"]["age_ms_p50"],
+            l["calm_with_face"]["age_ms_p95"],
+            if l["held"].as_bool() == Some(true) { "yes" } else { "no" },
+        );
+    }
+    println!();
+    println!("| mode | ingest | load | injections | interrupted | p50 ms | p95 ms | max ms |");
+    println!("|---|---|---|---|---|---|---|---|");
+    for l in report["latency"].as_array().into_iter().flatten() {
+        println!(
+            "| {} | {} | {} | {} | {} | {} | {} | {} |",
+            l["mode"].as_str().unwrap_or(""),
+            l["ingest"].as_str().unwrap_or(""),
+            l["load_streams"],
+            l["injections"],
+            l["interrupted"],
+            l["ms_p50"].as_f64().map_or("-".into(), |v| format!("{v:.0}")),
+            l["ms_p95"].as_f64().map_or("-".into(), |v| format!("{v:.0}")),
+            l["ms_max"].as_f64().map_or("-".into(), |v| format!("{v:.0}")),
+        );
+    }
+}
