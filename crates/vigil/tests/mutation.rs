@@ -86,6 +86,22 @@ fn child_media() -> SampleConfig {
     m
 }
 
+/// The child's exit status, or `None` (and the child killed) if it is still running
+/// `CHILD_TIMEOUT` after `started`.
+fn exit_within_timeout(child: &mut std::process::Child, started: Instant) -> Option<std::process::ExitStatus> {
+    loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            return Some(s);
+        }
+        if started.elapsed() > CHILD_TIMEOUT {
+            let _ = child.kill();
+            let _ = child.wait();
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
 /// Runs one decode child on `file` to its end; returns (outcome, frames).
 fn run_child(file: &Path, tally: &Mutex<Tally>) {
     let spec = ChildSpec { source: ChildSource::Uri(format!("file://{}", file.display())), media: child_media() };
@@ -108,18 +124,7 @@ fn run_child(file: &Path, tally: &Mutex<Tally>) {
         }
         (frames, last_event, error)
     });
-    let started = Instant::now();
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break Some(s);
-        }
-        if started.elapsed() > CHILD_TIMEOUT {
-            let _ = child.kill();
-            let _ = child.wait();
-            break None;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    };
+    let status = exit_within_timeout(&mut child, Instant::now());
     let _ = child.stdin.take().map(|mut s| s.flush());
     let (frames, event, error) = reader.join().unwrap();
     let mut t = tally.lock().unwrap();
@@ -351,17 +356,7 @@ fn run_offer(ns: &str, offer: Vec<u8>, tally: &Mutex<OfferTally>) {
             std::thread::sleep(Duration::from_millis(10));
         }
         drop(stdin);
-        let status = loop {
-            if let Some(s) = child.try_wait().unwrap() {
-                break Some(s);
-            }
-            if started.elapsed() > CHILD_TIMEOUT {
-                let _ = child.kill();
-                let _ = child.wait();
-                break None;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        };
+        let status = exit_within_timeout(&mut child, started);
         let event = if reader.is_finished() { reader.join().unwrap() } else { Ok(None) };
         (status, event)
     });
