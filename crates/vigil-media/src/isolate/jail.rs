@@ -101,9 +101,8 @@ const ALWAYS: &[i64] = &[
     libc::SYS_mbind,
     libc::SYS_memfd_create,
     libc::SYS_membarrier,
-    // Threads (a new process could do nothing: exec is refused).
-    libc::SYS_clone,
-    libc::SYS_clone3,
+    // Threads (a new process could do nothing: exec is refused); clone and clone3 are
+    // below, without namespaces.
     libc::SYS_futex,
     libc::SYS_set_robust_list,
     libc::SYS_get_robust_list,
@@ -220,6 +219,10 @@ const OWN_PID_SYSCALLS: &[i64] = &[
 
 type Rules = BTreeMap<i64, Vec<SeccompRule>>;
 
+/// clone's namespace flags (CLONE_NEWNS, NEWCGROUP, NEWUTS, NEWIPC, NEWUSER, NEWPID,
+/// NEWNET): a thread never needs them, and `unshare` is refused already.
+const CLONE_NEW_NAMESPACES: u64 = 0x7E02_0000;
+
 fn cond(arg: u8, op: SeccompCmpOp, value: u64) -> Result<SeccompCondition, String> {
     SeccompCondition::new(arg, SeccompCmpArgLen::Dword, op, value).map_err(|e| e.to_string())
 }
@@ -237,6 +240,11 @@ fn rules(network: Network) -> Result<Rules, String> {
     for &call in SIGNAL_SYSCALLS {
         rules.insert(call, vec![rule(vec![cond(0, Eq, own_pid)])?]);
     }
+    // New threads, never in new namespaces. clone3 passes its flags in memory, where
+    // seccomp cannot look: the filter of `install` answers it ENOSYS, and the C library
+    // then creates the thread with clone, whose flags are checked here.
+    rules.insert(libc::SYS_clone, vec![rule(vec![cond(0, MaskedEq(CLONE_NEW_NAMESPACES), 0)])?]);
+    rules.insert(libc::SYS_clone3, Vec::new());
     for &call in OWN_PID_SYSCALLS {
         rules.insert(call, vec![rule(vec![cond(0, Eq, 0)])?, rule(vec![cond(0, Eq, own_pid)])?]);
     }
@@ -280,11 +288,21 @@ fn rules(network: Network) -> Result<Rules, String> {
 /// Installs the policy for `network` on every thread of the calling process.
 pub fn install(network: Network) -> Result<(), String> {
     let arch = std::env::consts::ARCH.try_into().map_err(|e: seccompiler::BackendError| e.to_string())?;
-    let filter =
-        SeccompFilter::new(rules(network)?, SeccompAction::Errno(libc::EPERM as u32), SeccompAction::Allow, arch)
-            .map_err(|e| e.to_string())?;
-    let program: BpfProgram = filter.try_into().map_err(|e: seccompiler::BackendError| e.to_string())?;
-    seccompiler::apply_filter_all_threads(&program).map_err(|e| e.to_string())
+    let build = |rules: Rules, mismatch, matched| -> Result<BpfProgram, String> {
+        let filter = SeccompFilter::new(rules, mismatch, matched, arch).map_err(|e| e.to_string())?;
+        filter.try_into().map_err(|e: seccompiler::BackendError| e.to_string())
+    };
+    // Two filters; the kernel applies the strictest answer of the two. The first only
+    // answers clone3 "not implemented" (so threads are made with clone, whose flags
+    // the second checks); the second is the allowlist.
+    let no_clone3 = build(
+        [(libc::SYS_clone3, Vec::new())].into(),
+        SeccompAction::Allow,
+        SeccompAction::Errno(libc::ENOSYS as u32),
+    )?;
+    let allowlist = build(rules(network)?, SeccompAction::Errno(libc::EPERM as u32), SeccompAction::Allow)?;
+    seccompiler::apply_filter_all_threads(&no_clone3).map_err(|e| e.to_string())?;
+    seccompiler::apply_filter_all_threads(&allowlist).map_err(|e| e.to_string())
 }
 
 /// Started as root: moves into a new user namespace, where this process keeps its
@@ -379,6 +397,8 @@ fn attempts(worker: rustix::process::Pid, kind: Network) -> Vec<ProbeResult> {
             false,
             sock(AddressFamily::NETLINK, SocketType::RAW, Protocol::from_raw(9.try_into().expect("nonzero")).into()),
         ),
+        // clone3 is answered ENOSYS; the C library must fall back to clone for threads.
+        outcome("thread (clone3, then clone)", true, std::thread::Builder::new().spawn(|| ()).map(|h| h.join())),
         outcome(
             "socketpair(unix)",
             true,
@@ -447,6 +467,7 @@ mod tests {
             ] {
                 assert!(!rules.contains_key(&call), "{kind:?} allows {call}");
             }
+            assert_eq!(rules[&libc::SYS_clone].len(), 1, "clone only without namespace flags");
         }
     }
 }
