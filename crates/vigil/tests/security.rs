@@ -310,6 +310,9 @@ fn a_malformed_revocation_list_stops_the_worker_at_start_naming_the_line() {
     assert!(text.contains("ingest.revoked_keys_file") && text.contains("line 2"), "{text}");
 }
 
+/// The error number of a call the seccomp policy refuses.
+const EPERM: i64 = 1;
+
 #[test]
 fn a_decode_child_taken_over_cannot_reach_the_worker_or_the_host() {
     // The probe confines itself exactly as a decode child of each source kind, then
@@ -329,7 +332,7 @@ fn a_decode_child_taken_over_cannot_reach_the_worker_or_the_host() {
             // which the kernel refuses (EACCES): the worker is not dumpable and the
             // child holds no capability over it.
             if r["allowed"] == false && !call.contains("/mem") {
-                assert_eq!(r["errno"], libc_eperm(), "{kind}: {call} must be refused by the policy: {r}");
+                assert_eq!(r["errno"], EPERM, "{kind}: {call} must be refused by the policy: {r}");
             }
         }
         for expected in ["execve", "kill(worker, 0)", "pidfd_open(worker)", "socket(packet)", "socket(raw icmp)"] {
@@ -337,8 +340,4 @@ fn a_decode_child_taken_over_cannot_reach_the_worker_or_the_host() {
         }
         assert!(out.status.success(), "{kind}: {stdout}");
     }
-}
-
-fn libc_eperm() -> i64 {
-    1
 }
