@@ -127,7 +127,7 @@ pub(super) fn answer(
     let answer = reply
         .and_then(|s| s.get::<gst_webrtc::WebRTCSessionDescription>("answer").ok())
         .ok_or_else(|| fail("whip")("webrtcbin made no answer".into()))?;
-    let answer = feedback::pli_only(&answer);
+    let answer = feedback::shape_answer(&answer);
     await_promise("set-local-description", deadline, |p| {
         webrtc.emit_by_name::<()>("set-local-description", &[&answer, p]);
     })?;
