@@ -154,7 +154,7 @@ fn start_at_source_rate(media: &mut gst_sdp::SDPMediaRef) {
                 let _ = media.replace_attribute(i, gst_sdp::SDPAttribute::new("fmtp", Some(&value)));
             }
             None => {
-                let _ = media.add_attribute("fmtp", Some(&format!("{pt} {param}")));
+                media.add_attribute("fmtp", Some(&format!("{pt} {param}")));
             }
         }
     }
