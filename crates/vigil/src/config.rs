@@ -8,7 +8,7 @@ use toml::{Table, Value};
 
 pub const EMBEDDED_DEFAULT: &str = include_str!("../../../config/vigil.toml");
 const ENV_PREFIX: &str = "VIGIL__";
-const SECTIONS: [&str; 8] = ["media", "ingest", "hash", "infer", "fusion", "sink", "admin", "actuate"];
+const SECTIONS: [&str; 9] = ["media", "ingest", "hash", "infer", "fusion", "sink", "admin", "actuate", "fleet"];
 
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct VigilConfig {
@@ -23,6 +23,8 @@ pub struct VigilConfig {
     pub admin: crate::worker::AdminConfig,
     /// Only `vigil actuate` reads it.
     pub actuate: Option<vigil_sink::actuate::ActuateConfig>,
+    /// Only `vigil run` reads it: pulled streams shared with a consumer group.
+    pub fleet: Option<crate::worker::FleetConfig>,
 }
 
 /// All that is wrong with a configuration, one line per mistake.
@@ -72,6 +74,7 @@ impl VigilConfig {
         section(&table, "fusion", &mut cfg.fusion, &mut errors);
         section(&table, "sink", &mut cfg.sink, &mut errors);
         section(&table, "actuate", &mut cfg.actuate, &mut errors);
+        section(&table, "fleet", &mut cfg.fleet, &mut errors);
         errors.extend(cfg.validate());
         if errors.is_empty() { Ok(cfg) } else { Err(fail(errors)) }
     }
@@ -97,6 +100,9 @@ impl VigilConfig {
         e.extend(self.sink.validate("sink"));
         if let Some(a) = &self.actuate {
             e.extend(a.validate("actuate"));
+        }
+        if let Some(f) = &self.fleet {
+            e.extend(f.validate("fleet", self.sink.kafka.is_some()));
         }
         e
     }

@@ -47,6 +47,16 @@ static REFUSED: LazyLock<prometheus::IntCounterVec> = LazyLock::new(|| {
     .expect("valid metric")
 });
 
+/// 1 while `/readyz` answers ready, refreshed every second.
+pub static READY: LazyLock<prometheus::IntGauge> = LazyLock::new(|| {
+    prometheus::IntGauge::new("vigil_worker_ready", "1 when the worker is ready (warm, not draining, below capacity)")
+        .expect("valid metric")
+});
+/// 1 once a drain started.
+pub static DRAINING: LazyLock<prometheus::IntGauge> = LazyLock::new(|| {
+    prometheus::IntGauge::new("vigil_worker_draining", "1 once the worker is draining").expect("valid metric")
+});
+
 /// Counts (and logs, at debug: a scanner must not flood the log) a refused request.
 pub fn refused(why: &'static str) {
     REFUSED.with_label_values(&[why]).inc();
@@ -62,6 +72,8 @@ pub struct AdminAddrs {
 /// Binds `listen` (and `control_listen`, when set) and serves until the process ends.
 pub fn start(listen: &str, control_listen: Option<&str>, state: Arc<AdminState>) -> anyhow::Result<AdminAddrs> {
     state.registry.register(Box::new(REFUSED.clone()))?;
+    state.registry.register(Box::new(READY.clone()))?;
+    state.registry.register(Box::new(DRAINING.clone()))?;
     if !state.token.is_set() {
         tracing::warn!("no admin token configured: /streams and /admin/* answer 403");
     }
@@ -80,6 +92,7 @@ pub fn start(listen: &str, control_listen: Option<&str>, state: Arc<AdminState>)
     std::thread::Builder::new().name("vigil-admin".into()).spawn(move || {
         runtime.block_on(async move {
             tokio::spawn(watch_signals(state.shutdown.clone()));
+            tokio::spawn(publish_readiness(state.clone()));
             let open = Router::new()
                 .route("/healthz", get(|| async { "ok\n" }))
                 .route("/readyz", get(ready))
@@ -90,6 +103,8 @@ pub fn start(listen: &str, control_listen: Option<&str>, state: Arc<AdminState>)
                 .route("/admin/banks/reload", post(reload_banks))
                 .route("/admin/banks/{name}/accept-shrink", post(accept_shrink))
                 .route("/admin/drain", post(drain))
+                .route("/admin/streams", post(start_stream))
+                .route("/admin/streams/{*id}", axum::routing::delete(stop_stream))
                 .route_layer(axum::middleware::from_fn_with_state(state.token.clone(), require_token))
                 .with_state(state);
             match control_listener {
@@ -126,9 +141,10 @@ async fn watch_signals(shutdown: Arc<AtomicBool>) {
     shutdown.store(true, Relaxed);
 }
 
-/// Ready when not draining and every bank loaded (models were warmed up before the
-/// server started: a worker whose models fail to load never becomes ready).
-async fn ready(State(s): State<Arc<AdminState>>) -> impl IntoResponse {
+/// Why the worker is not ready now (none: ready). Ready means warm (models loaded and
+/// run once before the server started), not draining, below capacity, every bank
+/// loaded, and the Kafka producer healthy with room in its spool.
+fn not_ready(s: &AdminState) -> Vec<String> {
     let mut reasons: Vec<String> = s.not_ready.iter().cloned().collect();
     if s.streams.as_ref().is_some_and(|st| st.draining.load(Relaxed)) || s.shutdown.load(Relaxed) {
         reasons.push("draining".to_string());
@@ -140,6 +156,11 @@ async fn ready(State(s): State<Arc<AdminState>>) -> impl IntoResponse {
         }
     }
     reasons.extend(s.sink_health.iter().flat_map(vigil_sink::KafkaHealth::not_ready));
+    reasons
+}
+
+async fn ready(State(s): State<Arc<AdminState>>) -> impl IntoResponse {
+    let reasons = not_ready(&s);
     let code = if reasons.is_empty() { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     (
         code,
@@ -147,6 +168,18 @@ async fn ready(State(s): State<Arc<AdminState>>) -> impl IntoResponse {
             json!({"ready": reasons.is_empty(), "reasons": reasons, "streams": s.streams.as_ref().map_or(0, |st| st.len())}),
         ),
     )
+}
+
+/// Keeps `vigil_worker_ready` current, probed or not (alerting rules read it).
+async fn publish_readiness(s: Arc<AdminState>) {
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+    loop {
+        tick.tick().await;
+        let state = s.clone();
+        if let Ok(reasons) = tokio::task::spawn_blocking(move || not_ready(&state)).await {
+            READY.set(i64::from(reasons.is_empty()));
+        }
+    }
 }
 
 async fn metrics(State(s): State<Arc<AdminState>>) -> impl IntoResponse {
@@ -190,4 +223,52 @@ async fn accept_shrink(State(s): State<Arc<AdminState>>, Path(name): Path<String
 async fn drain(State(s): State<Arc<AdminState>>) -> impl IntoResponse {
     s.shutdown.store(true, Relaxed);
     (StatusCode::ACCEPTED, Json(json!({"draining": true})))
+}
+
+/// `POST /admin/streams` with `{"stream_id", "source_url", "account_id"?}`: pulls one
+/// stream on this worker, by hand (the same checks as a fleet lifecycle event).
+async fn start_stream(State(s): State<Arc<AdminState>>, body: axum::body::Bytes) -> impl IntoResponse {
+    let Some(streams) = s.streams.clone() else {
+        return (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"error": "the worker has no pipeline"})));
+    };
+    let mut event: serde_json::Value = match serde_json::from_slice(&body) {
+        Ok(v) => v,
+        Err(e) => return (StatusCode::BAD_REQUEST, Json(json!({"error": format!("not JSON: {e}")}))),
+    };
+    if let Some(o) = event.as_object_mut() {
+        o.insert("event".into(), json!("start"));
+    }
+    let (id, wanted) = match super::fleet::parse_event(None, Some(event.to_string().as_bytes())) {
+        Ok((id, Some(w))) => (id, w),
+        Ok((_, None)) => unreachable!("a start event"),
+        Err(reason) => return (StatusCode::BAD_REQUEST, Json(json!({"error": reason}))),
+    };
+    let shown = vigil_core::redact::uri(&wanted.uri);
+    let started = tokio::task::spawn_blocking(move || {
+        streams.start(&id, vigil_media::isolate::ChildSource::Uri(wanted.uri), shown, wanted.account_id).map(|_| id)
+    })
+    .await;
+    use super::streams::StartError;
+    match started {
+        Ok(Ok(id)) => (StatusCode::CREATED, Json(json!({"started": id}))),
+        Ok(Err(e @ StartError::AlreadyLive(_))) => (StatusCode::CONFLICT, Json(json!({"error": e.to_string()}))),
+        Ok(Err(e @ (StartError::Draining | StartError::Full(_) | StartError::AtCapacity(_)))) => {
+            (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"error": e.to_string()})))
+        }
+        Ok(Err(e)) => (StatusCode::INTERNAL_SERVER_ERROR, Json(json!({"error": e.to_string()}))),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, Json(json!({"error": e.to_string()}))),
+    }
+}
+
+/// `DELETE /admin/streams/{id}`: stops one stream on this worker, by hand.
+async fn stop_stream(State(s): State<Arc<AdminState>>, Path(id): Path<String>) -> impl IntoResponse {
+    let Some(streams) = s.streams.clone() else {
+        return (StatusCode::NOT_FOUND, Json(json!({"error": "no such stream"})));
+    };
+    let reason = "stopped by an operator (admin API)";
+    match tokio::task::spawn_blocking(move || streams.stop(&id, reason).then_some(id)).await {
+        Ok(Some(id)) => (StatusCode::OK, Json(json!({"stopped": id}))),
+        Ok(None) => (StatusCode::NOT_FOUND, Json(json!({"error": "no such stream"}))),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, Json(json!({"error": e.to_string()}))),
+    }
 }

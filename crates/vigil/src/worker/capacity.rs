@@ -30,6 +30,18 @@ pub static INFERENCE_UTILIZATION: LazyLock<prometheus::Gauge> = LazyLock::new(||
         .expect("valid metric")
 });
 
+pub static CAPACITY_HELD: LazyLock<prometheus::Gauge> = LazyLock::new(|| {
+    prometheus::Gauge::new("vigil_capacity_streams_held", "Streams this worker analyses now, in the same units")
+        .expect("valid metric")
+});
+pub static CAPACITY_USED: LazyLock<prometheus::Gauge> = LazyLock::new(|| {
+    prometheus::Gauge::new(
+        "vigil_capacity_used_ratio",
+        "Streams held over streams it can hold: the autoscaling signal (not Kafka lag: a stream worker has no backlog)",
+    )
+    .expect("valid metric")
+});
+
 struct Measured {
     at: Instant,
     busy: Duration,
@@ -99,7 +111,10 @@ impl Capacity {
         (m.at, m.busy, m.frames, m.due) = (Instant::now(), busy, frames, due);
         INFERENCE_UTILIZATION.set(m.utilization);
         drop(m);
-        CAPACITY_STREAMS.set(self.streams() as f64);
+        let capacity = self.streams();
+        CAPACITY_STREAMS.set(capacity as f64);
+        CAPACITY_HELD.set(streams_held as f64);
+        CAPACITY_USED.set(streams_held as f64 / capacity.max(1) as f64);
     }
 
     /// Streams this worker can analyse.

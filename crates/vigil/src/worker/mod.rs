@@ -7,12 +7,16 @@
 //! - [`streams`]: admission, per-stream supervisor + analysis thread, adaptive sampling.
 //! - [`delivery`]: the single writer to stdout and Kafka.
 //! - [`admin`]: the admin HTTP server and signal handling.
+//! - [`fleet`]: pulled streams shared across workers through a Kafka consumer group.
 
 mod admin;
 mod auth;
 mod capacity;
 mod delivery;
+mod fleet;
 mod streams;
+
+pub use fleet::FleetConfig;
 
 use crate::config::VigilConfig;
 use anyhow::Context;
@@ -45,11 +49,21 @@ pub struct AdminConfig {
     /// The environment variable holding the admin bearer token.
     #[serde(default = "default_token_env")]
     pub token_env: String,
+    /// A drain (SIGTERM, `POST /admin/drain`) finishes within this: hand-off, samples
+    /// in flight, the sink's flush. Set the pod's termination grace period above it.
+    #[serde(default = "default_drain_deadline")]
+    pub drain_deadline_secs: u64,
 }
 
 impl Default for AdminConfig {
     fn default() -> Self {
-        Self { listen: default_admin_listen(), control_listen: None, token_file: None, token_env: default_token_env() }
+        Self {
+            listen: default_admin_listen(),
+            control_listen: None,
+            token_file: None,
+            token_env: default_token_env(),
+            drain_deadline_secs: default_drain_deadline(),
+        }
     }
 }
 
@@ -59,6 +73,10 @@ fn default_admin_listen() -> String {
 
 fn default_token_env() -> String {
     "VIGIL_ADMIN_TOKEN".into()
+}
+
+fn default_drain_deadline() -> u64 {
+    60
 }
 
 impl AdminConfig {
@@ -77,6 +95,9 @@ impl AdminConfig {
         }
         if self.token_env.is_empty() {
             errors.push(format!("{prefix}.token_env: must name an environment variable"));
+        }
+        if !(5..=3600).contains(&self.drain_deadline_secs) {
+            errors.push(format!("{prefix}.drain_deadline_secs: {} is not within 5..=3600", self.drain_deadline_secs));
         }
         errors
     }
@@ -137,6 +158,9 @@ pub fn run(config: Option<&Path>, args: RunArgs) -> anyhow::Result<ExitCode> {
     registry.register(Box::new(streams::SAMPLES_ANALYSED.clone()))?;
     registry.register(Box::new(capacity::CAPACITY_STREAMS.clone()))?;
     registry.register(Box::new(capacity::INFERENCE_UTILIZATION.clone()))?;
+    registry.register(Box::new(capacity::CAPACITY_HELD.clone()))?;
+    registry.register(Box::new(capacity::CAPACITY_USED.clone()))?;
+    fleet::register(&registry)?;
     let shutdown = Arc::new(AtomicBool::new(false));
     let token = cfg.admin.token().context("admin token")?;
 
@@ -178,8 +202,9 @@ pub fn run(config: Option<&Path>, args: RunArgs) -> anyhow::Result<ExitCode> {
     let sink_health = kafka.as_ref().map(vigil_sink::KafkaSink::health);
     let (sink_tx, sink_thread) = delivery::start(kafka)?;
 
+    let worker_id = args.worker_id.clone().unwrap_or_else(crate::output::host_name);
     let context = AlertContext {
-        worker_id: args.worker_id.clone().unwrap_or_else(crate::output::host_name),
+        worker_id: worker_id.clone(),
         account_id: None,
         session_id: None,
         models: models.iter().map(|m| ModelRef { name: m.name.clone(), version: m.version.clone() }).collect(),
@@ -268,6 +293,12 @@ pub fn run(config: Option<&Path>, args: RunArgs) -> anyhow::Result<ExitCode> {
         }
     };
     start_pulls(pulls, &mut deferred);
+    let fleet = match (&cfg.fleet, &cfg.sink.kafka) {
+        (Some(f), Some(k)) => {
+            Some(fleet::Fleet::start(f, k, &worker_id, streams.clone()).context("joining the fleet's consumer group")?)
+        }
+        _ => None,
+    };
 
     let mut ticks = 0u64;
     while !shutdown.load(Relaxed) {
@@ -287,16 +318,59 @@ pub fn run(config: Option<&Path>, args: RunArgs) -> anyhow::Result<ExitCode> {
             break;
         }
     }
-    if let Some(r) = rtmp.as_mut() {
-        r.stop();
-    }
-    if let Some(w) = whip.as_mut() {
-        w.stop();
-    }
-    streams.drain();
-    let _ = sink_tx.send(delivery::SinkMsg::Last(serde_json::json!({"type": "worker", "event": "stopped"})));
+    drain(Drain { streams: &streams, fleet, rtmp: rtmp.as_mut(), whip: whip.as_mut(), sink: &sink_tx }, &cfg.admin);
     drop(streams);
     drop(sink_tx);
+    let flushing = std::time::Instant::now();
     let _ = sink_thread.join();
+    tracing::info!("drain: sink flushed in {:?}", flushing.elapsed());
     Ok(ExitCode::SUCCESS)
+}
+
+/// What a drain takes down, in order.
+struct Drain<'a> {
+    streams: &'a Arc<streams::Streams>,
+    fleet: Option<fleet::Fleet>,
+    rtmp: Option<&'a mut RtmpServer>,
+    whip: Option<&'a mut WhipServer>,
+    sink: &'a std::sync::mpsc::SyncSender<delivery::SinkMsg>,
+}
+
+/// The graceful stop, in the order that loses no coverage: not ready and admitting
+/// nothing; out of the fleet's group so that pulled streams move, run out their
+/// hand-off; direct publishers closed with a reason (the platform re-publishes
+/// elsewhere); samples in flight analysed; then the sink flushes (after this returns).
+/// Each phase and its duration goes into the worker's `drained` lifecycle record.
+fn drain(d: Drain<'_>, admin: &AdminConfig) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(admin.drain_deadline_secs);
+    let mut phases = Vec::new();
+    let mut since = std::time::Instant::now();
+    let mut done = |phase: &str, since: &mut std::time::Instant| {
+        phases.push(serde_json::json!({"phase": phase, "ms": since.elapsed().as_millis() as u64}));
+        tracing::info!("drain: {phase} in {:?}", since.elapsed());
+        *since = std::time::Instant::now();
+    };
+    d.streams.draining.store(true, Relaxed);
+    admin::DRAINING.set(1);
+    done("not_ready", &mut since);
+    if let Some(f) = &d.fleet {
+        f.leave_and_hand_off(deadline);
+    }
+    drop(d.fleet);
+    done("left_group", &mut since);
+    if let Some(r) = d.rtmp {
+        r.stop();
+    }
+    if let Some(w) = d.whip {
+        w.stop();
+    }
+    done("publishers_closed", &mut since);
+    let unfinished = d.streams.drain_until(deadline);
+    done("samples_analysed", &mut since);
+    let _ = d.sink.send(delivery::SinkMsg::Last(serde_json::json!({
+        "type": "worker",
+        "event": "stopped",
+        "drain": phases,
+        "unfinished_streams": unfinished,
+    })));
 }

@@ -194,25 +194,48 @@ impl Streams {
         self.deps.capacity.tick(self.len());
     }
 
+    /// Stops one stream for `reason`: its decoder stops, and what it already sampled is
+    /// still analysed before its analysis ends. False when it is not live here.
+    pub fn stop(&self, id: &str, reason: &str) -> bool {
+        let handle = self.lock().get(id).map(|e| e.handle.clone());
+        match handle {
+            Some(h) => {
+                // The supervisor joins its thread: not under the streams' lock.
+                h.stop_because(reason.to_string());
+                true
+            }
+            None => false,
+        }
+    }
+
     fn finished(&self, id: &str) {
         // The analysis thread removes its own entry; its JoinHandle is simply dropped.
         self.lock().remove(id);
     }
 
     /// Graceful stop: no new streams, every decode child stopped, every frame already
-    /// sampled analysed, then the analysis threads joined.
-    pub fn drain(&self) {
+    /// sampled analysed, then the analysis threads joined, waiting until `deadline` at
+    /// most; returns the streams whose analysis had not finished by then.
+    pub fn drain_until(&self, deadline: Instant) -> Vec<String> {
         self.draining.store(true, Relaxed);
-        let entries: Vec<(Arc<StreamHandle>, Option<std::thread::JoinHandle<()>>)> =
-            self.lock().values_mut().map(|e| (e.handle.clone(), e.analysis.take())).collect();
-        for (handle, _) in &entries {
+        let entries: Vec<(String, Arc<StreamHandle>, Option<std::thread::JoinHandle<()>>)> =
+            self.lock().iter_mut().map(|(id, e)| (id.clone(), e.handle.clone(), e.analysis.take())).collect();
+        for (_, handle, _) in &entries {
             handle.stop();
         }
-        for (_, thread) in entries {
-            if let Some(t) = thread {
+        let mut unfinished = Vec::new();
+        for (id, _, thread) in entries {
+            let Some(t) = thread else { continue };
+            while !t.is_finished() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            if t.is_finished() {
                 let _ = t.join();
+            } else {
+                unfinished.push(id);
             }
         }
+        unfinished
     }
 }
 

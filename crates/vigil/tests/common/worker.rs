@@ -87,6 +87,13 @@ impl Worker {
         self.child.id()
     }
 
+    pub fn stderr_path(&self) -> std::path::PathBuf {
+        let keep = std::env::temp_dir().join(format!("vigil-stderr-{}.log", self.child.id()));
+        let _ = std::fs::remove_file(&keep);
+        let _ = std::fs::hard_link(self.dir.path().join("stderr.log"), &keep);
+        keep
+    }
+
     pub fn stderr(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("stderr.log")).unwrap_or_default()
     }

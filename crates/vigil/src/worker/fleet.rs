@@ -1,0 +1,681 @@
+//! Pulled streams shared across a fleet of workers through a Kafka consumer group.
+//!
+//! The lifecycle topic is the desired state: `start` and `stop` events keyed by stream
+//! id (a compacted topic keeps the last one per stream). Workers in one group share its
+//! partitions, and a worker runs the streams whose last event in its partitions is a
+//! `start`. Nothing is committed: on every assignment the worker reads the partition
+//! from its beginning up to the end it had then, and only then starts what is live, so
+//! a stream started long ago is picked up by whoever owns its partition now.
+//!
+//! - Cooperative-sticky assignment: a rebalance moves only the partitions that change
+//!   owner (rust-rdkafka's rebalance callback uses `incremental_assign` for it).
+//! - Static membership: `group.instance.id` is the worker's id (a StatefulSet pod's
+//!   name), so a restart does not reshuffle; a dead worker's partitions move after
+//!   `session_timeout_secs`.
+//! - Make-before-break: a worker that starts a fleet stream says so on the owners
+//!   topic (a claim: stream id, owner). A revoked stream keeps running until another
+//!   worker's claim for it appears there (`handoff_secs` at most, when no worker takes
+//!   it), so coverage never depends on how fast a broker rebalances.
+//! - Drain: the worker unsubscribes, which (unlike closing, for a static member) sends
+//!   LeaveGroup, so its partitions move at once; its streams then run out the hand-off.
+
+use super::streams::{StartError, Streams};
+use rdkafka::ClientContext;
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
+use rdkafka::message::Message;
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::{Arc, LazyLock, Mutex};
+use std::time::{Duration, Instant};
+use vigil_media::isolate::ChildSource;
+
+/// `[fleet]`: share pulled streams with the other workers of a consumer group. Uses the
+/// cluster (and security settings) of `[sink.kafka]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FleetConfig {
+    #[serde(default = "default_topic")]
+    pub lifecycle_topic: String,
+    /// Where workers claim the streams they start (hand-off confirmation).
+    #[serde(default = "default_owners_topic")]
+    pub owners_topic: String,
+    #[serde(default = "default_group")]
+    pub group_id: String,
+    /// Static membership id; default: the worker id (the host name, which is the pod
+    /// name in a StatefulSet).
+    #[serde(default)]
+    pub instance_id: Option<String>,
+    /// A worker silent this long has its streams moved to the others.
+    #[serde(default = "default_session_timeout")]
+    pub session_timeout_secs: u64,
+    /// A stream whose partition moved keeps running until its new owner claims it, this
+    /// long at most: make-before-break.
+    #[serde(default = "default_handoff")]
+    pub handoff_secs: u64,
+}
+
+fn default_topic() -> String {
+    "vigil.streams.lifecycle".into()
+}
+fn default_owners_topic() -> String {
+    "vigil.streams.owners".into()
+}
+fn default_group() -> String {
+    "vigil-workers".into()
+}
+fn default_session_timeout() -> u64 {
+    10
+}
+fn default_handoff() -> u64 {
+    30
+}
+
+impl FleetConfig {
+    pub fn validate(&self, prefix: &str, has_kafka: bool) -> Vec<String> {
+        let mut e = Vec::new();
+        if !has_kafka {
+            e.push(format!("{prefix}: needs [sink.kafka] (the fleet shares its cluster)"));
+        }
+        let topic_ok = |t: &str| {
+            !t.is_empty() && t.len() <= 249 && t.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
+        };
+        for (key, topic) in [("lifecycle_topic", &self.lifecycle_topic), ("owners_topic", &self.owners_topic)] {
+            if !topic_ok(topic) {
+                e.push(format!("{prefix}.{key}: {topic:?} is not a valid topic name"));
+            }
+        }
+        if self.lifecycle_topic == self.owners_topic {
+            e.push(format!("{prefix}.owners_topic: must differ from lifecycle_topic"));
+        }
+        if self.group_id.trim().is_empty() {
+            e.push(format!("{prefix}.group_id: must not be empty"));
+        }
+        if self.instance_id.as_deref().is_some_and(|i| i.trim().is_empty()) {
+            e.push(format!("{prefix}.instance_id: must not be empty (leave it out for the host name)"));
+        }
+        if !(6..=300).contains(&self.session_timeout_secs) {
+            e.push(format!("{prefix}.session_timeout_secs: {} is not within 6..=300", self.session_timeout_secs));
+        }
+        if self.handoff_secs > 120 {
+            e.push(format!("{prefix}.handoff_secs: {} is over 120", self.handoff_secs));
+        }
+        e
+    }
+}
+
+/// One event on the lifecycle topic.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LifecycleEvent {
+    pub event: String,
+    pub stream_id: String,
+    #[serde(default)]
+    pub source_url: Option<String>,
+    #[serde(default)]
+    pub account_id: Option<String>,
+    #[serde(default)]
+    pub session_id: Option<String>,
+}
+
+/// A stream the lifecycle topic says should run.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Wanted {
+    pub uri: String,
+    pub account_id: Option<String>,
+}
+
+/// Largest lifecycle message read; anything bigger is refused unread.
+const MAX_EVENT_BYTES: usize = 16 << 10;
+
+/// Parses and checks one message: what it asks for, or why it is refused (a metric
+/// label, so a fixed word).
+pub fn parse_event(key: Option<&[u8]>, payload: Option<&[u8]>) -> Result<(String, Option<Wanted>), &'static str> {
+    let payload = payload.ok_or("empty")?;
+    if payload.len() > MAX_EVENT_BYTES {
+        return Err("too_large");
+    }
+    let e: LifecycleEvent = serde_json::from_slice(payload).map_err(|_| "malformed")?;
+    if !valid_stream_id(&e.stream_id) {
+        return Err("bad_stream_id");
+    }
+    if key.is_some_and(|k| k != e.stream_id.as_bytes()) {
+        // Keyed otherwise, it would sit in another stream's partition history.
+        return Err("key_mismatch");
+    }
+    for id in [&e.account_id, &e.session_id].into_iter().flatten() {
+        if id.len() > 256 || id.chars().any(char::is_control) {
+            return Err("bad_platform_id");
+        }
+    }
+    match e.event.as_str() {
+        "stop" => Ok((e.stream_id, None)),
+        "start" => {
+            let url = e.source_url.ok_or("no_source_url")?;
+            let uri = pull_uri(&url).ok_or("bad_source_url")?;
+            Ok((e.stream_id, Some(Wanted { uri, account_id: e.account_id })))
+        }
+        _ => Err("unknown_event"),
+    }
+}
+
+/// A stream id a fleet may use: short, printable, and not one of the names the worker
+/// gives its own publishers (`rtmp/…`, `whip/…`).
+pub fn valid_stream_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 200
+        && !id.starts_with("rtmp/")
+        && !id.starts_with("whip/")
+        && !id.split('/').any(|part| part.is_empty() || part == "." || part == "..")
+        && id.chars().all(|c| c.is_ascii_alphanumeric() || "._-:/@".contains(c))
+}
+
+/// A source a worker may pull for a fleet: network stream URLs only (a file path in a
+/// Kafka message would let a producer make the worker read its disk).
+pub fn pull_uri(url: &str) -> Option<String> {
+    const SCHEMES: [&str; 6] = ["rtmp://", "rtmps://", "rtsp://", "rtsps://", "srt://", "https://"];
+    let ok = url.len() <= 2048
+        && !url.chars().any(|c| c.is_control() || c.is_whitespace())
+        && (SCHEMES.iter().any(|s| url.starts_with(s)) || (url.starts_with("http://") && url.contains(".m3u8")));
+    ok.then(|| url.to_string())
+}
+
+struct PartitionState {
+    /// Stream id → what its last event wants (`None`: stopped).
+    desired: BTreeMap<String, Option<Wanted>>,
+    /// The end of the partition at assignment: reading up to it replays the history.
+    end: Option<i64>,
+    next: i64,
+    caught_up: bool,
+}
+
+/// Rebalances seen in the consumer's callback, handled after `poll` returns.
+#[derive(Default)]
+struct FleetContext {
+    events: Mutex<Vec<(bool, Vec<i32>)>>,
+}
+
+impl ClientContext for FleetContext {}
+
+impl ConsumerContext for FleetContext {
+    fn post_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        let (assigned, tpl) = match rebalance {
+            Rebalance::Assign(tpl) => (true, tpl),
+            Rebalance::Revoke(tpl) => (false, tpl),
+            Rebalance::Error(e) => {
+                tracing::warn!("fleet: rebalance error: {e}");
+                return;
+            }
+        };
+        let parts = tpl.elements().iter().map(|e| e.partition()).collect();
+        REBALANCES.with_label_values(&[if assigned { "assign" } else { "revoke" }]).inc();
+        self.events.lock().unwrap_or_else(|p| p.into_inner()).push((assigned, parts));
+    }
+}
+
+/// The fleet member's thread; `leave` starts the hand-off, dropping it stops.
+pub struct Fleet {
+    leave: Arc<AtomicBool>,
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+    /// Set once this worker has left the group and its streams ran out their hand-off.
+    handed_off: Arc<AtomicBool>,
+}
+
+impl Fleet {
+    pub fn start(
+        cfg: &FleetConfig,
+        kafka: &vigil_sink::KafkaConfig,
+        worker_id: &str,
+        streams: Arc<Streams>,
+    ) -> anyhow::Result<Fleet> {
+        let instance = cfg.instance_id.clone().unwrap_or_else(|| worker_id.to_string());
+        let mut client = kafka.consumer_config(&cfg.group_id).map_err(anyhow::Error::msg)?;
+        let session_ms = cfg.session_timeout_secs * 1000;
+        client
+            .set("group.instance.id", &instance)
+            .set("partition.assignment.strategy", "cooperative-sticky")
+            .set("session.timeout.ms", session_ms.to_string())
+            .set("heartbeat.interval.ms", (session_ms / 5).to_string())
+            .set("auto.offset.reset", "earliest")
+            .set("enable.auto.offset.store", "false");
+        let consumer: BaseConsumer<FleetContext> = client.create_with_context(FleetContext::default())?;
+        consumer.subscribe(&[&cfg.lifecycle_topic])?;
+        let claims = Claims::open(cfg, kafka, &instance)?;
+        let (leave, stop, handed_off) =
+            (Arc::new(AtomicBool::new(false)), Arc::new(AtomicBool::new(false)), Arc::new(AtomicBool::new(false)));
+        let mut member = Member {
+            consumer,
+            topic: cfg.lifecycle_topic.clone(),
+            handoff: Duration::from_secs(cfg.handoff_secs),
+            streams,
+            partitions: HashMap::new(),
+            owned: HashMap::new(),
+            waiting: BTreeMap::new(),
+            stopping: HashMap::new(),
+            claims,
+        };
+        let (l, s, h) = (leave.clone(), stop.clone(), handed_off.clone());
+        let thread = std::thread::Builder::new().name("vigil-fleet".into()).spawn(move || {
+            tracing::info!(instance, "fleet: joined the group");
+            member.run(&l, &s, &h);
+        })?;
+        Ok(Fleet { leave, stop, thread: Some(thread), handed_off })
+    }
+
+    /// Leaves the group (partitions move to the other workers at once) and lets this
+    /// worker's fleet streams go after the hand-off. Returns once they are stopped, or at
+    /// `deadline`.
+    pub fn leave_and_hand_off(&self, deadline: Instant) {
+        self.leave.store(true, Relaxed);
+        while !self.handed_off.load(Relaxed) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Fleet {
+    fn drop(&mut self) {
+        self.stop.store(true, Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+struct Member {
+    consumer: BaseConsumer<FleetContext>,
+    topic: String,
+    handoff: Duration,
+    streams: Arc<Streams>,
+    partitions: HashMap<i32, PartitionState>,
+    /// Streams this member started → their partition.
+    owned: HashMap<String, i32>,
+    /// Streams due here that the worker could not take yet (at capacity), retried.
+    waiting: BTreeMap<String, (i32, Wanted)>,
+    /// Streams let go, stopped once their new owner holds them (make-before-break).
+    stopping: HashMap<String, Stopping>,
+    claims: Claims,
+}
+
+struct Stopping {
+    since: Instant,
+    give_up: Instant,
+}
+
+/// The owners topic: claims this worker makes, and those other workers make.
+struct Claims {
+    me: String,
+    topic: String,
+    producer: rdkafka::producer::BaseProducer,
+    /// Reads every partition from its end at start (no group): only new claims matter.
+    reader: Option<BaseConsumer>,
+    /// Stream → when another worker's claim for it was last read.
+    seen: HashMap<String, Instant>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Claim {
+    stream_id: String,
+    owner: String,
+    unix_ms: u64,
+}
+
+impl Claims {
+    fn open(cfg: &FleetConfig, kafka: &vigil_sink::KafkaConfig, instance: &str) -> anyhow::Result<Claims> {
+        let mut pc = kafka.consumer_config("unused").map_err(anyhow::Error::msg)?;
+        for k in ["group.id", "enable.auto.commit", "auto.offset.reset", "session.timeout.ms"] {
+            pc.remove(k);
+        }
+        let producer: rdkafka::producer::BaseProducer = pc.set("linger.ms", "0").create()?;
+        let reader_cfg = kafka.consumer_config(&format!("vigil-claims-{instance}")).map_err(anyhow::Error::msg)?;
+        let reader: BaseConsumer = reader_cfg.create()?;
+        let partitions = reader
+            .fetch_metadata(Some(&cfg.owners_topic), Duration::from_secs(10))
+            .ok()
+            .and_then(|m| m.topics().first().map(|t| t.partitions().len()))
+            .unwrap_or(0);
+        let reader = if partitions == 0 {
+            tracing::warn!(
+                topic = cfg.owners_topic,
+                "fleet: the owners topic is missing: hand-offs wait handoff_secs instead of a claim"
+            );
+            None
+        } else {
+            let mut tpl = rdkafka::TopicPartitionList::new();
+            for p in 0..partitions as i32 {
+                tpl.add_partition_offset(&cfg.owners_topic, p, rdkafka::Offset::End)?;
+            }
+            reader.assign(&tpl)?;
+            Some(reader)
+        };
+        Ok(Claims { me: instance.to_string(), topic: cfg.owners_topic.clone(), producer, reader, seen: HashMap::new() })
+    }
+
+    /// Says on the owners topic that this worker runs `stream` now.
+    fn claim(&self, stream: &str) {
+        let claim = Claim { stream_id: stream.into(), owner: self.me.clone(), unix_ms: crate::output::unix_ms() };
+        let payload = serde_json::to_string(&claim).unwrap_or_default();
+        let record = rdkafka::producer::BaseRecord::to(&self.topic).key(stream).payload(&payload);
+        if let Err((e, _)) = self.producer.send(record) {
+            tracing::warn!(stream, "fleet: claim not sent: {e}");
+        }
+    }
+
+    /// Serves the producer and reads the claims that arrived.
+    fn poll(&mut self) {
+        self.producer.poll(Duration::ZERO);
+        let Some(reader) = &self.reader else { return };
+        while let Some(m) = reader.poll(Duration::ZERO) {
+            let Ok(m) = m else { continue };
+            let Some(claim) = m.payload().and_then(|p| serde_json::from_slice::<Claim>(p).ok()) else { continue };
+            if claim.owner != self.me {
+                self.seen.insert(claim.stream_id, Instant::now());
+            }
+        }
+    }
+
+    /// Another worker claimed `stream` after `since`.
+    fn taken_since(&self, stream: &str, since: Instant) -> bool {
+        self.seen.get(stream).is_some_and(|at| *at >= since)
+    }
+}
+
+impl Member {
+    fn run(&mut self, leave: &AtomicBool, stop: &AtomicBool, handed_off: &AtomicBool) {
+        let mut left = false;
+        let mut last_retry = Instant::now();
+        while !stop.load(Relaxed) {
+            if leave.load(Relaxed) && !left {
+                left = true;
+                // For a static member, unsubscribing (unlike closing) sends LeaveGroup.
+                self.consumer.unsubscribe();
+                let all: Vec<i32> = self.partitions.keys().copied().collect();
+                self.revoke(&all);
+                self.waiting.clear();
+                tracing::info!("fleet: left the group; streams handed off in {:?}", self.handoff);
+            }
+            let message = self.consumer.poll(Duration::from_millis(100)).map(|m| {
+                m.map(|m| (m.partition(), m.offset(), m.key().map(<[u8]>::to_vec), m.payload().map(<[u8]>::to_vec)))
+            });
+            self.handle_rebalances(left);
+            match message {
+                Some(Ok((partition, offset, key, payload))) if !left => {
+                    self.on_message(partition, offset, key.as_deref(), payload.as_deref())
+                }
+                Some(Err(e)) => {
+                    ERRORS.inc();
+                    tracing::warn!("fleet: {e}");
+                }
+                _ => {}
+            }
+            self.check_caught_up();
+            if last_retry.elapsed() >= Duration::from_secs(1) {
+                last_retry = Instant::now();
+                self.retry_waiting();
+            }
+            self.stop_due();
+            if left && self.stopping.is_empty() && self.owned.is_empty() {
+                handed_off.store(true, Relaxed);
+            }
+            OWNED.set(self.owned.len() as i64);
+            PARTITIONS.set(self.partitions.len() as i64);
+        }
+        if !left {
+            // A restart or a kill: no LeaveGroup (static membership keeps the partitions
+            // for `session_timeout_secs`, long enough for a restarted pod to take them back).
+            tracing::info!("fleet: closing without leaving the group");
+        }
+    }
+
+    fn handle_rebalances(&mut self, left: bool) {
+        let events = std::mem::take(&mut *self.consumer.context().events.lock().unwrap_or_else(|p| p.into_inner()));
+        for (assigned, parts) in events {
+            if assigned && !left {
+                tracing::info!(?parts, "fleet: partitions assigned");
+                for p in parts {
+                    self.partitions
+                        .insert(p, PartitionState { desired: BTreeMap::new(), end: None, next: 0, caught_up: false });
+                }
+            } else if !assigned {
+                tracing::info!(?parts, "fleet: partitions revoked");
+                self.revoke(&parts);
+            }
+        }
+    }
+
+    /// Lets go of these partitions' streams after the hand-off.
+    fn revoke(&mut self, parts: &[i32]) {
+        let give_up = Instant::now() + self.handoff;
+        for p in parts {
+            self.partitions.remove(p);
+        }
+        let gone: Vec<String> = self.owned.iter().filter(|(_, p)| parts.contains(p)).map(|(s, _)| s.clone()).collect();
+        for s in gone {
+            self.owned.remove(&s);
+            self.stopping.insert(s, Stopping { since: Instant::now(), give_up });
+        }
+        self.waiting.retain(|_, (p, _)| !parts.contains(p));
+    }
+
+    fn on_message(&mut self, partition: i32, offset: i64, key: Option<&[u8]>, payload: Option<&[u8]>) {
+        let Some(state) = self.partitions.get_mut(&partition) else { return };
+        state.next = offset + 1;
+        let (stream, wanted) = match parse_event(key, payload) {
+            Ok(e) => e,
+            Err(reason) => {
+                REJECTED.with_label_values(&[reason]).inc();
+                tracing::warn!(partition, offset, reason, "fleet: lifecycle event refused");
+                return;
+            }
+        };
+        EVENTS.with_label_values(&[if wanted.is_some() { "start" } else { "stop" }]).inc();
+        state.desired.insert(stream.clone(), wanted.clone());
+        if state.caught_up {
+            self.apply(partition, &stream, wanted);
+        }
+    }
+
+    /// Once a partition's history up to its end at assignment has been read, starts
+    /// what it says is live.
+    fn check_caught_up(&mut self) {
+        let pending: Vec<i32> = self.partitions.iter().filter(|(_, s)| !s.caught_up).map(|(p, _)| *p).collect();
+        for p in pending {
+            let end = match self.partitions[&p].end {
+                Some(end) => end,
+                None => match self.consumer.fetch_watermarks(&self.topic, p, Duration::from_secs(2)) {
+                    Ok((_, high)) => high,
+                    Err(e) => {
+                        tracing::warn!(partition = p, "fleet: cannot read the partition's end: {e}");
+                        continue;
+                    }
+                },
+            };
+            let Some(state) = self.partitions.get_mut(&p) else { continue };
+            state.end = Some(end);
+            if state.next >= end || self.consumer.position().ok().is_some_and(|pos| reached(&pos, &self.topic, p, end))
+            {
+                state.caught_up = true;
+                let live: Vec<(String, Option<Wanted>)> =
+                    state.desired.iter().map(|(s, w)| (s.clone(), w.clone())).collect();
+                tracing::info!(partition = p, streams = live.len(), "fleet: partition history read");
+                for (s, w) in live {
+                    self.apply(p, &s, w);
+                }
+            }
+        }
+    }
+
+    fn apply(&mut self, partition: i32, stream: &str, wanted: Option<Wanted>) {
+        match wanted {
+            Some(w) => {
+                self.stopping.remove(stream);
+                if !self.owned.contains_key(stream) {
+                    self.waiting.insert(stream.to_string(), (partition, w));
+                    self.retry_waiting();
+                }
+            }
+            None => {
+                self.waiting.remove(stream);
+                if self.owned.remove(stream).is_some() {
+                    self.streams.stop(stream, "stopped by its lifecycle event");
+                }
+            }
+        }
+    }
+
+    fn retry_waiting(&mut self) {
+        let waiting = std::mem::take(&mut self.waiting);
+        for (stream, (partition, w)) in waiting {
+            let shown = vigil_core::redact::uri(&w.uri);
+            match self.streams.start(&stream, ChildSource::Uri(w.uri.clone()), shown, w.account_id.clone()) {
+                Ok(_) | Err(StartError::AlreadyLive(_)) => {
+                    self.claims.claim(&stream);
+                    self.owned.insert(stream, partition);
+                }
+                Err(StartError::AtCapacity(_) | StartError::Full(_)) => {
+                    self.waiting.insert(stream, (partition, w));
+                }
+                Err(e) => {
+                    tracing::error!(stream, "fleet: not started: {e}");
+                    self.waiting.insert(stream, (partition, w));
+                }
+            }
+        }
+        WAITING.set(self.waiting.len() as i64);
+    }
+
+    fn stop_due(&mut self) {
+        self.claims.poll();
+        let now = Instant::now();
+        let due: Vec<(String, bool)> = self
+            .stopping
+            .iter()
+            .map(|(id, s)| (id, s, self.claims.taken_since(id, s.since)))
+            .filter(|(_, s, taken)| *taken || s.give_up <= now)
+            .map(|(id, _, taken)| (id.clone(), taken))
+            .collect();
+        for (id, taken) in due {
+            self.stopping.remove(&id);
+            let why = if taken { "handed off to another worker" } else { "no other worker took it in time" };
+            HANDOFFS.with_label_values(&[if taken { "taken" } else { "timed_out" }]).inc();
+            tracing::info!(stream = id, "fleet: let go: {why}");
+            self.streams.stop(&id, why);
+        }
+    }
+}
+
+fn reached(pos: &rdkafka::TopicPartitionList, topic: &str, p: i32, end: i64) -> bool {
+    pos.find_partition(topic, p).and_then(|e| e.offset().to_raw()).is_some_and(|o| o >= end)
+}
+
+static REBALANCES: LazyLock<prometheus::IntCounterVec> = LazyLock::new(|| {
+    prometheus::IntCounterVec::new(
+        prometheus::Opts::new("vigil_fleet_rebalances_total", "Partition assignments and revocations, by kind"),
+        &["kind"],
+    )
+    .expect("valid metric")
+});
+static HANDOFFS: LazyLock<prometheus::IntCounterVec> = LazyLock::new(|| {
+    prometheus::IntCounterVec::new(
+        prometheus::Opts::new(
+            "vigil_fleet_handoffs_total",
+            "Streams let go after a revoke, by whether another member was seen taking them",
+        ),
+        &["outcome"],
+    )
+    .expect("valid metric")
+});
+static EVENTS: LazyLock<prometheus::IntCounterVec> = LazyLock::new(|| {
+    prometheus::IntCounterVec::new(
+        prometheus::Opts::new("vigil_fleet_events_total", "Lifecycle events read from assigned partitions, by event"),
+        &["event"],
+    )
+    .expect("valid metric")
+});
+static REJECTED: LazyLock<prometheus::IntCounterVec> = LazyLock::new(|| {
+    prometheus::IntCounterVec::new(
+        prometheus::Opts::new("vigil_fleet_events_rejected_total", "Lifecycle events refused, by reason"),
+        &["reason"],
+    )
+    .expect("valid metric")
+});
+static ERRORS: LazyLock<prometheus::IntCounter> = LazyLock::new(|| {
+    prometheus::IntCounter::new("vigil_fleet_consumer_errors_total", "Errors the lifecycle consumer reported")
+        .expect("valid metric")
+});
+static OWNED: LazyLock<prometheus::IntGauge> = LazyLock::new(|| {
+    prometheus::IntGauge::new("vigil_fleet_streams_owned", "Fleet streams this worker runs").expect("valid metric")
+});
+static WAITING: LazyLock<prometheus::IntGauge> = LazyLock::new(|| {
+    prometheus::IntGauge::new("vigil_fleet_streams_waiting", "Fleet streams due here that the worker cannot take yet")
+        .expect("valid metric")
+});
+static PARTITIONS: LazyLock<prometheus::IntGauge> = LazyLock::new(|| {
+    prometheus::IntGauge::new("vigil_fleet_partitions_assigned", "Lifecycle partitions this worker owns")
+        .expect("valid metric")
+});
+
+/// Registers the fleet metrics (always: a worker outside a fleet shows them at zero).
+pub fn register(registry: &prometheus::Registry) -> prometheus::Result<()> {
+    registry.register(Box::new(REBALANCES.clone()))?;
+    registry.register(Box::new(EVENTS.clone()))?;
+    registry.register(Box::new(HANDOFFS.clone()))?;
+    registry.register(Box::new(REJECTED.clone()))?;
+    registry.register(Box::new(ERRORS.clone()))?;
+    registry.register(Box::new(OWNED.clone()))?;
+    registry.register(Box::new(WAITING.clone()))?;
+    registry.register(Box::new(PARTITIONS.clone()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_start_event_names_a_network_source() {
+        let e =
+            br#"{"event":"start","stream_id":"live/alice","source_url":"rtmp://origin/live/alice","account_id":"a1"}"#;
+        let (id, w) = parse_event(Some(b"live/alice"), Some(e)).unwrap();
+        assert_eq!(id, "live/alice");
+        assert_eq!(w.unwrap().uri, "rtmp://origin/live/alice");
+        let stop = br#"{"event":"stop","stream_id":"live/alice"}"#;
+        assert_eq!(parse_event(None, Some(stop)).unwrap(), ("live/alice".into(), None));
+    }
+
+    #[test]
+    fn hostile_events_are_refused_with_a_reason() {
+        let cases: [(&[u8], &str); 9] = [
+            (br#"{"event":"start","stream_id":"x","source_url":"file:///etc/shadow"}"#, "bad_source_url"),
+            (br#"{"event":"start","stream_id":"x","source_url":"/etc/shadow"}"#, "bad_source_url"),
+            (br#"{"event":"start","stream_id":"x"}"#, "no_source_url"),
+            (br#"{"event":"start","stream_id":"rtmp/live/x","source_url":"rtmp://o/l/x"}"#, "bad_stream_id"),
+            (br#"{"event":"start","stream_id":"../x","source_url":"rtmp://o/l/x"}"#, "bad_stream_id"),
+            (br#"{"event":"start","stream_id":"a b","source_url":"rtmp://o/l/x"}"#, "bad_stream_id"),
+            (br#"{"event":"pause","stream_id":"x"}"#, "unknown_event"),
+            (br#"{"event":"stop","stream_id":"x","extra":1}"#, "malformed"),
+            (b"\xff\xfe", "malformed"),
+        ];
+        for (payload, reason) in cases {
+            assert_eq!(parse_event(None, Some(payload)), Err(reason), "{}", String::from_utf8_lossy(payload));
+        }
+        let other_key = br#"{"event":"stop","stream_id":"x"}"#;
+        assert_eq!(parse_event(Some(b"y"), Some(other_key)), Err("key_mismatch"));
+        assert_eq!(parse_event(None, None), Err("empty"));
+        assert_eq!(parse_event(None, Some(&vec![b' '; MAX_EVENT_BYTES + 1])), Err("too_large"));
+    }
+
+    #[test]
+    fn config_mistakes_are_named() {
+        let cfg = FleetConfig {
+            lifecycle_topic: "bad topic".into(),
+            owners_topic: "bad topic".into(),
+            group_id: " ".into(),
+            instance_id: Some("".into()),
+            session_timeout_secs: 1,
+            handoff_secs: 500,
+        };
+        let e = cfg.validate("fleet", false);
+        assert_eq!(e.len(), 8, "{e:?}");
+    }
+}

@@ -1,0 +1,216 @@
+//! Pulled streams shared across a fleet: workers in one consumer group take the streams
+//! a lifecycle topic says are live (tansu on 127.0.0.1), pulling them from nginx-rtmp.
+//! A SIGKILLed worker's streams resume on another after the session timeout; a drained
+//! worker hands its streams over make-before-break (the new owner starts each one
+//! before the old owner lets it go); what is alerted reaches Kafka once.
+
+mod common;
+
+use common::nginx::{Nginx, publish};
+use common::worker::*;
+use common::*;
+use rdkafka::consumer::Consumer;
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use serde_json::{Value, json};
+use std::collections::{BTreeMap, BTreeSet};
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+use vigil_sink::testing::{Broker, read_from_beginning};
+
+const LIFECYCLE: &str = "vigil.streams.lifecycle";
+
+fn send_event(producer: &BaseProducer, event: &Value) {
+    let key = event["stream_id"].as_str().unwrap().to_string();
+    let payload = event.to_string();
+    producer.send(BaseRecord::to(LIFECYCLE).key(&key).payload(&payload)).expect("queued");
+    assert_eq!(producer.flush(Duration::from_secs(10)).map_err(|e| e.to_string()), Ok(()));
+}
+
+fn start_event(id: &str, nginx: &Nginx) -> Value {
+    json!({"event": "start", "stream_id": id, "source_url": format!("rtmp://127.0.0.1:{}/{id}", nginx.rtmp),
+           "account_id": "acct-1", "session_id": format!("platform-{id}")})
+}
+
+fn fleet_worker(name: &str, broker: &Broker, dir: &std::path::Path, bank: &std::path::Path) -> Worker {
+    let spool = dir.join(format!("{name}.spool"));
+    Worker::start(
+        &format!(
+            "[media]\nsampling = \"keyframes\"\n\
+             [[hash.banks]]\nname = \"known\"\npath = \"{}\"\naction = \"interrupt\"\n\
+             [sink.kafka]\nbrokers = \"{}\"\nspool_path = \"{}\"\n\
+             [fleet]\nsession_timeout_secs = 6\nhandoff_secs = 40\n",
+            bank.display(),
+            broker.addr,
+            spool.display()
+        ),
+        &["--worker-id", name],
+        &[],
+    )
+}
+
+/// The stream ids live on a worker now.
+fn live(w: &Worker) -> BTreeSet<String> {
+    let (status, body) = w.http("GET", "/streams");
+    assert_eq!(status, 200, "{body}");
+    let streams: Vec<Value> = serde_json::from_str(&body).unwrap();
+    streams.iter().map(|s| s["stream_id"].as_str().unwrap().to_string()).collect()
+}
+
+/// Waits until `workers` together run exactly `want`, each stream on one worker.
+fn wait_spread(what: &str, workers: &[&Worker], want: &BTreeSet<String>, secs: u64) -> Vec<BTreeSet<String>> {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        let each: Vec<BTreeSet<String>> = workers.iter().map(|w| live(w)).collect();
+        let total: usize = each.iter().map(BTreeSet::len).sum();
+        let union: BTreeSet<String> = each.iter().flatten().cloned().collect();
+        if &union == want && total == want.len() {
+            return each;
+        }
+        if Instant::now() > deadline {
+            let logs: Vec<String> = workers.iter().map(|w| tail(&w.stderr(), 30)).collect();
+            panic!("{what}: streams per worker {each:?}, want {want:?}\n{}", logs.join("\n----\n"));
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+fn stream_record(records: &[Value], stream: &str, event: &str) -> Option<u64> {
+    records
+        .iter()
+        .find(|r| r["type"] == "stream" && r["stream"] == stream && r["event"] == event)
+        .and_then(|r| r["unix_ms"].as_u64())
+}
+
+fn publish_astronaut(url: &str, secs: u32) -> Child {
+    let pipeline = format!(
+        "filesrc location={} ! decodebin ! videoconvert \
+         ! imagefreeze is-live=true num-buffers={} ! video/x-raw,framerate=25/1 ! videoconvert \
+         ! x264enc tune=zerolatency speed-preset=ultrafast key-int-max=25 ! h264parse ! flvmux streamable=true \
+         ! rtmp2sink location={url}",
+        astronaut().display(),
+        secs * 25
+    );
+    gst_spawn(&pipeline, Stdio::null())
+}
+
+#[test]
+fn a_fleet_shares_streams_survives_a_kill_and_hands_off_on_drain() {
+    let dir = tempfile::tempdir().unwrap();
+    let bank = dir.path().join("bank.txt");
+    std::fs::write(&bank, format!("{}\n", pdq_of(&astronaut()))).unwrap();
+    let broker = Broker::start(&[LIFECYCLE, "vigil.streams.owners", "vigil.alerts", "vigil.interrupts"]);
+    let nginx = Nginx::start();
+    let ids: BTreeSet<String> = ["live/s1", "live/s2", "live/s3"].iter().map(|s| s.to_string()).collect();
+    let mut publishers: Vec<Child> =
+        ids.iter().map(|id| publish(&format!("rtmp://127.0.0.1:{}/{id}", nginx.rtmp), 240, "ball")).collect();
+    let producer: BaseProducer =
+        rdkafka::ClientConfig::new().set("bootstrap.servers", &broker.addr).create().expect("a producer");
+    // A hostile event on the same topic is refused and changes nothing.
+    producer
+        .send(
+            BaseRecord::to(LIFECYCLE)
+                .key("x")
+                .payload(r#"{"event":"start","stream_id":"x","source_url":"file:///etc/passwd"}"#),
+        )
+        .unwrap();
+    for id in &ids {
+        send_event(&producer, &start_event(id, &nginx));
+    }
+
+    let a = fleet_worker("worker-a", &broker, dir.path(), &bank);
+    let b = fleet_worker("worker-b", &broker, dir.path(), &bank);
+    let each = wait_spread("two workers share the streams", &[&a, &b], &ids, 90);
+    eprintln!("spread: a {:?}, b {:?}", each[0], each[1]);
+    assert!(
+        a.metric("vigil_fleet_events_rejected_total", "reason=\"bad_source_url\"")
+            + b.metric("vigil_fleet_events_rejected_total", "reason=\"bad_source_url\"")
+            >= 1.0
+    );
+
+    // SIGKILL the worker holding more streams: the other takes them all after the
+    // session timeout, and analyses them.
+    let (victim, survivor) = if each[0].len() >= each[1].len() { (a, b) } else { (b, a) };
+    let killed_at = Instant::now();
+    signal(victim.pid(), "KILL");
+    drop(victim);
+    wait_spread("the survivor takes the killed worker's streams", &[&survivor], &ids, 60);
+    eprintln!("all streams on the survivor {:?} after the kill", killed_at.elapsed());
+    let since = survivor.records().len();
+    survivor.wait_for("frames from every stream after the kill", 40, |r| {
+        ids.iter().all(|id| r[since..].iter().any(|x| x["type"] == "frame" && x["stream"] == id.as_str()))
+    });
+
+    // A new worker joins; the survivor drains. Every stream moves to the new worker,
+    // which starts it before the draining worker lets it go.
+    let c = fleet_worker("worker-c", &broker, dir.path(), &bank);
+    std::thread::sleep(Duration::from_secs(8));
+    let drained_at = Instant::now();
+    let log = survivor.stderr_path();
+    let (status, survivor_records) = survivor.stop();
+    eprintln!(
+        "SURVIVOR LOG\n{}",
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.contains("fleet") || l.contains("drain"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    assert!(status.success(), "the drained worker exits cleanly: {status:?}");
+    eprintln!("drain took {:?}", drained_at.elapsed());
+    wait_spread("the new worker holds every stream", &[&c], &ids, 30);
+    let c_records = c.records();
+    eprintln!("new worker's log:\n{}", tail(&c.stderr(), 25));
+    for id in &ids {
+        let ended = stream_record(&survivor_records, id, "ended");
+        let Some(ended) = ended else { continue }; // moved to c in the join's rebalance
+        let started = stream_record(&c_records, id, "started").unwrap_or(u64::MAX);
+        assert!(started <= ended, "{id}: started on the new owner at {started}, after the old one let go at {ended}");
+        let reason = common::worker::ended(&survivor_records, id).unwrap()["reason"].clone();
+        assert_eq!(reason, "handed off to another worker", "{id}: let go once claimed, not on a timer");
+    }
+    let stopped = survivor_records.iter().find(|r| r["event"] == "stopped").expect("a stopped record");
+    let phases: Vec<&str> = stopped["drain"].as_array().unwrap().iter().map(|p| p["phase"].as_str().unwrap()).collect();
+    assert_eq!(phases, ["not_ready", "left_group", "publishers_closed", "samples_analysed"], "{stopped}");
+
+    // Banked material on a new stream after the hand-off: one incident, reaching Kafka
+    // once, and everything the workers alerted is on the broker.
+    let banked = "live/banked";
+    let mut abusive = publish_astronaut(&format!("rtmp://127.0.0.1:{}/{banked}", nginx.rtmp), 60);
+    send_event(&producer, &start_event(banked, &nginx));
+    let c_records = c.wait_for("the banked stream's alert", 60, |r| {
+        r.iter().any(|x| x["type"] == "alert" && x["stream_id"] == banked && x["event"] == "opened")
+    });
+    // An alert message is one event of one incident.
+    let message = |r: &Value| format!("{}:{}", r["alert_id"].as_str().unwrap(), r["event"].as_str().unwrap());
+    let alert_ids: BTreeSet<String> =
+        survivor_records.iter().chain(c_records.iter()).filter(|r| r["type"] == "alert").map(message).collect();
+    let opened: Vec<&Value> = c_records
+        .iter()
+        .filter(|r| r["type"] == "alert" && r["stream_id"] == banked && r["event"] == "opened")
+        .collect();
+    assert_eq!(opened.len(), 1, "one incident for the banked stream: {opened:?}");
+    let consumer = read_from_beginning(&broker.addr, "vigil.alerts");
+    let mut on_broker: BTreeMap<String, usize> = BTreeMap::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline && !alert_ids.iter().all(|id| on_broker.contains_key(id)) {
+        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(200)) {
+            use rdkafka::Message;
+            let v: Value = serde_json::from_slice(m.payload().unwrap()).unwrap();
+            *on_broker.entry(message(&v)).or_default() += 1;
+        }
+    }
+    for id in &alert_ids {
+        assert!(on_broker.contains_key(id), "alert {id} reached Kafka: {on_broker:?}");
+    }
+    let banked_on_broker = on_broker.get(&message(opened[0])).copied().unwrap_or(0);
+    assert_eq!(banked_on_broker, 1, "the banked stream's alert reached Kafka once: {on_broker:?}");
+    let _ = consumer.unsubscribe();
+
+    let _ = abusive.kill();
+    for p in &mut publishers {
+        let _ = p.kill();
+        let _ = p.wait();
+    }
+    let _ = abusive.wait();
+}
