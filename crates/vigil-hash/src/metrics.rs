@@ -53,6 +53,9 @@ pub static METRICS: LazyLock<HashMetrics> = LazyLock::new(|| HashMetrics {
 
 pub fn register(registry: &Registry) -> prometheus::Result<()> {
     let m = &*METRICS;
+    for action in ["interrupt", "review", "allow"] {
+        let _ = m.matches.with_label_values(&[action]);
+    }
     registry.register(Box::new(m.frames_hashed.clone()))?;
     registry.register(Box::new(m.below_quality_floor.clone()))?;
     registry.register(Box::new(m.near_duplicate_skips.clone()))?;

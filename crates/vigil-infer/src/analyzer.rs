@@ -67,7 +67,10 @@ impl Model {
             }
         }
         let input = vec![0f32; manifest.input_len()];
-        crate::metrics::METRICS.provider.with_label_values(&[name, provider]).set(1);
+        let m = &crate::metrics::METRICS;
+        m.provider.with_label_values(&[name, provider]).set(1);
+        // Its series exist from the start, at zero (the alerting rules read them).
+        let _ = (m.runs.with_label_values(&[name]), m.errors.with_label_values(&[name]));
         Ok(Model { manifest, session, input, provider })
     }
 
@@ -93,7 +96,7 @@ impl Model {
         let value = outputs.get(&self.manifest.output.name).ok_or_else(|| err("output missing".into()))?;
         let (_, data) = value.try_extract_tensor::<f32>().map_err(|e| err(e.to_string()))?;
         METRICS.runs.with_label_values(&[&name]).inc();
-        METRICS.seconds.with_label_values(&[&name]).observe(started.elapsed().as_secs_f64());
+        METRICS.seconds.with_label_values(&[&name, self.provider]).observe(started.elapsed().as_secs_f64());
         Ok(data.to_vec())
     }
 

@@ -89,7 +89,10 @@ impl Batcher {
         // frame offered to a full queue.
         let Some(queue) = self.queue.as_ref() else { return Err(QueueFull(frame)) };
         match queue.try_send(Job { frame, reply }) {
-            Ok(()) => Ok(rx),
+            Ok(()) => {
+                METRICS.queue_frames.inc();
+                Ok(rx)
+            }
             Err(TrySendError::Full(job) | TrySendError::Disconnected(job)) => {
                 METRICS.queue_full.inc();
                 Err(QueueFull(job.frame))
@@ -102,8 +105,10 @@ impl Batcher {
         let (reply, rx) = sync_channel(1);
         // A send fails only when every worker (or the queue) is gone; the dropped reply
         // then tells the caller (its receiver sees a disconnect).
-        if let Some(queue) = self.queue.as_ref() {
-            let _ = queue.send(Job { frame, reply });
+        if let Some(queue) = self.queue.as_ref()
+            && queue.send(Job { frame, reply }).is_ok()
+        {
+            METRICS.queue_frames.inc();
         }
         rx
     }
@@ -154,11 +159,15 @@ fn worker(
                 Ok(job) => jobs.push(job),
                 Err(_) => return, // queue closed and drained
             }
+            METRICS.queue_frames.dec();
             let deadline = Instant::now() + max_wait;
             while jobs.len() < max_batch {
                 let left = deadline.saturating_duration_since(Instant::now());
                 match rx.recv_timeout(left) {
-                    Ok(job) => jobs.push(job),
+                    Ok(job) => {
+                        METRICS.queue_frames.dec();
+                        jobs.push(job)
+                    }
                     Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => break,
                 }
             }

@@ -11,6 +11,8 @@ pub struct InferMetrics {
     pub runs: IntCounterVec,
     pub errors: IntCounterVec,
     pub seconds: HistogramVec,
+    /// Frames waiting in the batcher's queue.
+    pub queue_frames: prometheus::IntGauge,
 }
 
 pub static METRICS: LazyLock<InferMetrics> = LazyLock::new(|| InferMetrics {
@@ -34,9 +36,14 @@ pub static METRICS: LazyLock<InferMetrics> = LazyLock::new(|| InferMetrics {
     errors: IntCounterVec::new(Opts::new("vigil_infer_errors_total", "Failed model runs, by model"), &["model"])
         .expect("valid metric"),
     seconds: HistogramVec::new(
-        HistogramOpts::new("vigil_infer_run_seconds", "Time of one model run, by model")
+        HistogramOpts::new("vigil_infer_run_seconds", "Time of one model run (one batch), by model and provider")
             .buckets(vec![0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0]),
-        &["model"],
+        &["model", "provider"],
+    )
+    .expect("valid metric"),
+    queue_frames: prometheus::IntGauge::new(
+        "vigil_infer_queue_frames",
+        "Frames waiting for inference, all streams together (bounded by infer.queue_frames)",
     )
     .expect("valid metric"),
 });
@@ -47,5 +54,6 @@ pub fn register(registry: &Registry) -> prometheus::Result<()> {
     registry.register(Box::new(METRICS.queue_full.clone()))?;
     registry.register(Box::new(METRICS.runs.clone()))?;
     registry.register(Box::new(METRICS.errors.clone()))?;
+    registry.register(Box::new(METRICS.queue_frames.clone()))?;
     registry.register(Box::new(METRICS.seconds.clone()))
 }

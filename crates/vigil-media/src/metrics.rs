@@ -53,6 +53,14 @@ pub static METRICS: LazyLock<MediaMetrics> = LazyLock::new(|| MediaMetrics {
 /// Adds this stage's metrics to a registry (the worker's `/metrics`).
 pub fn register(registry: &Registry) -> prometheus::Result<()> {
     let m = &*METRICS;
+    // The series alerting reads exist from the start, at zero.
+    for reason in ["crash", "hung", "stalled", "decode", "protocol", "spawn", "source_ended"] {
+        let _ = m.restarts.with_label_values(&[reason]);
+    }
+    let _ = m.errors.with_label_values(&["refused"]);
+    for pass in ["offer", "decoder"] {
+        let _ = m.whip_candidates_dropped.with_label_values(&[pass, "private"]);
+    }
     registry.register(Box::new(m.frames_sampled.clone()))?;
     registry.register(Box::new(m.errors.clone()))?;
     registry.register(Box::new(m.frames_dropped.clone()))?;

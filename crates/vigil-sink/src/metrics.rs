@@ -18,6 +18,8 @@ pub struct SinkMetrics {
     pub producer_recreated: IntCounter,
     pub spool_set_aside: IntCounter,
     pub output_failed: IntCounter,
+    /// From a message's acceptance (spooled) to the broker's confirmation, by `kind`.
+    pub delivery_seconds: prometheus::HistogramVec,
 }
 
 fn counter(name: &str, help: &str) -> IntCounter {
@@ -56,9 +58,26 @@ pub static METRICS: LazyLock<SinkMetrics> = LazyLock::new(|| SinkMetrics {
         "Unreadable stretches of the spool copied aside to <spool>.corrupt-<n> on open",
     ),
     output_failed: counter("vigil_sink_output_failed_total", "JSON lines that could not be written (stdout)"),
+    delivery_seconds: prometheus::HistogramVec::new(
+        prometheus::HistogramOpts::new(
+            "vigil_sink_delivery_seconds",
+            "From a message's acceptance (spooled) to the broker's confirmation, by kind",
+        )
+        .buckets(vec![0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0]),
+        &["kind"],
+    )
+    .expect("valid metric"),
 });
 
 pub fn register(registry: &Registry) -> prometheus::Result<()> {
+    // Every series the alerting rules read exists from the start, at zero.
+    for kind in ["alert", "interrupt"] {
+        let _ = METRICS.delivery_seconds.with_label_values(&[kind]);
+        for reason in ["full", "io", "failed", "too_large", "serialise", "client"] {
+            let _ = METRICS.refused.with_label_values(&[kind, reason]);
+        }
+    }
+    registry.register(Box::new(METRICS.delivery_seconds.clone()))?;
     let m = &*METRICS;
     registry.register(Box::new(m.spool_fill_ratio.clone()))?;
     registry.register(Box::new(m.spool_pending.clone()))?;

@@ -55,6 +55,9 @@ impl StreamAnalysis {
         };
         if pdq.quality >= self.hash_cfg.quality_floor {
             signals.bank_matches = banks.lookup(&hashes);
+            for m in &signals.bank_matches {
+                HASH_METRICS.matches.with_label_values(&[m.action.as_str()]).inc();
+            }
         } else {
             self.stats.below_quality_floor += 1;
             HASH_METRICS.below_quality_floor.inc();

@@ -108,6 +108,8 @@ struct Shared {
     generation: AtomicU64,
     health: Arc<HealthState>,
     stop: AtomicBool,
+    /// When each message in flight was accepted, and its kind: the delivery latency.
+    accepted: Mutex<std::collections::HashMap<String, (std::time::Instant, MessageKind)>>,
 }
 
 impl Shared {
@@ -146,6 +148,12 @@ impl Shared {
         drop(spool);
         self.health.delivered.fetch_add(1, Relaxed);
         crate::metrics::METRICS.delivered.inc();
+        if let Some((at, kind)) = lock(&self.accepted).remove(id) {
+            crate::metrics::METRICS
+                .delivery_seconds
+                .with_label_values(&[kind.label()])
+                .observe(at.elapsed().as_secs_f64());
+        }
         lock(&self.retries).messages.remove(id);
         self.health.confirmed(generation);
     }
@@ -395,6 +403,7 @@ impl KafkaSink {
             generation: AtomicU64::new(0),
             health: Arc::new(HealthState::default()),
             stop: AtomicBool::new(false),
+            accepted: Mutex::new(std::collections::HashMap::new()),
         });
         shared.report_spool(&lock(&shared.spool));
         let producer = client
@@ -454,6 +463,7 @@ impl KafkaSink {
             s.report_spool(&spool);
             appended.map_err(|e| s.refused(kind, id, e.into()))?;
         }
+        lock(&s.accepted).insert(id.to_string(), (std::time::Instant::now(), kind));
         offer(s, &producer, s.generation.load(Relaxed), id, &m);
         Ok(())
     }

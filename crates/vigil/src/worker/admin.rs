@@ -71,6 +71,9 @@ pub struct AdminAddrs {
 
 /// Binds `listen` (and `control_listen`, when set) and serves until the process ends.
 pub fn start(listen: &str, control_listen: Option<&str>, state: Arc<AdminState>) -> anyhow::Result<AdminAddrs> {
+    for why in ["no_token", "bad_token"] {
+        let _ = REFUSED.with_label_values(&[why]);
+    }
     state.registry.register(Box::new(REFUSED.clone()))?;
     state.registry.register(Box::new(READY.clone()))?;
     state.registry.register(Box::new(DRAINING.clone()))?;

@@ -125,6 +125,19 @@ pub struct Wanted {
     pub account_id: Option<String>,
 }
 
+/// Every reason [`parse_event`] gives (the rejected counter's label values).
+const REJECT_REASONS: [&str; 9] = [
+    "empty",
+    "too_large",
+    "malformed",
+    "bad_stream_id",
+    "key_mismatch",
+    "bad_platform_id",
+    "no_source_url",
+    "bad_source_url",
+    "unknown_event",
+];
+
 /// Largest lifecycle message read; anything bigger is refused unread.
 const MAX_EVENT_BYTES: usize = 16 << 10;
 
@@ -618,6 +631,16 @@ static PARTITIONS: LazyLock<prometheus::IntGauge> = LazyLock::new(|| {
 
 /// Registers the fleet metrics (always: a worker outside a fleet shows them at zero).
 pub fn register(registry: &prometheus::Registry) -> prometheus::Result<()> {
+    for (vec, labels) in [
+        (&*REBALANCES, &["assign", "revoke"][..]),
+        (&*EVENTS, &["start", "stop"]),
+        (&*HANDOFFS, &["taken", "timed_out"]),
+        (&*REJECTED, &REJECT_REASONS),
+    ] {
+        for l in labels {
+            let _ = vec.with_label_values(&[*l]);
+        }
+    }
     registry.register(Box::new(REBALANCES.clone()))?;
     registry.register(Box::new(EVENTS.clone()))?;
     registry.register(Box::new(HANDOFFS.clone()))?;

@@ -36,6 +36,7 @@ pub struct Deps {
 }
 
 struct Entry {
+    ingest: Ingest,
     handle: Arc<StreamHandle>,
     info: StreamInfo,
     coverage: Arc<Coverage>,
@@ -67,6 +68,8 @@ pub struct Streams {
     pub draining: AtomicBool,
     /// Streams ever started, for `--exit-when-idle`.
     pub started_total: AtomicU64,
+    /// Samples (due, analysed) at the last coverage measurement.
+    coverage_mark: Mutex<(u64, u64)>,
 }
 
 /// Why a stream was not started.
@@ -91,6 +94,7 @@ impl Streams {
             entries: Mutex::new(BTreeMap::new()),
             draining: AtomicBool::new(false),
             started_total: AtomicU64::new(0),
+            coverage_mark: Mutex::new((0, 0)),
         })
     }
 
@@ -160,7 +164,8 @@ impl Streams {
             .spawn(move || analyze_stream(&streams, &h, ctx, ingest, &cov))
             .map_err(|e| StartError::Thread(e.to_string()))?;
         let _ = self.deps.sink.send(SinkMsg::lifecycle(id, "started", Some(&info.source), None));
-        entries.insert(id.to_string(), Entry { handle: handle.clone(), info, coverage, analysis: Some(thread) });
+        entries
+            .insert(id.to_string(), Entry { ingest, handle: handle.clone(), info, coverage, analysis: Some(thread) });
         self.started_total.fetch_add(1, Relaxed);
         Ok(handle)
     }
@@ -192,6 +197,28 @@ impl Streams {
     /// Updates the capacity measurements; the worker's main loop calls it every second.
     pub fn measure_capacity(&self) {
         self.deps.capacity.tick(self.len());
+        let idle_mode = match self.deps.media.sampling {
+            vigil_media::SamplingMode::Fixed => "fixed",
+            _ => "keyframes",
+        };
+        let mut counts: BTreeMap<(&str, &str), i64> = BTreeMap::new();
+        for ingest in [Ingest::Rtmp, Ingest::Whip, Ingest::Pull] {
+            for mode in ["fixed", "keyframes", "dense"] {
+                counts.insert((ingest.label(), mode), 0);
+            }
+        }
+        for e in self.lock().values() {
+            let mode = if e.handle.is_dense() { "dense" } else { idle_mode };
+            *counts.entry((e.ingest.label(), mode)).or_default() += 1;
+        }
+        for ((ingest, mode), n) in counts {
+            STREAMS_BY_MODE.with_label_values(&[ingest, mode]).set(n);
+        }
+        let (due, analysed) = (SAMPLES_DUE.get(), SAMPLES_ANALYSED.get());
+        let mut last = self.coverage_mark.lock().unwrap_or_else(|p| p.into_inner());
+        let (d_due, d_done) = (due.saturating_sub(last.0), analysed.saturating_sub(last.1));
+        COVERAGE.set(if d_due == 0 { 1.0 } else { (d_done as f64 / d_due as f64).min(1.0) });
+        *last = (due, analysed);
     }
 
     /// Stops one stream for `reason`: its decoder stops, and what it already sampled is
@@ -274,6 +301,47 @@ pub static SAMPLES_ANALYSED: std::sync::LazyLock<prometheus::IntCounter> = std::
     )
     .expect("valid metric")
 });
+
+/// Decisions on analysed samples, by outcome (the stream's verdict as of the sample).
+pub static DECISIONS: std::sync::LazyLock<prometheus::IntCounterVec> = std::sync::LazyLock::new(|| {
+    let v = prometheus::IntCounterVec::new(
+        prometheus::Opts::new("vigil_decisions_total", "Samples decided, by the stream's verdict as of the sample"),
+        &["decision"],
+    )
+    .expect("valid metric");
+    for d in ["clear", "unscanned", "review", "interrupt"] {
+        let _ = v.with_label_values(&[d]);
+    }
+    v
+});
+/// Streams held, by ingest kind and what their sampling does now.
+pub static STREAMS_BY_MODE: std::sync::LazyLock<prometheus::IntGaugeVec> = std::sync::LazyLock::new(|| {
+    prometheus::IntGaugeVec::new(
+        prometheus::Opts::new(
+            "vigil_streams",
+            "Streams held, by ingest (rtmp, whip, pull) and sampling mode now (fixed, keyframes, dense)",
+        ),
+        &["ingest", "mode"],
+    )
+    .expect("valid metric")
+});
+/// The share of due samples analysed in full over the last second, all streams.
+pub static COVERAGE: std::sync::LazyLock<prometheus::Gauge> = std::sync::LazyLock::new(|| {
+    prometheus::Gauge::new(
+        "vigil_coverage_ratio",
+        "Samples analysed in full over samples due, all streams, over the last measurement (1 when none were due)",
+    )
+    .expect("valid metric")
+});
+
+fn verdict_label(v: vigil_core::Verdict) -> &'static str {
+    match v {
+        vigil_core::Verdict::Clear => "clear",
+        vigil_core::Verdict::Unscanned => "unscanned",
+        vigil_core::Verdict::Review => "review",
+        vigil_core::Verdict::Interrupt => "interrupt",
+    }
+}
 
 /// How a stream reaches the worker.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -475,6 +543,7 @@ fn analyze_stream(
                 break;
             }
         };
+        DECISIONS.with_label_values(&[verdict_label(outcome.verdict)]).inc();
         match outcome.sampling {
             Sampling::Dense => {
                 last_risk = Some(Instant::now());
