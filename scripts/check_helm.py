@@ -50,7 +50,7 @@ REFUSED = [
     ({"replica": 2}, "additional properties 'replica' not allowed"),
     ({"workload": "DaemonSet"}, "/workload"),
     ({"gpu": {"resource": "gpu"}}, "/gpu/resource"),
-    ({"drain": {"deadlineSeconds": -1}}, "/drain/deadlineSeconds"),
+    ({"drain": {"deadlineSeconds": 2}}, "/drain/deadlineSeconds"),
     ({"monitoring": {"rules": {"coverageFloor": 1.5}}}, "/monitoring/rules/coverageFloor"),
     ({"autoscaling": {"hpa": {"enabled": True}, "keda": {"enabled": True}}}, "not both"),
     ({"podDeletionCost": {"enabled": True}}, "only a Deployment's scale-down"),

@@ -6,6 +6,9 @@ checks exactly what `vigil run` will load (overrides and secrets included). */}}
 # Chart-owned keys: the probes and the admin Service depend on them.
 - name: VIGIL__ADMIN__LISTEN
   value: "0.0.0.0:{{ .Values.ports.admin }}"
+# The grace period is computed from the same value: the worker must finish before it.
+- name: VIGIL__ADMIN__DRAIN_DEADLINE_SECS
+  value: "{{ .Values.drain.deadlineSeconds }}"
 {{- if .Values.admin.controlOnLoopback }}
 - name: VIGIL__ADMIN__CONTROL_LISTEN
   value: "127.0.0.1:{{ add .Values.ports.admin 1 }}"
