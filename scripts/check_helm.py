@@ -44,6 +44,26 @@ KUBE_VERSION = "1.33.0"
 # API groups of custom resources: kubernetes-validate has no schema for them.
 CUSTOM_GROUPS = ("monitoring.coreos.com/", "keda.sh/")
 
+# Branches no example takes: they must render to valid manifests too (no golden files).
+VARIANTS = {
+    "every option": {
+        "hostNetwork": True, "admin": {"controlOnLoopback": False}, "pdb": {"enabled": False},
+        "service": {"type": "LoadBalancer", "loadBalancerSourceRanges": ["203.0.113.0/24"], "whip": False},
+        "resources": {"requests": {"cpu": "2"}}, "serviceAccount": {"create": False, "name": "vigil-sa"},
+        "secrets": {"adminToken": {"name": "", "key": "token"}},
+        "extraEnv": [{"name": "RUST_LOG", "value": "info"}],
+        "extraVolumes": [{"name": "banks", "secret": {"secretName": "vigil-banks"}}],
+        "extraVolumeMounts": [{"name": "banks", "mountPath": "/srv/vigil/banks", "readOnly": True}],
+        "extraConfigFiles": {"policy.toml": "# a policy\n"},
+        "fullnameOverride": "vigil-workers-with-a-rather-long-name-for-the-fleet",  # 52: the most
+    },
+    "deployment, HPA, all monitoring": {
+        "workload": "Deployment", "podDeletionCost": {"enabled": True, "admissionPolicy": False},
+        "autoscaling": {"hpa": {"enabled": True}},
+        "monitoring": {"serviceMonitor": {"enabled": True}, "rules": {"enabled": True}, "dashboard": {"enabled": True}},
+    },
+}
+
 # Values the chart must refuse at install, and a fragment of each refusal.
 REFUSED = [
     ({"replicas": "two"}, "got string, want integer"),
@@ -205,6 +225,10 @@ def run_checks(update: bool) -> None:
         golden = check_golden(case, golden_text(rendered), update)
         print(f"helm: {case}: lint ok, {len(docs)} manifests, {checked} valid for Kubernetes {KUBE_VERSION} "
               f"({skipped} custom resources skipped), golden {golden} ({time.monotonic() - t:.1f} s)")
+    for case, values in VARIANTS.items():
+        check_lint(values, case)
+        checked, _ = check_schemas(manifests(render(chart, values)), case)
+        print(f"helm: {case}: lint ok, {checked} manifests valid")
     print(f"helm: {check_refusals(chart)} wrong values refused (schema and chart checks)")
     docs = manifests(render(chart, {"monitoring": {"rules": {"enabled": True}}}))
     print(f"helm: rules: {check_rules(rule_groups(docs))}")
