@@ -7,6 +7,7 @@ For the default values and every example (helm/vigil/values-*.yaml):
     strict: unknown fields fail); custom resources (ServiceMonitor, PrometheusRule,
     ScaledObject) have no schema there and are skipped;
   - compare with the committed golden rendering (helm/vigil/tests/golden/CASE.yaml).
+Two variants cover the branches no example takes (lint and schemas, no golden file).
 Then: values that must be refused are (schema and the chart's own checks), and the
 PrometheusRule's groups, pulled out of the rendered chart, pass `promtool check rules`
 and the unit tests in helm/vigil/tests/rules_test.yaml (`promtool test rules`).
