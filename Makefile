@@ -1,8 +1,10 @@
 # The few commands everyone runs. Each runs setup first (idempotent, quick when done).
-.PHONY: setup demo test lint deny build
+.PHONY: setup demo test lint deny helm build
 
 CARGO ?= cargo
 DEMO_DIR := .cache/vigil/demo
+# The tests' Python tools, which setup installs (scripts/requirements-test.txt).
+VENV_PY := $(or $(VIGIL_CACHE_DIR),.cache/vigil)/venv/bin/python
 
 setup:
 	bash scripts/setup.sh
@@ -29,7 +31,17 @@ lint: setup deny
 	$(CARGO) fmt --all --check
 	$(CARGO) clippy --locked --workspace --all-targets -- -D warnings
 
-# Supply-chain, format and lint gates, then every test (real GStreamer, real models).
-test: lint
+# The Helm chart (helm/vigil), offline, in seconds: rendered by Helm's own engine and
+# linted, every manifest validated against Kubernetes 1.33's schemas, compared with the
+# golden renderings, wrong values refused, the alert rules through promtool (check and
+# unit tests); then proof that the golden and rule checks bite.
+helm: setup
+	$(VENV_PY) scripts/check_helm.py
+	$(VENV_PY) scripts/check_helm.py --self-test
+
+# Supply-chain, format and lint gates, the chart, then every test (real GStreamer, real
+# models), every shipped config validated, the chart's rendered configs included.
+test: lint helm
 	$(CARGO) test --locked --workspace
 	for f in config/*.toml config/policies/*.toml; do ./target/debug/vigil validate "$$f" || exit 1; done
+	$(VENV_PY) scripts/check_helm.py --validate-configs ./target/debug/vigil

