@@ -9,7 +9,6 @@ mod common;
 use common::nginx::{Nginx, publish};
 use common::worker::*;
 use common::*;
-use rdkafka::consumer::Consumer;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, BTreeSet};
@@ -205,7 +204,6 @@ fn a_fleet_shares_streams_survives_a_kill_and_hands_off_on_drain() {
     }
     let banked_on_broker = on_broker.get(&message(opened[0])).copied().unwrap_or(0);
     assert_eq!(banked_on_broker, 1, "the banked stream's alert reached Kafka once: {on_broker:?}");
-    let _ = consumer.unsubscribe();
 
     let _ = abusive.kill();
     for p in &mut publishers {
