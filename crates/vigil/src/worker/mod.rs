@@ -8,12 +8,14 @@
 //! - [`delivery`]: the single writer to stdout and Kafka.
 //! - [`admin`]: the admin HTTP server and signal handling.
 //! - [`fleet`]: pulled streams shared across workers through a Kafka consumer group.
+//! - [`kube`]: the pod's deletion cost kept equal to its streams (emptiest goes first).
 
 mod admin;
 mod auth;
 mod capacity;
 mod delivery;
 mod fleet;
+mod kube;
 mod streams;
 
 pub use fleet::FleetConfig;
@@ -164,6 +166,7 @@ pub fn run(config: Option<&Path>, args: RunArgs) -> anyhow::Result<ExitCode> {
     registry.register(Box::new(streams::COVERAGE.clone()))?;
     registry.register(Box::new(capacity::CAPACITY_USED.clone()))?;
     fleet::register(&registry)?;
+    kube::register(&registry)?;
     let shutdown = Arc::new(AtomicBool::new(false));
     let token = cfg.admin.token().context("admin token")?;
 
@@ -234,6 +237,8 @@ pub fn run(config: Option<&Path>, args: RunArgs) -> anyhow::Result<ExitCode> {
         token,
         sink_health,
     });
+    let held = streams.clone();
+    kube::start(move || held.len(), shutdown.clone()).context("pod-deletion-cost")?;
     let admin_addrs =
         admin::start(&cfg.admin.listen, cfg.admin.control_listen.as_deref(), admin_state).context("admin server")?;
 
