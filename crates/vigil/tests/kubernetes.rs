@@ -12,8 +12,11 @@ use std::net::TcpListener;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+/// PATCHes received: (path, authorization, content type, body).
+type Patches = Mutex<Vec<(String, String, String, Value)>>;
+
 /// Serves PATCHes forever on `listener`, recording (path, authorization, content type, body).
-fn api_server(listener: TcpListener, seen: Arc<Mutex<Vec<(String, String, String, Value)>>>) {
+fn api_server(listener: TcpListener, seen: Arc<Patches>) {
     std::thread::spawn(move || {
         for conn in listener.incoming().flatten() {
             let mut reader = BufReader::new(conn.try_clone().unwrap());
@@ -53,7 +56,7 @@ fn api_server(listener: TcpListener, seen: Arc<Mutex<Vec<(String, String, String
     });
 }
 
-fn costs(seen: &Mutex<Vec<(String, String, String, Value)>>) -> Vec<String> {
+fn costs(seen: &Patches) -> Vec<String> {
     seen.lock()
         .unwrap()
         .iter()
@@ -66,7 +69,7 @@ fn costs(seen: &Mutex<Vec<(String, String, String, Value)>>) -> Vec<String> {
         .collect()
 }
 
-fn wait_cost(seen: &Mutex<Vec<(String, String, String, Value)>>, want: &str, w: &Worker) {
+fn wait_cost(seen: &Patches, want: &str, w: &Worker) {
     let deadline = Instant::now() + Duration::from_secs(40);
     while costs(seen).last().map(String::as_str) != Some(want) {
         assert!(Instant::now() < deadline, "no deletion cost {want}: {:?}\n{}", costs(seen), tail(&w.stderr(), 20));
