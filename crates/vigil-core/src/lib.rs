@@ -5,6 +5,7 @@
 #![forbid(unsafe_code)]
 
 pub mod alert;
+pub mod cpu;
 mod frame;
 pub mod ids;
 pub mod redact;

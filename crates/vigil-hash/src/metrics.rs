@@ -13,10 +13,17 @@ pub struct HashMetrics {
     pub bank_reloads: IntCounterVec,
     pub bank_high_water: IntGaugeVec,
     pub bank_state_errors: IntCounter,
+    /// CPU seconds spent hashing (PDQ and its variants) and matching against banks.
+    pub cpu_seconds: prometheus::Counter,
 }
 
 pub static METRICS: LazyLock<HashMetrics> = LazyLock::new(|| HashMetrics {
     frames_hashed: IntCounter::new("vigil_hash_frames_total", "Frames hashed").expect("valid metric"),
+    cpu_seconds: prometheus::Counter::new(
+        "vigil_hash_cpu_seconds_total",
+        "CPU seconds spent hashing frames (PDQ and its variants) and matching them against the banks",
+    )
+    .expect("valid metric"),
     below_quality_floor: IntCounter::new(
         "vigil_hash_below_quality_floor_total",
         "Frames whose PDQ quality was under the floor: counted, not matched",
@@ -60,6 +67,7 @@ pub fn register(registry: &Registry) -> prometheus::Result<()> {
     registry.register(Box::new(m.below_quality_floor.clone()))?;
     registry.register(Box::new(m.near_duplicate_skips.clone()))?;
     registry.register(Box::new(m.matches.clone()))?;
+    registry.register(Box::new(m.cpu_seconds.clone()))?;
     registry.register(Box::new(m.bank_rows.clone()))?;
     registry.register(Box::new(m.bank_reloads.clone()))?;
     registry.register(Box::new(m.bank_high_water.clone()))?;

@@ -71,6 +71,7 @@ impl Model {
         m.provider.with_label_values(&[name, provider]).set(1);
         // Its series exist from the start, at zero (the alerting rules read them).
         let _ = (m.runs.with_label_values(&[name]), m.errors.with_label_values(&[name]));
+        let _ = m.cpu_seconds.with_label_values(&[name]);
         Ok(Model { manifest, session, input, provider })
     }
 
@@ -187,7 +188,10 @@ impl Analyzer {
                 a.unscanned.push(Unscanned { stage: stage.into(), reason: e.to_string() });
             }
         };
-        match detect(&mut self.detector, frames) {
+        let cpu = |m: &Model| crate::metrics::METRICS.cpu_seconds.with_label_values(&[m.manifest.name.as_str()]);
+        let (detected, secs) = vigil_core::cpu::timed(|| detect(&mut self.detector, frames));
+        cpu(&self.detector).inc_by(secs);
+        match detected {
             Ok(dets) => out.iter_mut().zip(dets).for_each(|(a, d)| a.detections = d),
             Err(e) => unscanned(&mut out, "detector", &e),
         }
@@ -206,7 +210,9 @@ impl Analyzer {
             if !faces.is_empty() {
                 let crops: Vec<(&Frame, [f32; 4])> =
                     faces.iter().map(|&(fi, k)| (&frames[fi], out[fi].faces[k].bbox)).collect();
-                match estimate_ages(age, &crops) {
+                let (estimated, secs) = vigil_core::cpu::timed(|| estimate_ages(age, &crops));
+                cpu(age).inc_by(secs);
+                match estimated {
                     Ok(ages) => faces.iter().zip(ages).for_each(|(&(fi, k), a)| out[fi].faces[k].age = a),
                     Err(e) => {
                         for &(fi, _) in &faces {
@@ -219,7 +225,9 @@ impl Analyzer {
             }
         }
         if let Some(c) = self.classifier.as_mut() {
-            match classify(c, frames) {
+            let (classified, secs) = vigil_core::cpu::timed(|| classify(c, frames));
+            cpu(c).inc_by(secs);
+            match classified {
                 Ok(scores) => out.iter_mut().zip(scores).for_each(|(a, s)| a.nsfw_score = s),
                 Err(e) => unscanned(&mut out, "classifier", &e),
             }

@@ -11,11 +11,14 @@ pub struct InferMetrics {
     pub runs: IntCounterVec,
     pub errors: IntCounterVec,
     pub seconds: HistogramVec,
+    /// CPU seconds per model: preprocessing, the run and decoding its output.
+    pub cpu_seconds: prometheus::CounterVec,
     /// Frames waiting in the batcher's queue.
     pub queue_frames: prometheus::IntGauge,
 }
 
-pub static METRICS: LazyLock<InferMetrics> = LazyLock::new(|| InferMetrics {
+pub static METRICS: LazyLock<InferMetrics> = LazyLock::new(|| {
+    InferMetrics {
     batch_frames: prometheus::Histogram::with_opts(
         HistogramOpts::new("vigil_infer_batch_frames", "Frames per batch the batcher ran")
             .buckets(vec![1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0]),
@@ -41,11 +44,20 @@ pub static METRICS: LazyLock<InferMetrics> = LazyLock::new(|| InferMetrics {
         &["model", "provider"],
     )
     .expect("valid metric"),
+    cpu_seconds: prometheus::CounterVec::new(
+        Opts::new(
+            "vigil_infer_cpu_seconds_total",
+            "CPU seconds per model on the inference threads: preprocessing, the run (intra-op threads of one) and decoding",
+        ),
+        &["model"],
+    )
+    .expect("valid metric"),
     queue_frames: prometheus::IntGauge::new(
         "vigil_infer_queue_frames",
         "Frames waiting for inference, all streams together (bounded by infer.queue_frames)",
     )
     .expect("valid metric"),
+}
 });
 
 pub fn register(registry: &Registry) -> prometheus::Result<()> {
@@ -55,5 +67,6 @@ pub fn register(registry: &Registry) -> prometheus::Result<()> {
     registry.register(Box::new(METRICS.runs.clone()))?;
     registry.register(Box::new(METRICS.errors.clone()))?;
     registry.register(Box::new(METRICS.queue_frames.clone()))?;
+    registry.register(Box::new(METRICS.cpu_seconds.clone()))?;
     registry.register(Box::new(METRICS.seconds.clone()))
 }

@@ -20,6 +20,8 @@ pub struct SinkMetrics {
     pub output_failed: IntCounter,
     /// From a message's acceptance (spooled) to the broker's confirmation, by `kind`.
     pub delivery_seconds: prometheus::HistogramVec,
+    /// CPU seconds the worker's sink thread spends writing and handing to Kafka.
+    pub cpu_seconds: prometheus::Counter,
 }
 
 fn counter(name: &str, help: &str) -> IntCounter {
@@ -58,6 +60,11 @@ pub static METRICS: LazyLock<SinkMetrics> = LazyLock::new(|| SinkMetrics {
         "Unreadable stretches of the spool copied aside to <spool>.corrupt-<n> on open",
     ),
     output_failed: counter("vigil_sink_output_failed_total", "JSON lines that could not be written (stdout)"),
+    cpu_seconds: prometheus::Counter::new(
+        "vigil_sink_cpu_seconds_total",
+        "CPU seconds of the sink thread: JSON lines, alert building, spool appends, Kafka hand-off",
+    )
+    .expect("valid metric"),
     delivery_seconds: prometheus::HistogramVec::new(
         prometheus::HistogramOpts::new(
             "vigil_sink_delivery_seconds",
@@ -78,6 +85,7 @@ pub fn register(registry: &Registry) -> prometheus::Result<()> {
         }
     }
     registry.register(Box::new(METRICS.delivery_seconds.clone()))?;
+    registry.register(Box::new(METRICS.cpu_seconds.clone()))?;
     let m = &*METRICS;
     registry.register(Box::new(m.spool_fill_ratio.clone()))?;
     registry.register(Box::new(m.spool_pending.clone()))?;

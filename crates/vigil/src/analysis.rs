@@ -8,6 +8,12 @@ use vigil_fusion::{Outcome, Policy, StreamFusion};
 use vigil_hash::{BankSet, Hash256, HashConfig, VariantHasher, metrics::METRICS as HASH_METRICS};
 use vigil_infer::Analysis;
 
+/// CPU seconds fusion spends deciding (every stream together).
+pub static FUSION_CPU: std::sync::LazyLock<prometheus::Counter> = std::sync::LazyLock::new(|| {
+    prometheus::Counter::new("vigil_fusion_cpu_seconds_total", "CPU seconds spent in fusion (policy rules over time)")
+        .expect("valid metric")
+});
+
 /// Counters for a stream's summary.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct AnalysisStats {
@@ -46,6 +52,7 @@ impl StreamAnalysis {
     ) -> (FrameSignals, Outcome) {
         HASH_METRICS.frames_hashed.inc();
         self.last_pts_ms = frame.pts_ms;
+        let hash_started = vigil_core::cpu::thread_cpu();
         let hashes = self.hasher.hash(&frame.rgb, frame.width as usize, frame.height as usize);
         let pdq = hashes.pdq;
         let mut signals = FrameSignals {
@@ -62,6 +69,7 @@ impl StreamAnalysis {
             self.stats.below_quality_floor += 1;
             HASH_METRICS.below_quality_floor.inc();
         }
+        HASH_METRICS.cpu_seconds.inc_by(vigil_core::cpu::thread_cpu().saturating_sub(hash_started).as_secs_f64());
         let analysis = match self.last.as_mut().filter(|l| l.reusable_for(&pdq.hash, &self.hash_cfg)) {
             Some(l) => {
                 l.reused += 1;
@@ -86,7 +94,8 @@ impl StreamAnalysis {
         signals.faces = analysis.faces;
         signals.nsfw_score = analysis.nsfw_score;
         signals.unscanned = analysis.unscanned;
-        let outcome = self.fusion.observe(&signals);
+        let (outcome, cpu) = vigil_core::cpu::timed(|| self.fusion.observe(&signals));
+        FUSION_CPU.inc_by(cpu);
         (signals, outcome)
     }
 
@@ -100,7 +109,8 @@ impl StreamAnalysis {
         };
         // The next frame must run the models: what came before the gap says nothing.
         self.last = None;
-        let outcome = self.fusion.observe(&signals);
+        let (outcome, cpu) = vigil_core::cpu::timed(|| self.fusion.observe(&signals));
+        FUSION_CPU.inc_by(cpu);
         (signals, outcome)
     }
 }

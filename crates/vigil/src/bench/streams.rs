@@ -287,6 +287,34 @@ impl Worker {
         proc_cpu(self.child.id(), true) + self.children().into_iter().map(|c| proc_cpu(c, false)).sum::<f64>()
     }
 
+    /// CPU seconds by stage so far: the decode children (living and reaped) from /proc,
+    /// and what the worker's own threads spent per stage from its `*_cpu_seconds_total`
+    /// counters; `worker_other` is the rest of the worker (ingest, hand-over, scaling).
+    fn stages(&self) -> Vec<(String, f64)> {
+        let own = proc_cpu(self.child.id(), false);
+        let decode = self.cpu_secs() - own;
+        let body = http_get(&self.admin, "/metrics");
+        let value = |l: &str| l.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+        let mut out = vec![("decode_children".to_string(), decode)];
+        let mut counted = 0.0;
+        for (stage, metric) in [
+            ("hash_and_match", "vigil_hash_cpu_seconds_total"),
+            ("fusion", "vigil_fusion_cpu_seconds_total"),
+            ("sink", "vigil_sink_cpu_seconds_total"),
+        ] {
+            let v: f64 = body.lines().filter(|l| l.starts_with(&format!("{metric} "))).map(value).sum();
+            counted += v;
+            out.push((stage.to_string(), v));
+        }
+        for l in body.lines().filter(|l| l.starts_with("vigil_infer_cpu_seconds_total{")) {
+            let model = l.split("model=\"").nth(1).and_then(|r| r.split('"').next()).unwrap_or("?");
+            counted += value(l);
+            out.push((format!("model_{model}"), value(l)));
+        }
+        out.push(("worker_other".to_string(), (own - counted).max(0.0)));
+        out
+    }
+
     /// PSS of the worker and its children, in MiB.
     fn pss_mib(&self) -> f64 {
         let mut pids = vec![self.child.id()];
@@ -383,6 +411,7 @@ fn measure(
         Instant::now(),
     );
     let dropped0 = w.metric("vigil_media_frames_dropped_total");
+    let stages0 = w.stages();
     std::thread::sleep(Duration::from_secs(args.secs));
     let elapsed = t0.elapsed().as_secs_f64();
     let (due, done, skips) = (
@@ -391,6 +420,7 @@ fn measure(
         w.metric("vigil_hash_near_duplicate_skips_total") - skip0,
     );
     let dropped = w.metric("vigil_media_frames_dropped_total") - dropped0;
+    let stages = w.stages();
     let cpu = w.cpu_secs() - cpu0;
     let pss = w.pss_mib();
     let records = w.records_since(t0);
@@ -401,6 +431,16 @@ fn measure(
     w.stop();
     let coverage = if due > 0.0 { done / due } else { 0.0 };
     let video_secs = elapsed * n as f64;
+    // Each stage's CPU per second of video, and per analysed sample (ms).
+    let by_stage: serde_json::Map<String, Value> = stages
+        .iter()
+        .map(|(name, after)| {
+            let before = stages0.iter().find(|(n0, _)| n0 == name).map_or(0.0, |(_, v)| *v);
+            let secs = (after - before).max(0.0);
+            let per_sample_ms = if done > 0.0 { secs / done * 1000.0 } else { 0.0 };
+            (name.clone(), json!({ "cpu_secs_per_video_sec": secs / video_secs, "cpu_ms_per_sample": per_sample_ms }))
+        })
+        .collect();
     let all = ages(&records, &names);
     let age_p95 = all["age_ms_p95"].as_f64();
     let even: Vec<String> = names.iter().step_by(2).cloned().collect();
@@ -420,6 +460,7 @@ fn measure(
         "streams_per_core_at_this_load": if cpu > 0.0 { video_secs / cpu } else { 0.0 },
         "pss_mib_per_stream": pss / n as f64,
         "near_duplicate_skip_rate": if due > 0.0 { skips / due } else { 0.0 },
+        "cpu_by_stage": by_stage,
         "all": all,
         "high_motion": ages(&records, &even),
         "calm_with_face": ages(&records, &odd),
@@ -519,6 +560,23 @@ fn level_row(l: &Value) -> String {
     )
 }
 
+/// CPU by stage, in ms per analysed sample, one row per level.
+fn print_stages(report: &Value) {
+    let levels: Vec<&Value> = report["levels"].as_array().into_iter().flatten().collect();
+    let Some(first) = levels.first().and_then(|l| l["cpu_by_stage"].as_object()) else { return };
+    let stages: Vec<&String> = first.keys().collect();
+    println!();
+    println!("CPU by stage, ms per analysed sample:");
+    println!("| mode | streams | {} | total |", stages.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(" | "));
+    println!("|---|---|{}---|", "---|".repeat(stages.len()));
+    for l in levels {
+        let ms = |s: &str| l["cpu_by_stage"][s]["cpu_ms_per_sample"].as_f64().unwrap_or(0.0);
+        let cells: Vec<String> = stages.iter().map(|s| format!("{:.1}", ms(s))).collect();
+        let total: f64 = stages.iter().map(|s| ms(s)).sum();
+        println!("| {} | {} | {} | {total:.1} |", l["mode"].as_str().unwrap_or(""), l["streams"], cells.join(" | "));
+    }
+}
+
 fn print_table(report: &Value) {
     println!(
         "| mode | streams | coverage | CPU-s per video-s | streams/core | PSS MiB/stream | skip rate | age p50/p95 ms (motion / calm) | held |"
@@ -527,6 +585,7 @@ fn print_table(report: &Value) {
     for l in report["levels"].as_array().into_iter().flatten() {
         println!("{}", level_row(l));
     }
+    print_stages(report);
     println!();
     println!("| mode | ingest | load | injections | interrupted | p50 ms | p95 ms | max ms |");
     println!("|---|---|---|---|---|---|---|---|");

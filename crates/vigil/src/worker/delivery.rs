@@ -54,26 +54,14 @@ fn write_all(rx: &Receiver<SinkMsg>, kafka: Option<KafkaSink>) {
     let mut sink = JsonlSink::new(std::io::stdout());
     let mut output = OutputState { broken: false };
     for msg in rx {
-        match msg {
-            SinkMsg::Frame(m) => {
-                let frame = FrameRecord {
-                    kind: "frame",
-                    stream: &m.stream,
-                    signals: &m.signals,
-                    verdict: m.outcome.verdict,
-                    rule: m.outcome.rule.clone(),
-                    conditions: m.outcome.conditions.names(),
-                    age_ms: m.age_ms,
-                };
-                // Spool refusals were logged and counted by the sink, one by one.
-                let done = deliver(&frame, &m.outcome.events, &m.context, &mut sink, kafka.as_ref());
-                output.note(done.output_error.map_or(Ok(()), Err));
-            }
-            SinkMsg::Line(v) => output.note(sink.write(&v)),
-            SinkMsg::Last(v) => {
-                output.note(sink.write(&v));
-                break;
-            }
+        let started = vigil_core::cpu::thread_cpu();
+        let last = matches!(msg, SinkMsg::Last(_));
+        write_one(msg, &mut sink, &mut output, kafka.as_ref());
+        vigil_sink::metrics::METRICS
+            .cpu_seconds
+            .inc_by(vigil_core::cpu::thread_cpu().saturating_sub(started).as_secs_f64());
+        if last {
+            break;
         }
     }
     if let Some(k) = &kafka {
@@ -81,6 +69,27 @@ fn write_all(rx: &Receiver<SinkMsg>, kafka: Option<KafkaSink>) {
         if left > 0 {
             tracing::warn!("{left} message(s) not yet confirmed by Kafka stay in the spool for the next start");
         }
+    }
+}
+
+/// Writes one message: its JSON line, and for a frame its alerts and commands.
+fn write_one(msg: SinkMsg, sink: &mut JsonlSink<std::io::Stdout>, output: &mut OutputState, kafka: Option<&KafkaSink>) {
+    match msg {
+        SinkMsg::Frame(m) => {
+            let frame = FrameRecord {
+                kind: "frame",
+                stream: &m.stream,
+                signals: &m.signals,
+                verdict: m.outcome.verdict,
+                rule: m.outcome.rule.clone(),
+                conditions: m.outcome.conditions.names(),
+                age_ms: m.age_ms,
+            };
+            // Spool refusals were logged and counted by the sink, one by one.
+            let done = deliver(&frame, &m.outcome.events, &m.context, sink, kafka);
+            output.note(done.output_error.map_or(Ok(()), Err));
+        }
+        SinkMsg::Line(v) | SinkMsg::Last(v) => output.note(sink.write(&v)),
     }
 }
 

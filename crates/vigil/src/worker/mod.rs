@@ -162,6 +162,7 @@ pub fn run(config: Option<&Path>, args: RunArgs) -> anyhow::Result<ExitCode> {
     registry.register(Box::new(capacity::INFERENCE_UTILIZATION.clone()))?;
     registry.register(Box::new(capacity::CAPACITY_HELD.clone()))?;
     registry.register(Box::new(streams::DECISIONS.clone()))?;
+    registry.register(Box::new(crate::analysis::FUSION_CPU.clone()))?;
     registry.register(Box::new(streams::STREAMS_BY_MODE.clone()))?;
     registry.register(Box::new(streams::COVERAGE.clone()))?;
     registry.register(Box::new(capacity::CAPACITY_USED.clone()))?;
