@@ -45,8 +45,9 @@ struct Model {
 }
 
 impl Model {
-    fn load(cfg: &InferConfig, name: &str, kind: ModelKind) -> Result<Model, InferError> {
-        let manifest = ModelManifest::find(&cfg.models_dir(), name)?;
+    fn load(cfg: &InferConfig, configured: &str, kind: ModelKind) -> Result<Model, InferError> {
+        let manifest = choose_precision(cfg, configured)?;
+        let name = manifest.name.as_str();
         if manifest.kind != kind {
             return Err(InferError::Load {
                 name: name.into(),
@@ -132,6 +133,28 @@ pub struct Analyzer {
     age: Option<Model>,
     classifier: Option<Model>,
     warmup_ms: u64,
+}
+
+/// The manifest to run for `configured` under `[infer] precision`: its `-int8` build when
+/// asked for (an error when there is none), or with `auto` when one exists and its
+/// agreement holds; else the configured one.
+pub fn choose_precision(cfg: &InferConfig, configured: &str) -> Result<ModelManifest, InferError> {
+    use crate::config::Precision;
+    let dir = cfg.models_dir();
+    let original = ModelManifest::find(&dir, configured)?;
+    if original.quantization.is_some() || cfg.precision == Precision::Fp32 {
+        return Ok(original); // a quantised build named directly, or fp32 asked for
+    }
+    let quantised = ModelManifest::find(&dir, &format!("{configured}-int8"));
+    match (cfg.precision, quantised) {
+        (Precision::Int8, Ok(q)) => Ok(q),
+        (Precision::Int8, Err(e)) => Err(InferError::Load {
+            name: configured.into(),
+            reason: format!("precision = \"int8\", but no int8 build of it: {e}"),
+        }),
+        (_, Ok(q)) if q.quantization.as_ref().is_some_and(|x| x.agreement == "holds" && x.from == configured) => Ok(q),
+        _ => Ok(original),
+    }
 }
 
 impl Analyzer {
@@ -341,4 +364,46 @@ pub fn time_model_runs(
     }
     times.sort_unstable();
     Ok((times, m.provider))
+}
+
+#[cfg(test)]
+mod precision_tests {
+    use super::*;
+    use crate::config::Precision;
+
+    fn chosen(precision: Precision, configured: &str) -> Result<String, InferError> {
+        let cfg = InferConfig {
+            models_dir: std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../models"),
+            precision,
+            ..InferConfig::default()
+        };
+        choose_precision(&cfg, configured).map(|m| m.name)
+    }
+
+    #[test]
+    fn auto_runs_int8_only_where_its_agreement_with_fp32_holds() {
+        assert_eq!(chosen(Precision::Auto, "nudenet-320n").unwrap(), "nudenet-320n-int8");
+        assert_eq!(chosen(Precision::Auto, "open-nsfw").unwrap(), "open-nsfw-int8");
+        assert_eq!(chosen(Precision::Auto, "age-v1").unwrap(), "age-v1", "its int8 build moved a minor flag");
+    }
+
+    #[test]
+    fn fp32_and_int8_are_the_operators_choice() {
+        assert_eq!(chosen(Precision::Fp32, "nudenet-320n").unwrap(), "nudenet-320n");
+        assert_eq!(chosen(Precision::Int8, "age-v1").unwrap(), "age-v1-int8");
+        assert_eq!(chosen(Precision::Fp32, "open-nsfw-int8").unwrap(), "open-nsfw-int8", "named directly");
+        // A model with no int8 build: int8 is an error that says so, auto is fp32.
+        let dir = std::env::temp_dir().join(format!("vigil-precision-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let models = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../models");
+        std::fs::copy(models.join("nudenet-320n.toml"), dir.join("nudenet-320n.toml")).unwrap();
+        let only_fp32 = |precision| {
+            let cfg = InferConfig { models_dir: dir.clone(), precision, ..InferConfig::default() };
+            choose_precision(&cfg, "nudenet-320n").map(|m| m.name)
+        };
+        let e = only_fp32(Precision::Int8).unwrap_err().to_string();
+        assert!(e.contains("no int8 build"), "{e}");
+        assert_eq!(only_fp32(Precision::Auto).unwrap(), "nudenet-320n");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }

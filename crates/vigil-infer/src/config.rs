@@ -22,6 +22,10 @@ pub struct InferConfig {
     pub age: Option<String>,
     #[serde(default = "default_classifier")]
     pub classifier: Option<String>,
+    /// `fp32`, `int8`, or `auto` (the default): each configured model's int8 build
+    /// (manifest `NAME-int8`) where its agreement with fp32 holds, else fp32.
+    #[serde(default)]
+    pub precision: Precision,
     /// Threads inside one model run.
     #[serde(default = "default_intra_threads")]
     pub intra_threads: usize,
@@ -51,6 +55,16 @@ pub struct InferConfig {
     /// measured from the per-sample cost and each stream's sample rate.
     #[serde(default)]
     pub capacity_streams: usize,
+}
+
+/// Which build of each model runs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Precision {
+    #[default]
+    Auto,
+    Fp32,
+    Int8,
 }
 
 fn default_max_utilization() -> f64 {

@@ -18,7 +18,7 @@ pub mod preprocess;
 mod providers;
 mod runtime;
 
-pub use analyzer::{Analysis, Analyzer, ModelInfo, time_model_runs};
+pub use analyzer::{Analysis, Analyzer, ModelInfo, choose_precision, time_model_runs};
 pub use batcher::{Batcher, BatcherLoad, QueueFull};
 pub use config::InferConfig;
 pub use error::InferError;

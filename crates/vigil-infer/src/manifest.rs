@@ -23,6 +23,26 @@ pub struct ModelManifest {
     /// Vigil signal name → the output labels that carry it.
     #[serde(default)]
     pub signals: BTreeMap<String, Vec<String>>,
+    /// For a quantised build of another manifest's model: which, and whether it agrees.
+    #[serde(default)]
+    pub quantization: Option<Quantization>,
+}
+
+/// A quantised model's provenance and its measured agreement with the original
+/// (`scripts/int8_agreement.py`; `bench/results/int8-agreement-*.md`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Quantization {
+    /// `int8`.
+    pub precision: String,
+    /// The fp32 manifest it was built from.
+    pub from: String,
+    /// The calibration ranges it was built with.
+    #[serde(default)]
+    pub ranges: Option<String>,
+    /// `holds` or `fails`: whether its outputs agree with the original's on the fixed
+    /// benign set within the stated thresholds. `precision = "auto"` uses only `holds`.
+    pub agreement: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

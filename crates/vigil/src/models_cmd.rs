@@ -22,10 +22,14 @@ pub enum ModelsCommand {
 pub fn run(config: Option<&Path>, cmd: ModelsCommand) -> anyhow::Result<ExitCode> {
     let cfg = VigilConfig::load(config)?;
     let infer = &cfg.infer;
-    let configured: Vec<&str> = std::iter::once(infer.detector.as_str())
+    // What runs: each configured model, in the build `[infer] precision` picks for it.
+    let configured: Vec<String> = std::iter::once(infer.detector.as_str())
         .chain(infer.age.as_deref())
         .chain(infer.classifier.as_deref())
+        .filter(|n| !n.is_empty())
+        .map(|n| vigil_infer::choose_precision(infer, n).map_or_else(|_| n.to_string(), |m| m.name))
         .collect();
+    let configured: Vec<&str> = configured.iter().map(String::as_str).collect();
     let manifests = ModelManifest::load_dir(&infer.models_dir())?;
     match cmd {
         ModelsCommand::List => {

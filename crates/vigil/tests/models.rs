@@ -108,9 +108,14 @@ fn models_list_verify_and_info() {
     let out = vigil(&["models", "list"]);
     assert!(out.status.success());
     let list = stdout_json(&out);
-    let names: Vec<&str> = list.iter().map(|m| m["name"].as_str().unwrap()).collect();
-    assert_eq!(names, vec!["age-v1", "nudenet-320n", "open-nsfw"]);
-    assert!(list.iter().all(|m| m["present"] == true && m["configured"] == true));
+    let mut names: Vec<&str> = list.iter().map(|m| m["name"].as_str().unwrap()).collect();
+    names.sort();
+    assert_eq!(names, ["age-v1", "age-v1-int8", "nudenet-320n", "nudenet-320n-int8", "open-nsfw", "open-nsfw-int8"]);
+    assert!(list.iter().all(|m| m["present"] == true));
+    // precision = "auto": int8 where it agrees with fp32 (detector, classifier), fp32 for age.
+    let running: Vec<&str> =
+        list.iter().filter(|m| m["configured"] == true).map(|m| m["name"].as_str().unwrap()).collect();
+    assert_eq!(running, ["age-v1", "nudenet-320n-int8", "open-nsfw-int8"]);
 
     let out = vigil(&["models", "verify"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
@@ -120,7 +125,7 @@ fn models_list_verify_and_info() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let info = stdout_json(&out);
     assert!(info.iter().filter(|r| r.get("model").is_some()).all(|r| r["model"]["provider"] == "cpu"));
-    let nudenet = info.iter().find(|r| r["model"]["name"] == "nudenet-320n").unwrap();
+    let nudenet = info.iter().find(|r| r["model"]["name"] == "nudenet-320n-int8").unwrap();
     assert!(nudenet["license_warning"].as_str().unwrap().contains("AGPL"));
     assert_eq!(info.last().unwrap()["ready"], true);
 }
