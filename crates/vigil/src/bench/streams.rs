@@ -38,6 +38,12 @@ pub struct StreamsBenchArgs {
     /// Banked-frame injections per mode, for the latency to the interrupt.
     #[arg(long, default_value_t = 20)]
     injections: usize,
+    /// Streams each Python baseline reads (at a count it holds; its cost per stream is flat).
+    #[arg(long, default_value_t = 4)]
+    baseline_streams: usize,
+    /// Skip the Python baselines (OpenCV + NudeNet, and equal work).
+    #[arg(long)]
+    no_baselines: bool,
     /// Where the JSON report goes.
     #[arg(long, default_value = "bench-streams.json")]
     out: PathBuf,
@@ -59,6 +65,7 @@ fn key(name: &str) -> String {
 pub fn run(mut args: StreamsBenchArgs) -> anyhow::Result<ExitCode> {
     if args.quick {
         (args.streams, args.modes, args.secs, args.injections) = (vec![2], vec!["keyframes".into()], 8, 2);
+        args.baseline_streams = 1;
     }
     anyhow::ensure!(!args.streams.is_empty() && !args.modes.is_empty(), "nothing to run");
     for m in &args.modes {
@@ -104,16 +111,30 @@ pub fn run(mut args: StreamsBenchArgs) -> anyhow::Result<ExitCode> {
                 break;
             }
         }
-        eprintln!("bench streams: {mode}, {} injections", args.injections);
-        latencies.push(latency(mode, args.streams[0], &args, &motion, &calm, &inject, &bank, dir.path())?);
+        for ingest in [Ingest::Push, Ingest::Pull] {
+            eprintln!("bench streams: {mode}, {} injections, {}", args.injections, ingest.label());
+            let clips = Clips { motion: &motion, calm: &calm, inject: &inject, bank: &bank };
+            latencies.push(latency(mode, ingest, &args, &clips, dir.path())?);
+        }
     }
+    let mut baselines = Vec::new();
+    if !args.no_baselines {
+        for work in ["nudenet", "equal"] {
+            eprintln!("bench streams: Python baseline ({work}), {} streams, {} s", args.baseline_streams, args.secs);
+            baselines.push(baseline(work, args.baseline_streams, args.secs, &motion, &calm, dir.path())?);
+        }
+    }
+    let ratios = ratios(&levels, &baselines);
     let report = json!({
         "machine": machine(),
         "content": "even streams: testsrc2 under temporal noise (no faces); odd: slow zoom over the astronaut photo (a face); 1280x720 30 fps, GOP 2 s, 2.5 Mbit/s, ffmpeg -re -c copy over loopback RTMP",
         "levels": levels,
         "latency": latencies,
+        "baselines": baselines,
+        "ratios": ratios,
     });
     print_table(&report);
+    print_baselines(&report);
     std::fs::write(&args.out, serde_json::to_string_pretty(&report)?)
         .with_context(|| format!("writing {}", args.out.display()))?;
     eprintln!("bench streams: report in {}", args.out.display());
@@ -213,6 +234,7 @@ impl Worker {
             .arg("--config")
             .arg(&path)
             .arg("run")
+            .env("VIGIL_ADMIN_TOKEN", BENCH_TOKEN)
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()?;
@@ -252,13 +274,7 @@ impl Worker {
     }
 
     fn publish(&self, name: &str, clip: &Path, looped: bool) -> anyhow::Result<Child> {
-        let url = format!("rtmp://{}/live/{}", self.rtmp, key(name));
-        let mut cmd = Command::new("ffmpeg");
-        cmd.args(["-v", "error", "-re"]);
-        if looped {
-            cmd.args(["-stream_loop", "-1"]);
-        }
-        Ok(cmd.arg("-i").arg(clip).args(["-c", "copy", "-f", "flv", &url]).stdin(Stdio::null()).spawn()?)
+        ffmpeg_publish(clip, &format!("rtmp://{}/live/{}", self.rtmp, key(name)), looped)
     }
 
     /// A counter or gauge from `/metrics` (summed over its label sets).
@@ -359,13 +375,27 @@ fn proc_cpu(pid: u32, with_reaped: bool) -> f64 {
 }
 
 fn http_get(addr: &str, path: &str) -> String {
+    http_request(addr, "GET", path, "").1
+}
+
+/// The bench workers' admin token (loopback only, a fresh worker each time).
+const BENCH_TOKEN: &str = "vigil-bench-admin-token";
+
+/// One HTTP/1.1 request with the bench token: (status, body).
+fn http_request(addr: &str, method: &str, path: &str, body: &str) -> (u16, String) {
     use std::io::{Read, Write};
-    let Ok(mut s) = std::net::TcpStream::connect(addr) else { return String::new() };
+    let Ok(mut s) = std::net::TcpStream::connect(addr) else { return (0, String::new()) };
     let _ = s.set_read_timeout(Some(Duration::from_secs(10)));
-    let _ = write!(s, "GET {path} HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n");
+    let _ = write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: bench\r\nAuthorization: Bearer {BENCH_TOKEN}\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
     let mut out = String::new();
     let _ = s.read_to_string(&mut out);
-    out.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default()
+    let status = out.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    (status, out.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default())
 }
 
 fn percentile(values: &mut [f64], p: f64) -> Option<f64> {
@@ -467,59 +497,98 @@ fn measure(
     }))
 }
 
-/// Injections one after another, beside `load` streams: banked image on air → interrupt.
-#[allow(clippy::too_many_arguments)]
-fn latency(
-    mode: &str,
-    load: usize,
-    args: &StreamsBenchArgs,
-    motion: &Path,
-    calm: &Path,
-    inject: &Path,
-    bank: &Path,
-    dir: &Path,
-) -> anyhow::Result<Value> {
+/// How an injected stream reaches the worker.
+#[derive(Clone, Copy, PartialEq)]
+enum Ingest {
+    /// Pushed to the worker's RTMP server.
+    Push,
+    /// Published to nginx-rtmp, pulled by the worker (started through the admin API).
+    Pull,
+}
+
+impl Ingest {
+    fn label(self) -> &'static str {
+        match self {
+            Ingest::Push => "push (RTMP to the worker)",
+            Ingest::Pull => "pull (from nginx-rtmp)",
+        }
+    }
+}
+
+struct Clips<'a> {
+    motion: &'a Path,
+    calm: &'a Path,
+    inject: &'a Path,
+    bank: &'a Path,
+}
+
+/// Streams of load beside the injections (few: the fixed mode holds 8 per worker).
+const LATENCY_LOAD: usize = 4;
+/// Seconds between two injections: a few run at once, each stopped at its interrupt.
+const INJECT_EVERY: Duration = Duration::from_millis(1000);
+
+/// `args.injections` staggered injections beside `LATENCY_LOAD` streams: banked image on
+/// air → interrupt line.
+fn latency(mode: &str, ingest: Ingest, args: &StreamsBenchArgs, clips: &Clips, dir: &Path) -> anyhow::Result<Value> {
+    let load = LATENCY_LOAD.min(args.streams[0]);
     let mut names: Vec<String> = (0..load).map(|i| format!("s{i}")).collect();
     names.extend((0..args.injections).map(|i| format!("inj{i}")));
-    let w = Worker::start(mode, &names, bank, dir)?;
+    let w = Worker::start(mode, &names, clips.bank, dir)?;
+    let nginx = if ingest == Ingest::Pull { Some(Nginx::start(dir)?) } else { None };
     let mut publishers = Vec::new();
     for (i, name) in names.iter().take(load).enumerate() {
-        publishers.push(w.publish(name, if i % 2 == 0 { motion } else { calm }, true)?);
+        publishers.push(w.publish(name, if i % 2 == 0 { clips.motion } else { clips.calm }, true)?);
     }
+    // (stream id, banked image on air, its publisher while it runs)
+    let mut pending: Vec<(String, Instant, Option<Child>)> = Vec::new();
     let mut waits = Vec::new();
-    let mut missed = 0;
+    let collect = |pending: &mut Vec<(String, Instant, Option<Child>)>, waits: &mut Vec<f64>| {
+        for (stream, on_air, publisher) in pending.iter_mut() {
+            let Some(p) = publisher.as_mut() else { continue };
+            let hit = w
+                .records_since(*on_air - Duration::from_secs(10))
+                .into_iter()
+                .find(|(_, r)| r["type"] == "interrupt" && r["stream_id"] == stream.as_str());
+            if let Some((t, _)) = hit {
+                waits.push(t.saturating_duration_since(*on_air).as_secs_f64() * 1000.0);
+                let _ = p.kill();
+                let _ = p.wait();
+                *publisher = None;
+            }
+        }
+    };
     for i in 0..args.injections {
         let name = format!("inj{i}");
         let started = Instant::now();
-        let mut p = w.publish(&name, inject, false)?;
-        let on_air = started + Duration::from_secs_f64(INJECT_AT_SECS);
-        let stream = format!("rtmp/live/{name}");
-        let deadline = started + Duration::from_secs(20);
-        let hit = loop {
-            let found = w
-                .records_since(started)
-                .into_iter()
-                .find(|(_, r)| r["type"] == "interrupt" && r["stream_id"] == stream.as_str())
-                .map(|(t, _)| t);
-            if found.is_some() || Instant::now() > deadline {
-                break found;
+        let (stream, p) = match &nginx {
+            None => (format!("rtmp/live/{name}"), w.publish(&name, clips.inject, false)?),
+            Some(n) => {
+                let url = format!("rtmp://127.0.0.1:{}/live/{name}", n.rtmp);
+                let p = ffmpeg_publish(clips.inject, &url, false)?;
+                let body = json!({"stream_id": format!("live/{name}"), "source_url": url}).to_string();
+                let (status, answer) = http_request(&w.admin, "POST", "/admin/streams", &body);
+                anyhow::ensure!(status == 201, "starting the pull of {name}: {status} {answer}");
+                (format!("live/{name}"), p)
             }
-            std::thread::sleep(Duration::from_millis(20));
         };
-        let _ = p.kill();
-        let _ = p.wait();
-        match hit {
-            Some(t) => waits.push(t.saturating_duration_since(on_air).as_secs_f64() * 1000.0),
-            None => {
-                missed += 1;
-                let seen: Vec<String> = w
-                    .records_since(started)
-                    .into_iter()
-                    .filter(|(_, r)| r["stream"] == stream.as_str())
-                    .map(|(_, r)| format!("{} {}", r["type"], r["event"]))
-                    .collect();
-                eprintln!("bench streams: no interrupt for {stream} within 20 s; its records: {seen:?}");
-            }
+        pending.push((stream, started + Duration::from_secs_f64(INJECT_AT_SECS), Some(p)));
+        while started.elapsed() < INJECT_EVERY {
+            collect(&mut pending, &mut waits);
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while pending.iter().any(|(_, _, p)| p.is_some()) && Instant::now() < deadline {
+        collect(&mut pending, &mut waits);
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let mut missed = 0;
+    for (stream, _, p) in pending.iter_mut() {
+        if let Some(mut p) = p.take() {
+            missed += 1;
+            eprintln!("bench streams: no interrupt for {stream} within 20 s");
+            let _ = p.kill();
+            let _ = p.wait();
         }
     }
     for mut p in publishers {
@@ -530,7 +599,7 @@ fn latency(
     let n = waits.len();
     Ok(json!({
         "mode": mode,
-        "ingest": "push (RTMP to the worker)",
+        "ingest": ingest.label(),
         "load_streams": load,
         "injections": args.injections,
         "interrupted": n,
@@ -539,6 +608,135 @@ fn latency(
         "ms_p95": percentile(&mut waits, 95.0),
         "ms_max": percentile(&mut waits, 100.0),
     }))
+}
+
+/// nginx with its RTMP module on a free loopback port, for pulled streams and the
+/// baselines; stopped when dropped.
+struct Nginx {
+    child: Child,
+    rtmp: u16,
+}
+
+impl Nginx {
+    fn start(dir: &Path) -> anyhow::Result<Nginx> {
+        let rtmp = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let d = dir.join(format!("nginx-{rtmp}"));
+        std::fs::create_dir_all(&d)?;
+        let conf = d.join("nginx.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "load_module /usr/lib/nginx/modules/ngx_rtmp_module.so;\ndaemon off;\nmaster_process off;\n\
+                 pid {0}/nginx.pid;\nerror_log {0}/error.log warn;\nevents {{ worker_connections 1024; }}\n\
+                 rtmp {{ server {{ listen 127.0.0.1:{rtmp}; application live {{ live on; }} }} }}\n",
+                d.display()
+            ),
+        )?;
+        let child = Command::new("nginx")
+            .arg("-p")
+            .arg(&d)
+            .arg("-c")
+            .arg(&conf)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("nginx with its RTMP module (make setup)")?;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", rtmp)).is_err() {
+            anyhow::ensure!(Instant::now() < deadline, "nginx did not listen on {rtmp}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(Nginx { child, rtmp })
+    }
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn ffmpeg_publish(clip: &Path, url: &str, looped: bool) -> anyhow::Result<Child> {
+    let mut cmd = Command::new("ffmpeg");
+    cmd.args(["-v", "error", "-re"]);
+    if looped {
+        cmd.args(["-stream_loop", "-1"]);
+    }
+    Ok(cmd.arg("-i").arg(clip).args(["-c", "copy", "-f", "flv", url]).stdin(Stdio::null()).spawn()?)
+}
+
+/// The Python alternative on the same clips (`bench/baseline/python_worker.py`), reading
+/// `n` streams from nginx-rtmp: its cost per second of video, coverage and whether it held.
+fn baseline(work: &str, n: usize, secs: u64, motion: &Path, calm: &Path, dir: &Path) -> anyhow::Result<Value> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let script = root.join("bench/baseline/python_worker.py");
+    let cache = crate::config::VigilConfig::load(None)?.infer.cache_dir();
+    let python = cache.join("venv/bin/python");
+    anyhow::ensure!(
+        script.exists() && python.exists(),
+        "{} or {} is missing: run make setup",
+        script.display(),
+        python.display()
+    );
+    let nginx = Nginx::start(dir)?;
+    let urls: Vec<String> = (0..n).map(|i| format!("rtmp://127.0.0.1:{}/live/b{i}", nginx.rtmp)).collect();
+    let mut publishers = Vec::new();
+    for (i, url) in urls.iter().enumerate() {
+        publishers.push(ffmpeg_publish(if i % 2 == 0 { motion } else { calm }, url, true)?);
+    }
+    let out = dir.join(format!("baseline-{work}.json"));
+    let mut cmd = Command::new(&python);
+    cmd.arg(&script).args(["--mode", work, "--seconds", &secs.to_string(), "--json"]).arg(&out);
+    for u in &urls {
+        cmd.args(["--url", u]);
+    }
+    let status = cmd.current_dir(&root).env("VIGIL_CACHE_DIR", &cache).stdout(Stdio::null()).status();
+    for mut p in publishers {
+        let _ = p.kill();
+        let _ = p.wait();
+    }
+    anyhow::ensure!(status.as_ref().is_ok_and(|s| s.success()), "the Python baseline ({work}) failed: {status:?}");
+    let report: Value = serde_json::from_str(&std::fs::read_to_string(&out)?).context("the baseline's JSON")?;
+    let total = &report["total"];
+    Ok(json!({
+        "work": work,
+        "streams": n,
+        "cpu_secs_per_video_sec": total["cpu_secs_per_video_sec"],
+        "coverage": total["coverage"],
+        "held": total["held"],
+        "streams_per_core": total["cpu_secs_per_video_sec"].as_f64().filter(|c| *c > 0.0).map(|c| 1.0 / c),
+        "report": report,
+    }))
+}
+
+/// Vigil's streams per core (its cheapest held level per mode) over each baseline's.
+fn ratios(levels: &[Value], baselines: &[Value]) -> Value {
+    let mut out = Vec::new();
+    let modes: Vec<&str> = levels.iter().filter_map(|l| l["mode"].as_str()).collect();
+    let mut seen = Vec::new();
+    for mode in modes {
+        if seen.contains(&mode) {
+            continue;
+        }
+        seen.push(mode);
+        let vigil = levels
+            .iter()
+            .filter(|l| l["mode"] == mode && l["held"] == true)
+            .filter_map(|l| l["streams_per_core_at_this_load"].as_f64())
+            .fold(None, |best: Option<f64>, v| Some(best.map_or(v, |b| b.max(v))));
+        for b in baselines {
+            let theirs = b["streams_per_core"].as_f64();
+            out.push(json!({
+                "mode": mode,
+                "baseline": b["work"],
+                "vigil_streams_per_core": vigil,
+                "baseline_streams_per_core": theirs,
+                "ratio": vigil.zip(theirs).map(|(v, t)| v / t),
+            }));
+        }
+    }
+    Value::Array(out)
 }
 
 /// One level as a row of the table (also the progress line while the bench runs).
@@ -589,7 +787,7 @@ fn print_table(report: &Value) {
     println!();
     println!("| mode | ingest | load | injections | interrupted | p50 ms | p95 ms | max ms |");
     println!("|---|---|---|---|---|---|---|---|");
-    for l in report["latency"].as_array().into_iter().flatten() {
+    for l in report["latency"].as_array().into_iter().flatten().collect::<Vec<_>>() {
         println!(
             "| {} | {} | {} | {} | {} | {} | {} | {} |",
             l["mode"].as_str().unwrap_or(""),
@@ -600,6 +798,42 @@ fn print_table(report: &Value) {
             l["ms_p50"].as_f64().map_or("-".into(), |v| format!("{v:.0}")),
             l["ms_p95"].as_f64().map_or("-".into(), |v| format!("{v:.0}")),
             l["ms_max"].as_f64().map_or("-".into(), |v| format!("{v:.0}")),
+        );
+    }
+}
+
+/// The baselines and Vigil's ratio over each.
+fn print_baselines(report: &Value) {
+    let baselines = report["baselines"].as_array().cloned().unwrap_or_default();
+    if baselines.is_empty() {
+        return;
+    }
+    println!();
+    println!("| Python baseline | streams | coverage | CPU-s per video-s | streams/core | held |");
+    println!("|---|---|---|---|---|---|");
+    for b in &baselines {
+        println!(
+            "| {} | {} | {:.2}% | {:.4} | {:.1} | {} |",
+            b["work"].as_str().unwrap_or(""),
+            b["streams"],
+            b["coverage"].as_f64().unwrap_or(0.0) * 100.0,
+            b["cpu_secs_per_video_sec"].as_f64().unwrap_or(0.0),
+            b["streams_per_core"].as_f64().unwrap_or(0.0),
+            if b["held"].as_bool() == Some(true) { "yes" } else { "no" },
+        );
+    }
+    println!();
+    println!("| Vigil mode | over baseline | Vigil streams/core | baseline streams/core | ratio |");
+    println!("|---|---|---|---|---|");
+    for r in report["ratios"].as_array().into_iter().flatten() {
+        let f = |v: &Value| v.as_f64().map_or("-".into(), |x| format!("{x:.1}"));
+        println!(
+            "| {} | {} | {} | {} | {} |",
+            r["mode"].as_str().unwrap_or(""),
+            r["baseline"].as_str().unwrap_or(""),
+            f(&r["vigil_streams_per_core"]),
+            f(&r["baseline_streams_per_core"]),
+            r["ratio"].as_f64().map_or("-".into(), |x| format!("{x:.2}x")),
         );
     }
 }
