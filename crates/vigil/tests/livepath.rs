@@ -248,7 +248,18 @@ fn bench_streams_quick_runs_to_a_well_formed_report() {
     // injection): it must complete and report every figure; speed is not judged here.
     let dir = tempfile::tempdir().unwrap();
     let out_path = dir.path().join("report.json");
-    let out = vigil(&["bench", "streams", "--quick", "--out", out_path.to_str().unwrap()]);
+    let readme = dir.path().join("README.md");
+    std::fs::write(&readme, "# x\n<!-- bench-streams:begin -->\nold figures\n<!-- bench-streams:end -->\nafter\n")
+        .unwrap();
+    let out = vigil(&[
+        "bench",
+        "streams",
+        "--quick",
+        "--out",
+        out_path.to_str().unwrap(),
+        "--readme",
+        readme.to_str().unwrap(),
+    ]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let table = String::from_utf8_lossy(&out.stdout);
     assert!(table.contains("| mode | streams | coverage") && table.contains("| keyframes |"), "{table}");
@@ -287,6 +298,17 @@ fn bench_streams_quick_runs_to_a_well_formed_report() {
     }
     let ratios = report["ratios"].as_array().unwrap();
     assert_eq!(ratios.len(), 2, "{ratios:?}");
+    // The markdown, the plot, and the README section regenerated from this run.
+    let md = std::fs::read_to_string(out_path.with_extension("md")).unwrap();
+    assert!(md.contains("| mode | streams | coverage") && md.contains("Python baseline"), "{md}");
+    let png = std::fs::read(out_path.with_extension("png")).unwrap();
+    assert!(png.starts_with(b"\x89PNG"), "a PNG plot");
+    let readme = std::fs::read_to_string(&readme).unwrap();
+    assert!(
+        readme.contains(&md)
+            && !readme.contains("old figures")
+            && readme.ends_with("<!-- bench-streams:end -->\nafter\n")
+    );
     // (The ratio itself needs a held level, which is speed: not judged here.)
     assert!(ratios.iter().all(|r| r["baseline_streams_per_core"].as_f64().is_some_and(|x| x > 0.0)), "{ratios:?}");
 }

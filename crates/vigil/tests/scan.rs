@@ -182,7 +182,7 @@ fn missing_runtime_or_model_says_what_to_do() {
 fn tampered_model_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir_all(dir.path().join("models")).unwrap();
-    std::fs::write(dir.path().join("models/nudenet-320n.onnx"), b"not the model").unwrap();
+    std::fs::write(dir.path().join("models/nudenet-320n-int8.onnx"), b"not the model").unwrap();
     let lib = cache_dir().join("onnxruntime/libonnxruntime.so.1.32.0");
     let out = vigil_env(
         &["scan", astronaut().to_str().unwrap()],

@@ -46,7 +46,7 @@ fn an_admin_reload_brings_a_new_bank_row_into_a_running_stream() {
     let (status, body) = w.http("GET", "/readyz");
     assert_eq!(status, 200, "{body}");
     let metrics = w.http("GET", "/metrics").1;
-    assert!(metrics.contains("vigil_infer_provider{model=\"nudenet-320n\",provider=\"cpu\"} 1"), "{metrics}");
+    assert!(metrics.contains("vigil_infer_provider{model=\"nudenet-320n-int8\",provider=\"cpu\"} 1"), "{metrics}");
     let before = w.wait_for("a few unmatched frames", 60, |r| {
         r.iter().filter(|x| x["stream"] == "cam" && x["pdq"].is_object()).count() >= 3
     });

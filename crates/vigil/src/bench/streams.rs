@@ -18,6 +18,7 @@
 
 use anyhow::{Context, bail};
 use serde_json::{Value, json};
+use std::fmt::Write as _;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitCode, Stdio};
@@ -44,7 +45,11 @@ pub struct StreamsBenchArgs {
     /// Skip the Python baselines (OpenCV + NudeNet, and equal work).
     #[arg(long)]
     no_baselines: bool,
-    /// Where the JSON report goes.
+    /// Also rewrite the section between `<!-- bench-streams:begin -->` and `:end -->`
+    /// of this file (the README) with the report's tables.
+    #[arg(long)]
+    readme: Option<PathBuf>,
+    /// Where the JSON report goes (with .md and .png beside it).
     #[arg(long, default_value = "bench-streams.json")]
     out: PathBuf,
     /// A smoke run: 2 streams, keyframes only, 8 s, 2 injections (checks the run, not speed).
@@ -133,19 +138,72 @@ pub fn run(mut args: StreamsBenchArgs) -> anyhow::Result<ExitCode> {
         "baselines": baselines,
         "ratios": ratios,
     });
-    print_table(&report);
-    print_baselines(&report);
+    let mut tables = String::new();
+    print_table(&report, &mut tables);
+    print_baselines(&report, &mut tables);
+    print!("{tables}");
     std::fs::write(&args.out, serde_json::to_string_pretty(&report)?)
         .with_context(|| format!("writing {}", args.out.display()))?;
-    eprintln!("bench streams: report in {}", args.out.display());
+    let markdown = markdown(&report, &tables);
+    let md = args.out.with_extension("md");
+    std::fs::write(&md, &markdown).with_context(|| format!("writing {}", md.display()))?;
+    let png = args.out.with_extension("png");
+    plot(&args.out, &png);
+    if let Some(readme) = &args.readme {
+        replace_section(readme, &markdown)?;
+        eprintln!("bench streams: {} updated", readme.display());
+    }
+    eprintln!("bench streams: report in {}, {} and {}", args.out.display(), md.display(), png.display());
     Ok(ExitCode::SUCCESS)
+}
+
+/// The report as the README shows it: the machine, the content, every table.
+fn markdown(report: &Value, tables: &str) -> String {
+    let m = &report["machine"];
+    format!(
+        "One run of `vigil bench streams` on {} ({} cores), {}; content: {}.\n\n{tables}",
+        m["cpu"].as_str().unwrap_or("an unknown CPU"),
+        m["cores"],
+        m["date"].as_str().unwrap_or(""),
+        report["content"].as_str().unwrap_or(""),
+    )
+}
+
+/// Draws the PNG (bench/plot_streams.py, OpenCV from the test virtualenv); a missing
+/// virtualenv only costs the picture.
+fn plot(json: &Path, png: &Path) {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../bench/plot_streams.py");
+    let python = crate::config::VigilConfig::load(None).map(|c| c.infer.cache_dir().join("venv/bin/python"));
+    let drawn = python.ok().filter(|p| p.exists()).map(|p| Command::new(p).arg(&script).arg(json).arg(png).status());
+    if !matches!(drawn, Some(Ok(s)) if s.success()) {
+        eprintln!("bench streams: no plot ({} or the test virtualenv is missing: make setup)", script.display());
+    }
+}
+
+const SECTION_BEGIN: &str = "<!-- bench-streams:begin -->";
+const SECTION_END: &str = "<!-- bench-streams:end -->";
+
+/// Replaces the text between the bench's markers in `readme` with `markdown`.
+fn replace_section(readme: &Path, markdown: &str) -> anyhow::Result<()> {
+    let text = std::fs::read_to_string(readme).with_context(|| format!("reading {}", readme.display()))?;
+    let (Some(a), Some(b)) = (text.find(SECTION_BEGIN), text.find(SECTION_END)) else {
+        bail!("{} has no {SECTION_BEGIN} … {SECTION_END} section", readme.display());
+    };
+    anyhow::ensure!(a < b, "{}: the section's markers are out of order", readme.display());
+    let updated = format!("{}{SECTION_BEGIN}\n{markdown}{}", &text[..a], &text[b..]);
+    std::fs::write(readme, updated).with_context(|| format!("writing {}", readme.display()))
 }
 
 fn machine() -> Value {
     let cpu = std::fs::read_to_string("/proc/cpuinfo").ok().and_then(|c| {
         c.lines().find(|l| l.starts_with("model name")).map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
     });
-    json!({ "cpu": cpu, "cores": std::thread::available_parallelism().map_or(1, |n| n.get()) })
+    let date = Command::new("date")
+        .arg("+%Y-%m-%d")
+        .output()
+        .ok()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string());
+    json!({ "cpu": cpu, "cores": std::thread::available_parallelism().map_or(1, |n| n.get()), "date": date })
 }
 
 fn ffmpeg(args: &[&str]) -> anyhow::Result<()> {
@@ -759,36 +817,48 @@ fn level_row(l: &Value) -> String {
 }
 
 /// CPU by stage, in ms per analysed sample, one row per level.
-fn print_stages(report: &Value) {
+fn print_stages(report: &Value, out: &mut String) {
     let levels: Vec<&Value> = report["levels"].as_array().into_iter().flatten().collect();
     let Some(first) = levels.first().and_then(|l| l["cpu_by_stage"].as_object()) else { return };
     let stages: Vec<&String> = first.keys().collect();
-    println!();
-    println!("CPU by stage, ms per analysed sample:");
-    println!("| mode | streams | {} | total |", stages.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(" | "));
-    println!("|---|---|{}---|", "---|".repeat(stages.len()));
+    let _ = writeln!(out);
+    let _ = writeln!(out, "CPU by stage, ms per analysed sample:");
+    let _ = writeln!(
+        out,
+        "| mode | streams | {} | total |",
+        stages.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(" | ")
+    );
+    let _ = writeln!(out, "|---|---|{}---|", "---|".repeat(stages.len()));
     for l in levels {
         let ms = |s: &str| l["cpu_by_stage"][s]["cpu_ms_per_sample"].as_f64().unwrap_or(0.0);
         let cells: Vec<String> = stages.iter().map(|s| format!("{:.1}", ms(s))).collect();
         let total: f64 = stages.iter().map(|s| ms(s)).sum();
-        println!("| {} | {} | {} | {total:.1} |", l["mode"].as_str().unwrap_or(""), l["streams"], cells.join(" | "));
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} | {total:.1} |",
+            l["mode"].as_str().unwrap_or(""),
+            l["streams"],
+            cells.join(" | ")
+        );
     }
 }
 
-fn print_table(report: &Value) {
-    println!(
+fn print_table(report: &Value, out: &mut String) {
+    let _ = writeln!(
+        out,
         "| mode | streams | coverage | CPU-s per video-s | streams/core | PSS MiB/stream | skip rate | age p50/p95 ms (motion / calm) | held |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|");
+    let _ = writeln!(out, "|---|---|---|---|---|---|---|---|---|");
     for l in report["levels"].as_array().into_iter().flatten() {
-        println!("{}", level_row(l));
+        let _ = writeln!(out, "{}", level_row(l));
     }
-    print_stages(report);
-    println!();
-    println!("| mode | ingest | load | injections | interrupted | p50 ms | p95 ms | max ms |");
-    println!("|---|---|---|---|---|---|---|---|");
+    print_stages(report, out);
+    let _ = writeln!(out);
+    let _ = writeln!(out, "| mode | ingest | load | injections | interrupted | p50 ms | p95 ms | max ms |");
+    let _ = writeln!(out, "|---|---|---|---|---|---|---|---|");
     for l in report["latency"].as_array().into_iter().flatten().collect::<Vec<_>>() {
-        println!(
+        let _ = writeln!(
+            out,
             "| {} | {} | {} | {} | {} | {} | {} | {} |",
             l["mode"].as_str().unwrap_or(""),
             l["ingest"].as_str().unwrap_or(""),
@@ -803,16 +873,17 @@ fn print_table(report: &Value) {
 }
 
 /// The baselines and Vigil's ratio over each.
-fn print_baselines(report: &Value) {
+fn print_baselines(report: &Value, out: &mut String) {
     let baselines = report["baselines"].as_array().cloned().unwrap_or_default();
     if baselines.is_empty() {
         return;
     }
-    println!();
-    println!("| Python baseline | streams | coverage | CPU-s per video-s | streams/core | held |");
-    println!("|---|---|---|---|---|---|");
+    let _ = writeln!(out);
+    let _ = writeln!(out, "| Python baseline | streams | coverage | CPU-s per video-s | streams/core | held |");
+    let _ = writeln!(out, "|---|---|---|---|---|---|");
     for b in &baselines {
-        println!(
+        let _ = writeln!(
+            out,
             "| {} | {} | {:.2}% | {:.4} | {:.1} | {} |",
             b["work"].as_str().unwrap_or(""),
             b["streams"],
@@ -822,12 +893,13 @@ fn print_baselines(report: &Value) {
             if b["held"].as_bool() == Some(true) { "yes" } else { "no" },
         );
     }
-    println!();
-    println!("| Vigil mode | over baseline | Vigil streams/core | baseline streams/core | ratio |");
-    println!("|---|---|---|---|---|");
+    let _ = writeln!(out);
+    let _ = writeln!(out, "| Vigil mode | over baseline | Vigil streams/core | baseline streams/core | ratio |");
+    let _ = writeln!(out, "|---|---|---|---|---|");
     for r in report["ratios"].as_array().into_iter().flatten() {
         let f = |v: &Value| v.as_f64().map_or("-".into(), |x| format!("{x:.1}"));
-        println!(
+        let _ = writeln!(
+            out,
             "| {} | {} | {} | {} | {} |",
             r["mode"].as_str().unwrap_or(""),
             r["baseline"].as_str().unwrap_or(""),
