@@ -109,5 +109,43 @@ pub fn run(mut args: InferBenchArgs, cfg: &VigilConfig) -> anyhow::Result<ExitCo
         "{}",
         json!({"bench": "infer_batcher", "frames": frames.len(), "unbatched_fps": unbatched, "batched_fps": batched, "ratio": batched / unbatched})
     );
+    drop(batcher);
+    thread_splits(infer, &frames)?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Inference threads (each with its own sessions, inter-op) against threads inside one
+/// run (intra-op), for the cores this process may use: the same frames through the
+/// batcher under each split, the best named. Streams arrive independently, so the
+/// worker's default is one inference thread per core with one intra-op thread each.
+fn thread_splits(infer: &vigil_infer::InferConfig, frames: &[Frame]) -> anyhow::Result<()> {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let mut splits: Vec<(usize, usize)> = (1..=cores).filter(|t| cores % t == 0).map(|t| (t, cores / t)).collect();
+    splits.push((cores, 1));
+    splits.dedup();
+    let mut best: Option<(usize, usize, f64)> = None;
+    for (threads, intra) in splits {
+        let cfg = vigil_infer::InferConfig { inference_threads: threads, intra_threads: intra, ..infer.clone() };
+        let batcher = Batcher::start(&cfg)?;
+        let t = Instant::now();
+        let waits: Vec<_> = frames.iter().cloned().map(|f| batcher.submit_wait(f)).collect();
+        for w in waits {
+            w.recv()?;
+        }
+        let fps = frames.len() as f64 / t.elapsed().as_secs_f64();
+        println!("thread split: {threads} inference thread(s) x {intra} intra-op: {fps:.1} frames/s");
+        eprintln!(
+            "{}",
+            json!({"bench": "infer_threads", "inference_threads": threads, "intra_threads": intra, "fps": fps})
+        );
+        if best.is_none_or(|(_, _, b)| fps > b) {
+            best = Some((threads, intra, fps));
+        }
+    }
+    if let Some((threads, intra, fps)) = best {
+        println!(
+            "best split on {cores} core(s): inference_threads = {threads}, intra_threads = {intra} ({fps:.1} frames/s)"
+        );
+    }
+    Ok(())
 }

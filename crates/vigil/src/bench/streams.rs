@@ -28,13 +28,13 @@ use std::time::{Duration, Instant};
 #[derive(clap::Args)]
 pub struct StreamsBenchArgs {
     /// Stream counts to try, ascending; the largest held in real time is reported.
-    #[arg(long, value_delimiter = ',', default_values_t = [8usize, 16, 32, 48])]
+    #[arg(long, value_delimiter = ',', default_values_t = [8usize, 16, 32, 48, 64])]
     streams: Vec<usize>,
     /// Sampling modes to run (keyframes, adaptive, fixed).
     #[arg(long, value_delimiter = ',', default_values_t = ["keyframes".to_string(), "adaptive".to_string(), "fixed".to_string()])]
     modes: Vec<String>,
     /// Seconds each count is measured (after a warm-up of a third of it, at least 5 s).
-    #[arg(long, default_value_t = 20)]
+    #[arg(long, default_value_t = 15)]
     secs: u64,
     /// Banked-frame injections per mode, for the latency to the interrupt.
     #[arg(long, default_value_t = 20)]
