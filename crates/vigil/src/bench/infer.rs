@@ -120,7 +120,8 @@ pub fn run(mut args: InferBenchArgs, cfg: &VigilConfig) -> anyhow::Result<ExitCo
 /// worker's default is one inference thread per core with one intra-op thread each.
 fn thread_splits(infer: &vigil_infer::InferConfig, frames: &[Frame]) -> anyhow::Result<()> {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let mut splits: Vec<(usize, usize)> = (1..=cores).filter(|t| cores % t == 0).map(|t| (t, cores / t)).collect();
+    let mut splits: Vec<(usize, usize)> =
+        (1..=cores).filter(|t| cores.is_multiple_of(*t)).map(|t| (t, cores / t)).collect();
     splits.push((cores, 1));
     splits.dedup();
     let mut best: Option<(usize, usize, f64)> = None;
