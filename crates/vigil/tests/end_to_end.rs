@@ -87,15 +87,7 @@ fn a_banked_image_on_a_pulled_and_a_pushed_stream_is_interrupted_and_both_are_cu
     let nginx = Nginx::start();
     let port = common::nginx::free_port();
     let w = Worker::start(
-        &format!(
-            "[media]\nsampling = \"adaptive\"\n\
-             [[hash.banks]]\nname = \"known\"\npath = \"{}\"\naction = \"interrupt\"\n\
-             [ingest.rtmp]\nlisten = \"127.0.0.1:{port}\"\n[ingest.rtmp.stream_keys]\nalice = \"alice-key-123\"\n\
-             [sink.kafka]\nbrokers = \"{}\"\nspool_path = \"{}\"\n[fleet]\nsession_timeout_secs = 6\n",
-            bank.display(),
-            broker.addr,
-            dir.path().join("spool").display()
-        ),
+        &common::nginx::fleet_worker_config(&bank, port, &broker.addr, &dir.path().join("spool")),
         &["--worker-id", "worker-e2e"],
         &[],
     );

@@ -6,13 +6,13 @@
 
 mod common;
 
-use common::nginx::{Nginx, publish};
+use common::nginx::{Nginx, publish, publish_astronaut};
 use common::worker::*;
 use common::*;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, BTreeSet};
-use std::process::{Child, Stdio};
+use std::process::Child;
 use std::time::{Duration, Instant};
 use vigil_sink::testing::{Broker, read_from_beginning};
 
@@ -78,18 +78,6 @@ fn stream_record(records: &[Value], stream: &str, event: &str) -> Option<u64> {
         .iter()
         .find(|r| r["type"] == "stream" && r["stream"] == stream && r["event"] == event)
         .and_then(|r| r["unix_ms"].as_u64())
-}
-
-fn publish_astronaut(url: &str, secs: u32) -> Child {
-    let pipeline = format!(
-        "filesrc location={} ! decodebin ! videoconvert \
-         ! imagefreeze is-live=true num-buffers={} ! video/x-raw,framerate=25/1 ! videoconvert \
-         ! x264enc tune=zerolatency speed-preset=ultrafast key-int-max=25 ! h264parse ! flvmux streamable=true \
-         ! rtmp2sink location={url}",
-        astronaut().display(),
-        secs * 25
-    );
-    gst_spawn(&pipeline, Stdio::null())
 }
 
 #[test]

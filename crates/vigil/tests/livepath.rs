@@ -5,24 +5,12 @@
 
 mod common;
 
+use common::nginx::publish_astronaut;
 use common::worker::*;
 use common::*;
 use serde_json::Value;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-
-/// A live RTMP publisher showing the (benign) astronaut photo for `secs` seconds.
-fn publish_astronaut(url: &str, secs: u32) -> Child {
-    let pipeline = format!(
-        "filesrc location={} ! decodebin ! videoconvert \
-         ! imagefreeze is-live=true num-buffers={} ! video/x-raw,framerate=25/1 ! videoconvert \
-         ! x264enc tune=zerolatency speed-preset=ultrafast key-int-max=25 ! h264parse ! flvmux streamable=true \
-         ! rtmp2sink location={url}",
-        astronaut().display(),
-        secs * 25
-    );
-    gst_spawn(&pipeline, Stdio::null())
-}
 
 /// Waits for `child` to exit; returns its run time, or fails after `secs`.
 fn exits_within(child: &mut Child, secs: u64) -> (Duration, bool) {

@@ -76,28 +76,12 @@ fn metrics_match_their_documentation_both_ways() {
     let mut publisher = publish(&format!("rtmp://127.0.0.1:{}/live/pulled", nginx.rtmp), 60, "ball");
     let port = common::nginx::free_port();
     let w = Worker::start(
-        &format!(
-            "[media]\nsampling = \"adaptive\"\n\
-             [[hash.banks]]\nname = \"known\"\npath = \"{}\"\naction = \"interrupt\"\n\
-             [ingest.rtmp]\nlisten = \"127.0.0.1:{port}\"\n[ingest.rtmp.stream_keys]\nalice = \"alice-key-123\"\n\
-             [sink.kafka]\nbrokers = \"{}\"\nspool_path = \"{}\"\n[fleet]\nsession_timeout_secs = 6\n",
-            bank.display(),
-            broker.addr,
-            dir.path().join("spool").display()
-        ),
+        &common::nginx::fleet_worker_config(&bank, port, &broker.addr, &dir.path().join("spool")),
         &["--pull", &format!("rtmp://127.0.0.1:{}/live/pulled", nginx.rtmp)],
         &[],
     );
     let url = format!("rtmp://{}/live/alice-key-123", w.rtmp.clone().unwrap());
-    let mut banked = common::gst_spawn(
-        &format!(
-            "filesrc location={} ! decodebin ! videoconvert ! imagefreeze is-live=true num-buffers=500 \
-             ! video/x-raw,framerate=25/1 ! videoconvert ! x264enc tune=zerolatency speed-preset=ultrafast \
-             key-int-max=25 ! h264parse ! flvmux streamable=true ! rtmp2sink location={url}",
-            astronaut().display()
-        ),
-        std::process::Stdio::null(),
-    );
+    let mut banked = common::nginx::publish_astronaut(&url, 20);
     w.wait_for("the banked stream's cut", 60, |r| r.iter().any(|x| x["event"] == "cut"));
     std::thread::sleep(Duration::from_secs(2));
     let (_, body) = w.http("GET", "/metrics");

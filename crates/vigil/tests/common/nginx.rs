@@ -72,3 +72,30 @@ pub fn publish(url: &str, secs: u32, pattern: &str) -> Child {
     );
     super::gst_spawn(&pipeline, Stdio::piped())
 }
+
+/// A live publisher showing the (benign) astronaut photo, the tests' banked image, for
+/// `secs` seconds at 25 fps, a keyframe every second, to `url`.
+pub fn publish_astronaut(url: &str, secs: u32) -> Child {
+    let pipeline = format!(
+        "filesrc location={} ! decodebin ! videoconvert \
+         ! imagefreeze is-live=true num-buffers={} ! video/x-raw,framerate=25/1 ! videoconvert \
+         ! x264enc tune=zerolatency speed-preset=ultrafast key-int-max=25 ! h264parse ! flvmux streamable=true \
+         ! rtmp2sink location={url}",
+        super::astronaut().display(),
+        secs * 25
+    );
+    super::gst_spawn(&pipeline, Stdio::null())
+}
+
+/// The config of a worker with one interrupt bank, an RTMP listener on `rtmp_port` (key
+/// `alice-key-123` for stream `alice`), Kafka on `broker` and fleet membership.
+pub fn fleet_worker_config(bank: &std::path::Path, rtmp_port: u16, broker: &str, spool: &std::path::Path) -> String {
+    format!(
+        "[media]\nsampling = \"adaptive\"\n\
+         [[hash.banks]]\nname = \"known\"\npath = \"{}\"\naction = \"interrupt\"\n\
+         [ingest.rtmp]\nlisten = \"127.0.0.1:{rtmp_port}\"\n[ingest.rtmp.stream_keys]\nalice = \"alice-key-123\"\n\
+         [sink.kafka]\nbrokers = \"{broker}\"\nspool_path = \"{}\"\n[fleet]\nsession_timeout_secs = 6\n",
+        bank.display(),
+        spool.display()
+    )
+}
