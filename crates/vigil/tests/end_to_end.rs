@@ -29,7 +29,7 @@ fn clip(dir: &Path) -> std::path::PathBuf {
         "concat name=c ! videoconvert ! x264enc tune=zerolatency speed-preset=ultrafast key-int-max=25 \
          ! h264parse ! flvmux streamable=true ! filesink location={} \
          videotestsrc num-buffers={} pattern=ball ! video/x-raw,format=I420,width=512,height=512,framerate=25/1 ! c. \
-         filesrc location={} ! decodebin ! videoconvert ! video/x-raw,format=I420,width=512,height=512 \
+         filesrc location={} ! pngdec ! videoconvert ! video/x-raw,format=I420,width=512,height=512 \
          ! imagefreeze num-buffers=1000 ! video/x-raw,framerate=25/1 ! c.",
         out.display(),
         CLEAN_SECS * 25,

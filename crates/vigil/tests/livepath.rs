@@ -272,7 +272,11 @@ fn bench_streams_quick_runs_to_a_well_formed_report() {
     // Latency for push and for pull.
     let latencies = report["latency"].as_array().unwrap();
     assert_eq!(latencies.len(), 2, "push and pull: {latencies:?}");
+    for half in ["high_motion", "calm_with_face"] {
+        assert!(level[half]["coverage"].as_f64().is_some_and(|c| (0.0..=1.0).contains(&c)), "{half}: {level}");
+    }
     for latency in latencies {
+        assert!(latency["measured_to"].as_str().unwrap().contains("broker"), "{latency}");
         assert_eq!(latency["injections"], 2);
         assert_eq!(latency["interrupted"].as_u64().unwrap() + latency["missed"].as_u64().unwrap(), 2, "{latency}");
         assert!(latency["interrupted"].as_u64().unwrap() >= 1, "a banked frame on air is interrupted: {latency}");

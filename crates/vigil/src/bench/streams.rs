@@ -274,8 +274,14 @@ struct Worker {
 }
 
 impl Worker {
-    fn start(mode: &str, names: &[String], bank: &Path, dir: &Path) -> anyhow::Result<Worker> {
+    /// A worker for `names`; with `kafka` (a broker's address) its alerts and commands
+    /// also go there.
+    fn start(mode: &str, names: &[String], bank: &Path, dir: &Path, kafka: Option<&str>) -> anyhow::Result<Worker> {
         let keys: String = names.iter().map(|n| format!("{n} = \"{}\"\n", key(n))).collect();
+        let spool = dir.join(format!("spool-{mode}-{}-{}", names.len(), crate::output::unix_ms()));
+        let kafka = kafka.map_or(String::new(), |b| {
+            format!("[sink.kafka]\nbrokers = \"{b}\"\nspool_path = \"{}\"\n", spool.join("messages.spool").display())
+        });
         let config = format!(
             "[media]\nsampling = \"{mode}\"\nsample_fps = 1.0\n\
              [hash]\n[[hash.banks]]\nname = \"bench\"\npath = \"{}\"\naction = \"interrupt\"\n\
@@ -283,7 +289,7 @@ impl Worker {
              [ingest]\ncut_direct_publishers = false\n\
              [ingest.rtmp]\nlisten = \"127.0.0.1:0\"\nmax_connections_per_ip = 1000\n\
              [ingest.rtmp.stream_keys]\n{keys}\
-             [admin]\nlisten = \"127.0.0.1:0\"\n",
+             [admin]\nlisten = \"127.0.0.1:0\"\n{kafka}",
             bank.display()
         );
         let path = dir.join(format!("worker-{mode}-{}.toml", names.len()));
@@ -474,6 +480,19 @@ fn ages(records: &[(Instant, Value)], streams: &[String]) -> Value {
     json!({ "frames": frames, "age_ms_p50": percentile(&mut a, 50.0), "age_ms_p95": percentile(&mut a, 95.0), "age_ms_max": percentile(&mut a, 100.0) })
 }
 
+/// Adds the coverage of `streams` (since each started, from `/streams`) to a half's figures.
+fn with_coverage(mut half: Value, per_stream: &Value, streams: &[String]) -> Value {
+    let (mut due, mut done) = (0.0, 0.0);
+    for s in per_stream.as_array().into_iter().flatten() {
+        if streams.iter().any(|n| s["stream_id"] == format!("rtmp/live/{n}")) {
+            due += s["samples_due"].as_f64().unwrap_or(0.0);
+            done += s["samples_analysed"].as_f64().unwrap_or(0.0);
+        }
+    }
+    half["coverage"] = if due > 0.0 { json!(done / due) } else { Value::Null };
+    half
+}
+
 /// One (mode, count) level.
 fn measure(
     mode: &str,
@@ -485,7 +504,7 @@ fn measure(
     dir: &Path,
 ) -> anyhow::Result<Value> {
     let names: Vec<String> = (0..n).map(|i| format!("s{i}")).collect();
-    let w = Worker::start(mode, &names, bank, dir)?;
+    let w = Worker::start(mode, &names, bank, dir, None)?;
     let mut publishers = Vec::new();
     for (i, name) in names.iter().enumerate() {
         publishers.push(w.publish(name, if i % 2 == 0 { motion } else { calm }, true)?);
@@ -509,6 +528,8 @@ fn measure(
     );
     let dropped = w.metric("vigil_media_frames_dropped_total") - dropped0;
     let stages = w.stages();
+    let per_stream: Value =
+        serde_json::from_str(&http_request(&w.admin, "GET", "/streams", "").1).unwrap_or(Value::Null);
     let cpu = w.cpu_secs() - cpu0;
     let pss = w.pss_mib();
     let records = w.records_since(t0);
@@ -550,8 +571,8 @@ fn measure(
         "near_duplicate_skip_rate": if due > 0.0 { skips / due } else { 0.0 },
         "cpu_by_stage": by_stage,
         "all": all,
-        "high_motion": ages(&records, &even),
-        "calm_with_face": ages(&records, &odd),
+        "high_motion": with_coverage(ages(&records, &even), &per_stream, &even),
+        "calm_with_face": with_coverage(ages(&records, &odd), &per_stream, &odd),
     }))
 }
 
@@ -591,7 +612,10 @@ fn latency(mode: &str, ingest: Ingest, args: &StreamsBenchArgs, clips: &Clips, d
     let load = LATENCY_LOAD.min(args.streams[0]);
     let mut names: Vec<String> = (0..load).map(|i| format!("s{i}")).collect();
     names.extend((0..args.injections).map(|i| format!("inj{i}")));
-    let w = Worker::start(mode, &names, clips.bank, dir)?;
+    // Interrupt commands are timed where a platform sees them: on the broker.
+    let broker = vigil_sink::testing::Broker::start(&["vigil.alerts", "vigil.interrupts"]);
+    let on_broker = watch_interrupts(&broker.addr);
+    let w = Worker::start(mode, &names, clips.bank, dir, Some(&broker.addr))?;
     let nginx = if ingest == Ingest::Pull { Some(Nginx::start(dir)?) } else { None };
     let mut publishers = Vec::new();
     for (i, name) in names.iter().take(load).enumerate() {
@@ -599,22 +623,32 @@ fn latency(mode: &str, ingest: Ingest, args: &StreamsBenchArgs, clips: &Clips, d
     }
     // (stream id, banked image on air, its publisher while it runs)
     let mut pending: Vec<(String, Instant, Option<Child>)> = Vec::new();
-    let mut waits = Vec::new();
-    let collect = |pending: &mut Vec<(String, Instant, Option<Child>)>, waits: &mut Vec<f64>| {
-        for (stream, on_air, publisher) in pending.iter_mut() {
-            let Some(p) = publisher.as_mut() else { continue };
-            let hit = w
-                .records_since(*on_air - Duration::from_secs(10))
-                .into_iter()
-                .find(|(_, r)| r["type"] == "interrupt" && r["stream_id"] == stream.as_str());
-            if let Some((t, _)) = hit {
-                waits.push(t.saturating_duration_since(*on_air).as_secs_f64() * 1000.0);
+    let (mut waits, mut line_waits) = (Vec::new(), Vec::new());
+    let collect =
+        |pending: &mut Vec<(String, Instant, Option<Child>)>, waits: &mut Vec<f64>, line_waits: &mut Vec<f64>| {
+            for (stream, on_air, publisher) in pending.iter_mut() {
+                let Some(p) = publisher.as_mut() else { continue };
+                let arrived = on_broker
+                    .0
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .iter()
+                    .find(|(_, s)| s == stream)
+                    .map(|(t, _)| *t);
+                let Some(arrived) = arrived else { continue };
+                waits.push(arrived.saturating_duration_since(*on_air).as_secs_f64() * 1000.0);
+                let line = w
+                    .records_since(*on_air - Duration::from_secs(10))
+                    .into_iter()
+                    .find(|(_, r)| r["type"] == "interrupt" && r["stream_id"] == stream.as_str());
+                if let Some((t, _)) = line {
+                    line_waits.push(t.saturating_duration_since(*on_air).as_secs_f64() * 1000.0);
+                }
                 let _ = p.kill();
                 let _ = p.wait();
                 *publisher = None;
             }
-        }
-    };
+        };
     for i in 0..args.injections {
         let name = format!("inj{i}");
         let started = Instant::now();
@@ -631,20 +665,20 @@ fn latency(mode: &str, ingest: Ingest, args: &StreamsBenchArgs, clips: &Clips, d
         };
         pending.push((stream, started + Duration::from_secs_f64(INJECT_AT_SECS), Some(p)));
         while started.elapsed() < INJECT_EVERY {
-            collect(&mut pending, &mut waits);
+            collect(&mut pending, &mut waits, &mut line_waits);
             std::thread::sleep(Duration::from_millis(20));
         }
     }
     let deadline = Instant::now() + Duration::from_secs(20);
     while pending.iter().any(|(_, _, p)| p.is_some()) && Instant::now() < deadline {
-        collect(&mut pending, &mut waits);
+        collect(&mut pending, &mut waits, &mut line_waits);
         std::thread::sleep(Duration::from_millis(20));
     }
     let mut missed = 0;
     for (stream, _, p) in pending.iter_mut() {
         if let Some(mut p) = p.take() {
             missed += 1;
-            eprintln!("bench streams: no interrupt for {stream} within 20 s");
+            eprintln!("bench streams: no interrupt for {stream} on the broker within 20 s");
             let _ = p.kill();
             let _ = p.wait();
         }
@@ -654,10 +688,13 @@ fn latency(mode: &str, ingest: Ingest, args: &StreamsBenchArgs, clips: &Clips, d
         let _ = p.wait();
     }
     w.stop();
+    on_broker.1.store(true, std::sync::atomic::Ordering::Relaxed);
     let n = waits.len();
     Ok(json!({
         "mode": mode,
         "ingest": ingest.label(),
+        "measured_to": "the interrupt command read from the broker (tansu on loopback)",
+        "to_worker_line_ms_p50": percentile(&mut line_waits, 50.0),
         "load_streams": load,
         "injections": args.injections,
         "interrupted": n,
@@ -666,6 +703,28 @@ fn latency(mode: &str, ingest: Ingest, args: &StreamsBenchArgs, clips: &Clips, d
         "ms_p95": percentile(&mut waits, 95.0),
         "ms_max": percentile(&mut waits, 100.0),
     }))
+}
+
+/// Interrupt commands as they arrive on `broker` (arrival, stream id), read by a
+/// thread until the flag is set.
+type Arrivals = (Arc<Mutex<Vec<(Instant, String)>>>, Arc<std::sync::atomic::AtomicBool>);
+
+fn watch_interrupts(broker: &str) -> Arrivals {
+    let (seen, stop) = (Arc::new(Mutex::new(Vec::new())), Arc::new(std::sync::atomic::AtomicBool::new(false)));
+    let consumer = vigil_sink::testing::read_from_beginning(broker, "vigil.interrupts");
+    let (s, st) = (seen.clone(), stop.clone());
+    std::thread::spawn(move || {
+        while !st.load(std::sync::atomic::Ordering::Relaxed) {
+            if let Some(Ok(m)) = consumer.poll(Duration::from_millis(50)) {
+                use rdkafka::Message;
+                let v: Value = m.payload().and_then(|p| serde_json::from_slice(p).ok()).unwrap_or(Value::Null);
+                if let Some(stream) = v["stream_id"].as_str() {
+                    s.lock().unwrap_or_else(|p| p.into_inner()).push((Instant::now(), stream.to_string()));
+                }
+            }
+        }
+    });
+    (seen, stop)
 }
 
 /// nginx with its RTMP module on a free loopback port, for pulled streams and the
