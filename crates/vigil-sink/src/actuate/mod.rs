@@ -133,10 +133,6 @@ fn default_no_publisher_attempts() -> u32 {
     4
 }
 
-fn valid_topic(t: &str) -> bool {
-    !t.is_empty() && t.len() <= 249 && t.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
-}
-
 impl ActuateConfig {
     pub fn validate(&self, prefix: &str) -> Vec<String> {
         let mut e = Vec::new();
@@ -145,7 +141,7 @@ impl ActuateConfig {
         }
         e.extend(self.adapter.validate(&format!("{prefix}.adapter")));
         for (k, t) in [("dead_letter_topic", &self.dead_letter_topic), ("actions_topic", &self.actions_topic)] {
-            if !valid_topic(t) {
+            if !crate::kafka::is_valid_topic(t) {
                 e.push(format!("{prefix}.{k}: \"{t}\" is not a valid topic name"));
             }
         }

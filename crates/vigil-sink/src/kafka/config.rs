@@ -60,6 +60,11 @@ const MECHANISMS: [&str; 4] = ["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTH
 const OWNED_SETTINGS: [&str; 5] =
     ["enable.idempotence", "acks", "message.timeout.ms", "bootstrap.servers", "max.in.flight"];
 
+/// A name Kafka accepts for a topic: 1 to 249 of `[A-Za-z0-9._-]`.
+pub fn is_valid_topic(t: &str) -> bool {
+    !t.is_empty() && t.len() <= 249 && t.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
+}
+
 impl KafkaConfig {
     pub fn validate(&self, prefix: &str) -> Vec<String> {
         let mut e = Vec::new();
@@ -67,7 +72,7 @@ impl KafkaConfig {
             e.push(format!("{prefix}.brokers: must name at least one broker"));
         }
         for (k, t) in [("alerts_topic", &self.alerts_topic), ("interrupts_topic", &self.interrupts_topic)] {
-            if t.is_empty() || t.len() > 249 || !t.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c)) {
+            if !is_valid_topic(t) {
                 e.push(format!("{prefix}.{k}: \"{t}\" is not a valid topic name"));
             }
         }

@@ -18,6 +18,6 @@ mod config;
 mod health;
 mod sink;
 
-pub use config::KafkaConfig;
+pub use config::{KafkaConfig, is_valid_topic};
 pub use health::KafkaHealth;
 pub use sink::{KafkaSink, KafkaSinkError, MessageKind};

@@ -77,11 +77,8 @@ impl FleetConfig {
         if !has_kafka {
             e.push(format!("{prefix}: needs [sink.kafka] (the fleet shares its cluster)"));
         }
-        let topic_ok = |t: &str| {
-            !t.is_empty() && t.len() <= 249 && t.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
-        };
         for (key, topic) in [("lifecycle_topic", &self.lifecycle_topic), ("owners_topic", &self.owners_topic)] {
-            if !topic_ok(topic) {
+            if !vigil_sink::kafka::is_valid_topic(topic) {
                 e.push(format!("{prefix}.{key}: {topic:?} is not a valid topic name"));
             }
         }
