@@ -1,0 +1,220 @@
+//! What the console knows about, shared by the store, the pages and paging.
+
+use serde::{Deserialize, Serialize};
+
+/// Milliseconds since the Unix epoch (every time the console stores).
+pub type UnixMs = i64;
+
+pub fn now_ms() -> UnixMs {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}
+
+/// Where an incident is in its review.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum IncidentState {
+    /// Waiting for someone: this is what queue-age paging measures.
+    Open,
+    Acknowledged,
+    Escalated,
+    Resolved,
+}
+
+impl IncidentState {
+    pub const ALL: [IncidentState; 4] =
+        [IncidentState::Open, IncidentState::Acknowledged, IncidentState::Escalated, IncidentState::Resolved];
+    pub fn as_str(self) -> &'static str {
+        match self {
+            IncidentState::Open => "open",
+            IncidentState::Acknowledged => "acknowledged",
+            IncidentState::Escalated => "escalated",
+            IncidentState::Resolved => "resolved",
+        }
+    }
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|v| v.as_str() == s)
+    }
+}
+
+/// What became of the incident's interrupt command, as far as the console has heard.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum InterruptState {
+    None,
+    Issued,
+    CutConfirmed,
+    CutFailed,
+    DeadLettered,
+}
+
+impl InterruptState {
+    pub const ALL: [InterruptState; 5] = [
+        InterruptState::None,
+        InterruptState::Issued,
+        InterruptState::CutConfirmed,
+        InterruptState::CutFailed,
+        InterruptState::DeadLettered,
+    ];
+    pub fn as_str(self) -> &'static str {
+        match self {
+            InterruptState::None => "none",
+            InterruptState::Issued => "issued",
+            InterruptState::CutConfirmed => "cut_confirmed",
+            InterruptState::CutFailed => "cut_failed",
+            InterruptState::DeadLettered => "dead_lettered",
+        }
+    }
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|v| v.as_str() == s)
+    }
+}
+
+/// How a resolved incident ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Resolution {
+    /// Abuse confirmed (reported onward by the platform's own process).
+    Confirmed,
+    FalsePositive,
+    /// Not abuse, but not a model or bank mistake either (e.g. the stream had ended).
+    NoAction,
+    Duplicate,
+}
+
+impl Resolution {
+    pub const ALL: [Resolution; 4] =
+        [Resolution::Confirmed, Resolution::FalsePositive, Resolution::NoAction, Resolution::Duplicate];
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Resolution::Confirmed => "confirmed",
+            Resolution::FalsePositive => "false_positive",
+            Resolution::NoAction => "no_action",
+            Resolution::Duplicate => "duplicate",
+        }
+    }
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|v| v.as_str() == s)
+    }
+}
+
+/// Console roles, least to most.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// Reads the queue and incidents.
+    Viewer,
+    /// Holds, acknowledges, cuts, escalates, marks false positives, resolves.
+    Reviewer,
+    /// And manages accounts.
+    Admin,
+}
+
+impl Role {
+    pub const ALL: [Role; 3] = [Role::Viewer, Role::Reviewer, Role::Admin];
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Viewer => "viewer",
+            Role::Reviewer => "reviewer",
+            Role::Admin => "admin",
+        }
+    }
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|v| v.as_str() == s)
+    }
+}
+
+/// A `vigil.action` v1 record (`crates/vigil-core/schema/action-v1.schema.json`), as
+/// read back by the console.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ActionOutcome {
+    pub schema: String,
+    pub schema_version: u32,
+    pub command_id: String,
+    pub stream_id: String,
+    /// `cut`, `failed` or `dead_lettered`.
+    pub outcome: String,
+    #[serde(default)]
+    pub reason: Option<String>,
+    #[serde(default)]
+    pub detail: String,
+    pub attempts: u32,
+    pub at_unix_ms: u64,
+}
+
+/// Paging channels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Channel {
+    Pagerduty,
+    Webhook,
+    Slack,
+}
+
+impl Channel {
+    pub const ALL: [Channel; 3] = [Channel::Pagerduty, Channel::Webhook, Channel::Slack];
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Channel::Pagerduty => "pagerduty",
+            Channel::Webhook => "webhook",
+            Channel::Slack => "slack",
+        }
+    }
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|v| v.as_str() == s)
+    }
+}
+
+/// What a page says happened: PagerDuty's three event actions, which the webhook and
+/// Slack formats reuse.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PageAction {
+    Trigger,
+    Acknowledge,
+    Resolve,
+}
+
+impl PageAction {
+    pub const ALL: [PageAction; 3] = [PageAction::Trigger, PageAction::Acknowledge, PageAction::Resolve];
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PageAction::Trigger => "trigger",
+            PageAction::Acknowledge => "acknowledge",
+            PageAction::Resolve => "resolve",
+        }
+    }
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|v| v.as_str() == s)
+    }
+}
+
+/// What a page is about: enough for every channel's payload, nothing more (no pixels,
+/// no reasons text beyond the rule).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PageSubject {
+    /// The incident id (the alert id), PagerDuty's `dedup_key`.
+    pub incident_id: String,
+    pub stream_id: String,
+    pub account_id: Option<String>,
+    /// `review` or `interrupt`.
+    pub decision: String,
+    pub rule: String,
+    /// When the worker detected it.
+    pub detected_at_ms: UnixMs,
+    /// The incident page, `{public_url}/incidents/{id}`.
+    pub link: String,
+}
+
+/// One page waiting in (or delivered from) the durable outbox.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutboxItem {
+    /// `{incident_id}/{action}/{channel}`, or `queue-age/{incident_id}/{channel}` for a
+    /// queue-age page: enqueueing the same id twice is a no-op.
+    pub id: String,
+    pub channel: Channel,
+    pub action: PageAction,
+    pub subject: PageSubject,
+    pub attempts: u32,
+    pub next_attempt_ms: UnixMs,
+    pub last_error: Option<String>,
+}
