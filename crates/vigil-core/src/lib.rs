@@ -5,6 +5,7 @@
 #![forbid(unsafe_code)]
 
 pub mod alert;
+pub mod bank_update;
 pub mod cpu;
 mod frame;
 pub mod ids;
@@ -13,6 +14,7 @@ pub mod seeded;
 mod signals;
 
 pub use alert::{Alert, AlertContext, AlertEvent, EvidenceFrame, Explanation, InterruptCommand, ModelRef};
+pub use bank_update::{BankUpdate, BankUpdateOp, ScopeKind};
 pub use frame::{Frame, StreamId};
 pub use seeded::SeededRng;
 pub use signals::{AgeEstimate, BankMatch, Detection, FaceSignal, FrameSignals, PdqSignal, Unscanned, Verdict};

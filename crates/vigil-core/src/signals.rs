@@ -21,6 +21,10 @@ pub struct FrameSignals {
     /// not fully scanned and is never reported as clean.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub unscanned: Vec<Unscanned>,
+    /// Policy rules that a console allowlist entry silences on this frame (a reviewed
+    /// false positive); the frame's matches show the entry as an `allow` match.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allowed_rules: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]

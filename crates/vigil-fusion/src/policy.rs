@@ -79,6 +79,9 @@ impl Conditions {
     pub fn is_empty(self) -> bool {
         self.0 == 0
     }
+    fn clear(&mut self, c: Condition) {
+        self.0 &= !c.bit();
+    }
     fn set(&mut self, c: Condition) {
         self.0 |= c.bit();
     }
@@ -255,6 +258,16 @@ impl Policy {
             c.set(Condition::Unscanned);
             why.extend(s.unscanned.iter().map(|u| format!("unscanned {}: {}", u.stage, u.reason)));
         }
+        // A reviewed false positive (a console allowlist entry scoped to a rule): the
+        // frame does not count toward that rule's condition. `unscanned` is never
+        // silenced: a frame nobody looked at is not a known false positive.
+        for name in &s.allowed_rules {
+            let Some(rule) = self.rule.iter().find(|r| &r.name == name) else { continue };
+            if rule.condition != Condition::Unscanned && c.has(rule.condition) {
+                c.clear(rule.condition);
+                why.push(format!("{} allowed by the console's allowlist", rule.condition.name()));
+            }
+        }
         (c, why)
     }
 }
@@ -293,6 +306,19 @@ mod tests {
         assert_eq!(e.len(), 2, "{e:?}");
         let e = Policy::parse(&rule("k = 1\nn = 2\ndecay = { half_life_secs = 10.0, threshold = 3.0 }")).unwrap_err();
         assert!(e[0].contains("not both"), "{e:?}");
+    }
+
+    #[test]
+    fn an_allowed_rule_does_not_count_its_condition_but_unscanned_stays() {
+        let p = Policy::embedded_default();
+        let rule = p.rule.iter().find(|r| r.condition == Condition::Nsfw).expect("the default policy has an nsfw rule");
+        let mut s = FrameSignals { nsfw_score: Some(0.99), ..Default::default() };
+        assert!(p.conditions(&s).0.has(Condition::Nsfw));
+        s.allowed_rules = vec![rule.name.clone()];
+        assert!(!p.conditions(&s).0.has(Condition::Nsfw));
+        s.unscanned = vec![vigil_core::Unscanned { stage: "infer".into(), reason: "down".into() }];
+        s.allowed_rules.push("no_such_rule".into());
+        assert!(p.conditions(&s).0.has(Condition::Unscanned));
     }
 
     #[test]

@@ -191,6 +191,8 @@ impl Bank {
 pub struct BankSet {
     /// Shared with later sets when a reload leaves a bank unchanged.
     pub banks: Vec<std::sync::Arc<Bank>>,
+    /// Reviewed false positives from the console, applied after the banks.
+    pub allowlist: std::sync::Arc<crate::allow::Allowlist>,
 }
 
 impl BankSet {
@@ -204,14 +206,24 @@ impl BankSet {
             bad.extend(lines);
             banks.push(std::sync::Arc::new(bank));
         }
-        Ok((BankSet { banks }, bad))
+        Ok((BankSet { banks, allowlist: Default::default() }, bad))
     }
 
     /// Matches in every bank. A match in an `allow` bank (a known false positive)
     /// suppresses the other banks' matches for this frame and is itself reported.
     pub fn lookup(&self, frame: &FrameHashes) -> Vec<BankMatch> {
+        self.lookup_at(frame, unix_ms_now()).0
+    }
+
+    /// [`BankSet::lookup`], then the console's allowlist as of `now_unix_ms`: the
+    /// matches, and the policy rules this frame is allowed for.
+    pub fn lookup_at(&self, frame: &FrameHashes, now_unix_ms: u64) -> (Vec<BankMatch>, Vec<String>) {
         let all: Vec<BankMatch> = self.banks.iter().flat_map(|b| b.lookup_frame(frame)).collect();
-        suppress_allowed(all)
+        // A bank-file allow silences every bank; an allowlist entry only its scope, so
+        // it comes after.
+        let mut matches = suppress_allowed(all);
+        let allowed = self.allowlist.apply(frame, &mut matches, now_unix_ms);
+        (matches, allowed.rules)
     }
 
     pub fn total_hashes(&self) -> usize {
@@ -225,6 +237,10 @@ impl BankSet {
         all.dedup();
         all
     }
+}
+
+fn unix_ms_now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 
 fn suppress_allowed(mut all: Vec<BankMatch>) -> Vec<BankMatch> {
@@ -297,7 +313,10 @@ mod tests {
         let off = BankConfig { crop_max_distance: Some(31), ..interrupt.config.clone() };
         assert!(Bank::from_rows(off, format::parse(A).rows, 0).lookup_frame(&frame(at(40))).is_empty());
         // An allow bank does not reach: its wide match would have suppressed a real one.
-        let set = BankSet { banks: vec![bank(A, BankAction::Interrupt).into(), bank(A, BankAction::Allow).into()] };
+        let set = BankSet {
+            banks: vec![bank(A, BankAction::Interrupt).into(), bank(A, BankAction::Allow).into()],
+            ..Default::default()
+        };
         let m = set.lookup(&frame(at(40)));
         assert_eq!(m.len(), 1, "{m:?}");
         assert_eq!((m[0].bank.as_str(), m[0].action.as_str()), ("Interrupt", "review"));
@@ -306,7 +325,7 @@ mod tests {
     #[test]
     fn allow_bank_suppresses_other_matches() {
         let banks = vec![bank(A, BankAction::Interrupt).into(), bank(A, BankAction::Allow).into()];
-        let set = BankSet { banks };
+        let set = BankSet { banks, ..Default::default() };
         let m = set.lookup(&frame_of(A.parse().unwrap()));
         assert_eq!(m.len(), 1);
         assert_eq!(m[0].action, "allow");

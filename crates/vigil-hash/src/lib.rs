@@ -6,6 +6,7 @@
 //!   a distance threshold, and matching of a frame hash against all banks.
 #![forbid(unsafe_code)]
 
+pub mod allow;
 pub mod bank;
 pub mod config;
 pub mod format;
@@ -18,6 +19,7 @@ mod store;
 pub mod synthetic;
 pub mod variants;
 
+pub use allow::{ALLOWLIST_BANK, AllowEntry, Allowlist};
 pub use bank::{BadLine, Bank, BankError, BankSet, BankStats};
 pub use config::{BankAction, BankConfig, HashConfig};
 pub use hash256::{Hash256, ParseHashError};

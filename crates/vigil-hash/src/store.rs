@@ -218,6 +218,12 @@ impl BankStore {
         self.current.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
+    /// Swaps in a new console allowlist, keeping the banks.
+    pub fn set_allowlist(&self, list: crate::allow::Allowlist) {
+        let mut current = self.current.write().unwrap_or_else(|p| p.into_inner());
+        *current = Arc::new(BankSet { banks: current.banks.clone(), allowlist: Arc::new(list) });
+    }
+
     pub fn status(&self) -> Vec<BankStatus> {
         lock(&self.status).clone()
     }
@@ -281,7 +287,8 @@ impl BankStore {
             bad_lines.extend(loaded.bad);
         }
         if changed {
-            *self.current.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(BankSet { banks });
+            let allowlist = old.allowlist.clone();
+            *self.current.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(BankSet { banks, allowlist });
             *lock(&self.status) = statuses;
         }
         bad_lines

@@ -61,7 +61,7 @@ impl StreamAnalysis {
             ..Default::default()
         };
         if pdq.quality >= self.hash_cfg.quality_floor {
-            signals.bank_matches = banks.lookup(&hashes);
+            (signals.bank_matches, signals.allowed_rules) = banks.lookup_at(&hashes, crate::output::unix_ms());
             for m in &signals.bank_matches {
                 HASH_METRICS.matches.with_label_values(&[m.action.as_str()]).inc();
             }

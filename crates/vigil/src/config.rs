@@ -8,7 +8,8 @@ use toml::{Table, Value};
 
 pub const EMBEDDED_DEFAULT: &str = include_str!("../../../config/vigil.toml");
 const ENV_PREFIX: &str = "VIGIL__";
-const SECTIONS: [&str; 9] = ["media", "ingest", "hash", "infer", "fusion", "sink", "admin", "actuate", "fleet"];
+const SECTIONS: [&str; 10] =
+    ["media", "ingest", "hash", "infer", "fusion", "sink", "admin", "actuate", "fleet", "allowlist"];
 
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct VigilConfig {
@@ -25,6 +26,8 @@ pub struct VigilConfig {
     pub actuate: Option<vigil_sink::actuate::ActuateConfig>,
     /// Only `vigil run` reads it: pulled streams shared with a consumer group.
     pub fleet: Option<crate::worker::FleetConfig>,
+    /// Only `vigil run` reads it: the console's allowlist, from the bank-updates topic.
+    pub allowlist: Option<crate::worker::AllowlistConfig>,
 }
 
 /// All that is wrong with a configuration, one line per mistake.
@@ -75,6 +78,7 @@ impl VigilConfig {
         section(&table, "sink", &mut cfg.sink, &mut errors);
         section(&table, "actuate", &mut cfg.actuate, &mut errors);
         section(&table, "fleet", &mut cfg.fleet, &mut errors);
+        section(&table, "allowlist", &mut cfg.allowlist, &mut errors);
         errors.extend(cfg.validate());
         if errors.is_empty() { Ok(cfg) } else { Err(fail(errors)) }
     }
@@ -103,6 +107,9 @@ impl VigilConfig {
         }
         if let Some(f) = &self.fleet {
             e.extend(f.validate("fleet", self.sink.kafka.is_some()));
+        }
+        if let Some(a) = &self.allowlist {
+            e.extend(a.validate("allowlist", self.sink.kafka.is_some()));
         }
         e
     }

@@ -8,9 +8,11 @@
 //! - [`delivery`]: the single writer to stdout and Kafka.
 //! - [`admin`]: the admin HTTP server and signal handling.
 //! - [`fleet`]: pulled streams shared across workers through a Kafka consumer group.
+//! - [`allowlist`]: the console's reviewed false positives, applied to matching live.
 //! - [`kube`]: the pod's deletion cost kept equal to its streams (emptiest goes first).
 
 mod admin;
+mod allowlist;
 mod auth;
 mod capacity;
 mod delivery;
@@ -18,6 +20,7 @@ mod fleet;
 mod kube;
 mod streams;
 
+pub use allowlist::AllowlistConfig;
 pub use fleet::FleetConfig;
 
 use crate::config::VigilConfig;
@@ -167,6 +170,7 @@ pub fn run(config: Option<&Path>, args: RunArgs) -> anyhow::Result<ExitCode> {
     registry.register(Box::new(streams::COVERAGE.clone()))?;
     registry.register(Box::new(capacity::CAPACITY_USED.clone()))?;
     fleet::register(&registry)?;
+    allowlist::register(&registry)?;
     kube::register(&registry)?;
     let shutdown = Arc::new(AtomicBool::new(false));
     let token = cfg.admin.token().context("admin token")?;
@@ -302,6 +306,13 @@ pub fn run(config: Option<&Path>, args: RunArgs) -> anyhow::Result<ExitCode> {
         }
     };
     start_pulls(pulls, &mut deferred);
+    let _allowlist = match (&cfg.allowlist, &cfg.sink.kafka) {
+        (Some(a), Some(k)) => Some(
+            allowlist::AllowlistReader::start(a, k, &worker_id, store.clone())
+                .context("reading the console's allowlist")?,
+        ),
+        _ => None,
+    };
     let fleet = match (&cfg.fleet, &cfg.sink.kafka) {
         (Some(f), Some(k)) => {
             Some(fleet::Fleet::start(f, k, &worker_id, streams.clone()).context("joining the fleet's consumer group")?)
