@@ -344,10 +344,14 @@ impl Store {
         Ok(until)
     }
 
-    /// Gives up `user`'s lock (audited). Nothing to do when nobody holds it; Conflict when
-    /// someone else does.
+    /// Gives up `user`'s lock now (see [`Store::release_at`]).
     pub async fn release(&self, id: &str, user: &str) -> Result<(), StoreError> {
-        let now_ms = crate::model::now_ms();
+        self.release_at(id, user, crate::model::now_ms()).await
+    }
+
+    /// Gives up `user`'s lock (audited at `now`). Nothing to do when nobody holds it (or
+    /// another user's lock has expired); Conflict while someone else holds it.
+    pub async fn release_at(&self, id: &str, user: &str, now_ms: UnixMs) -> Result<(), StoreError> {
         let mut tx = self.begin().await?;
         let inc = self.lock_incident(&mut tx, id).await?;
         match inc.holder.as_deref() {
