@@ -26,6 +26,9 @@ APT_PACKAGES=(
   chromium chromium-driver
   # promtool, which checks and unit-tests the chart's alert rules (scripts/check_helm.py)
   prometheus
+  # PostgreSQL 15's server binaries: the console store's tests start their own throwaway
+  # server on 127.0.0.1 (crates/vigil-console/tests/common/postgres.rs)
+  postgresql
 )
 
 missing=()
@@ -41,6 +44,10 @@ if ((${#missing[@]})); then
   # Only promtool is wanted: the package would also run a Prometheus server on :9090.
   if [[ " ${missing[*]} " == *" prometheus "* ]] && [ -d /run/systemd/system ]; then
     $SUDO systemctl disable --now prometheus.service >/dev/null 2>&1 || true
+  fi
+  # Likewise only the binaries: the package's own cluster would serve on :5432.
+  if [[ " ${missing[*]} " == *" postgresql "* ]] && [ -d /run/systemd/system ]; then
+    $SUDO systemctl disable --now postgresql.service >/dev/null 2>&1 || true
   fi
 else
   echo "setup: Debian packages present"

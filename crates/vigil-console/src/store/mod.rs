@@ -1,1 +1,448 @@
-//! The data layer (being written).
+//! The console's data layer: one set of SQL over SQLite (the embedded default, a file,
+//! one console) and PostgreSQL 15 (shared by several console replicas), through
+//! `sqlx::AnyPool`. Times are unix milliseconds (`BIGINT`) everywhere; no pixels are
+//! stored, only what alerts carry (hashes, scores, times).
+//!
+//! # Tables (see [`migrations`])
+//! - `incidents`: one row per alert id, the review state (`open` → `acknowledged` →
+//!   `escalated` → `resolved`), the review lock (`holder`, `hold_until_ms`), and what
+//!   became of the interrupt (`interrupt_state`, `interrupt_issued_ms`, `cut_ms`). The
+//!   queue, the incident page and the daily medians read it.
+//! - `alert_events`, `commands`, `outcomes`: every message intake applied, with its full
+//!   JSON, for the incident's timeline. Their primary keys are the message ids, so a
+//!   second delivery is refused by the key and changes nothing ([`Applied::Duplicate`]):
+//!   - alert: `{alert_id}/{event}`;
+//!   - interrupt command: `{command_id}`;
+//!   - action outcome: `{command_id}/{outcome}/{attempts}/{at_unix_ms}`.
+//!
+//!   Order does not matter: any of them creates the incident it needs (an escalation or
+//!   a command before the `opened` alert), and an outcome for a command not yet seen is
+//!   kept and applied when the command arrives.
+//! - `allow_entries`: reviewer-made allow-list entries (PDQ hashes) waiting to be
+//!   published to the banks.
+//! - `outbox`: pages to send, durable, retried with backoff until delivered; ids make
+//!   enqueueing idempotent.
+//! - `users`, `sessions`: console accounts (argon2id hashes made by the caller) and
+//!   sessions (by token hash).
+//! - `audit_log`: append-only, hash-chained. Entry `seq` (1, 2, 3, ...) stores
+//!   `hash = sha256(prev_hash ‖ "\n" ‖ canonical(seq, at_ms, actor, action, target, detail))`
+//!   with the first `prev_hash` 64 zeros ([`audit`]); [`Store::audit_verify`] names the
+//!   first entry that was edited, removed or moved. Appends are serialized (SQLite's
+//!   `BEGIN IMMEDIATE`, a table lock on Postgres) so replicas never fork the chain.
+//! - `schema_migrations(version, name, applied_ms)`.
+//!
+//! # Concurrency
+//! Writes run in transactions; on SQLite they begin `IMMEDIATE` (one writer at a time,
+//! waiting up to the busy timeout), on Postgres the incident row is read `FOR UPDATE`,
+//! so two replicas applying messages or actions to one incident take turns.
+
+mod accounts;
+pub mod audit;
+mod error;
+mod incidents;
+mod intake;
+pub mod migrations;
+mod outbox;
+
+pub use audit::{AuditCheck, AuditEntry};
+pub use error::StoreError;
+
+use crate::model::{IncidentState, InterruptState, Resolution, Role, UnixMs};
+use sqlx::any::{AnyPoolOptions, AnyRow};
+use sqlx::{Any, AnyPool, Executor, Row, Transaction};
+use std::time::Duration;
+use vigil_core::alert::{Alert, InterruptCommand};
+
+/// How long a SQLite writer waits for another before giving up.
+pub const SQLITE_BUSY_TIMEOUT_MS: u64 = 10_000;
+/// Pool sizes: SQLite serializes writers anyway; Postgres is shared by replicas.
+const SQLITE_MAX_CONNECTIONS: u32 = 4;
+const POSTGRES_MAX_CONNECTIONS: u32 = 8;
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Whether a write did something or had been done before (same message id, same page id).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Applied {
+    New,
+    Duplicate,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// The console's store. Cheap to clone (a pool handle).
+#[derive(Clone, Debug)]
+pub struct Store {
+    pool: AnyPool,
+    backend: Backend,
+}
+
+/// One incident as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Incident {
+    /// The alert id.
+    pub id: String,
+    pub stream_id: String,
+    pub account_id: Option<String>,
+    pub session_id: Option<String>,
+    pub worker_id: String,
+    /// `review` or `interrupt` (the latest alert event's).
+    pub decision: String,
+    pub rule: String,
+    /// The `opened` alert's emission time (the earliest event seen until it arrives).
+    pub detected_ms: UnixMs,
+    pub state: IncidentState,
+    pub interrupt_state: InterruptState,
+    /// The first interrupt command's issue time.
+    pub interrupt_issued_ms: Option<UnixMs>,
+    /// When the actuator confirmed the cut.
+    pub cut_ms: Option<UnixMs>,
+    /// When the worker closed the incident (the stream stopped matching or ended).
+    pub stream_closed_ms: Option<UnixMs>,
+    /// The review lock as stored: it may have expired, see [`Incident::holder_at`].
+    pub holder: Option<String>,
+    pub hold_until_ms: Option<UnixMs>,
+    pub acknowledged_ms: Option<UnixMs>,
+    pub acknowledged_by: Option<String>,
+    pub escalated_ms: Option<UnixMs>,
+    pub escalated_by: Option<String>,
+    pub escalation_note: Option<String>,
+    pub resolved_ms: Option<UnixMs>,
+    pub resolved_by: Option<String>,
+    pub resolution: Option<Resolution>,
+    pub resolution_note: Option<String>,
+}
+
+impl Incident {
+    /// Who holds the review lock at `now`, if the lock has not expired.
+    pub fn holder_at(&self, now_ms: UnixMs) -> Option<&str> {
+        match (&self.holder, self.hold_until_ms) {
+            (Some(h), Some(until)) if until > now_ms => Some(h),
+            _ => None,
+        }
+    }
+}
+
+/// One line of the review queue.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueueRow {
+    pub id: String,
+    pub stream_id: String,
+    pub account_id: Option<String>,
+    pub decision: String,
+    pub rule: String,
+    pub state: IncidentState,
+    pub detected_ms: UnixMs,
+    pub age_ms: i64,
+    /// `None` when nobody holds it or the lock has expired.
+    pub holder: Option<String>,
+    pub interrupt_state: InterruptState,
+}
+
+/// An alert event as received.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AlertRecord {
+    pub alert: Alert,
+    pub received_ms: UnixMs,
+}
+
+/// An interrupt command as received.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommandRecord {
+    pub command: InterruptCommand,
+    /// `worker:{id}` for the worker's own command, the user's name for a console cut.
+    pub issued_by: String,
+    pub received_ms: UnixMs,
+}
+
+/// An action outcome as received.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutcomeRecord {
+    pub outcome: crate::model::ActionOutcome,
+    pub received_ms: UnixMs,
+}
+
+/// Everything the incident page shows.
+#[derive(Debug, Clone, PartialEq)]
+pub struct IncidentDetail {
+    pub incident: Incident,
+    /// In emission order.
+    pub alerts: Vec<AlertRecord>,
+    /// In issue order.
+    pub commands: Vec<CommandRecord>,
+    /// Outcomes of this incident's commands, in the actuator's order.
+    pub outcomes: Vec<OutcomeRecord>,
+    pub allow_entries: Vec<AllowEntry>,
+    /// Audit entries whose target is this incident, oldest first.
+    pub audit: Vec<AuditEntry>,
+}
+
+/// Per UTC day of detection: how many incidents, and the median time from detection to
+/// each step (`None` when no incident of the day has reached it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DailyMedians {
+    /// `YYYY-MM-DD`.
+    pub day: String,
+    pub day_start_ms: UnixMs,
+    pub incidents: i64,
+    /// To the first human action (acknowledge, escalate or resolve).
+    pub to_acknowledge_ms: Option<i64>,
+    /// To the confirmed cut, or to the command's issue when no cut was confirmed.
+    pub to_interrupt_ms: Option<i64>,
+    pub to_resolve_ms: Option<i64>,
+}
+
+/// A reviewer's allow-list entry: these hashes are not abuse in this scope.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AllowEntry {
+    pub id: String,
+    pub incident_id: String,
+    /// `bank` or `rule`.
+    pub scope_kind: String,
+    /// The bank's or the rule's name.
+    pub scope: String,
+    /// 64-hex PDQ hashes.
+    pub hashes: Vec<String>,
+    /// Why (required).
+    pub note: String,
+    pub created_by: String,
+    pub created_ms: UnixMs,
+    pub expires_ms: UnixMs,
+    pub published_ms: Option<UnixMs>,
+}
+
+/// A console account.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct User {
+    pub name: String,
+    /// An argon2id PHC string; `None` cannot log in with a password.
+    pub password_hash: Option<String>,
+    pub role: Role,
+    pub disabled: bool,
+}
+
+/// A live session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Session {
+    pub user: String,
+    pub role: Role,
+    pub csrf_token: String,
+    pub expires_ms: UnixMs,
+}
+
+/// Starts a write transaction: `BEGIN IMMEDIATE` on SQLite (take the write lock now,
+/// waiting up to the busy timeout, rather than fail on upgrade later), `BEGIN` on Postgres.
+pub(crate) async fn begin(pool: &AnyPool, backend: Backend) -> Result<Transaction<'static, Any>, StoreError> {
+    match backend {
+        Backend::Sqlite => pool.begin_with("BEGIN IMMEDIATE").await,
+        Backend::Postgres => pool.begin().await,
+    }
+    .map_err(error::query("begin transaction"))
+}
+
+impl Store {
+    /// Opens (and migrates) the store at `url`: `sqlite:///abs/path/console.db` (the file
+    /// and its folder are created when missing; WAL, foreign keys on, a busy timeout) or
+    /// `postgres://user:password@host/db`.
+    pub async fn open(url: &str) -> Result<Store, StoreError> {
+        sqlx::any::install_default_drivers();
+        let (backend, connect_url) = if url.starts_with("sqlite:") {
+            (Backend::Sqlite, sqlite_url(url)?)
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            (Backend::Postgres, url.to_string())
+        } else {
+            return Err(StoreError::Invalid(format!(
+                "store URL {}: expected sqlite:///path/to/console.db or postgres://...",
+                error::redact_url(url)
+            )));
+        };
+        let connect_err = |source| StoreError::Connect { url: error::redact_url(url), source };
+        let pool = match backend {
+            Backend::Sqlite => {
+                // WAL is a property of the file: set once, outside any transaction.
+                let mut first =
+                    AnyPoolOptions::new().max_connections(1).connect(&connect_url).await.map_err(connect_err)?;
+                sqlx::query("PRAGMA journal_mode = WAL").execute(&first).await.map_err(connect_err)?;
+                first.close().await;
+                first = AnyPoolOptions::new()
+                    .max_connections(SQLITE_MAX_CONNECTIONS)
+                    .acquire_timeout(ACQUIRE_TIMEOUT)
+                    .after_connect(|conn, _| {
+                        Box::pin(async move {
+                            conn.execute(format!("PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}").as_str()).await?;
+                            conn.execute("PRAGMA foreign_keys = ON").await?;
+                            Ok(())
+                        })
+                    })
+                    .connect(&connect_url)
+                    .await
+                    .map_err(connect_err)?;
+                first
+            }
+            Backend::Postgres => AnyPoolOptions::new()
+                .max_connections(POSTGRES_MAX_CONNECTIONS)
+                .acquire_timeout(ACQUIRE_TIMEOUT)
+                .connect(&connect_url)
+                .await
+                .map_err(connect_err)?,
+        };
+        migrations::migrate(&pool, backend, crate::model::now_ms()).await?;
+        Ok(Store { pool, backend })
+    }
+
+    /// `sqlite` or `postgres`.
+    pub fn backend(&self) -> &'static str {
+        match self.backend {
+            Backend::Sqlite => "sqlite",
+            Backend::Postgres => "postgres",
+        }
+    }
+
+    /// The newest migration applied to the store.
+    pub async fn schema_version(&self) -> Result<i64, StoreError> {
+        let row = sqlx::query("SELECT COALESCE(MAX(version), 0) AS v FROM schema_migrations")
+            .fetch_one(&self.pool)
+            .await
+            .map_err(error::query("schema_migrations: read version"))?;
+        row.int("v")
+    }
+
+    /// A round trip to the database (readiness).
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await.map_err(error::query("ping"))?;
+        Ok(())
+    }
+
+    /// Closes every connection (waits for those in use).
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    async fn begin(&self) -> Result<Transaction<'static, Any>, StoreError> {
+        begin(&self.pool, self.backend).await
+    }
+
+    /// ` FOR UPDATE` on Postgres (row lock for the transaction); nothing on SQLite, where
+    /// `BEGIN IMMEDIATE` already holds the only write lock.
+    fn for_update(&self) -> &'static str {
+        match self.backend {
+            Backend::Sqlite => "",
+            Backend::Postgres => " FOR UPDATE",
+        }
+    }
+}
+
+/// `sqlite:///abs/path.db` with `mode=rwc` added (create when missing), and the folder made.
+fn sqlite_url(url: &str) -> Result<String, StoreError> {
+    let rest = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:")).unwrap_or(url);
+    let (path, params) = match rest.split_once('?') {
+        Some((p, q)) => (p, Some(q)),
+        None => (rest, None),
+    };
+    if path.is_empty() {
+        return Err(StoreError::Invalid(format!("store URL {url}: no file path")));
+    }
+    if path != ":memory:"
+        && let Some(dir) = std::path::Path::new(path).parent()
+        && !dir.as_os_str().is_empty()
+    {
+        std::fs::create_dir_all(dir).map_err(|e| {
+            StoreError::Invalid(format!("store URL {url}: cannot create the folder {}: {e}", dir.display()))
+        })?;
+    }
+    Ok(match params {
+        Some(q) if q.split('&').any(|kv| kv.starts_with("mode=")) => url.to_string(),
+        Some(_) => format!("{url}&mode=rwc"),
+        None => format!("{url}?mode=rwc"),
+    })
+}
+
+/// Saturating u64 → i64 for the unsigned times in messages.
+pub(crate) fn ms(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+/// The columns of `incidents` that [`incident_from_row`] reads.
+pub(crate) const INCIDENT_COLUMNS: &str = "id, stream_id, account_id, session_id, worker_id, decision, rule, \
+    detected_ms, state, interrupt_state, interrupt_issued_ms, cut_ms, stream_closed_ms, holder, hold_until_ms, \
+    acknowledged_ms, acknowledged_by, escalated_ms, escalated_by, escalation_note, resolved_ms, resolved_by, \
+    resolution, resolution_note";
+
+pub(crate) fn incident_from_row(row: &AnyRow) -> Result<Incident, StoreError> {
+    let id = row.text("id")?;
+    let bad = |what: &str, v: &str| StoreError::Corrupt(format!("incident {id}: unknown {what} {v:?}"));
+    let state = row.text("state")?;
+    let interrupt = row.text("interrupt_state")?;
+    let resolution = match row.opt_text("resolution")? {
+        None => None,
+        Some(r) => Some(Resolution::parse(&r).ok_or_else(|| bad("resolution", &r))?),
+    };
+    Ok(Incident {
+        state: IncidentState::parse(&state).ok_or_else(|| bad("state", &state))?,
+        interrupt_state: InterruptState::parse(&interrupt).ok_or_else(|| bad("interrupt state", &interrupt))?,
+        resolution,
+        stream_id: row.text("stream_id")?,
+        account_id: row.opt_text("account_id")?,
+        session_id: row.opt_text("session_id")?,
+        worker_id: row.text("worker_id")?,
+        decision: row.text("decision")?,
+        rule: row.text("rule")?,
+        detected_ms: row.int("detected_ms")?,
+        interrupt_issued_ms: row.opt_int("interrupt_issued_ms")?,
+        cut_ms: row.opt_int("cut_ms")?,
+        stream_closed_ms: row.opt_int("stream_closed_ms")?,
+        holder: row.opt_text("holder")?,
+        hold_until_ms: row.opt_int("hold_until_ms")?,
+        acknowledged_ms: row.opt_int("acknowledged_ms")?,
+        acknowledged_by: row.opt_text("acknowledged_by")?,
+        escalated_ms: row.opt_int("escalated_ms")?,
+        escalated_by: row.opt_text("escalated_by")?,
+        escalation_note: row.opt_text("escalation_note")?,
+        resolved_ms: row.opt_int("resolved_ms")?,
+        resolved_by: row.opt_text("resolved_by")?,
+        resolution_note: row.opt_text("resolution_note")?,
+        id,
+    })
+}
+
+/// Typed column reads that fail as [`StoreError::Corrupt`] naming the column.
+pub(crate) trait RowExt {
+    fn text(&self, col: &str) -> Result<String, StoreError>;
+    fn opt_text(&self, col: &str) -> Result<Option<String>, StoreError>;
+    fn int(&self, col: &str) -> Result<i64, StoreError>;
+    fn opt_int(&self, col: &str) -> Result<Option<i64>, StoreError>;
+}
+
+impl RowExt for AnyRow {
+    fn text(&self, col: &str) -> Result<String, StoreError> {
+        self.try_get(col).map_err(|e| StoreError::Corrupt(format!("column {col}: {e}")))
+    }
+    fn opt_text(&self, col: &str) -> Result<Option<String>, StoreError> {
+        self.try_get(col).map_err(|e| StoreError::Corrupt(format!("column {col}: {e}")))
+    }
+    fn int(&self, col: &str) -> Result<i64, StoreError> {
+        self.try_get(col).map_err(|e| StoreError::Corrupt(format!("column {col}: {e}")))
+    }
+    fn opt_int(&self, col: &str) -> Result<Option<i64>, StoreError> {
+        self.try_get(col).map_err(|e| StoreError::Corrupt(format!("column {col}: {e}")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::sqlite_url;
+
+    #[test]
+    fn sqlite_urls_create_the_file() {
+        let dir = std::env::temp_dir().join(format!("vigil-store-url-{}", std::process::id()));
+        let url = format!("sqlite://{}/sub/console.db", dir.display());
+        assert_eq!(sqlite_url(&url).unwrap(), format!("{url}?mode=rwc"));
+        assert!(dir.join("sub").is_dir());
+        assert_eq!(sqlite_url(&format!("{url}?mode=ro")).unwrap(), format!("{url}?mode=ro"));
+        assert_eq!(sqlite_url(&format!("{url}?cache=shared")).unwrap(), format!("{url}?cache=shared&mode=rwc"));
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+}
