@@ -8,8 +8,8 @@ use toml::{Table, Value};
 
 pub const EMBEDDED_DEFAULT: &str = include_str!("../../../config/vigil.toml");
 const ENV_PREFIX: &str = "VIGIL__";
-const SECTIONS: [&str; 10] =
-    ["media", "ingest", "hash", "infer", "fusion", "sink", "admin", "actuate", "fleet", "allowlist"];
+const SECTIONS: [&str; 11] =
+    ["media", "ingest", "hash", "infer", "fusion", "sink", "admin", "actuate", "fleet", "allowlist", "console"];
 
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct VigilConfig {
@@ -28,6 +28,8 @@ pub struct VigilConfig {
     pub fleet: Option<crate::worker::FleetConfig>,
     /// Only `vigil run` reads it: the console's allowlist, from the bank-updates topic.
     pub allowlist: Option<crate::worker::AllowlistConfig>,
+    /// Only `vigil console` reads it.
+    pub console: Option<vigil_console::ConsoleConfig>,
 }
 
 /// All that is wrong with a configuration, one line per mistake.
@@ -79,6 +81,7 @@ impl VigilConfig {
         section(&table, "actuate", &mut cfg.actuate, &mut errors);
         section(&table, "fleet", &mut cfg.fleet, &mut errors);
         section(&table, "allowlist", &mut cfg.allowlist, &mut errors);
+        section(&table, "console", &mut cfg.console, &mut errors);
         errors.extend(cfg.validate());
         if errors.is_empty() { Ok(cfg) } else { Err(fail(errors)) }
     }
@@ -110,6 +113,9 @@ impl VigilConfig {
         }
         if let Some(a) = &self.allowlist {
             e.extend(a.validate("allowlist", self.sink.kafka.is_some()));
+        }
+        if let Some(c) = &self.console {
+            e.extend(c.validate("console"));
         }
         e
     }

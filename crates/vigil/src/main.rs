@@ -7,6 +7,7 @@ mod analysis;
 mod bank_cmd;
 mod bench;
 mod config;
+mod console_cmd;
 mod hash_cmd;
 mod models_cmd;
 mod output;
@@ -49,6 +50,9 @@ enum Command {
     Hash(hash_cmd::HashArgs),
     /// Consume interrupt commands from Kafka and have the platform cut the streams.
     Actuate(actuate_cmd::ActuateArgs),
+    /// The on-call console: the queue, incidents, actions, paging, the audit log.
+    #[command(subcommand)]
+    Console(console_cmd::ConsoleCommand),
     /// Inspect hash banks.
     #[command(subcommand)]
     Bank(bank_cmd::BankCommand),
@@ -92,6 +96,7 @@ fn main() -> ExitCode {
         Command::Models(cmd) => models_cmd::run(cli.config.as_deref(), cmd),
         Command::Actuate(args) => actuate_cmd::run(cli.config.as_deref(), args),
         Command::Bank(cmd) => bank_cmd::run(cli.config.as_deref(), cmd),
+        Command::Console(cmd) => console_cmd::run(cli.config.as_deref(), cmd),
         Command::Bench(cmd) => config::VigilConfig::load(cli.config.as_deref())
             .map_err(anyhow::Error::from)
             .and_then(|cfg| bench::run(cmd, &cfg)),

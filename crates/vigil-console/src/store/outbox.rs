@@ -129,6 +129,17 @@ impl Store {
         Ok(())
     }
 
+    /// Whether page `id` is in the outbox: `None` when it never was, else whether it was
+    /// delivered.
+    pub async fn page_state(&self, id: &str) -> Result<Option<bool>, StoreError> {
+        let row = sqlx::query("SELECT delivered_ms FROM outbox WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(query("outbox: read a page"))?;
+        row.map(|r| r.opt_int("delivered_ms").map(|d| d.is_some())).transpose()
+    }
+
     /// Pages not yet delivered (due or waiting for a retry).
     pub async fn outbox_pending(&self) -> Result<i64, StoreError> {
         let row = sqlx::query("SELECT COUNT(*) AS n FROM outbox WHERE delivered_ms IS NULL")

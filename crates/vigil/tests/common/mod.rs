@@ -2,8 +2,10 @@
 //! with GStreamer (`gst-launch-1.0`, installed by `make setup`).
 #![allow(dead_code)]
 
+pub mod metrics_doc;
 pub mod netns;
 pub mod nginx;
+pub mod webdriver;
 pub mod worker;
 
 use std::path::{Path, PathBuf};

@@ -1,0 +1,274 @@
+//! What a reviewer can do to an incident, shared by the web handlers and tests. Each
+//! action is checked and recorded by the store (with its audit entry) first, and only
+//! then has effects outside (a page, a command, an allowlist entry), so nothing is
+//! announced that the store did not keep.
+
+use crate::metrics::METRICS;
+use crate::model::{IncidentState, InterruptState, PageAction, PageSubject, Resolution, now_ms};
+use crate::state::Shared;
+use crate::store::{AllowEntry, StoreError};
+use std::time::Duration;
+use vigil_core::bank_update::{BANK_UPDATE_SCHEMA, BANK_UPDATE_SCHEMA_VERSION, is_safe_name};
+use vigil_core::{BankUpdate, BankUpdateOp, InterruptCommand, ScopeKind};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ActionError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("{0}")]
+    Refused(String),
+    #[error("Kafka: {0}")]
+    Kafka(String),
+}
+
+/// Enqueues the pages for `incident` (one per configured channel).
+pub async fn page(shared: &Shared, action: PageAction, incident: &str) -> Result<(), StoreError> {
+    let Some(d) = shared.store.incident(incident).await? else { return Ok(()) };
+    let i = &d.incident;
+    let subject = PageSubject {
+        incident_id: i.id.clone(),
+        stream_id: i.stream_id.clone(),
+        account_id: i.account_id.clone(),
+        decision: i.decision.clone(),
+        rule: i.rule.clone(),
+        detected_at_ms: i.detected_ms,
+        link: incident_link(shared, &i.id),
+    };
+    let now = now_ms();
+    for item in crate::paging::items_for(&shared.cfg.paging, action, &subject, now) {
+        shared.store.enqueue_page(&item, now).await?;
+    }
+    Ok(())
+}
+
+pub fn incident_link(shared: &Shared, id: &str) -> String {
+    let mut url = format!("{}/incident?id=", shared.cfg.public_url.trim_end_matches('/'));
+    url.extend(form_urlencoded_byte_serialize(id));
+    url
+}
+
+fn form_urlencoded_byte_serialize(s: &str) -> impl Iterator<Item = char> + '_ {
+    s.bytes().flat_map(|b| {
+        let keep = b.is_ascii_alphanumeric() || b"-._~".contains(&b);
+        let text = if keep { (b as char).to_string() } else { format!("%{b:02X}") };
+        text.chars().collect::<Vec<_>>()
+    })
+}
+
+fn counted(action: &str) {
+    METRICS.actions.with_label_values(&[action]).inc();
+}
+
+pub async fn hold(shared: &Shared, id: &str, user: &str) -> Result<(), ActionError> {
+    shared.store.hold(id, user, now_ms(), shared.cfg.hold_secs as i64 * 1000).await?;
+    counted("hold");
+    Ok(())
+}
+
+pub async fn release(shared: &Shared, id: &str, user: &str) -> Result<(), ActionError> {
+    shared.store.release(id, user).await?;
+    counted("release");
+    Ok(())
+}
+
+pub async fn acknowledge(shared: &Shared, id: &str, user: &str) -> Result<(), ActionError> {
+    hold(shared, id, user).await?;
+    shared.store.acknowledge(id, user, now_ms()).await?;
+    page(shared, PageAction::Acknowledge, id).await?;
+    resolve_queue_age_page(shared, id).await?;
+    counted("acknowledge");
+    Ok(())
+}
+
+pub async fn escalate(shared: &Shared, id: &str, user: &str, note: &str) -> Result<(), ActionError> {
+    let note = required_note(note)?;
+    hold(shared, id, user).await?;
+    shared.store.escalate(id, user, note, now_ms()).await?;
+    // An escalation pages again, whoever acknowledged the first page.
+    page(shared, PageAction::Trigger, id).await?;
+    counted("escalate");
+    Ok(())
+}
+
+pub async fn resolve(
+    shared: &Shared,
+    id: &str,
+    user: &str,
+    outcome: Resolution,
+    note: &str,
+) -> Result<(), ActionError> {
+    hold(shared, id, user).await?;
+    shared.store.resolve(id, user, outcome, note.trim(), now_ms()).await?;
+    page(shared, PageAction::Resolve, id).await?;
+    resolve_queue_age_page(shared, id).await?;
+    counted("resolve");
+    Ok(())
+}
+
+fn required_note(note: &str) -> Result<&str, ActionError> {
+    let note = note.trim();
+    if note.is_empty() {
+        return Err(ActionError::Refused("a note is required".into()));
+    }
+    if note.len() > 2000 {
+        return Err(ActionError::Refused("the note is over 2000 characters".into()));
+    }
+    Ok(note)
+}
+
+/// "Cut now": the interrupt command for a review-level incident (an interrupt-level
+/// one had its command from the worker already). Same command id as a worker would
+/// give it, so the actuator cuts once whoever asks.
+pub async fn cut_now(shared: &Shared, id: &str, user: &str) -> Result<(), ActionError> {
+    hold(shared, id, user).await?;
+    let d = shared.store.incident(id).await?.ok_or_else(|| ActionError::Refused(format!("no incident {id}")))?;
+    let i = &d.incident;
+    if matches!(i.interrupt_state, InterruptState::Issued | InterruptState::CutConfirmed) {
+        return Err(ActionError::Refused(format!(
+            "the stream's interrupt is already {}",
+            i.interrupt_state.as_str().replace('_', " ")
+        )));
+    }
+    if i.state == IncidentState::Resolved {
+        return Err(ActionError::Refused("the incident is resolved".into()));
+    }
+    let out = shared.outbound.as_ref().ok_or_else(|| ActionError::Refused("no Kafka cluster is configured".into()))?;
+    let cmd = InterruptCommand {
+        schema: vigil_core::alert::INTERRUPT_SCHEMA.into(),
+        schema_version: vigil_core::alert::SCHEMA_VERSION,
+        command_id: format!("{id}/interrupt"),
+        alert_id: id.to_string(),
+        stream_id: vigil_core::StreamId(i.stream_id.clone()),
+        account_id: i.account_id.clone(),
+        session_id: i.session_id.clone(),
+        rule: i.rule.clone(),
+        issued_at_unix_ms: now_ms() as u64,
+        worker_id: format!("console:{user}"),
+    };
+    let payload = serde_json::to_vec(&cmd).map_err(|e| ActionError::Kafka(e.to_string()))?;
+    send(out, &out.interrupts_topic, &i.stream_id, &cmd.command_id, "vigil.interrupt", payload).await?;
+    shared.store.record_command(&cmd, &format!("console:{user}"), now_ms()).await?;
+    shared.store.audit(user, "cut", id, &serde_json::json!({ "command_id": cmd.command_id }), now_ms()).await?;
+    counted("cut");
+    Ok(())
+}
+
+/// A false positive: resolves the incident and creates a scoped allowlist entry for
+/// the frames involved, which every worker applies from the bank-updates topic.
+pub async fn false_positive(
+    shared: &Shared,
+    id: &str,
+    user: &str,
+    scope: &str,
+    note: &str,
+    expiry_days: u64,
+) -> Result<AllowEntry, ActionError> {
+    let note = required_note(note)?;
+    if !(1..=366).contains(&expiry_days) {
+        return Err(ActionError::Refused("the expiry must be 1 to 366 days".into()));
+    }
+    let (scope_kind, scope_name) = match scope.split_once(':') {
+        Some(("bank", n)) if is_safe_name(n) => ("bank", n),
+        Some(("rule", n)) if is_safe_name(n) => ("rule", n),
+        _ => return Err(ActionError::Refused(format!("{scope:?} is not a bank:NAME or rule:NAME scope"))),
+    };
+    hold(shared, id, user).await?;
+    let d = shared.store.incident(id).await?.ok_or_else(|| ActionError::Refused(format!("no incident {id}")))?;
+    let mut hashes: Vec<String> = d
+        .alerts
+        .iter()
+        .flat_map(|e| e.alert.explanation.frames.iter().filter_map(|f| f.pdq.clone()))
+        .filter(|h| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()))
+        .collect();
+    hashes.sort();
+    hashes.dedup();
+    hashes.truncate(vigil_core::bank_update::MAX_HASHES);
+    if hashes.is_empty() {
+        return Err(ActionError::Refused("the incident names no frame hashes to allow".into()));
+    }
+    let now = now_ms();
+    let entry = AllowEntry {
+        id: format!("fp/{now}-{}", vigil_core::ids::random_hex(4).unwrap_or_default()),
+        incident_id: id.to_string(),
+        scope_kind: scope_kind.to_string(),
+        scope: scope_name.to_string(),
+        hashes,
+        note: note.to_string(),
+        created_by: user.to_string(),
+        created_ms: now,
+        expires_ms: now + expiry_days as i64 * 86_400_000,
+        published_ms: None,
+    };
+    shared.store.add_allow_entry(&entry).await?;
+    shared.store.resolve(id, user, Resolution::FalsePositive, note, now).await?;
+    page(shared, PageAction::Resolve, id).await?;
+    resolve_queue_age_page(shared, id).await?;
+    counted("false_positive");
+    // Published now when the broker answers; the publisher task retries otherwise.
+    if let Err(e) = publish_allow_entry(shared, &entry).await {
+        tracing::warn!(entry = entry.id, "allowlist entry kept, to be published again: {e}");
+    }
+    Ok(entry)
+}
+
+pub fn bank_update(shared: &Shared, e: &AllowEntry) -> BankUpdate {
+    BankUpdate {
+        schema: BANK_UPDATE_SCHEMA.into(),
+        schema_version: BANK_UPDATE_SCHEMA_VERSION,
+        update_id: e.id.clone(),
+        op: BankUpdateOp::Allow,
+        scope_kind: if e.scope_kind == "rule" { ScopeKind::Rule } else { ScopeKind::Bank },
+        scope: e.scope.clone(),
+        hashes: e.hashes.clone(),
+        max_distance: shared.cfg.allow_max_distance,
+        created_at_unix_ms: e.created_ms as u64,
+        expires_at_unix_ms: e.expires_ms as u64,
+        created_by: e.created_by.clone(),
+        incident_id: Some(e.incident_id.clone()),
+    }
+}
+
+pub async fn publish_allow_entry(shared: &Shared, e: &AllowEntry) -> Result<(), ActionError> {
+    let out = shared.outbound.as_ref().ok_or_else(|| ActionError::Refused("no Kafka cluster is configured".into()))?;
+    let update = bank_update(shared, e);
+    update.check(None).map_err(ActionError::Refused)?;
+    let payload = serde_json::to_vec(&update).map_err(|e| ActionError::Kafka(e.to_string()))?;
+    let sent = send(out, &out.bank_updates_topic, &e.id, &e.id, BANK_UPDATE_SCHEMA, payload).await;
+    METRICS.allowlist_published.with_label_values(&[if sent.is_ok() { "ok" } else { "failed" }]).inc();
+    sent?;
+    shared.store.mark_allow_published(&e.id, now_ms()).await?;
+    Ok(())
+}
+
+/// One record, confirmed by the broker (librdkafka's flush) off the runtime's threads.
+async fn send(
+    out: &crate::state::Outbound,
+    topic: &str,
+    key: &str,
+    message_id: &str,
+    schema: &str,
+    payload: Vec<u8>,
+) -> Result<(), ActionError> {
+    use rdkafka::message::{Header, OwnedHeaders};
+    use rdkafka::producer::{BaseRecord, Producer};
+    let producer = out.producer.clone();
+    let (topic, key, message_id, schema) =
+        (topic.to_string(), key.to_string(), message_id.to_string(), schema.to_string());
+    tokio::task::spawn_blocking(move || {
+        let headers = OwnedHeaders::new()
+            .insert(Header { key: "vigil-schema", value: Some(&schema) })
+            .insert(Header { key: "vigil-message-id", value: Some(&message_id) });
+        producer
+            .send(BaseRecord::to(&topic).key(&key).payload(&payload).headers(headers))
+            .map_err(|(e, _)| ActionError::Kafka(e.to_string()))?;
+        producer.flush(Duration::from_secs(10)).map_err(|e| ActionError::Kafka(format!("not confirmed: {e}")))
+    })
+    .await
+    .map_err(|e| ActionError::Kafka(e.to_string()))?
+}
+
+/// The queue-age page of an incident (see [`crate::paging`]), resolved once someone
+/// has it.
+async fn resolve_queue_age_page(shared: &Shared, id: &str) -> Result<(), StoreError> {
+    crate::queue_age::resolve(shared, id).await
+}

@@ -1,0 +1,65 @@
+//! The outbox's delivery loop: pages due now go out (each channel's own format, in
+//! [`crate::paging`]); a failure is kept with its error and tried again after a
+//! backoff, so a page is never lost, across restarts included. Allowlist entries that
+//! could not reach the bank-updates topic are sent again from here too.
+
+use crate::model::{PageAction, now_ms};
+use crate::paging::Delivery;
+use crate::state::Shared;
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::Duration;
+
+pub async fn run(shared: Arc<Shared>) {
+    let mut last_allow_retry = 0;
+    while !shared.stop.load(Relaxed) {
+        if let Err(e) = deliver_due(&shared).await {
+            tracing::error!("outbox: {e}");
+        }
+        let now = now_ms();
+        if now - last_allow_retry >= 5_000 && shared.outbound.is_some() {
+            last_allow_retry = now;
+            match shared.store.unpublished_allow_entries().await {
+                Ok(entries) => {
+                    for e in entries {
+                        if let Err(err) = crate::actions::publish_allow_entry(&shared, &e).await {
+                            tracing::warn!(entry = e.id, "allowlist entry not published yet: {err}");
+                        }
+                    }
+                }
+                Err(e) => tracing::error!("outbox: allowlist entries: {e}"),
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+async fn deliver_due(shared: &Shared) -> Result<(), crate::store::StoreError> {
+    for item in shared.store.due_pages(now_ms(), 20).await? {
+        // An acknowledge or resolve never overtakes its trigger (PagerDuty ignores a
+        // resolve for an alert it has not seen, then opens one nobody closes).
+        if item.action != PageAction::Trigger {
+            let trigger = format!("{}/trigger/{}", item.subject.incident_id, item.channel.as_str());
+            if shared.store.page_state(&trigger).await? == Some(false) {
+                continue;
+            }
+        }
+        // Another replica may be sending it: whoever moves its next attempt wins.
+        let now = now_ms();
+        if !shared.store.claim_page(&item.id, now, now + 60_000).await? {
+            continue;
+        }
+        match crate::paging::deliver_one(&shared.paging, &item).await {
+            Delivery::Delivered => shared.store.page_delivered(&item.id, now_ms()).await?,
+            Delivery::Retry { next_attempt_ms, error } => {
+                tracing::warn!(
+                    page = item.id,
+                    attempts = item.attempts + 1,
+                    "page not delivered, retried later: {error}"
+                );
+                shared.store.page_failed(&item.id, item.attempts + 1, next_attempt_ms, &error.to_string()).await?;
+            }
+        }
+    }
+    Ok(())
+}

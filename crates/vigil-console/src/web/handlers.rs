@@ -1,0 +1,361 @@
+//! Request handlers: who asks (session or proxy), what they may do (role), then the
+//! page or the action.
+
+use super::auth::{self, Caller, Who};
+use super::pages::{self, esc, esc_attr, url_arg};
+use crate::actions::{self, ActionError};
+use crate::metrics::METRICS;
+use crate::model::{Resolution, Role, now_ms};
+use crate::state::Shared;
+use crate::store::StoreError;
+use axum::extract::{ConnectInfo, Form, Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{Html, IntoResponse, Redirect, Response};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+type S = State<Arc<Shared>>;
+
+fn store_down(e: StoreError) -> Response {
+    METRICS.store_errors.inc();
+    tracing::error!("store: {e}");
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        Html(pages::layout(
+            "Store unavailable",
+            None,
+            None,
+            "<p>The console's store does not answer; try again shortly.</p>",
+        )),
+    )
+        .into_response()
+}
+
+/// The caller, or the response that sends them to sign in.
+async fn caller(shared: &Shared, headers: &HeaderMap, peer: SocketAddr, uri: &str) -> Result<Caller, Response> {
+    match auth::who(shared, headers, peer).await.map_err(store_down)? {
+        Who::Caller(c) => Ok(c),
+        Who::NewProxySession(cookie) => Err(([(header::SET_COOKIE, cookie)], Redirect::to(uri)).into_response()),
+        Who::Nobody => {
+            auth::refused("no_session");
+            Err(Redirect::to("/login").into_response())
+        }
+    }
+}
+
+fn banner(shared: &Shared) -> Option<String> {
+    shared.stale_since().map(|since| {
+        if shared.outbound.is_none() {
+            "No Kafka cluster is configured: this console shows what its store holds, and nothing new arrives.".to_string()
+        } else {
+            format!(
+                "Stale: the Kafka cluster has not answered since {}. New alerts and outcomes are not arriving; what is shown may be out of date.",
+                esc(&pages::time(since))
+            )
+        }
+    })
+}
+
+fn page(shared: &Shared, c: &Caller, title: &str, body: &str) -> Response {
+    Html(pages::layout(title, Some((&c.user, c.role.as_str(), &c.csrf)), banner(shared).as_deref(), body))
+        .into_response()
+}
+
+pub async fn readyz(State(shared): S) -> Response {
+    match shared.store.ping().await {
+        Ok(()) if shared.store_up() => (StatusCode::OK, "ready\n").into_response(),
+        Ok(()) => (StatusCode::SERVICE_UNAVAILABLE, "not ready: intake cannot write to the store\n").into_response(),
+        Err(e) => {
+            shared.set_store_up(false);
+            (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: the store does not answer: {e}\n")).into_response()
+        }
+    }
+}
+
+pub async fn metrics(State(shared): S) -> Response {
+    use prometheus::Encoder;
+    let mut out = Vec::new();
+    let _ = prometheus::TextEncoder::new().encode(&shared.registry.gather(), &mut out);
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
+}
+
+pub async fn login_page() -> Response {
+    Html(pages::login(None)).into_response()
+}
+
+pub async fn login(State(shared): S, headers: HeaderMap, Form(form): Form<HashMap<String, String>>) -> Response {
+    if !auth::same_origin(&shared, &headers) {
+        auth::refused("origin");
+        return (StatusCode::FORBIDDEN, "cross-origin sign-in refused\n").into_response();
+    }
+    let (user, password) = (form.get("user").map(|s| s.trim()).unwrap_or(""), form.get("password").map_or("", |s| s));
+    let account = match shared.store.user(user).await {
+        Ok(a) => a,
+        Err(e) => return store_down(e),
+    };
+    let hash = account.as_ref().and_then(|a| a.password_hash.clone());
+    // The same argon2 work whether or not the user exists.
+    let ok = auth::verify_password(password, hash.as_deref().unwrap_or(auth::decoy_hash()))
+        && account.as_ref().is_some_and(|a| !a.disabled && a.password_hash.is_some());
+    if !ok {
+        METRICS.logins.with_label_values(&["refused"]).inc();
+        tracing::warn!(user = %user.chars().take(64).collect::<String>(), "sign-in refused");
+        return (StatusCode::UNAUTHORIZED, Html(pages::login(Some("Wrong user name or password.")))).into_response();
+    }
+    METRICS.logins.with_label_values(&["ok"]).inc();
+    let now = now_ms();
+    if let Err(e) = shared.store.audit(user, "login", "console", &serde_json::json!({ "via": "password" }), now).await {
+        return store_down(e);
+    }
+    match auth::start_session(&shared, user).await {
+        Ok(cookie) => ([(header::SET_COOKIE, cookie)], Redirect::to("/")).into_response(),
+        Err(e) => store_down(e),
+    }
+}
+
+pub async fn logout(
+    State(shared): S,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    Form(form): Form<HashMap<String, String>>,
+) -> Response {
+    let c = match caller(&shared, &headers, peer, "/").await {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    if let Some(r) = check_post(&shared, &headers, &c, &form, Role::Viewer) {
+        return r;
+    }
+    if let Some(t) = auth::session_token(&shared, &headers) {
+        let _ = shared.store.delete_session(&auth::token_hash(&t)).await;
+    }
+    let cleared = auth::session_cookie(&shared, "", 0);
+    ([(header::SET_COOKIE, cleared)], Redirect::to("/login")).into_response()
+}
+
+/// CSRF, origin and role, for every POST.
+fn check_post(
+    shared: &Shared,
+    headers: &HeaderMap,
+    c: &Caller,
+    form: &HashMap<String, String>,
+    need: Role,
+) -> Option<Response> {
+    if !auth::same_origin(shared, headers) {
+        auth::refused("origin");
+        return Some((StatusCode::FORBIDDEN, "cross-origin request refused\n").into_response());
+    }
+    if !auth::csrf_ok(c, form.get("csrf").map_or("", |s| s)) {
+        auth::refused("csrf");
+        return Some(
+            (StatusCode::FORBIDDEN, "the form's token is missing or stale: reload the page\n").into_response(),
+        );
+    }
+    if c.role < need {
+        auth::refused("role");
+        return Some((StatusCode::FORBIDDEN, format!("this needs the {} role\n", need.as_str())).into_response());
+    }
+    None
+}
+
+pub async fn queue(State(shared): S, ConnectInfo(peer): ConnectInfo<SocketAddr>, headers: HeaderMap) -> Response {
+    let c = match caller(&shared, &headers, peer, "/").await {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    let rows = match shared.store.queue(now_ms()).await {
+        Ok(r) => r,
+        Err(e) => return store_down(e),
+    };
+    let mut body = format!(
+        "<table><caption>{} open incident(s), oldest first</caption><thead><tr><th scope=\"col\">Incident</th><th scope=\"col\">Stream</th>\
+         <th scope=\"col\">Account</th><th scope=\"col\">Decision</th><th scope=\"col\">Rule</th><th scope=\"col\">Age</th>\
+         <th scope=\"col\">State</th><th scope=\"col\">Held by</th><th scope=\"col\">Interrupt</th></tr></thead><tbody>",
+        rows.len()
+    );
+    for r in &rows {
+        body.push_str(&format!(
+            "<tr><td><a href=\"/incident?id={}\">{}</a></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            url_arg(&r.id),
+            esc(&r.id),
+            esc(&r.stream_id),
+            esc(r.account_id.as_deref().unwrap_or("—")),
+            esc(&r.decision),
+            esc(&r.rule),
+            pages::duration(r.age_ms),
+            esc(r.state.as_str()),
+            esc(r.holder.as_deref().unwrap_or("nobody")),
+            esc(&r.interrupt_state.as_str().replace('_', " ")),
+        ));
+    }
+    body.push_str("</tbody></table>");
+    if rows.is_empty() {
+        body.push_str("<p class=\"ok\">Nothing is waiting.</p>");
+    }
+    page(&shared, &c, "Queue", &body)
+}
+
+#[derive(serde::Deserialize)]
+pub struct IdQuery {
+    id: String,
+}
+
+pub async fn incident(
+    State(shared): S,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    Query(q): Query<IdQuery>,
+) -> Response {
+    let c = match caller(&shared, &headers, peer, &format!("/incident?id={}", url_arg(&q.id))).await {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    let d = match shared.store.incident(&q.id).await {
+        Ok(Some(d)) => d,
+        Ok(None) => {
+            return (
+                StatusCode::NOT_FOUND,
+                page(&shared, &c, "No such incident", "<p><a href=\"/\">Back to the queue</a></p>"),
+            )
+                .into_response();
+        }
+        Err(e) => return store_down(e),
+    };
+    // Every view is on the record.
+    if let Err(e) = shared.store.audit(&c.user, "view", &q.id, &serde_json::json!({}), now_ms()).await {
+        return store_down(e);
+    }
+    page(&shared, &c, &format!("Incident on {}", d.incident.stream_id), &super::incident_page::render(&d, &c, now_ms()))
+}
+
+pub async fn export(
+    State(shared): S,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    Query(q): Query<IdQuery>,
+) -> Response {
+    let c = match caller(&shared, &headers, peer, "/").await {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    let d = match shared.store.incident(&q.id).await {
+        Ok(Some(d)) => d,
+        Ok(None) => return StatusCode::NOT_FOUND.into_response(),
+        Err(e) => return store_down(e),
+    };
+    if let Err(e) =
+        shared.store.audit(&c.user, "export", &q.id, &serde_json::json!({ "format": "json" }), now_ms()).await
+    {
+        return store_down(e);
+    }
+    METRICS.actions.with_label_values(&["export"]).inc();
+    let name = format!("attachment; filename=\"incident-{}.json\"", url_arg(&q.id));
+    (
+        [(header::CONTENT_TYPE, "application/json".to_string()), (header::CONTENT_DISPOSITION, name)],
+        axum::Json(super::incident_page::export_json(&d)),
+    )
+        .into_response()
+}
+
+pub async fn reports(State(shared): S, ConnectInfo(peer): ConnectInfo<SocketAddr>, headers: HeaderMap) -> Response {
+    let c = match caller(&shared, &headers, peer, "/reports").await {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    let since = now_ms() - 90 * 86_400_000;
+    let days = match shared.store.daily_medians(since).await {
+        Ok(d) => d,
+        Err(e) => return store_down(e),
+    };
+    let cell = |v: Option<i64>| v.map_or("—".to_string(), pages::duration);
+    let mut body = String::from(
+        "<p>Median time from detection, per day of detection (UTC), over the last 90 days: what regulators ask for.</p>\
+         <table><caption>Median response times</caption><thead><tr><th scope=\"col\">Day</th><th scope=\"col\">Incidents</th>\
+         <th scope=\"col\">To acknowledgement</th><th scope=\"col\">To interrupt</th><th scope=\"col\">To resolution</th></tr></thead><tbody>",
+    );
+    for d in &days {
+        body.push_str(&format!(
+            "<tr><th scope=\"row\">{}</th><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            esc(&d.day),
+            d.incidents,
+            cell(d.to_acknowledge_ms),
+            cell(d.to_interrupt_ms),
+            cell(d.to_resolve_ms)
+        ));
+    }
+    body.push_str("</tbody></table>");
+    page(&shared, &c, "Response times", &body)
+}
+
+pub async fn action(
+    State(shared): S,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Path(action): Path<String>,
+    headers: HeaderMap,
+    Form(form): Form<HashMap<String, String>>,
+) -> Response {
+    let c = match caller(&shared, &headers, peer, "/").await {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    if let Some(r) = check_post(&shared, &headers, &c, &form, Role::Reviewer) {
+        return r;
+    }
+    let id = form.get("incident").cloned().unwrap_or_default();
+    let field = |k: &str| form.get(k).map_or("", |s| s.as_str());
+    let result = match action.as_str() {
+        "hold" => actions::hold(&shared, &id, &c.user).await,
+        "release" => actions::release(&shared, &id, &c.user).await,
+        "acknowledge" => actions::acknowledge(&shared, &id, &c.user).await,
+        "cut" => actions::cut_now(&shared, &id, &c.user).await,
+        "escalate" => actions::escalate(&shared, &id, &c.user, field("note")).await,
+        "resolve" => match Resolution::parse(field("outcome")) {
+            Some(r) => actions::resolve(&shared, &id, &c.user, r, field("note")).await,
+            None => Err(ActionError::Refused("choose an outcome".into())),
+        },
+        "false-positive" => {
+            let days = field("expiry_days").parse().unwrap_or(0);
+            actions::false_positive(&shared, &id, &c.user, field("scope"), field("note"), days).await.map(|_| ())
+        }
+        _ => return StatusCode::NOT_FOUND.into_response(),
+    };
+    let back = format!("/incident?id={}", url_arg(&id));
+    match result {
+        Ok(()) => Redirect::to(&back).into_response(),
+        Err(ActionError::Store(StoreError::NotFound(what))) => {
+            (StatusCode::NOT_FOUND, page(&shared, &c, "Not found", &format!("<p>{}</p>", esc(&what)))).into_response()
+        }
+        Err(e @ (ActionError::Refused(_) | ActionError::Store(StoreError::Conflict(_)))) => (
+            StatusCode::CONFLICT,
+            page(
+                &shared,
+                &c,
+                "Not done",
+                &format!(
+                    "<p class=\"banner\" role=\"alert\">{}</p><p><a href=\"{}\">Back to the incident</a></p>",
+                    esc(&e.to_string()),
+                    esc_attr(&back)
+                ),
+            ),
+        )
+            .into_response(),
+        Err(e) => {
+            tracing::error!(action, incident = %id, "action failed: {e}");
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                page(
+                    &shared,
+                    &c,
+                    "Not done",
+                    &format!(
+                        "<p class=\"banner\" role=\"alert\">{}</p><p><a href=\"{}\">Back to the incident</a></p>",
+                        esc(&e.to_string()),
+                        esc_attr(&back)
+                    ),
+                ),
+            )
+                .into_response()
+        }
+    }
+}

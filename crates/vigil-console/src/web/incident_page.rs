@@ -1,0 +1,292 @@
+//! The incident page: facts, actions, the timeline of samples, the rule, the stream's
+//! lifecycle, commands and outcomes, allowlist entries and the audit trail, on one
+//! screen. Hashes, scores and times only.
+
+use super::auth::Caller;
+use super::pages::{duration, esc, esc_attr, form_start, time};
+use crate::model::{IncidentState, InterruptState, Resolution, Role, UnixMs};
+use crate::store::IncidentDetail;
+use serde_json::{Value, json};
+
+/// Banks named in an alert's reasons ("bank NAME id ID at distance D (VARIANT)").
+fn banks_of(d: &IncidentDetail) -> Vec<String> {
+    let mut banks: Vec<String> = d
+        .alerts
+        .iter()
+        .flat_map(|a| a.alert.explanation.reasons.iter())
+        .filter_map(|r| r.strip_prefix("bank ").and_then(|r| r.split_once(" id ")).map(|(b, _)| b.to_string()))
+        .collect();
+    banks.sort();
+    banks.dedup();
+    banks
+}
+
+pub fn render(d: &IncidentDetail, c: &Caller, now: UnixMs) -> String {
+    let i = &d.incident;
+    let holder = i.holder_at(now);
+    let opt = |v: &Option<String>| esc(v.as_deref().unwrap_or("—"));
+    // "TIME by USER: NOTE", or a dash when it has not happened.
+    let step = |at: Option<UnixMs>, by: &Option<String>, what: Option<&str>, note: &Option<String>| match at {
+        None => "—".to_string(),
+        Some(t) => {
+            let mut s = format!("{} by {}", time(t), esc(by.as_deref().unwrap_or("?")));
+            if let Some(w) = what {
+                s.push_str(&format!(" ({})", esc(&w.replace('_', " "))));
+            }
+            if let Some(n) = note.as_deref().filter(|n| !n.is_empty()) {
+                s.push_str(&format!(": {}", esc(n)));
+            }
+            s
+        }
+    };
+    let mut h = format!(
+        "<p><a href=\"/\">Back to the queue</a> · <a href=\"/incident/export?id={}\">Export (JSON)</a></p>\
+         <dl><dt>Incident</dt><dd><code>{}</code></dd><dt>Stream</dt><dd>{}</dd><dt>Account</dt><dd>{}</dd>\
+         <dt>Session</dt><dd>{}</dd><dt>Worker</dt><dd>{}</dd><dt>Decision</dt><dd><strong>{}</strong></dd><dt>Rule</dt><dd>{}</dd>\
+         <dt>Detected</dt><dd>{} ({} ago)</dd><dt>State</dt><dd><strong>{}</strong></dd><dt>Held by</dt><dd>{}</dd>\
+         <dt>Interrupt</dt><dd><strong>{}</strong></dd><dt>Acknowledged</dt><dd>{}</dd><dt>Escalated</dt><dd>{}</dd>\
+         <dt>Resolved</dt><dd>{}</dd></dl>",
+        super::pages::url_arg(&i.id),
+        esc(&i.id),
+        esc(&i.stream_id),
+        opt(&i.account_id),
+        opt(&i.session_id),
+        esc(&i.worker_id),
+        esc(&i.decision),
+        esc(&i.rule),
+        time(i.detected_ms),
+        duration(now - i.detected_ms),
+        i.state.as_str(),
+        esc(holder.unwrap_or("nobody")),
+        i.interrupt_state.as_str().replace('_', " "),
+        step(i.acknowledged_ms, &i.acknowledged_by, None, &None),
+        step(i.escalated_ms, &i.escalated_by, None, &i.escalation_note),
+        step(i.resolved_ms, &i.resolved_by, i.resolution.map(Resolution::as_str), &i.resolution_note),
+    );
+    if c.role >= Role::Reviewer && i.state != IncidentState::Resolved {
+        h.push_str(&actions(d, c, holder));
+    }
+    h.push_str(&timeline(d));
+    h.push_str(&lifecycle(d));
+    h.push_str(&commands(d));
+    h.push_str(&allow_entries(d));
+    h.push_str(&audit(d));
+    h
+}
+
+fn actions(d: &IncidentDetail, c: &Caller, holder: Option<&str>) -> String {
+    let i = &d.incident;
+    let id = &i.id;
+    let mut h = String::from("<h2 id=\"actions\">Actions</h2><div class=\"actions\">");
+    let mine = holder == Some(c.user.as_str());
+    if mine {
+        h.push_str(&format!(
+            "{}<p>You hold this incident.</p><button type=\"submit\">Release</button></form>",
+            form_start("release", &c.csrf, id, "Release")
+        ));
+    } else {
+        let who = holder.map(|u| format!("<p>{} holds it now.</p>", esc(u))).unwrap_or_default();
+        h.push_str(&format!(
+            "{}{who}<button type=\"submit\">Hold for review</button></form>",
+            form_start("hold", &c.csrf, id, "Hold")
+        ));
+    }
+    if i.state == IncidentState::Open {
+        h.push_str(&format!(
+            "{}<button type=\"submit\">Acknowledge</button></form>",
+            form_start("acknowledge", &c.csrf, id, "Acknowledge")
+        ));
+    }
+    if !matches!(i.interrupt_state, InterruptState::Issued | InterruptState::CutConfirmed) {
+        h.push_str(&format!(
+            "{}<p>Sends an interrupt command for this stream now.</p><button type=\"submit\" class=\"danger\">Cut now</button></form>",
+            form_start("cut", &c.csrf, id, "Cut now")
+        ));
+    }
+    h.push_str(&format!(
+        "{}<label for=\"esc-note\">Escalation note (required)</label><textarea id=\"esc-note\" name=\"note\" required maxlength=\"2000\"></textarea>\
+         <button type=\"submit\">Escalate</button></form>",
+        form_start("escalate", &c.csrf, id, "Escalate")
+    ));
+    let mut scopes: Vec<String> = banks_of(d).into_iter().map(|b| format!("bank:{b}")).collect();
+    scopes.push(format!("rule:{}", i.rule));
+    let options: String = scopes
+        .iter()
+        .map(|s| format!("<option value=\"{}\">{}</option>", esc_attr(s), esc(&s.replacen(':', " ", 1))))
+        .collect();
+    h.push_str(&format!(
+        "{}<label for=\"fp-scope\">Allow these frames for</label><select id=\"fp-scope\" name=\"scope\">{options}</select>\
+         <label for=\"fp-note\">Why is this a false positive? (required)</label><textarea id=\"fp-note\" name=\"note\" required maxlength=\"2000\"></textarea>\
+         <label for=\"fp-days\">Allow for (days)</label><input id=\"fp-days\" name=\"expiry_days\" type=\"number\" min=\"1\" max=\"366\" value=\"30\" required>\
+         <button type=\"submit\">Mark false positive</button></form>",
+        form_start("false-positive", &c.csrf, id, "False positive")
+    ));
+    let outcomes: String = Resolution::ALL
+        .iter()
+        .map(|r| format!("<option value=\"{}\">{}</option>", r.as_str(), r.as_str().replace('_', " ")))
+        .collect();
+    h.push_str(&format!(
+        "{}<label for=\"res-outcome\">Outcome</label><select id=\"res-outcome\" name=\"outcome\">{outcomes}</select>\
+         <label for=\"res-note\">Note</label><textarea id=\"res-note\" name=\"note\" maxlength=\"2000\"></textarea>\
+         <button type=\"submit\">Resolve</button></form>",
+        form_start("resolve", &c.csrf, id, "Resolve")
+    ));
+    h.push_str("</div>");
+    h
+}
+
+fn timeline(d: &IncidentDetail) -> String {
+    let mut h = String::from("<h2>Timeline of samples</h2>");
+    for a in &d.alerts {
+        let x = &a.alert;
+        let e = &x.explanation;
+        h.push_str(&format!(
+            "<h3>{:?} at {} (stream time {:.1}–{:.1} s), rule {} → {:?}</h3><p>Policy {} version {}; models: {}</p><ul>",
+            x.event,
+            time(x.emitted_at_unix_ms as i64),
+            x.started_ms as f64 / 1000.0,
+            x.last_seen_ms as f64 / 1000.0,
+            esc(&x.rule),
+            x.decision,
+            esc(&e.policy),
+            esc(&e.policy_version),
+            esc(&e.models.iter().map(|m| format!("{} {}", m.name, m.version)).collect::<Vec<_>>().join(", ")),
+        ));
+        for r in &e.reasons {
+            h.push_str(&format!("<li>{}</li>", esc(r)));
+        }
+        h.push_str("</ul><table><caption>Samples</caption><thead><tr><th scope=\"col\">Stream time</th><th scope=\"col\">PDQ hash</th><th scope=\"col\">Conditions</th></tr></thead><tbody>");
+        for f in &e.frames {
+            h.push_str(&format!(
+                "<tr><td>{:.3} s</td><td><code>{}</code></td><td>{}</td></tr>",
+                f.pts_ms as f64 / 1000.0,
+                esc(f.pdq.as_deref().unwrap_or("—")),
+                esc(&f.conditions.join(", "))
+            ));
+        }
+        h.push_str("</tbody></table>");
+    }
+    h
+}
+
+fn lifecycle(d: &IncidentDetail) -> String {
+    let i = &d.incident;
+    let mut rows = vec![(i.detected_ms, "detected by the worker".to_string())];
+    for a in &d.alerts {
+        rows.push((
+            a.alert.emitted_at_unix_ms as i64,
+            format!("alert {:?} (received {})", a.alert.event, time(a.received_ms)),
+        ));
+    }
+    if let Some(t) = i.stream_closed_ms {
+        rows.push((t, "the worker closed the incident (the stream calmed or ended)".into()));
+    }
+    rows.sort_by_key(|r| r.0);
+    let mut h = String::from(
+        "<h2>Stream lifecycle</h2><table><caption>What the workers reported</caption><thead><tr><th scope=\"col\">When</th><th scope=\"col\">What</th></tr></thead><tbody>",
+    );
+    for (t, what) in rows {
+        h.push_str(&format!("<tr><td>{}</td><td>{}</td></tr>", time(t), esc(&what)));
+    }
+    h.push_str("</tbody></table>");
+    h
+}
+
+fn commands(d: &IncidentDetail) -> String {
+    let mut h = String::from(
+        "<h2>Commands and outcomes</h2><table><caption>Interrupt commands and what the platform did</caption><thead><tr><th scope=\"col\">When</th>\
+         <th scope=\"col\">What</th><th scope=\"col\">Detail</th></tr></thead><tbody>",
+    );
+    for c in &d.commands {
+        h.push_str(&format!(
+            "<tr><td>{}</td><td>command <code>{}</code> issued by {}</td><td>rule {}</td></tr>",
+            time(c.command.issued_at_unix_ms as i64),
+            esc(&c.command.command_id),
+            esc(&c.issued_by),
+            esc(&c.command.rule)
+        ));
+    }
+    for o in &d.outcomes {
+        let x = &o.outcome;
+        h.push_str(&format!(
+            "<tr><td>{}</td><td>{} (attempt {})</td><td>{} {}</td></tr>",
+            time(x.at_unix_ms as i64),
+            esc(&x.outcome.replace('_', " ")),
+            x.attempts,
+            esc(x.reason.as_deref().unwrap_or("")),
+            esc(&x.detail)
+        ));
+    }
+    if d.commands.is_empty() && d.outcomes.is_empty() {
+        h.push_str("<tr><td colspan=\"3\">No command for this incident.</td></tr>");
+    }
+    h.push_str("</tbody></table>");
+    h
+}
+
+fn allow_entries(d: &IncidentDetail) -> String {
+    if d.allow_entries.is_empty() {
+        return String::new();
+    }
+    let mut h = String::from(
+        "<h2>Allowlist entries</h2><table><caption>False-positive entries sent to the workers</caption><thead><tr><th scope=\"col\">Entry</th>\
+         <th scope=\"col\">Scope</th><th scope=\"col\">Frames</th><th scope=\"col\">By</th><th scope=\"col\">Expires</th><th scope=\"col\">Sent to workers</th><th scope=\"col\">Note</th></tr></thead><tbody>",
+    );
+    for e in &d.allow_entries {
+        h.push_str(&format!(
+            "<tr><td><code>{}</code></td><td>{} {}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            esc(&e.id),
+            esc(&e.scope_kind),
+            esc(&e.scope),
+            e.hashes.len(),
+            esc(&e.created_by),
+            time(e.expires_ms),
+            e.published_ms.map_or("not yet (retrying)".to_string(), time),
+            esc(&e.note)
+        ));
+    }
+    h.push_str("</tbody></table>");
+    h
+}
+
+fn audit(d: &IncidentDetail) -> String {
+    let mut h = String::from(
+        "<h2>Audit trail</h2><table><caption>Who did what to this incident (hash-chained)</caption><thead><tr><th scope=\"col\">#</th><th scope=\"col\">When</th>\
+         <th scope=\"col\">Who</th><th scope=\"col\">What</th></tr></thead><tbody>",
+    );
+    for a in &d.audit {
+        h.push_str(&format!(
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            a.seq,
+            time(a.at_ms),
+            esc(&a.actor),
+            esc(&a.action)
+        ));
+    }
+    h.push_str("</tbody></table>");
+    h
+}
+
+/// The export: what the page shows, as JSON (no pixels exist to export).
+pub fn export_json(d: &IncidentDetail) -> Value {
+    let i = &d.incident;
+    json!({
+        "incident": {
+            "id": i.id, "stream_id": i.stream_id, "account_id": i.account_id, "session_id": i.session_id,
+            "worker_id": i.worker_id, "decision": i.decision, "rule": i.rule, "detected_ms": i.detected_ms,
+            "state": i.state.as_str(), "interrupt_state": i.interrupt_state.as_str(),
+            "acknowledged_ms": i.acknowledged_ms, "acknowledged_by": i.acknowledged_by,
+            "escalated_ms": i.escalated_ms, "escalated_by": i.escalated_by, "escalation_note": i.escalation_note,
+            "resolved_ms": i.resolved_ms, "resolved_by": i.resolved_by, "resolution": i.resolution.map(Resolution::as_str),
+            "resolution_note": i.resolution_note, "stream_closed_ms": i.stream_closed_ms,
+        },
+        "alerts": d.alerts.iter().map(|a| json!({ "received_ms": a.received_ms, "alert": a.alert })).collect::<Vec<_>>(),
+        "commands": d.commands.iter().map(|c| json!({ "issued_by": c.issued_by, "received_ms": c.received_ms, "command": c.command })).collect::<Vec<_>>(),
+        "outcomes": d.outcomes.iter().map(|o| json!({ "received_ms": o.received_ms, "outcome": o.outcome })).collect::<Vec<_>>(),
+        "allow_entries": d.allow_entries.iter().map(|e| json!({
+            "id": e.id, "scope_kind": e.scope_kind, "scope": e.scope, "hashes": e.hashes, "note": e.note,
+            "created_by": e.created_by, "created_ms": e.created_ms, "expires_ms": e.expires_ms, "published_ms": e.published_ms,
+        })).collect::<Vec<_>>(),
+        "audit": d.audit.iter().map(|a| json!({ "seq": a.seq, "at_ms": a.at_ms, "actor": a.actor, "action": a.action, "hash": a.hash })).collect::<Vec<_>>(),
+    })
+}

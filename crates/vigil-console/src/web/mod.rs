@@ -1,0 +1,48 @@
+//! The console's HTTP side: the queue, the incident page, actions, the response-time
+//! report, and `/healthz`, `/readyz`, `/metrics`. Every other request needs a session
+//! (the sign-in page and its stylesheet aside); every POST needs the session's CSRF
+//! token and a same-origin `Origin`.
+
+pub mod auth;
+mod handlers;
+mod incident_page;
+pub mod pages;
+
+use crate::state::Shared;
+use axum::Router;
+use axum::http::{HeaderValue, header};
+use axum::routing::{get, post};
+use std::sync::Arc;
+
+pub fn router(shared: Arc<Shared>) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(handlers::readyz))
+        .route("/metrics", get(handlers::metrics))
+        .route("/console.css", get(|| async { ([(header::CONTENT_TYPE, "text/css; charset=utf-8")], pages::CSS) }))
+        .route("/login", get(handlers::login_page).post(handlers::login))
+        .route("/logout", post(handlers::logout))
+        .route("/", get(handlers::queue))
+        .route("/incident", get(handlers::incident))
+        .route("/incident/export", get(handlers::export))
+        .route("/reports", get(handlers::reports))
+        .route("/actions/{action}", post(handlers::action))
+        .layer(axum::middleware::map_response(security_headers))
+        .with_state(shared)
+}
+
+/// Nothing is cached, framed, sniffed or scripted.
+async fn security_headers(mut r: axum::response::Response) -> axum::response::Response {
+    let h = r.headers_mut();
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(
+            "default-src 'none'; style-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'; img-src 'none'",
+        ),
+    );
+    h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    h.insert(header::REFERRER_POLICY, HeaderValue::from_static("same-origin"));
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    r
+}

@@ -1,0 +1,136 @@
+//! The console's pages: plain HTML forms, no script, no imagery. Keyboard alone works
+//! (every action is a link or a button in document order, focus is always visible) and
+//! text contrast is at least 7:1 (WCAG AAA).
+
+use crate::model::UnixMs;
+use html_escape::{encode_double_quoted_attribute as attr, encode_text as text};
+
+pub const CSS: &str = r#"
+:root { color: #111; background: #fff; font: 16px/1.5 system-ui, sans-serif; }
+body { margin: 0 auto; max-width: 78rem; padding: 0 1rem 3rem; }
+a { color: #0b3d91; }
+a:focus, button:focus, input:focus, select:focus, textarea:focus, summary:focus { outline: 3px solid #b35900; outline-offset: 2px; }
+.skip { position: absolute; left: -999px; } .skip:focus { left: 1rem; top: 1rem; background: #fff; padding: .5rem; }
+header { display: flex; gap: 1rem; align-items: baseline; border-bottom: 2px solid #111; flex-wrap: wrap; }
+header nav { display: flex; gap: 1rem; flex: 1; }
+table { border-collapse: collapse; width: 100%; margin: 1rem 0; }
+th, td { border: 1px solid #555; padding: .35rem .5rem; text-align: left; vertical-align: top; }
+th { background: #e8e8e8; }
+caption { text-align: left; font-weight: bold; padding: .25rem 0; }
+button { background: #0b3d91; color: #fff; border: 0; padding: .45rem .9rem; font: inherit; cursor: pointer; border-radius: 3px; }
+button.danger { background: #8b0000; }
+.actions { display: grid; grid-template-columns: repeat(auto-fit, minmax(17rem, 1fr)); gap: 1rem; }
+.actions form { border: 1px solid #555; padding: .75rem; }
+label { display: block; margin: .25rem 0; }
+textarea, input, select { font: inherit; width: 100%; box-sizing: border-box; border: 1px solid #333; padding: .3rem; }
+.banner { border: 2px solid #8b0000; background: #fff0f0; padding: .5rem 1rem; margin: 1rem 0; }
+.ok { border: 2px solid #1b5e20; background: #f0fff0; padding: .5rem 1rem; margin: 1rem 0; }
+code { font-size: .85em; word-break: break-all; }
+dl { display: grid; grid-template-columns: max-content 1fr; gap: .2rem 1rem; } dt { font-weight: bold; }
+"#;
+
+pub fn esc(s: &str) -> String {
+    text(s).into_owned()
+}
+
+pub fn esc_attr(s: &str) -> String {
+    attr(s).into_owned()
+}
+
+pub fn url_arg(s: &str) -> String {
+    s.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
+/// UTC, to the second.
+pub fn time(ms: UnixMs) -> String {
+    let secs = ms.div_euclid(1000);
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    let (y, m, d) = civil_from_days(days);
+    format!("{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02} UTC", rem / 3600, rem % 3600 / 60, rem % 60)
+}
+
+/// The day of a time, `YYYY-MM-DD` (UTC).
+pub fn day(ms: UnixMs) -> String {
+    time(ms)[..10].to_string()
+}
+
+/// Howard Hinnant's days-to-civil.
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (yoe + era * 400 + i64::from(m <= 2), m, d)
+}
+
+pub fn duration(ms: i64) -> String {
+    let s = ms.max(0) / 1000;
+    match s {
+        0..60 => format!("{s} s"),
+        60..3600 => format!("{} min {} s", s / 60, s % 60),
+        3600..86_400 => format!("{} h {} min", s / 3600, s % 3600 / 60),
+        _ => format!("{} d {} h", s / 86_400, s % 86_400 / 3600),
+    }
+}
+
+/// The frame of every page.
+pub fn layout(title: &str, user: Option<(&str, &str, &str)>, banner: Option<&str>, body: &str) -> String {
+    let nav = match user {
+        Some((name, role, csrf)) => format!(
+            "<nav aria-label=\"Main\"><a href=\"/\">Queue</a><a href=\"/reports\">Response times</a></nav>\
+             <p>Signed in as <strong>{}</strong> ({})</p>\
+             <form method=\"post\" action=\"/logout\"><input type=\"hidden\" name=\"csrf\" value=\"{}\"><button type=\"submit\">Sign out</button></form>",
+            esc(name),
+            esc(role),
+            esc_attr(csrf)
+        ),
+        None => String::new(),
+    };
+    let banner = banner.map(|b| format!("<div class=\"banner\" role=\"alert\">{b}</div>")).unwrap_or_default();
+    format!(
+        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><meta name=\"viewport\" content=\"width=device-width\">\
+         <title>{} · Vigil on-call</title><link rel=\"stylesheet\" href=\"/console.css\"></head><body>\
+         <a class=\"skip\" href=\"#main\">Skip to content</a><header><strong>Vigil on-call</strong>{nav}</header>\
+         <main id=\"main\" tabindex=\"-1\"><h1>{}</h1>{banner}{body}</main></body></html>",
+        esc(title),
+        esc(title)
+    )
+}
+
+pub fn login(error: Option<&str>) -> String {
+    let error = error.map(|e| format!("<div class=\"banner\" role=\"alert\">{}</div>", esc(e))).unwrap_or_default();
+    layout(
+        "Sign in",
+        None,
+        None,
+        &format!(
+            "{error}<form method=\"post\" action=\"/login\" style=\"max-width:24rem\">\
+             <label for=\"user\">User name</label><input id=\"user\" name=\"user\" autocomplete=\"username\" required autofocus>\
+             <label for=\"password\">Password</label><input id=\"password\" name=\"password\" type=\"password\" autocomplete=\"current-password\" required>\
+             <p><button type=\"submit\">Sign in</button></p></form>"
+        ),
+    )
+}
+
+/// A hidden CSRF field and a hidden incident id: the start of every action form.
+pub fn form_start(action: &str, csrf: &str, incident: &str, label: &str) -> String {
+    format!(
+        "<form method=\"post\" action=\"/actions/{action}\" aria-label=\"{}\"><input type=\"hidden\" name=\"csrf\" value=\"{}\">\
+         <input type=\"hidden\" name=\"incident\" value=\"{}\">",
+        esc_attr(label),
+        esc_attr(csrf),
+        esc_attr(incident)
+    )
+}
