@@ -151,6 +151,10 @@ async fn migrations_from_empty_and_reopen(db: &TestDb) {
     let raw = db.raw().await;
     let n: i64 = sqlx::query("SELECT COUNT(*) AS n FROM schema_migrations").fetch_one(&raw).await.unwrap().get("n");
     assert_eq!(n, migrations::MIGRATIONS.len() as i64, "each migration recorded once");
+    if db.backend == "sqlite" {
+        let mode: String = sqlx::query("PRAGMA journal_mode").fetch_one(&raw).await.unwrap().get(0);
+        assert_eq!(mode, "wal", "the file is in WAL mode");
+    }
 }
 
 async fn newer_schema_is_refused(db: &TestDb) {

@@ -262,12 +262,7 @@ impl Store {
         let connect_err = |source| StoreError::Connect { url: error::redact_url(url), source };
         let pool = match backend {
             Backend::Sqlite => {
-                // WAL is a property of the file: set once, outside any transaction.
-                let mut first =
-                    AnyPoolOptions::new().max_connections(1).connect(&connect_url).await.map_err(connect_err)?;
-                sqlx::query("PRAGMA journal_mode = WAL").execute(&first).await.map_err(connect_err)?;
-                first.close().await;
-                first = AnyPoolOptions::new()
+                let pool = AnyPoolOptions::new()
                     .max_connections(SQLITE_MAX_CONNECTIONS)
                     .acquire_timeout(ACQUIRE_TIMEOUT)
                     .after_connect(|conn, _| {
@@ -280,7 +275,21 @@ impl Store {
                     .connect(&connect_url)
                     .await
                     .map_err(connect_err)?;
-                first
+                // WAL is a property of the file (readers never wait for the writer): set
+                // outside any transaction; a no-op when it already is. Switching needs the
+                // file to itself and SQLite does not wait for that (no busy handler), so a
+                // second store opening the same new file at once retries here.
+                let deadline = std::time::Instant::now() + Duration::from_millis(SQLITE_BUSY_TIMEOUT_MS);
+                loop {
+                    match sqlx::query("PRAGMA journal_mode = WAL").execute(&pool).await {
+                        Ok(_) => break,
+                        Err(e) if is_sqlite_busy(&e) && std::time::Instant::now() < deadline => {
+                            tokio::time::sleep(Duration::from_millis(20)).await;
+                        }
+                        Err(e) => return Err(connect_err(e)),
+                    }
+                }
+                pool
             }
             Backend::Postgres => AnyPoolOptions::new()
                 .max_connections(POSTGRES_MAX_CONNECTIONS)
@@ -358,6 +367,12 @@ fn sqlite_url(url: &str) -> Result<String, StoreError> {
         Some(_) => format!("{url}&mode=rwc"),
         None => format!("{url}?mode=rwc"),
     })
+}
+
+/// SQLITE_BUSY or SQLITE_LOCKED, extended codes included.
+fn is_sqlite_busy(e: &sqlx::Error) -> bool {
+    let code = e.as_database_error().and_then(|d| d.code()).and_then(|c| c.parse::<i64>().ok());
+    code.is_some_and(|c| matches!(c & 0xff, 5 | 6))
 }
 
 /// Saturating u64 → i64 for the unsigned times in messages.
