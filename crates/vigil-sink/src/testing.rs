@@ -45,7 +45,7 @@ pub struct Broker {
 }
 
 impl Broker {
-    /// Starts tansu (in-memory storage) and creates `topics`. Panics with the reason if
+    /// Starts tansu (in-memory storage) and creates `topics` (and `vigil.actions`). Panics with the reason if
     /// it cannot: this is for tests.
     pub fn start(topics: &[&str]) -> Broker {
         let port = TcpListener::bind("127.0.0.1:0").expect("a free port").local_addr().expect("address").port();
@@ -70,7 +70,10 @@ impl Broker {
             assert!(Instant::now() < deadline, "tansu did not listen on {addr}");
             std::thread::sleep(Duration::from_millis(50));
         }
-        for t in topics {
+        // Every worker with Kafka reports the cuts it makes itself on vigil.actions (the
+        // default `actions_topic`), so a deployment has it, and so does every test broker.
+        let standard = (!topics.contains(&"vigil.actions")).then_some("vigil.actions");
+        for t in topics.iter().copied().chain(standard) {
             let out = Command::new(tansu())
                 .args(["topic", "create", t, "--broker", &url, "--partitions", &PARTITIONS.to_string()])
                 .output()

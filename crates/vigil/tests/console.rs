@@ -235,6 +235,12 @@ fn a_reviewer_acknowledges_and_clears_a_false_positive_in_a_real_browser() {
         assert!(page.contains(want), "the incident page shows {want:?}:\n{page}");
     }
     assert_eq!(b.eval("return document.images.length"), 0, "no imagery at all");
+    // The worker cut its own publisher and said so on vigil.actions.
+    let incident_url = b.url();
+    wait_until("the cut confirmed", 30, || {
+        b.open(&incident_url);
+        b.text().contains("Interrupt\ncut confirmed") || b.text().contains("Interrupt cut confirmed")
+    });
     std::fs::write(shots.join("incident.png"), b.screenshot()).unwrap();
 
     // Acknowledge with the keyboard alone: Tab to the button, Enter.

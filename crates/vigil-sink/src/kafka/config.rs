@@ -16,6 +16,10 @@ pub struct KafkaConfig {
     pub alerts_topic: String,
     #[serde(default = "default_interrupts_topic")]
     pub interrupts_topic: String,
+    /// Where the worker reports the cuts it makes itself (`vigil.action` v1 records, the
+    /// format `vigil actuate` writes to its `actions_topic`), read by `vigil console`.
+    #[serde(default = "default_actions_topic")]
+    pub actions_topic: String,
     /// The spool file (its folder is created).
     #[serde(default = "default_spool_path")]
     pub spool_path: PathBuf,
@@ -40,6 +44,9 @@ pub struct KafkaConfig {
 
 fn default_alerts_topic() -> String {
     "vigil.alerts".into()
+}
+fn default_actions_topic() -> String {
+    "vigil.actions".into()
 }
 fn default_interrupts_topic() -> String {
     "vigil.interrupts".into()
@@ -71,7 +78,11 @@ impl KafkaConfig {
         if self.brokers.trim().is_empty() {
             e.push(format!("{prefix}.brokers: must name at least one broker"));
         }
-        for (k, t) in [("alerts_topic", &self.alerts_topic), ("interrupts_topic", &self.interrupts_topic)] {
+        for (k, t) in [
+            ("alerts_topic", &self.alerts_topic),
+            ("interrupts_topic", &self.interrupts_topic),
+            ("actions_topic", &self.actions_topic),
+        ] {
             if !is_valid_topic(t) {
                 e.push(format!("{prefix}.{k}: \"{t}\" is not a valid topic name"));
             }

@@ -54,6 +54,8 @@ impl KafkaSinkError {
 pub enum MessageKind {
     Alert,
     Interrupt,
+    /// What became of a command (the worker's own cuts).
+    Action,
 }
 
 impl MessageKind {
@@ -61,6 +63,7 @@ impl MessageKind {
         match self {
             MessageKind::Alert => "alert",
             MessageKind::Interrupt => "interrupt",
+            MessageKind::Action => "action",
         }
     }
 }
@@ -439,6 +442,11 @@ impl KafkaSink {
         self.send(MessageKind::Interrupt, id, self.config.interrupts_topic.clone(), stream, "vigil.interrupt/1", value)
     }
 
+    /// Accepts a `vigil.action` record (a cut this worker made itself), like an alert.
+    pub fn send_action(&self, id: &str, stream: &str, value: &impl Serialize) -> Result<(), KafkaSinkError> {
+        self.send(MessageKind::Action, id, self.config.actions_topic.clone(), stream, "vigil.action/1", value)
+    }
+
     fn send(
         &self,
         kind: MessageKind,
@@ -457,7 +465,7 @@ impl KafkaSink {
         {
             let mut spool = lock(&s.spool);
             let appended = match kind {
-                MessageKind::Alert => spool.append(record),
+                MessageKind::Alert | MessageKind::Action => spool.append(record),
                 MessageKind::Interrupt => spool.append_reserved(record),
             };
             s.report_spool(&spool);

@@ -24,6 +24,13 @@ pub struct FrameMsg {
 pub enum SinkMsg {
     Frame(Box<FrameMsg>),
     Line(serde_json::Value),
+    /// The worker cut a publisher connected to it: its lifecycle line, and (with Kafka)
+    /// a `vigil.action` record on `actions_topic`, so the console sees the cut confirmed.
+    Cut {
+        stream: String,
+        command_id: String,
+        line: serde_json::Value,
+    },
     /// Write this last line, flush Kafka and stop (other senders may still exist).
     Last(serde_json::Value),
 }
@@ -31,15 +38,19 @@ pub enum SinkMsg {
 impl SinkMsg {
     /// `{"type":"stream","stream":..,"event":..}`: a stream started, began decoding, ended.
     pub fn lifecycle(stream: &str, event: &str, detail: Option<&str>, reason: Option<&str>) -> SinkMsg {
-        let mut v = json!({"type": "stream", "stream": stream, "event": event, "unix_ms": crate::output::unix_ms()});
-        if let Some(d) = detail {
-            v["detail"] = json!(d);
-        }
-        if let Some(r) = reason {
-            v["reason"] = json!(r);
-        }
-        SinkMsg::Line(v)
+        SinkMsg::Line(lifecycle_line(stream, event, detail, reason))
     }
+}
+
+pub fn lifecycle_line(stream: &str, event: &str, detail: Option<&str>, reason: Option<&str>) -> serde_json::Value {
+    let mut v = json!({"type": "stream", "stream": stream, "event": event, "unix_ms": crate::output::unix_ms()});
+    if let Some(d) = detail {
+        v["detail"] = json!(d);
+    }
+    if let Some(r) = reason {
+        v["reason"] = json!(r);
+    }
+    v
 }
 
 const CHANNEL: usize = 1024;
@@ -90,6 +101,24 @@ fn write_one(msg: SinkMsg, sink: &mut JsonlSink<std::io::Stdout>, output: &mut O
             output.note(done.output_error.map_or(Ok(()), Err));
         }
         SinkMsg::Line(v) | SinkMsg::Last(v) => output.note(sink.write(&v)),
+        SinkMsg::Cut { stream, command_id, line } => {
+            if let Some(k) = kafka {
+                let record = vigil_sink::actuate::publish::ActionRecord {
+                    schema: vigil_sink::actuate::publish::ACTION_SCHEMA,
+                    schema_version: vigil_sink::actuate::publish::ACTION_SCHEMA_VERSION,
+                    command_id: &command_id,
+                    stream_id: &stream,
+                    outcome: vigil_sink::actuate::publish::Outcome::Cut,
+                    reason: None,
+                    detail: "the publisher was connected to this worker, which cut it",
+                    attempts: 1,
+                    at_unix_ms: crate::output::unix_ms(),
+                };
+                // Refusals are logged and counted by the sink.
+                let _ = k.send_action(&format!("{command_id}/cut/1"), &stream, &record);
+            }
+            output.note(sink.write(&line))
+        }
     }
 }
 

@@ -567,7 +567,9 @@ fn analyze_stream(
             // the platform to act on the command (which is still sent). The stream's
             // end closes its RTMP connection or WebRTC session.
             tracing::warn!(stream = %id, command = %command_id, "cutting the publisher");
-            send(SinkMsg::lifecycle(&id, "cut", Some(&command_id), Some("interrupted by the worker")));
+            let line =
+                super::delivery::lifecycle_line(&id, "cut", Some(&command_id), Some("interrupted by the worker"));
+            send(SinkMsg::Cut { stream: id.to_string(), command_id: command_id.clone(), line });
             handle.stop_because(format!("cut by the worker (command {command_id})"));
         }
     }
