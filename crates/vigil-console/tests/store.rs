@@ -646,3 +646,20 @@ async fn replicas_racing_for_one_lock(db: &TestDb) {
         assert_eq!(a.audit_entries(Some(&id), 10).await.unwrap().len(), 1);
     }
 }
+
+/// A server that is not there, or a wrong password, fails at once and says why.
+#[tokio::test]
+async fn unreachable_postgres_fails_fast_with_its_cause() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let started = std::time::Instant::now();
+    let err = Store::open(&format!("postgres://vigil:s3cret@127.0.0.1:{port}/console")).await.unwrap_err();
+    assert!(matches!(err, StoreError::Connect { .. }), "{err:?}");
+    let msg = err.to_string();
+    assert!(msg.contains("vigil:***@127.0.0.1") && !msg.contains("s3cret"), "{msg}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(10), "took {:?}", started.elapsed());
+
+    let pg = common::postgres::PgServer::shared();
+    let err = Store::open(&pg.url_with_password("postgres", "wrong")).await.unwrap_err();
+    assert!(err.to_string().contains("password"), "{err}");
+    assert!(matches!(Store::open("mysql://x").await, Err(StoreError::Invalid(_))));
+}

@@ -49,7 +49,7 @@ pub use error::StoreError;
 
 use crate::model::{IncidentState, InterruptState, Resolution, Role, UnixMs};
 use sqlx::any::{AnyPoolOptions, AnyRow};
-use sqlx::{Any, AnyPool, Executor, Row, Transaction};
+use sqlx::{Any, AnyConnection, AnyPool, Connection, Executor, Row, Transaction};
 use std::time::Duration;
 use vigil_core::alert::{Alert, InterruptCommand};
 
@@ -291,12 +291,27 @@ impl Store {
                 }
                 pool
             }
-            Backend::Postgres => AnyPoolOptions::new()
-                .max_connections(POSTGRES_MAX_CONNECTIONS)
-                .acquire_timeout(ACQUIRE_TIMEOUT)
-                .connect(&connect_url)
-                .await
-                .map_err(connect_err)?,
+            Backend::Postgres => {
+                // One direct connection first, so that an unreachable server or a refused
+                // login fails now with its cause (the pool would retry it until its
+                // acquire timeout and then report only that).
+                let direct = tokio::time::timeout(ACQUIRE_TIMEOUT, AnyConnection::connect(&connect_url))
+                    .await
+                    .unwrap_or_else(|_| {
+                        Err(sqlx::Error::Io(std::io::Error::new(
+                            std::io::ErrorKind::TimedOut,
+                            format!("no answer in {} s", ACQUIRE_TIMEOUT.as_secs()),
+                        )))
+                    })
+                    .map_err(connect_err)?;
+                let _ = direct.close().await;
+                AnyPoolOptions::new()
+                    .max_connections(POSTGRES_MAX_CONNECTIONS)
+                    .acquire_timeout(ACQUIRE_TIMEOUT)
+                    .connect(&connect_url)
+                    .await
+                    .map_err(connect_err)?
+            }
         };
         migrations::migrate(&pool, backend, crate::model::now_ms()).await?;
         Ok(Store { pool, backend })

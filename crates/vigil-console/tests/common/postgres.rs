@@ -178,7 +178,12 @@ impl PgServer {
     }
 
     pub fn url(&self, database: &str) -> String {
-        format!("postgres://postgres:{}@127.0.0.1:{}/{database}", self.password, self.port)
+        self.url_with_password(database, &self.password)
+    }
+
+    /// A URL for `database` logging in with `password` (a wrong one, for tests of refusal).
+    pub fn url_with_password(&self, database: &str, password: &str) -> String {
+        format!("postgres://postgres:{password}@127.0.0.1:{}/{database}", self.port)
     }
 }
 
