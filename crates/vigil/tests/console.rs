@@ -11,13 +11,13 @@
 
 mod common;
 
+use common::console::*;
 use common::webdriver::Browser;
 use common::worker::*;
 use common::*;
 use serde_json::Value;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use vigil_sink::testing::Broker;
@@ -74,70 +74,6 @@ fn read_request(mut s: TcpStream) -> (String, Vec<u8>) {
     (path, buf[head_end..].to_vec())
 }
 
-/// A plain HTTP/1.1 request to the console: (status, headers and body).
-fn http(addr: &str, req: &str) -> (u16, String) {
-    let Ok(mut s) = TcpStream::connect(addr) else { return (0, String::new()) };
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    s.write_all(req.as_bytes()).unwrap();
-    let mut out = String::new();
-    let _ = s.read_to_string(&mut out);
-    let status = out.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
-    (status, out)
-}
-
-fn vigil_console(config: &std::path::Path, args: &[&str], env: &[(&str, &str)]) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_vigil"));
-    c.arg("--config").arg(config).arg("console").args(args).env("VIGIL_LOG", "info");
-    for (k, v) in env {
-        c.env(k, v);
-    }
-    c
-}
-
-struct Console {
-    child: Child,
-    addr: String,
-    log: std::path::PathBuf,
-}
-
-impl Drop for Console {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Console {
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-fn start_console(config: &std::path::Path, dir: &std::path::Path, port: u16) -> Console {
-    let log = dir.join("console.log");
-    let child =
-        vigil_console(config, &["serve"], &[("VIGIL_TEST_PD_KEY", PD_KEY), ("VIGIL_TEST_HOOK_SECRET", HOOK_SECRET)])
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap();
-    let c = Console { child, addr: format!("127.0.0.1:{port}"), log };
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while http(&c.addr, "GET /readyz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").0 != 200 {
-        assert!(Instant::now() < deadline, "the console did not become ready:\n{}", c.log());
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    c
-}
-
-fn wait_until(what: &str, secs: u64, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    while !done() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
-
 fn opened(records: &[Value]) -> Vec<&Value> {
     records.iter().filter(|r| r["type"] == "alert" && r["event"] == "opened").collect()
 }
@@ -174,7 +110,12 @@ fn a_reviewer_acknowledges_and_clears_a_false_positive_in_a_real_browser() {
             .unwrap();
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     }
-    let console = start_console(&config, dir.path(), port);
+    let console = start_console(
+        &config,
+        dir.path(),
+        port,
+        &[("VIGIL_TEST_PD_KEY", PD_KEY), ("VIGIL_TEST_HOOK_SECRET", HOOK_SECRET)],
+    );
 
     // A worker alerts on the banked clip.
     let rtmp = common::nginx::free_port();
@@ -267,22 +208,7 @@ fn a_reviewer_acknowledges_and_clears_a_false_positive_in_a_real_browser() {
     });
 
     // A viewer cannot act, even with a valid session and token.
-    // (Checked over plain HTTP after a sign-in as victor.)
-    let (status, head) = http(&console.addr, &{
-        let body = format!("user=victor&password={}", PASSWORD.replace(' ', "+"));
-        format!(
-            "POST /login HTTP/1.1\r\nHost: x\r\nOrigin: {origin}\r\nContent-Type: application/x-www-form-urlencoded\r\n\
-                 Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
-            body.len()
-        )
-    });
-    assert_eq!(status, 303, "{head}");
-    let cookie = head
-        .lines()
-        .find_map(|l| l.strip_prefix("set-cookie: ").or_else(|| l.strip_prefix("Set-Cookie: ")))
-        .and_then(|c| c.split(';').next())
-        .unwrap()
-        .to_string();
+    let cookie = sign_in(&console.addr, &origin, "victor", PASSWORD);
     let post = |cookie: &str, origin: &str, body: &str| {
         http(
             &console.addr,
@@ -297,13 +223,7 @@ fn a_reviewer_acknowledges_and_clears_a_false_positive_in_a_real_browser() {
     let form = format!("incident={}&outcome=no_action&csrf=forged", pages_arg(&alert_id));
     assert_eq!(post(&cookie, &origin, &form), 403, "a forged CSRF token is refused");
     assert_eq!(post(&cookie, "https://evil.example", &form), 403, "a cross-origin POST is refused");
-    let (_, viewer_page) = http(
-        &console.addr,
-        &format!(
-            "GET /incident?id={} HTTP/1.1\r\nHost: x\r\nCookie: {cookie}\r\nConnection: close\r\n\r\n",
-            pages_arg(&alert_id)
-        ),
-    );
+    let (_, viewer_page) = get_as(&console.addr, &cookie, &format!("/incident?id={}", pages_arg(&alert_id)));
     let csrf =
         viewer_page.split("name=\"csrf\" value=\"").nth(1).and_then(|s| s.split('"').next()).unwrap().to_string();
     assert!(!viewer_page.contains("Mark false positive"), "a viewer sees no actions");

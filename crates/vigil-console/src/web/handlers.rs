@@ -63,7 +63,12 @@ fn page(shared: &Shared, c: &Caller, title: &str, body: &str) -> Response {
 }
 
 pub async fn readyz(State(shared): S) -> Response {
-    match shared.store.ping().await {
+    // A store that does not answer within a probe's patience is not there.
+    let ping = match tokio::time::timeout(std::time::Duration::from_secs(2), shared.store.ping()).await {
+        Ok(answer) => answer.map_err(|e| e.to_string()),
+        Err(_) => Err("no answer within 2 s".to_string()),
+    };
+    match ping {
         Ok(()) if shared.store_up() => (StatusCode::OK, "ready\n").into_response(),
         Ok(()) => (StatusCode::SERVICE_UNAVAILABLE, "not ready: intake cannot write to the store\n").into_response(),
         Err(e) => {

@@ -150,6 +150,29 @@ impl PgServer {
         s
     }
 
+    /// Stops the server (a store outage), keeping its data.
+    pub fn stop(&self) {
+        let data = self.data();
+        let out = self.run_as_owner("pg_ctl", &["-D", data.to_str().unwrap(), "-m", "fast", "-w", "stop"]);
+        assert!(out.status.success(), "pg_ctl stop: {}", lossy(&out.stderr));
+    }
+
+    /// Starts a stopped server again on the same port.
+    pub fn start_again(&self) {
+        let data = self.data();
+        let options = format!(
+            "-c listen_addresses=127.0.0.1 -p {} -k {} -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=300",
+            self.port,
+            self.dir.path().display()
+        );
+        let log = self.dir.path().join("server.log");
+        let out = self.run_as_owner(
+            "pg_ctl",
+            &["-D", data.to_str().unwrap(), "-l", log.to_str().unwrap(), "-w", "-t", "60", "-o", &options, "start"],
+        );
+        assert!(out.status.success(), "pg_ctl start: {}{}", lossy(&out.stdout), lossy(&out.stderr));
+    }
+
     fn data(&self) -> PathBuf {
         self.dir.path().join("data")
     }

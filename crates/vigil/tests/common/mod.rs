@@ -2,6 +2,7 @@
 //! with GStreamer (`gst-launch-1.0`, installed by `make setup`).
 #![allow(dead_code)]
 
+pub mod console;
 pub mod metrics_doc;
 pub mod netns;
 pub mod nginx;

@@ -1,0 +1,126 @@
+//! The console under failure, on PostgreSQL (Debian's, started by the harness on
+//! loopback): two replicas share one store; a store outage makes them not ready, and
+//! alerts published meanwhile arrive once the store is back (intake catches up from its
+//! committed offsets); a broker outage leaves the queue readable and marked stale.
+
+mod common;
+
+#[path = "../../vigil-console/tests/common/postgres.rs"]
+mod postgres;
+
+use common::console::*;
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use std::time::Duration;
+use vigil_core::{Alert, AlertEvent, Explanation, StreamId, Verdict};
+use vigil_sink::testing::Broker;
+
+const PASSWORD: &str = "a long enough password";
+
+fn alert(stream: &str) -> String {
+    let now = vigil_sink::actuate::publish::now_unix_ms();
+    serde_json::to_string(&Alert {
+        schema: vigil_core::alert::ALERT_SCHEMA.into(),
+        schema_version: 1,
+        alert_id: format!("{stream}@{now}-0#1"),
+        event: AlertEvent::Opened,
+        stream_id: StreamId(stream.into()),
+        account_id: Some("acct-7".into()),
+        session_id: Some(format!("{now}-0")),
+        started_ms: 0,
+        last_seen_ms: 1000,
+        emitted_at_unix_ms: now,
+        decision: Verdict::Review,
+        rule: "nsfw_review".into(),
+        explanation: Explanation {
+            reasons: vec!["nsfw score 0.97".into()],
+            frames: vec![],
+            models: vec![],
+            policy: "default".into(),
+            policy_version: "1".into(),
+        },
+        worker_id: "worker-a".into(),
+    })
+    .unwrap()
+}
+
+#[test]
+fn replicas_share_a_postgres_store_and_ride_out_store_and_broker_outages() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Broker::start(&["vigil.alerts", "vigil.interrupts", "vigil.banks.updates"]);
+    let pg = postgres::PgServer::start();
+    let db = pg.create_database();
+    let (p1, p2) = (common::nginx::free_port(), common::nginx::free_port());
+    let config = |port: u16| {
+        let path = dir.path().join(format!("console-{port}.toml"));
+        std::fs::write(
+            &path,
+            format!(
+                "[sink.kafka]\nbrokers = \"{}\"\n\
+                 [console]\nlisten = \"127.0.0.1:{port}\"\npublic_url = \"http://127.0.0.1:{port}\"\n\
+                 store_url_env = \"VIGIL_TEST_CONSOLE_DB\"\nstate_dir = \"{}\"\n",
+                broker.addr,
+                dir.path().join("unused").display()
+            ),
+        )
+        .unwrap();
+        path
+    };
+    let env = [("VIGIL_TEST_CONSOLE_DB", db.as_str())];
+    let (c1_config, c2_config) = (config(p1), config(p2));
+    let out = vigil_console(
+        &c1_config,
+        &["user", "olga", "--role", "reviewer"],
+        &[env[0], ("VIGIL_CONSOLE_PASSWORD", PASSWORD)],
+    )
+    .output()
+    .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let c1 = start_console(&c1_config, dir.path(), p1, &env);
+    let c2 = start_console(&c2_config, dir.path(), p2, &env);
+    let origin = |port: u16| format!("http://127.0.0.1:{port}");
+    let (s1, s2) = (sign_in(&c1.addr, &origin(p1), "olga", PASSWORD), sign_in(&c2.addr, &origin(p2), "olga", PASSWORD));
+    let queue = |c: &Console, cookie: &str| get_as(&c.addr, cookie, "/").1;
+
+    let producer: BaseProducer =
+        rdkafka::ClientConfig::new().set("bootstrap.servers", &broker.addr).create().expect("a producer");
+    let publish = |stream: &str| {
+        producer.send(BaseRecord::to("vigil.alerts").key(stream).payload(&alert(stream))).unwrap();
+        producer.flush(Duration::from_secs(10)).unwrap();
+    };
+
+    // Both replicas show what either took in: one store.
+    publish("live/before");
+    wait_until("the first alert on both replicas", 60, || {
+        queue(&c1, &s1).contains("live/before") && queue(&c2, &s2).contains("live/before")
+    });
+
+    // Store outage: not ready; what is published meanwhile waits in Kafka.
+    pg.stop();
+    wait_until("not ready without the store", 30, || {
+        let (status, body) = http(&c1.addr, "GET /readyz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+        status == 503 && body.contains("not ready")
+    });
+    publish("live/during-store-outage");
+    std::thread::sleep(Duration::from_secs(3));
+    pg.start_again();
+    wait_until("ready again", 60, || {
+        http(&c1.addr, "GET /readyz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").0 == 200
+            && http(&c2.addr, "GET /readyz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").0 == 200
+    });
+    wait_until("the alert published during the outage", 60, || queue(&c1, &s1).contains("live/during-store-outage"));
+    let page = queue(&c2, &s2);
+    assert_eq!(page.matches("<td>live/during-store-outage</td>").count(), 1, "one incident, taken once: {page}");
+
+    // Broker outage: the queue stays readable, marked stale; then fresh again.
+    broker.signal("-STOP");
+    wait_until("the stale mark", 60, || queue(&c1, &s1).contains("Stale: the Kafka cluster has not answered"));
+    let page = queue(&c1, &s1);
+    assert!(page.contains("live/before") && page.contains("live/during-store-outage"), "still readable: {page}");
+    broker.signal("-CONT");
+    wait_until("fresh again", 60, || !queue(&c1, &s1).contains("Stale:"));
+    publish("live/after");
+    wait_until("alerts flow again", 60, || queue(&c2, &s2).contains("live/after"));
+    for c in [&c1, &c2] {
+        assert!(!c.log().contains("panicked"), "{}", c.log());
+    }
+}
