@@ -76,6 +76,8 @@ REFUSED = [
     ({"autoscaling": {"hpa": {"enabled": True}, "keda": {"enabled": True}}}, "not both"),
     ({"podDeletionCost": {"enabled": True}}, "only a Deployment's scale-down"),
     ({"workload": "Deployment", "persistence": {"enabled": True}}, "needs workload: StatefulSet"),
+    ({"console": {"enabled": True, "replicas": 2}}, "needs console.store.databaseUrlSecret"),
+    ({"console": {"port": 80}}, "/console/port"),
 ]
 
 # kubernetes-validate reads its (large) schema files on every call; they never change.
@@ -272,7 +274,9 @@ def validate_configs(vigil: Path) -> None:
     for case, values in cases().items():
         docs = manifests(render(chart, values))
         config = next(d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"].endswith("-config"))
-        pod = next(d for d in docs if d["kind"] in ("StatefulSet", "Deployment"))["spec"]["template"]["spec"]
+        pod = next(
+            d for d in docs if d["kind"] in ("StatefulSet", "Deployment") and not d["metadata"]["name"].endswith("-console")
+        )["spec"]["template"]["spec"]
         init = next(c for c in pod["initContainers"] if c["name"] == "validate-config")
         env = {"PATH": "/usr/bin:/bin"}
         for e in init["env"]:
@@ -286,6 +290,21 @@ def validate_configs(vigil: Path) -> None:
             if r.returncode != 0:
                 raise Failed(f"{case}: vigil validate:\n{(r.stdout + r.stderr).strip()}")
         print(f"helm: {case}: config valid (vigil validate, the pod's environment)")
+        console = next((d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"].endswith("-console")), None)
+        if console is None:
+            continue
+        deployment = next(d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"].endswith("-console"))
+        container = deployment["spec"]["template"]["spec"]["containers"][0]
+        env = {"PATH": "/usr/bin:/bin"}
+        for e in container["env"]:
+            env[e["name"]] = e.get("value") or "x" * 32
+        with tempfile.TemporaryDirectory() as tmp:
+            (Path(tmp) / "console.toml").write_text(console["data"]["console.toml"])
+            env["VIGIL_CONFIG"] = f"{tmp}/console.toml"
+            r = subprocess.run([str(vigil), "validate", f"{tmp}/console.toml"], env=env, capture_output=True, text=True)
+            if r.returncode != 0:
+                raise Failed(f"{case}: the console's config: vigil validate:\n{(r.stdout + r.stderr).strip()}")
+        print(f"helm: {case}: the console's config valid (vigil validate, the pod's environment)")
 
 
 def main() -> int:

@@ -79,3 +79,17 @@ admin API) and Prometheus' job label is this name. */}}
 {{- fail "extraConfigFiles: vigil.toml is the chart's own (set config instead)" -}}
 {{- end -}}
 {{- end -}}
+
+{{/* The console's labels: the same release, its own component. */}}
+{{- define "vigil.consoleSelectorLabels" -}}
+app.kubernetes.io/name: {{ include "vigil.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/component: console
+{{- end -}}
+
+{{- define "vigil.consoleLabels" -}}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
+{{ include "vigil.consoleSelectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+{{- end -}}
