@@ -23,6 +23,11 @@ pub enum ActionError {
 
 /// Enqueues the pages for `incident` (one per configured channel).
 pub async fn page(shared: &Shared, action: PageAction, incident: &str) -> Result<(), StoreError> {
+    page_as(shared, action, incident, None).await
+}
+
+/// [`page`], with `step` in place of the action in the outbox ids (a second trigger).
+async fn page_as(shared: &Shared, action: PageAction, incident: &str, step: Option<&str>) -> Result<(), StoreError> {
     let Some(d) = shared.store.incident(incident).await? else { return Ok(()) };
     let i = &d.incident;
     let subject = PageSubject {
@@ -35,7 +40,10 @@ pub async fn page(shared: &Shared, action: PageAction, incident: &str) -> Result
         link: incident_link(shared, &i.id),
     };
     let now = now_ms();
-    for item in crate::paging::items_for(&shared.cfg.paging, action, &subject, now) {
+    for mut item in crate::paging::items_for(&shared.cfg.paging, action, &subject, now) {
+        if let Some(step) = step {
+            item.id = format!("{}/{step}/{}", subject.incident_id, item.channel.as_str());
+        }
         shared.store.enqueue_page(&item, now).await?;
     }
     Ok(())
@@ -83,9 +91,11 @@ pub async fn acknowledge(shared: &Shared, id: &str, user: &str) -> Result<(), Ac
 pub async fn escalate(shared: &Shared, id: &str, user: &str, note: &str) -> Result<(), ActionError> {
     let note = required_note(note)?;
     hold(shared, id, user).await?;
-    shared.store.escalate(id, user, note, now_ms()).await?;
-    // An escalation pages again, whoever acknowledged the first page.
-    page(shared, PageAction::Trigger, id).await?;
+    let now = now_ms();
+    shared.store.escalate(id, user, note, now).await?;
+    // An escalation pages again, whoever acknowledged the first page: a trigger of its
+    // own outbox id (the first trigger's id would be a duplicate).
+    page_as(shared, PageAction::Trigger, id, Some(&format!("escalate-{now}"))).await?;
     counted("escalate");
     Ok(())
 }

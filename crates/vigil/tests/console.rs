@@ -230,6 +230,18 @@ fn a_reviewer_acknowledges_and_clears_a_false_positive_in_a_real_browser() {
     let form = format!("incident={}&outcome=no_action&csrf={csrf}", pages_arg(&alert_id));
     assert_eq!(post(&cookie, &origin, &form), 403, "a viewer cannot resolve");
 
+    // Escalation pages again.
+    b.type_into("#esc-note", "Second opinion: the match distance is low.");
+    b.click("form[action='/actions/escalate'] button");
+    wait_until("the escalation", 10, || b.text().contains("by alice: Second opinion"));
+    wait_until("a second PagerDuty trigger", 30, || {
+        let p = pages.lock().unwrap();
+        p.iter()
+            .filter(|(p, v)| p == "/pd" && v["event_action"] == "trigger" && v["dedup_key"] == alert_id.as_str())
+            .count()
+            >= 2
+    });
+
     // False positive: a required note, an expiry, the bank's scope.
     b.type_into("#fp-note", "A benign test photograph (NASA astronaut portrait), not abuse material.");
     let clicked = Instant::now();
@@ -247,6 +259,16 @@ fn a_reviewer_acknowledges_and_clears_a_false_positive_in_a_real_browser() {
             .iter()
             .any(|(p, v)| p == "/pd" && v["event_action"] == "resolve" && v["dedup_key"] == alert_id.as_str())
     });
+
+    // The regulators' figures: today's medians from detection.
+    b.open(&format!("{origin}/reports"));
+    let report = b.text();
+    let today =
+        report.lines().find(|l| l.starts_with(&chrono_day())).unwrap_or_else(|| panic!("a row for today: {report}"));
+    assert!(
+        today.split_whitespace().nth(1) == Some("1") && today.contains(" s"),
+        "one incident, with its medians: {today}"
+    );
 
     // The same clip again: no alert.
     let before = w.records().len();
@@ -277,4 +299,10 @@ fn pages_arg(s: &str) -> String {
             }
         })
         .collect()
+}
+
+/// Today, `YYYY-MM-DD` in UTC (as the report prints it).
+fn chrono_day() -> String {
+    let out = std::process::Command::new("date").args(["-u", "+%Y-%m-%d"]).output().unwrap();
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
