@@ -260,7 +260,8 @@ mod tests {
         serde_json::to_vec(&serde_json::json!({
             "schema": "vigil.bank_update", "schema_version": 1, "update_id": id, "op": op,
             "scope_kind": "bank", "scope": "known", "hashes": if op == "allow" { vec!["ab".repeat(32)] } else { vec![] },
-            "max_distance": 10, "created_at_unix_ms": 1, "expires_at_unix_ms": expires, "created_by": "alice"
+            "max_distance": 10, "created_at_unix_ms": expires.saturating_sub(3_600_000).max(1),
+            "expires_at_unix_ms": expires, "created_by": "alice"
         }))
         .unwrap()
     }
@@ -275,7 +276,7 @@ mod tests {
         assert!(!r.read(Some(b"fp/2"), Some(b"{not json")));
         assert!(!r.read(Some(b"other"), Some(&record("fp/2", "allow", far))), "key mismatch");
         assert!(!r.read(Some(b"fp/3"), None));
-        assert!(!r.read(Some(b"fp/4"), Some(&record("fp/4", "allow", 2))), "already expired");
+        assert!(!r.read(Some(b"fp/4"), Some(&record("fp/4", "allow", 3_600_002))), "already expired");
         assert_eq!(r.entries.len(), 1);
         assert!(r.read(Some(b"fp/1"), Some(&record("fp/1", "revoke", 2))));
         r.publish();
