@@ -50,14 +50,15 @@ fn replicas_share_a_postgres_store_and_ride_out_store_and_broker_outages() {
     let pg = postgres::PgServer::start();
     let db = pg.create_database();
     let (p1, p2) = (common::nginx::free_port(), common::nginx::free_port());
-    let config = |port: u16| {
+    // The second replica sits behind an auth proxy (oauth2-proxy's headers, from loopback).
+    let config = |port: u16, auth: &str| {
         let path = dir.path().join(format!("console-{port}.toml"));
         std::fs::write(
             &path,
             format!(
                 "[sink.kafka]\nbrokers = \"{}\"\n\
                  [console]\nlisten = \"127.0.0.1:{port}\"\npublic_url = \"http://127.0.0.1:{port}\"\n\
-                 store_url_env = \"VIGIL_TEST_CONSOLE_DB\"\nstate_dir = \"{}\"\n",
+                 store_url_env = \"VIGIL_TEST_CONSOLE_DB\"\nstate_dir = \"{}\"\n{auth}",
                 broker.addr,
                 dir.path().join("unused").display()
             ),
@@ -66,7 +67,10 @@ fn replicas_share_a_postgres_store_and_ride_out_store_and_broker_outages() {
         path
     };
     let env = [("VIGIL_TEST_CONSOLE_DB", db.as_str())];
-    let (c1_config, c2_config) = (config(p1), config(p2));
+    let (c1_config, c2_config) = (
+        config(p1, ""),
+        config(p2, "[console.auth]\nproxy_user_header = \"X-Forwarded-Email\"\nproxy_role_header = \"X-Vigil-Role\"\n"),
+    );
     let out = vigil_console(
         &c1_config,
         &["user", "olga", "--role", "reviewer"],
@@ -78,7 +82,23 @@ fn replicas_share_a_postgres_store_and_ride_out_store_and_broker_outages() {
     let c1 = start_console(&c1_config, dir.path(), p1, &env);
     let c2 = start_console(&c2_config, dir.path(), p2, &env);
     let origin = |port: u16| format!("http://127.0.0.1:{port}");
-    let (s1, s2) = (sign_in(&c1.addr, &origin(p1), "olga", PASSWORD), sign_in(&c2.addr, &origin(p2), "olga", PASSWORD));
+    let s1 = sign_in(&c1.addr, &origin(p1), "olga", PASSWORD);
+    let proxied =
+        |headers: &str| http(&c2.addr, &format!("GET / HTTP/1.1\r\nHost: x\r\n{headers}Connection: close\r\n\r\n"));
+    let (status, head) = proxied("X-Forwarded-Email: pat@example.org\r\nX-Vigil-Role: reviewer\r\n");
+    assert_eq!(status, 303, "a proxy user gets a session: {head}");
+    let s2 = head
+        .lines()
+        .find_map(|l| l.strip_prefix("set-cookie: ").or_else(|| l.strip_prefix("Set-Cookie: ")))
+        .and_then(|c| c.split(';').next())
+        .expect("a session cookie")
+        .to_string();
+    assert!(
+        get_as(&c2.addr, &s2, "/").1.contains("pat@example.org</strong> (reviewer)"),
+        "signed in through the proxy"
+    );
+    assert_eq!(proxied("").0, 303, "no proxy header, no session: sent to sign in");
+    assert_eq!(proxied("X-Forwarded-Email: \r\n").0, 303, "an empty user is nobody");
     let queue = |c: &Console, cookie: &str| get_as(&c.addr, cookie, "/").1;
 
     let producer: BaseProducer =
