@@ -28,17 +28,7 @@ pub async fn page(shared: &Shared, action: PageAction, incident: &str) -> Result
 
 /// [`page`], with `step` in place of the action in the outbox ids (a second trigger).
 async fn page_as(shared: &Shared, action: PageAction, incident: &str, step: Option<&str>) -> Result<(), StoreError> {
-    let Some(d) = shared.store.incident(incident).await? else { return Ok(()) };
-    let i = &d.incident;
-    let subject = PageSubject {
-        incident_id: i.id.clone(),
-        stream_id: i.stream_id.clone(),
-        account_id: i.account_id.clone(),
-        decision: i.decision.clone(),
-        rule: i.rule.clone(),
-        detected_at_ms: i.detected_ms,
-        link: incident_link(shared, &i.id),
-    };
+    let Some(subject) = subject_of(shared, incident).await? else { return Ok(()) };
     let now = now_ms();
     for mut item in crate::paging::items_for(&shared.cfg.paging, action, &subject, now) {
         if let Some(step) = step {
@@ -49,18 +39,23 @@ async fn page_as(shared: &Shared, action: PageAction, incident: &str, step: Opti
     Ok(())
 }
 
-pub fn incident_link(shared: &Shared, id: &str) -> String {
-    let mut url = format!("{}/incident?id=", shared.cfg.public_url.trim_end_matches('/'));
-    url.extend(form_urlencoded_byte_serialize(id));
-    url
+/// What a page says about an incident (no pixels, no reasons text).
+pub async fn subject_of(shared: &Shared, id: &str) -> Result<Option<PageSubject>, StoreError> {
+    let Some(d) = shared.store.incident(id).await? else { return Ok(None) };
+    let i = &d.incident;
+    Ok(Some(PageSubject {
+        incident_id: i.id.clone(),
+        stream_id: i.stream_id.clone(),
+        account_id: i.account_id.clone(),
+        decision: i.decision.clone(),
+        rule: i.rule.clone(),
+        detected_at_ms: i.detected_ms,
+        link: incident_link(shared, &i.id),
+    }))
 }
 
-fn form_urlencoded_byte_serialize(s: &str) -> impl Iterator<Item = char> + '_ {
-    s.bytes().flat_map(|b| {
-        let keep = b.is_ascii_alphanumeric() || b"-._~".contains(&b);
-        let text = if keep { (b as char).to_string() } else { format!("%{b:02X}") };
-        text.chars().collect::<Vec<_>>()
-    })
+pub fn incident_link(shared: &Shared, id: &str) -> String {
+    format!("{}/incident?id={}", shared.cfg.public_url.trim_end_matches('/'), crate::web::pages::url_arg(id))
 }
 
 fn counted(action: &str) {

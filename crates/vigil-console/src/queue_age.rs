@@ -8,26 +8,12 @@
 //! incident in the console.
 
 use crate::metrics::METRICS;
-use crate::model::{PageAction, PageSubject, now_ms};
+use crate::model::{PageAction, now_ms};
 use crate::paging::{queue_age_exceeded, queue_age_items};
 use crate::state::Shared;
 use crate::store::StoreError;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
-
-async fn subject_of(shared: &Shared, id: &str) -> Result<Option<PageSubject>, StoreError> {
-    let Some(d) = shared.store.incident(id).await? else { return Ok(None) };
-    let i = &d.incident;
-    Ok(Some(PageSubject {
-        incident_id: i.id.clone(),
-        stream_id: i.stream_id.clone(),
-        account_id: i.account_id.clone(),
-        decision: i.decision.clone(),
-        rule: i.rule.clone(),
-        detected_at_ms: i.detected_ms,
-        link: crate::actions::incident_link(shared, &i.id),
-    }))
-}
 
 /// One check: the age metric, and a page when the oldest waits too long.
 pub async fn check(shared: &Shared) -> Result<(), StoreError> {
@@ -41,7 +27,7 @@ pub async fn check(shared: &Shared) -> Result<(), StoreError> {
     if !queue_age_exceeded(&shared.cfg.paging, detected, now) {
         return Ok(());
     }
-    if let Some(s) = subject_of(shared, &id).await? {
+    if let Some(s) = crate::actions::subject_of(shared, &id).await? {
         // Enqueueing the same page id again is a no-op: one page per incident.
         for item in queue_age_items(&shared.cfg.paging, &s, now) {
             shared.store.enqueue_page(&item, now).await?;
@@ -54,7 +40,7 @@ pub async fn check(shared: &Shared) -> Result<(), StoreError> {
 /// `queue-age/{id}/resolve/{channel}`).
 pub async fn resolve(shared: &Shared, id: &str) -> Result<(), StoreError> {
     let now = now_ms();
-    let Some(s) = subject_of(shared, id).await? else { return Ok(()) };
+    let Some(s) = crate::actions::subject_of(shared, id).await? else { return Ok(()) };
     for mut item in queue_age_items(&shared.cfg.paging, &s, now) {
         if shared.store.page_state(&item.id).await?.is_none() {
             continue;

@@ -25,21 +25,7 @@ fn a_reviewed_false_positive_is_applied_by_a_live_worker_within_a_minute() {
     let bank = dir.path().join("bank.txt");
     std::fs::write(&bank, format!("{}\n", pdq_of(&astronaut()))).unwrap();
     let broker = Broker::start(&[TOPIC, "vigil.alerts", "vigil.interrupts"]);
-    let port = common::nginx::free_port();
-    let w = Worker::start(
-        &format!(
-            "[media]\nsampling = \"keyframes\"\n\
-             [[hash.banks]]\nname = \"known\"\npath = \"{}\"\naction = \"interrupt\"\n\
-             [ingest.rtmp]\nlisten = \"127.0.0.1:{port}\"\n[ingest.rtmp.stream_keys]\nalice = \"alice-key-123\"\n\
-             [sink.kafka]\nbrokers = \"{}\"\nspool_path = \"{}\"\n[allowlist]\ntopic = \"{TOPIC}\"\n",
-            bank.display(),
-            broker.addr,
-            dir.path().join("spool").display()
-        ),
-        &[],
-        &[],
-    );
-    let url = format!("rtmp://{}/live/alice-key-123", w.rtmp.clone().unwrap());
+    let (w, url) = allowlist_worker(&bank, &broker.addr, dir.path());
 
     // The banked image is alerted on (and the stream cut by the worker).
     let mut first = common::nginx::publish_astronaut(&url, 20);

@@ -151,7 +151,7 @@ impl Browser {
                 body.len()
             );
             let _ = s.write_all(req.as_bytes());
-            read_response(&mut s)
+            common::webdriver::read_response(&mut s)
         });
         let body = text.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
         serde_json::from_str(body).unwrap_or(Value::Null)
@@ -166,30 +166,6 @@ impl Browser {
         let path = format!("/session/{}/url", self.session);
         self.call("POST", &path, Some(json!({ "url": url })));
     }
-}
-
-/// One HTTP response, read to its Content-Length (chromedriver keeps the connection
-/// open whatever the request said).
-fn read_response(s: &mut TcpStream) -> String {
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 65536];
-    loop {
-        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
-            let length = head
-                .lines()
-                .find_map(|l| l.strip_prefix("content-length:"))
-                .and_then(|v| v.trim().parse::<usize>().ok());
-            if length.is_some_and(|n| buf.len() >= end + 4 + n) {
-                break;
-            }
-        }
-        match s.read(&mut chunk) {
-            Ok(0) | Err(_) => break,
-            Ok(n) => buf.extend_from_slice(&chunk[..n]),
-        }
-    }
-    String::from_utf8_lossy(&buf).into_owned()
 }
 
 impl Drop for Browser {

@@ -118,21 +118,7 @@ fn a_reviewer_acknowledges_and_clears_a_false_positive_in_a_real_browser() {
     );
 
     // A worker alerts on the banked clip.
-    let rtmp = common::nginx::free_port();
-    let w = Worker::start(
-        &format!(
-            "[media]\nsampling = \"keyframes\"\n\
-             [[hash.banks]]\nname = \"known\"\npath = \"{}\"\naction = \"interrupt\"\n\
-             [ingest.rtmp]\nlisten = \"127.0.0.1:{rtmp}\"\n[ingest.rtmp.stream_keys]\nalice = \"alice-key-123\"\n\
-             [sink.kafka]\nbrokers = \"{}\"\nspool_path = \"{}\"\n[allowlist]\n",
-            bank.display(),
-            broker.addr,
-            dir.path().join("spool").display()
-        ),
-        &[],
-        &[],
-    );
-    let url = format!("rtmp://{}/live/alice-key-123", w.rtmp.clone().unwrap());
+    let (w, url) = allowlist_worker(&bank, &broker.addr, dir.path());
     let mut first = common::nginx::publish_astronaut(&url, 20);
     let records = w.wait_for("an alert on the banked clip", 60, |r| !opened(r).is_empty());
     let alert_id = opened(&records)[0]["alert_id"].as_str().unwrap().to_string();
@@ -220,14 +206,15 @@ fn a_reviewer_acknowledges_and_clears_a_false_positive_in_a_real_browser() {
         )
         .0
     };
-    let form = format!("incident={}&outcome=no_action&csrf=forged", pages_arg(&alert_id));
+    let form = format!("incident={}&outcome=no_action&csrf=forged", vigil_console::web::pages::url_arg(&alert_id));
     assert_eq!(post(&cookie, &origin, &form), 403, "a forged CSRF token is refused");
     assert_eq!(post(&cookie, "https://evil.example", &form), 403, "a cross-origin POST is refused");
-    let (_, viewer_page) = get_as(&console.addr, &cookie, &format!("/incident?id={}", pages_arg(&alert_id)));
+    let (_, viewer_page) =
+        get_as(&console.addr, &cookie, &format!("/incident?id={}", vigil_console::web::pages::url_arg(&alert_id)));
     let csrf =
         viewer_page.split("name=\"csrf\" value=\"").nth(1).and_then(|s| s.split('"').next()).unwrap().to_string();
     assert!(!viewer_page.contains("Mark false positive"), "a viewer sees no actions");
-    let form = format!("incident={}&outcome=no_action&csrf={csrf}", pages_arg(&alert_id));
+    let form = format!("incident={}&outcome=no_action&csrf={csrf}", vigil_console::web::pages::url_arg(&alert_id));
     assert_eq!(post(&cookie, &origin, &form), 403, "a viewer cannot resolve");
 
     // Escalation pages again.
@@ -287,18 +274,6 @@ fn a_reviewer_acknowledges_and_clears_a_false_positive_in_a_real_browser() {
     let said = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success() && said.contains("intact"), "{said}{}", String::from_utf8_lossy(&out.stderr));
     assert!(!console.log().contains("panicked"), "{}", console.log());
-}
-
-fn pages_arg(s: &str) -> String {
-    s.bytes()
-        .map(|b| {
-            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-                (b as char).to_string()
-            } else {
-                format!("%{b:02X}")
-            }
-        })
-        .collect()
 }
 
 /// Today, `YYYY-MM-DD` in UTC (as the report prints it).

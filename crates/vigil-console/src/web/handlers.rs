@@ -125,18 +125,29 @@ pub async fn logout(
     headers: HeaderMap,
     Form(form): Form<HashMap<String, String>>,
 ) -> Response {
-    let c = match caller(&shared, &headers, peer, "/").await {
-        Ok(c) => c,
-        Err(r) => return r,
-    };
-    if let Some(r) = check_post(&shared, &headers, &c, &form, Role::Viewer) {
-        return r;
+    if let Err(refusal) = poster(&shared, &headers, peer, &form, Role::Viewer).await {
+        return refusal;
     }
     if let Some(t) = auth::session_token(&shared, &headers) {
         let _ = shared.store.delete_session(&auth::token_hash(&t)).await;
     }
     let cleared = auth::session_cookie(&shared, "", 0);
     ([(header::SET_COOKIE, cleared)], Redirect::to("/login")).into_response()
+}
+
+/// The caller of a POST, after the CSRF, origin and role checks.
+async fn poster(
+    shared: &Shared,
+    headers: &HeaderMap,
+    peer: SocketAddr,
+    form: &HashMap<String, String>,
+    need: Role,
+) -> Result<Caller, Response> {
+    let c = caller(shared, headers, peer, "/").await?;
+    match check_post(shared, headers, &c, form, need) {
+        Some(refusal) => Err(refusal),
+        None => Ok(c),
+    }
 }
 
 /// CSRF, origin and role, for every POST.
@@ -300,13 +311,10 @@ pub async fn action(
     headers: HeaderMap,
     Form(form): Form<HashMap<String, String>>,
 ) -> Response {
-    let c = match caller(&shared, &headers, peer, "/").await {
+    let c = match poster(&shared, &headers, peer, &form, Role::Reviewer).await {
         Ok(c) => c,
         Err(r) => return r,
     };
-    if let Some(r) = check_post(&shared, &headers, &c, &form, Role::Reviewer) {
-        return r;
-    }
     let id = form.get("incident").cloned().unwrap_or_default();
     let field = |k: &str| form.get(k).map_or("", |s| s.as_str());
     let result = match action.as_str() {
@@ -326,41 +334,23 @@ pub async fn action(
         _ => return StatusCode::NOT_FOUND.into_response(),
     };
     let back = format!("/incident?id={}", url_arg(&id));
-    match result {
-        Ok(()) => Redirect::to(&back).into_response(),
-        Err(ActionError::Store(StoreError::NotFound(what))) => {
-            (StatusCode::NOT_FOUND, page(&shared, &c, "Not found", &format!("<p>{}</p>", esc(&what)))).into_response()
+    let status = match &result {
+        Ok(()) => return Redirect::to(&back).into_response(),
+        Err(ActionError::Store(StoreError::NotFound(_))) => StatusCode::NOT_FOUND,
+        // The reviewer's to fix (a missing note, someone else's hold, a wrong state).
+        Err(ActionError::Refused(_) | ActionError::Store(StoreError::Conflict(_) | StoreError::Invalid(_))) => {
+            StatusCode::CONFLICT
         }
-        Err(e @ (ActionError::Refused(_) | ActionError::Store(StoreError::Conflict(_)))) => (
-            StatusCode::CONFLICT,
-            page(
-                &shared,
-                &c,
-                "Not done",
-                &format!(
-                    "<p class=\"banner\" role=\"alert\">{}</p><p><a href=\"{}\">Back to the incident</a></p>",
-                    esc(&e.to_string()),
-                    esc_attr(&back)
-                ),
-            ),
-        )
-            .into_response(),
         Err(e) => {
             tracing::error!(action, incident = %id, "action failed: {e}");
-            (
-                StatusCode::SERVICE_UNAVAILABLE,
-                page(
-                    &shared,
-                    &c,
-                    "Not done",
-                    &format!(
-                        "<p class=\"banner\" role=\"alert\">{}</p><p><a href=\"{}\">Back to the incident</a></p>",
-                        esc(&e.to_string()),
-                        esc_attr(&back)
-                    ),
-                ),
-            )
-                .into_response()
+            StatusCode::SERVICE_UNAVAILABLE
         }
-    }
+    };
+    let why = result.err().map(|e| e.to_string()).unwrap_or_default();
+    let body = format!(
+        "<p class=\"banner\" role=\"alert\">{}</p><p><a href=\"{}\">Back to the incident</a></p>",
+        esc(&why),
+        esc_attr(&back)
+    );
+    (status, page(&shared, &c, "Not done", &body)).into_response()
 }

@@ -131,7 +131,7 @@ impl Browser {
 
 /// One HTTP response, read to its Content-Length (chromedriver keeps the connection
 /// open whatever the request said).
-fn read_response(s: &mut TcpStream) -> String {
+pub fn read_response(s: &mut TcpStream) -> String {
     let mut buf = Vec::new();
     let mut chunk = [0u8; 65536];
     loop {

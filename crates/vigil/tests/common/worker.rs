@@ -248,3 +248,24 @@ pub fn stream_frames(records: &[Value], stream: &str) -> usize {
 pub fn ended(records: &[Value], stream: &str) -> Option<Value> {
     records.iter().find(|r| r["type"] == "stream" && r["stream"] == stream && r["event"] == "ended").cloned()
 }
+
+/// A worker with an interrupt bank `known` holding `bank`'s hashes, an RTMP listener
+/// (key `alice-key-123`), Kafka on `broker` and the console's allowlist; with the URL a
+/// publisher of stream `alice` pushes to.
+pub fn allowlist_worker(bank: &std::path::Path, broker: &str, dir: &std::path::Path) -> (Worker, String) {
+    let port = super::nginx::free_port();
+    let w = Worker::start(
+        &format!(
+            "[media]\nsampling = \"keyframes\"\n\
+             [[hash.banks]]\nname = \"known\"\npath = \"{}\"\naction = \"interrupt\"\n\
+             [ingest.rtmp]\nlisten = \"127.0.0.1:{port}\"\n[ingest.rtmp.stream_keys]\nalice = \"alice-key-123\"\n\
+             [sink.kafka]\nbrokers = \"{broker}\"\nspool_path = \"{}\"\n[allowlist]\n",
+            bank.display(),
+            dir.join("spool").display()
+        ),
+        &[],
+        &[],
+    );
+    let url = format!("rtmp://{}/live/alice-key-123", w.rtmp.clone().expect("the RTMP listener"));
+    (w, url)
+}
