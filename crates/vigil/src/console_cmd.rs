@@ -20,8 +20,15 @@ pub enum ConsoleCommand {
         #[arg(long, value_parser = ["viewer", "reviewer", "admin"])]
         role: String,
     },
-    /// Check the audit log's hash chain; names the first broken entry.
-    AuditVerify,
+    /// The audit log.
+    #[command(subcommand)]
+    Audit(AuditCommand),
+}
+
+#[derive(clap::Subcommand)]
+pub enum AuditCommand {
+    /// Check the hash chain; names the first broken entry (exit 1 when one is).
+    Verify,
 }
 
 fn config(path: Option<&Path>) -> anyhow::Result<(VigilConfig, vigil_console::ConsoleConfig)> {
@@ -67,7 +74,7 @@ pub fn run(path: Option<&Path>, cmd: ConsoleCommand) -> anyhow::Result<ExitCode>
             eprintln!("user {name} has the {} role", role.as_str());
             Ok(ExitCode::SUCCESS)
         }
-        ConsoleCommand::AuditVerify => {
+        ConsoleCommand::Audit(AuditCommand::Verify) => {
             let check = runtime()?.block_on(async {
                 let store = vigil_console::open_store(&console, Duration::from_secs(10)).await?;
                 anyhow::Ok(store.audit_verify().await?)

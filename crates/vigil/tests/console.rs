@@ -270,10 +270,24 @@ fn a_reviewer_acknowledges_and_clears_a_false_positive_in_a_real_browser() {
 
     // Every view and decision is on the hash-chained audit log, which verifies.
     drop(b);
-    let out = vigil_console(&config, &["audit-verify"], &[]).output().unwrap();
+    let out = vigil_console(&config, &["audit", "verify"], &[]).output().unwrap();
     let said = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success() && said.contains("intact"), "{said}{}", String::from_utf8_lossy(&out.stderr));
+    // Someone edits a decision in the store: the chain names that entry.
     assert!(!console.log().contains("panicked"), "{}", console.log());
+    drop(console);
+    let db = dir.path().join("console/console.db");
+    let edit = std::process::Command::new("python3")
+        .args(["-c", "import sqlite3,sys; c=sqlite3.connect(sys.argv[1]); \
+                      c.execute(\"UPDATE audit_log SET actor='mallory' WHERE seq=(SELECT MIN(seq) FROM audit_log WHERE action='resolve')\"); c.commit()"])
+        .arg(&db)
+        .status()
+        .unwrap();
+    assert!(edit.success());
+    let out = vigil_console(&config, &["audit", "verify"], &[]).output().unwrap();
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "a broken chain fails: {said}");
+    assert!(said.contains("BROKEN at entry"), "{said}");
 }
 
 /// Today, `YYYY-MM-DD` in UTC (as the report prints it).
