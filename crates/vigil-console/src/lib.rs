@@ -53,14 +53,22 @@ pub async fn open_store(cfg: &ConsoleConfig, patience: Duration) -> anyhow::Resu
     }
 }
 
+type BoxFuture = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
+
+/// The HTTP accept loop: `(listener, app, shutdown)`. The caller brings it, so the
+/// console runs behind the same hardened loop as the worker's listeners (header-read
+/// deadline, connection caps; `vigil_media::ingest::http::serve`) without this stage
+/// depending on the media stage. Handlers need axum's `ConnectInfo<SocketAddr>`.
+pub type Server = Box<dyn FnOnce(tokio::net::TcpListener, axum::Router, BoxFuture) -> BoxFuture + Send>;
+
 /// `vigil console`: serves until SIGTERM or Ctrl-C, then stops intake (committing what
 /// the store took) and the delivery loops.
-pub fn run(cfg: ConsoleConfig, kafka: Option<vigil_sink::KafkaConfig>) -> anyhow::Result<()> {
+pub fn run(cfg: ConsoleConfig, kafka: Option<vigil_sink::KafkaConfig>, server: Server) -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
-    rt.block_on(serve(cfg, kafka))
+    rt.block_on(serve(cfg, kafka, server))
 }
 
-async fn serve(cfg: ConsoleConfig, kafka: Option<vigil_sink::KafkaConfig>) -> anyhow::Result<()> {
+async fn serve(cfg: ConsoleConfig, kafka: Option<vigil_sink::KafkaConfig>, server: Server) -> anyhow::Result<()> {
     let paging = cfg.paging.resolve_secrets().map_err(|e| anyhow::anyhow!("console.paging: {}", e.join("; ")))?;
     let store = open_store(&cfg, Duration::from_secs(60)).await?;
     tracing::info!(backend = store.backend(), version = store.schema_version().await?, "store open");
@@ -110,8 +118,7 @@ async fn serve(cfg: ConsoleConfig, kafka: Option<vigil_sink::KafkaConfig>) -> an
 
     let listener = tokio::net::TcpListener::bind(&listen).await.with_context(|| format!("console.listen {listen}"))?;
     tracing::info!(address = %listener.local_addr()?, public_url = shared.cfg.public_url, "console listening");
-    let app = web::router(shared.clone()).into_make_service_with_connect_info::<std::net::SocketAddr>();
-    axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await?;
+    server(listener, web::router(shared.clone()), Box::pin(shutdown_signal())).await;
 
     tracing::info!("stopping: intake commits what the store took");
     shared.stop.store(true, Relaxed);

@@ -45,7 +45,11 @@ pub fn run(path: Option<&Path>, cmd: ConsoleCommand) -> anyhow::Result<ExitCode>
     let (cfg, console) = config(path)?;
     match cmd {
         ConsoleCommand::Serve => {
-            vigil_console::run(console, cfg.sink.kafka.clone())?;
+            // The worker's hardened accept loop (header-read deadline, connection caps).
+            let server: vigil_console::Server = Box::new(|listener, app, stop| {
+                Box::pin(vigil_media::ingest::http::serve(listener, app, Default::default(), stop))
+            });
+            vigil_console::run(console, cfg.sink.kafka.clone(), server)?;
             Ok(ExitCode::SUCCESS)
         }
         ConsoleCommand::User { name, role } => {

@@ -80,6 +80,9 @@ fn replicas_share_a_postgres_store_and_ride_out_store_and_broker_outages() {
     .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let c1 = start_console(&c1_config, dir.path(), p1, &env);
+    // A client that connects and never sends a request head (slowloris): dropped.
+    let mut silent = std::net::TcpStream::connect(&c1.addr).unwrap();
+    let silent_since = std::time::Instant::now();
     let c2 = start_console(&c2_config, dir.path(), p2, &env);
     let origin = |port: u16| format!("http://127.0.0.1:{port}");
     let s1 = sign_in(&c1.addr, &origin(p1), "olga", PASSWORD);
@@ -143,4 +146,14 @@ fn replicas_share_a_postgres_store_and_ride_out_store_and_broker_outages() {
     for c in [&c1, &c2] {
         assert!(!c.log().contains("panicked"), "{}", c.log());
     }
+    // Past the 10 s header-read deadline (the rest of the test usually took longer).
+    std::thread::sleep(Duration::from_secs(12).saturating_sub(silent_since.elapsed()));
+    silent.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    let mut rest = Vec::new();
+    let closed = std::io::Read::read_to_end(&mut silent, &mut rest);
+    assert!(
+        !matches!(&closed, Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut)),
+        "a silent connection is still open after {:?}: {closed:?}",
+        silent_since.elapsed()
+    );
 }
