@@ -71,14 +71,13 @@ fn replicas_share_a_postgres_store_and_ride_out_store_and_broker_outages() {
         config(p1, ""),
         config(p2, "[console.auth]\nproxy_user_header = \"X-Forwarded-Email\"\nproxy_role_header = \"X-Vigil-Role\"\n"),
     );
-    let out = vigil_console(
-        &c1_config,
-        &["user", "olga", "--role", "reviewer"],
-        &[env[0], ("VIGIL_CONSOLE_PASSWORD", PASSWORD)],
-    )
-    .output()
-    .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    for (user, role) in [("olga", "reviewer"), ("ada", "admin")] {
+        let out =
+            vigil_console(&c1_config, &["user", user, "--role", role], &[env[0], ("VIGIL_CONSOLE_PASSWORD", PASSWORD)])
+                .output()
+                .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    }
     let c1 = start_console(&c1_config, dir.path(), p1, &env);
     // A client that connects and never sends a request head (slowloris): dropped.
     let mut silent = std::net::TcpStream::connect(&c1.addr).unwrap();
@@ -103,6 +102,41 @@ fn replicas_share_a_postgres_store_and_ride_out_store_and_broker_outages() {
     assert_eq!(proxied("").0, 303, "no proxy header, no session: sent to sign in");
     assert_eq!(proxied("X-Forwarded-Email: \r\n").0, 303, "an empty user is nobody");
     let queue = |c: &Console, cookie: &str| get_as(&c.addr, cookie, "/").1;
+
+    // An admin manages accounts in the console; a reviewer cannot.
+    let admin = sign_in(&c1.addr, &origin(p1), "ada", PASSWORD);
+    let (status, accounts) = get_as(&c1.addr, &admin, "/accounts");
+    assert!(status == 200 && accounts.contains("olga"), "{accounts}");
+    let csrf = accounts.split("name=\"csrf\" value=\"").nth(1).and_then(|s| s.split('"').next()).unwrap().to_string();
+    let post = |cookie: &str, path: &str, body: &str| {
+        http(
+            &c1.addr,
+            &format!(
+                "POST {path} HTTP/1.1\r\nHost: x\r\nCookie: {cookie}\r\nOrigin: {}\r\n\
+                 Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                origin(p1),
+                body.len()
+            ),
+        )
+        .0
+    };
+    let rita = format!("csrf={csrf}&name=rita&role=reviewer&password={}", PASSWORD.replace(' ', "+"));
+    assert_eq!(post(&admin, "/accounts", &rita), 303);
+    sign_in(&c1.addr, &origin(p1), "rita", PASSWORD);
+    assert_eq!(post(&admin, "/accounts", &format!("csrf={csrf}&name=rob&role=viewer&password=short")), 400);
+    assert_eq!(post(&admin, "/accounts/disable", &format!("csrf={csrf}&name=rita&disabled=true")), 303);
+    let body = format!("user=rita&password={}", PASSWORD.replace(' ', "+"));
+    let refused = http(
+        &c1.addr,
+        &format!(
+            "POST /login HTTP/1.1\r\nHost: x\r\nOrigin: {}\r\nContent-Type: application/x-www-form-urlencoded\r\n\
+             Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            origin(p1),
+            body.len()
+        ),
+    );
+    assert_eq!(refused.0, 401, "a disabled account cannot sign in");
+    assert_eq!(get_as(&c1.addr, &s1, "/accounts").0, 403, "a reviewer manages no accounts");
 
     let producer: BaseProducer =
         rdkafka::ClientConfig::new().set("bootstrap.servers", &broker.addr).create().expect("a producer");

@@ -17,7 +17,7 @@ use std::sync::Arc;
 
 type S = State<Arc<Shared>>;
 
-fn store_down(e: StoreError) -> Response {
+pub(super) fn store_down(e: StoreError) -> Response {
     METRICS.store_errors.inc();
     tracing::error!("store: {e}");
     (
@@ -33,7 +33,12 @@ fn store_down(e: StoreError) -> Response {
 }
 
 /// The caller, or the response that sends them to sign in.
-async fn caller(shared: &Shared, headers: &HeaderMap, peer: SocketAddr, uri: &str) -> Result<Caller, Response> {
+pub(super) async fn caller(
+    shared: &Shared,
+    headers: &HeaderMap,
+    peer: SocketAddr,
+    uri: &str,
+) -> Result<Caller, Response> {
     match auth::who(shared, headers, peer).await.map_err(store_down)? {
         Who::Caller(c) => Ok(c),
         Who::NewProxySession(cookie) => Err(([(header::SET_COOKIE, cookie)], Redirect::to(uri)).into_response()),
@@ -57,7 +62,7 @@ fn banner(shared: &Shared) -> Option<String> {
     })
 }
 
-fn page(shared: &Shared, c: &Caller, title: &str, body: &str) -> Response {
+pub(super) fn page(shared: &Shared, c: &Caller, title: &str, body: &str) -> Response {
     Html(pages::layout(title, Some((&c.user, c.role.as_str(), &c.csrf)), banner(shared).as_deref(), body))
         .into_response()
 }
@@ -136,7 +141,7 @@ pub async fn logout(
 }
 
 /// The caller of a POST, after the CSRF, origin and role checks.
-async fn poster(
+pub(super) async fn poster(
     shared: &Shared,
     headers: &HeaderMap,
     peer: SocketAddr,

@@ -3,6 +3,7 @@
 //! (the sign-in page and its stylesheet aside); every POST needs the session's CSRF
 //! token and a same-origin `Origin`.
 
+mod accounts;
 pub mod auth;
 mod handlers;
 mod incident_page;
@@ -27,6 +28,8 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/incident/export", get(handlers::export))
         .route("/reports", get(handlers::reports))
         .route("/actions/{action}", post(handlers::action))
+        .route("/accounts", get(accounts::list).post(accounts::save))
+        .route("/accounts/disable", post(accounts::disable))
         .layer(axum::middleware::map_response(security_headers))
         .with_state(shared)
 }

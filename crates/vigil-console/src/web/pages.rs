@@ -89,9 +89,10 @@ pub fn duration(ms: i64) -> String {
 pub fn layout(title: &str, user: Option<(&str, &str, &str)>, banner: Option<&str>, body: &str) -> String {
     let nav = match user {
         Some((name, role, csrf)) => format!(
-            "<nav aria-label=\"Main\"><a href=\"/\">Queue</a><a href=\"/reports\">Response times</a></nav>\
+            "<nav aria-label=\"Main\"><a href=\"/\">Queue</a><a href=\"/reports\">Response times</a>{}</nav>\
              <p>Signed in as <strong>{}</strong> ({})</p>\
              <form method=\"post\" action=\"/logout\"><input type=\"hidden\" name=\"csrf\" value=\"{}\"><button type=\"submit\">Sign out</button></form>",
+            if role == "admin" { "<a href=\"/accounts\">Accounts</a>" } else { "" },
             esc(name),
             esc(role),
             esc_attr(csrf)
