@@ -138,10 +138,16 @@ pub async fn cut_now(shared: &Shared, id: &str, user: &str) -> Result<(), Action
         return Err(ActionError::Refused("the incident is resolved".into()));
     }
     let out = shared.outbound.as_ref().ok_or_else(|| ActionError::Refused("no Kafka cluster is configured".into()))?;
+    // The worker's command id, so the actuator cuts once whoever asks; after a failed or
+    // dead-lettered cut a new one (the actuator skips an id it has finished with).
+    let command_id = match i.interrupt_state {
+        InterruptState::CutFailed | InterruptState::DeadLettered => format!("{id}/interrupt/console-{}", now_ms()),
+        _ => format!("{id}/interrupt"),
+    };
     let cmd = InterruptCommand {
         schema: vigil_core::alert::INTERRUPT_SCHEMA.into(),
         schema_version: vigil_core::alert::SCHEMA_VERSION,
-        command_id: format!("{id}/interrupt"),
+        command_id,
         alert_id: id.to_string(),
         stream_id: vigil_core::StreamId(i.stream_id.clone()),
         account_id: i.account_id.clone(),
@@ -179,6 +185,12 @@ pub async fn false_positive(
     };
     hold(shared, id, user).await?;
     let d = shared.store.incident(id).await?.ok_or_else(|| ActionError::Refused(format!("no incident {id}")))?;
+    if d.incident.state == IncidentState::Resolved {
+        return Err(ActionError::Refused("the incident is resolved already".into()));
+    }
+    if !offered_scopes(&d).iter().any(|s| s == scope) {
+        return Err(ActionError::Refused(format!("{scope:?} is not a scope of this incident")));
+    }
     let mut hashes: Vec<String> = d
         .alerts
         .iter()
@@ -214,6 +226,31 @@ pub async fn false_positive(
         tracing::warn!(entry = entry.id, "allowlist entry kept, to be published again: {e}");
     }
     Ok(entry)
+}
+
+/// Banks named in an incident's reasons ("bank NAME id ID at distance D (VARIANT)").
+pub fn banks_of(d: &crate::store::IncidentDetail) -> Vec<String> {
+    let mut banks: Vec<String> = d
+        .alerts
+        .iter()
+        .flat_map(|a| a.alert.explanation.reasons.iter())
+        .filter_map(|r| r.strip_prefix("bank ").and_then(|r| r.split_once(" id ")).map(|(b, _)| b.to_string()))
+        .collect();
+    banks.sort();
+    banks.dedup();
+    banks
+}
+
+/// What a false positive may be scoped to: the banks that matched; or, for an incident
+/// no bank made, the rule that fired (never a bank rule: silencing one would silence
+/// every bank).
+pub fn offered_scopes(d: &crate::store::IncidentDetail) -> Vec<String> {
+    let banks = banks_of(d);
+    if banks.is_empty() {
+        vec![format!("rule:{}", d.incident.rule)]
+    } else {
+        banks.into_iter().map(|b| format!("bank:{b}")).collect()
+    }
 }
 
 pub fn bank_update(shared: &Shared, e: &AllowEntry) -> BankUpdate {
@@ -255,7 +292,7 @@ async fn send(
     payload: Vec<u8>,
 ) -> Result<(), ActionError> {
     use rdkafka::message::{Header, OwnedHeaders};
-    use rdkafka::producer::{BaseRecord, Producer};
+    use rdkafka::producer::BaseRecord;
     let producer = out.producer.clone();
     let (topic, key, message_id, schema) =
         (topic.to_string(), key.to_string(), message_id.to_string(), schema.to_string());
@@ -263,10 +300,21 @@ async fn send(
         let headers = OwnedHeaders::new()
             .insert(Header { key: "vigil-schema", value: Some(&schema) })
             .insert(Header { key: "vigil-message-id", value: Some(&message_id) });
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
         producer
-            .send(BaseRecord::to(&topic).key(&key).payload(&payload).headers(headers))
+            .send(BaseRecord::with_opaque_to(&topic, Box::new(tx)).key(&key).payload(&payload).headers(headers))
             .map_err(|(e, _)| ActionError::Kafka(e.to_string()))?;
-        producer.flush(Duration::from_secs(10)).map_err(|e| ActionError::Kafka(format!("not confirmed: {e}")))
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            producer.poll(Duration::from_millis(50));
+            match rx.try_recv() {
+                Ok(confirmed) => return confirmed.map_err(ActionError::Kafka),
+                Err(_) if std::time::Instant::now() >= deadline => {
+                    return Err(ActionError::Kafka("the broker did not confirm it within 10 s".into()));
+                }
+                Err(_) => {}
+            }
+        }
     })
     .await
     .map_err(|e| ActionError::Kafka(e.to_string()))?

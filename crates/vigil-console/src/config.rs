@@ -116,6 +116,18 @@ fn default_trusted() -> Vec<IpAddr> {
     vec![IpAddr::from([127, 0, 0, 1]), IpAddr::from([0u16, 0, 0, 0, 0, 0, 0, 1])]
 }
 
+/// `http://127.0.0.1[:PORT][/...]`, `http://localhost...` or `http://[::1]...`: the
+/// host itself, not a name that starts like one (`127.0.0.1.example.org`).
+fn is_loopback_http(url: &str) -> bool {
+    let Some(rest) = url.strip_prefix("http://") else { return false };
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+    let host = match authority.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or(""),
+        None => authority.split(':').next().unwrap_or(""),
+    };
+    matches!(host, "127.0.0.1" | "localhost" | "::1")
+}
+
 fn is_valid_topic(t: &str) -> bool {
     (1..=249).contains(&t.len()) && t.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
 }
@@ -127,13 +139,15 @@ impl ConsoleConfig {
         if self.listen.parse::<std::net::SocketAddr>().is_err() {
             e.push(format!("{prefix}.listen: {:?} is not an address:port", self.listen));
         }
-        let url = self.public_url.trim_end_matches('/');
-        if !(url.starts_with("https://") || url.starts_with("http://127.0.0.1") || url.starts_with("http://localhost"))
-        {
+        let loopback = is_loopback_http(&self.public_url);
+        if !(self.public_url.starts_with("https://") || loopback) {
             e.push(format!(
                 "{prefix}.public_url: {:?} must be https:// (plain http only on loopback)",
                 self.public_url
             ));
+        }
+        if !self.cookie_secure && !loopback {
+            e.push(format!("{prefix}.cookie_secure: false is for a loopback public_url only"));
         }
         if let Some(v) = &self.store_url_env
             && v.trim().is_empty()
@@ -198,5 +212,28 @@ impl ConsoleConfig {
 impl Default for ConsoleConfig {
     fn default() -> Self {
         toml::from_str("").expect("every key has a default")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_loopback_host_itself_may_use_plain_http() {
+        for ok in ["http://127.0.0.1:8090", "http://localhost/", "http://[::1]:80/x"] {
+            assert!(is_loopback_http(ok), "{ok}");
+        }
+        for bad in
+            ["http://127.0.0.1.evil.example", "http://localhost.example:80", "https://127.0.0.1", "http://10.0.0.1"]
+        {
+            assert!(!is_loopback_http(bad), "{bad}");
+        }
+        let cfg = ConsoleConfig {
+            public_url: "http://127.0.0.1.evil.example".into(),
+            cookie_secure: false,
+            ..Default::default()
+        };
+        assert_eq!(cfg.validate("console").len(), 2, "{:?}", cfg.validate("console"));
     }
 }

@@ -78,14 +78,17 @@ pub fn parse(kind: Kind, payload: Option<&[u8]>) -> Result<Parsed, &'static str>
         }
         Kind::Command => {
             let c: InterruptCommand = serde_json::from_slice(bytes).map_err(|_| "malformed")?;
-            if c.schema != vigil_core::alert::INTERRUPT_SCHEMA || c.command_id.is_empty() {
+            if c.schema != vigil_core::alert::INTERRUPT_SCHEMA || c.command_id.is_empty() || c.alert_id.is_empty() {
                 return Err("wrong_schema");
             }
             Ok(Parsed::Command(c))
         }
         Kind::Outcome => {
             let o: ActionOutcome = serde_json::from_slice(bytes).map_err(|_| "malformed")?;
-            if o.schema != "vigil.action" || !["cut", "failed", "dead_lettered"].contains(&o.outcome.as_str()) {
+            if o.schema != "vigil.action"
+                || o.command_id.is_empty()
+                || !["cut", "failed", "dead_lettered"].contains(&o.outcome.as_str())
+            {
                 return Err("wrong_schema");
             }
             Ok(Parsed::Outcome(o))
@@ -172,6 +175,13 @@ fn store_until_taken(shared: &Shared, rt: &tokio::runtime::Handle, kind: Kind, p
                 METRICS.intake_messages.with_label_values(&[kind.as_str(), result]).inc();
                 return true;
             }
+            // A message the store can never take (an empty id, text PostgreSQL refuses)
+            // is refused like a malformed one: retrying it would stop intake for good.
+            Err(e) if never_storable(&e) => {
+                METRICS.intake_refused.with_label_values(&[kind.as_str(), "invalid"]).inc();
+                tracing::warn!("intake: message refused by the store, skipped: {e}");
+                return true;
+            }
             Err(e) => {
                 shared.set_store_up(false);
                 METRICS.store_errors.inc();
@@ -189,12 +199,24 @@ fn store_until_taken(shared: &Shared, rt: &tokio::runtime::Handle, kind: Kind, p
     }
 }
 
+fn never_storable(e: &crate::store::StoreError) -> bool {
+    use crate::store::StoreError;
+    match e {
+        StoreError::Invalid(_) | StoreError::Corrupt(_) => true,
+        // PostgreSQL's data exceptions (SQLSTATE class 22: a NUL in text, a bad value).
+        StoreError::Query { source: sqlx::Error::Database(db), .. } => db.code().is_some_and(|c| c.starts_with("22")),
+        _ => false,
+    }
+}
+
 async fn apply(shared: &Shared, p: &Parsed) -> Result<Applied, crate::store::StoreError> {
     let now = now_ms();
     match p {
         Parsed::Alert(a) => {
             let applied = shared.store.record_alert(a, now).await?;
-            if applied == Applied::New && a.event == AlertEvent::Opened {
+            // Also on a redelivery: the page may not have been queued the first time
+            // (queueing the same page again is a no-op).
+            if a.event == AlertEvent::Opened {
                 crate::actions::page(shared, PageAction::Trigger, &a.alert_id).await?;
             }
             Ok(applied)

@@ -81,7 +81,8 @@ async fn serve(cfg: ConsoleConfig, kafka: Option<vigil_sink::KafkaConfig>, serve
             for key in ["group.id", "enable.auto.commit", "auto.offset.reset", "session.timeout.ms"] {
                 pc.remove(key);
             }
-            let producer: rdkafka::producer::BaseProducer = pc.set("linger.ms", "0").create()?;
+            let producer: rdkafka::producer::BaseProducer<state::Confirming> =
+                pc.set("linger.ms", "0").create_with_context(state::Confirming)?;
             let mut cc = k.consumer_config(&cfg.group_id).map_err(anyhow::Error::msg)?;
             cc.set("enable.auto.offset.store", "false").set("partition.assignment.strategy", "cooperative-sticky");
             let consumer: rdkafka::consumer::BaseConsumer = cc.create()?;

@@ -21,7 +21,7 @@ pub struct ConsoleMetrics {
 }
 
 pub const INTAKE_KINDS: [&str; 3] = ["alerts", "interrupts", "actions"];
-pub const REFUSALS: [&str; 4] = ["empty", "too_large", "malformed", "wrong_schema"];
+pub const REFUSALS: [&str; 5] = ["empty", "too_large", "malformed", "wrong_schema", "invalid"];
 pub const ACTIONS: [&str; 8] =
     ["hold", "release", "acknowledge", "cut", "escalate", "false_positive", "resolve", "export"];
 

@@ -22,6 +22,15 @@ pub async fn run(shared: Arc<Shared>) {
             match shared.store.unpublished_allow_entries().await {
                 Ok(entries) => {
                     for e in entries {
+                        // Only an entry whose incident was resolved as a false positive
+                        // goes out (the resolution may have failed after the entry was kept).
+                        let resolved_fp = match shared.store.incident(&e.incident_id).await {
+                            Ok(Some(d)) => d.incident.resolution == Some(crate::model::Resolution::FalsePositive),
+                            _ => false,
+                        };
+                        if !resolved_fp {
+                            continue;
+                        }
                         if let Err(err) = crate::actions::publish_allow_entry(&shared, &e).await {
                             tracing::warn!(entry = e.id, "allowlist entry not published yet: {err}");
                         }
@@ -39,8 +48,25 @@ async fn deliver_due(shared: &Shared) -> Result<(), crate::store::StoreError> {
         // An acknowledge or resolve never overtakes its trigger (PagerDuty ignores a
         // resolve for an alert it has not seen, then opens one nobody closes).
         if item.action != PageAction::Trigger {
-            let trigger = format!("{}/trigger/{}", item.subject.incident_id, item.channel.as_str());
+            let trigger = match crate::paging::PageKind::of(&item) {
+                crate::paging::PageKind::QueueAge => format!(
+                    "{}{}/{}",
+                    crate::paging::QUEUE_AGE_ID_PREFIX,
+                    item.subject.incident_id,
+                    item.channel.as_str()
+                ),
+                crate::paging::PageKind::Incident => {
+                    format!("{}/trigger/{}", item.subject.incident_id, item.channel.as_str())
+                }
+            };
             if shared.store.page_state(&trigger).await? == Some(false) {
+                // Later, not now, so that waiting items never fill the due window and
+                // starve other incidents' and channels' pages.
+                let later = now_ms() + 5_000;
+                shared
+                    .store
+                    .page_failed(&item.id, item.attempts, later, "waiting for its trigger to be delivered")
+                    .await?;
                 continue;
             }
         }

@@ -6,9 +6,24 @@ use crate::model::{UnixMs, now_ms};
 use crate::store::Store;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering::Relaxed};
 
+/// Routes each record's delivery report back to the send that waits for it: a send is
+/// done only when the broker confirmed it (an authorisation, size or topic failure is
+/// reported here, not by `send`).
+pub struct Confirming;
+
+impl rdkafka::ClientContext for Confirming {}
+
+impl rdkafka::producer::ProducerContext for Confirming {
+    type DeliveryOpaque = Box<std::sync::mpsc::SyncSender<Result<(), String>>>;
+
+    fn delivery(&self, result: &rdkafka::producer::DeliveryResult<'_>, tx: Self::DeliveryOpaque) {
+        let _ = tx.try_send(result.as_ref().map(|_| ()).map_err(|(e, _)| e.to_string()));
+    }
+}
+
 /// Where the console sends commands and allowlist entries.
 pub struct Outbound {
-    pub producer: std::sync::Arc<rdkafka::producer::BaseProducer>,
+    pub producer: std::sync::Arc<rdkafka::producer::BaseProducer<Confirming>>,
     pub interrupts_topic: String,
     pub bank_updates_topic: String,
 }

@@ -67,6 +67,20 @@ fn is_pdq_hex(s: &str) -> bool {
 }
 
 impl BankUpdate {
+    /// [`BankUpdate::check`], and against the clock: not created in the future (5 min of
+    /// skew allowed), not expiring later than [`MAX_LIFETIME_MS`] from now, so a forged
+    /// record dated ahead cannot outlive the cap.
+    pub fn check_at(&self, key: Option<&[u8]>, now_unix_ms: u64) -> Result<(), String> {
+        self.check(key)?;
+        if self.created_at_unix_ms > now_unix_ms + 300_000 {
+            return Err("created_at_unix_ms is in the future".into());
+        }
+        if self.expires_at_unix_ms > now_unix_ms + MAX_LIFETIME_MS {
+            return Err("expires more than 366 days from now".into());
+        }
+        Ok(())
+    }
+
     /// Every reason to refuse this record, in one line; `key` is the record's key.
     pub fn check(&self, key: Option<&[u8]>) -> Result<(), String> {
         let mut e = Vec::new();
@@ -149,6 +163,19 @@ mod tests {
         assert!(many.check(None).unwrap_err().contains("hashes"));
         let revoke = BankUpdate { op: BankUpdateOp::Revoke, hashes: vec![], ..ok };
         assert_eq!(revoke.check(None), Ok(()));
+    }
+
+    #[test]
+    fn a_record_dated_ahead_cannot_outlive_the_cap() {
+        let ok = sample();
+        let now = ok.created_at_unix_ms;
+        assert_eq!(ok.check_at(None, now), Ok(()));
+        let ahead = BankUpdate {
+            created_at_unix_ms: now + 100 * MAX_LIFETIME_MS,
+            expires_at_unix_ms: now + 100 * MAX_LIFETIME_MS + 1,
+            ..ok
+        };
+        assert!(ahead.check_at(None, now).unwrap_err().contains("future"));
     }
 
     #[test]

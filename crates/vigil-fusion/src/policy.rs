@@ -79,9 +79,6 @@ impl Conditions {
     pub fn is_empty(self) -> bool {
         self.0 == 0
     }
-    fn clear(&mut self, c: Condition) {
-        self.0 &= !c.bit();
-    }
     fn set(&mut self, c: Condition) {
         self.0 |= c.bit();
     }
@@ -176,6 +173,9 @@ impl Policy {
         if self.rule.is_empty() {
             e.push("rule: a policy needs at least one rule".into());
         }
+        if self.rule.len() > 64 {
+            e.push(format!("rule: {} rules, more than 64", self.rule.len()));
+        }
         let mut names = std::collections::HashSet::new();
         for (i, r) in self.rule.iter().enumerate() {
             if !names.insert(r.name.as_str()) {
@@ -258,17 +258,19 @@ impl Policy {
             c.set(Condition::Unscanned);
             why.extend(s.unscanned.iter().map(|u| format!("unscanned {}: {}", u.stage, u.reason)));
         }
-        // A reviewed false positive (a console allowlist entry scoped to a rule): the
-        // frame does not count toward that rule's condition. `unscanned` is never
-        // silenced: a frame nobody looked at is not a known false positive.
-        for name in &s.allowed_rules {
-            let Some(rule) = self.rule.iter().find(|r| &r.name == name) else { continue };
-            if rule.condition != Condition::Unscanned && c.has(rule.condition) {
-                c.clear(rule.condition);
-                why.push(format!("{} allowed by the console's allowlist", rule.condition.name()));
-            }
-        }
         (c, why)
+    }
+
+    /// The rules (bit i = `rule[i]`) that a console allowlist entry silences on this
+    /// frame (a reviewed false positive): they do not count it, while every other rule,
+    /// one sharing the same condition included, still does. A rule on `unscanned` is
+    /// never silenced: a frame nobody looked at is not a known false positive.
+    pub fn allowed_mask(&self, s: &FrameSignals) -> u64 {
+        self.rule
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| r.condition != Condition::Unscanned && s.allowed_rules.contains(&r.name))
+            .fold(0, |mask, (i, _)| mask | 1u64 << i)
     }
 }
 
@@ -309,16 +311,17 @@ mod tests {
     }
 
     #[test]
-    fn an_allowed_rule_does_not_count_its_condition_but_unscanned_stays() {
+    fn an_allowed_rule_is_masked_alone_and_unscanned_never() {
         let p = Policy::embedded_default();
-        let rule = p.rule.iter().find(|r| r.condition == Condition::Nsfw).expect("the default policy has an nsfw rule");
+        let nsfw = p.rule.iter().position(|r| r.condition == Condition::Nsfw).expect("an nsfw rule");
         let mut s = FrameSignals { nsfw_score: Some(0.99), ..Default::default() };
-        assert!(p.conditions(&s).0.has(Condition::Nsfw));
-        s.allowed_rules = vec![rule.name.clone()];
-        assert!(!p.conditions(&s).0.has(Condition::Nsfw));
-        s.unscanned = vec![vigil_core::Unscanned { stage: "infer".into(), reason: "down".into() }];
-        s.allowed_rules.push("no_such_rule".into());
-        assert!(p.conditions(&s).0.has(Condition::Unscanned));
+        assert_eq!(p.allowed_mask(&s), 0);
+        s.allowed_rules = vec![p.rule[nsfw].name.clone(), "no_such_rule".into()];
+        assert_eq!(p.allowed_mask(&s), 1 << nsfw, "only the named rule");
+        assert!(p.conditions(&s).0.has(Condition::Nsfw), "the condition still held (other rules count it)");
+        let unscanned = p.rule.iter().find(|r| r.condition == Condition::Unscanned).expect("an unscanned rule");
+        s.allowed_rules = vec![unscanned.name.clone()];
+        assert_eq!(p.allowed_mask(&s), 0);
     }
 
     #[test]

@@ -104,6 +104,8 @@ pub struct Outcome {
 
 struct Sample {
     conditions: Conditions,
+    /// Rules a reviewed false positive silences on this sample (bit i = rule i).
+    allowed: u64,
 }
 
 pub struct StreamFusion {
@@ -148,21 +150,25 @@ impl StreamFusion {
         if self.window.len() == self.policy.window() {
             self.window.pop_front();
         }
-        self.window.push_back(Sample { conditions });
+        let allowed = self.policy.allowed_mask(s);
+        self.window.push_back(Sample { conditions, allowed });
         // Stream time since the last sample; none when time went backwards (a reconnect).
         let elapsed_secs = self.last_pts_ms.map_or(0.0, |t| s.pts_ms.saturating_sub(t) as f64 / 1000.0);
         self.last_pts_ms = Some(s.pts_ms);
-        for (score, rule) in self.scores.iter_mut().zip(&self.policy.rule) {
+        let counts =
+            |x: &Sample, i: usize, r: &crate::policy::Rule| x.conditions.has(r.condition) && x.allowed & (1 << i) == 0;
+        let this = Sample { conditions, allowed };
+        for (i, (score, rule)) in self.scores.iter_mut().zip(&self.policy.rule).enumerate() {
             if let Some(d) = rule.decay {
                 *score = *score * 0.5f64.powf(elapsed_secs / d.half_life_secs)
-                    + if conditions.has(rule.condition) { 1.0 } else { 0.0 };
+                    + if counts(&this, i, rule) { 1.0 } else { 0.0 };
             }
         }
         let window = &self.window;
-        let fired = self.policy.rule.iter().zip(&self.scores).find_map(|(r, &score)| {
+        let fired = self.policy.rule.iter().zip(&self.scores).enumerate().find_map(|(i, (r, &score))| {
             let hit = match r.decay {
                 Some(d) => score >= d.threshold,
-                None => window.iter().rev().take(r.n).filter(|x| x.conditions.has(r.condition)).count() >= r.k,
+                None => window.iter().rev().take(r.n).filter(|x| counts(x, i, r)).count() >= r.k,
             };
             hit.then_some(r)
         });

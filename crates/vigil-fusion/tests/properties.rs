@@ -205,3 +205,19 @@ fn a_decayed_score_fires_on_hits_close_in_stream_time() {
     // Time going backwards (a reconnect) does not inflate the score.
     assert_eq!(first_fire([(50_000, true), (0, true), (60_000, false)]), None);
 }
+
+/// A reviewed false positive scoped to the review rule on minors with exposure must not
+/// silence the interrupt rule that watches the same condition over more samples.
+#[test]
+fn an_allowed_review_rule_does_not_silence_the_interrupt_rule_on_its_condition() {
+    let policy = Arc::new(Policy::embedded_default());
+    let mut f = StreamFusion::new(policy, StreamId("s".into()), "session".into());
+    let risky = Sample { bank: 0, exposure: Some(0.95), p_minor: Some(0.95), nsfw: 0.0, unscanned: false };
+    let mut decisions = Vec::new();
+    for i in 0..4 {
+        let mut s = signals(i, &risky);
+        s.allowed_rules = vec!["minor_with_sexual_exposure".into()];
+        decisions.push(f.observe(&s).verdict);
+    }
+    assert_eq!(decisions.last(), Some(&Verdict::Interrupt), "the sustained rule still interrupts: {decisions:?}");
+}

@@ -28,6 +28,14 @@ pub fn hash_password(password: &str) -> Result<String, String> {
         .map_err(|e| e.to_string())
 }
 
+/// [`verify_password`] on a blocking thread, two at a time: argon2 costs tens of
+/// milliseconds of CPU, which must never hold up the runtime's paging loops.
+pub async fn verify_password_off_runtime(password: String, hash: String) -> bool {
+    static SLOTS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(2);
+    let Ok(_slot) = SLOTS.acquire().await else { return false };
+    tokio::task::spawn_blocking(move || verify_password(&password, &hash)).await.unwrap_or(false)
+}
+
 pub fn verify_password(password: &str, hash: &str) -> bool {
     PasswordHash::new(hash).is_ok_and(|h| argon2::Argon2::default().verify_password(password.as_bytes(), &h).is_ok())
 }
@@ -109,14 +117,23 @@ pub async fn who(shared: &Shared, headers: &HeaderMap, peer: SocketAddr) -> Resu
     if user.is_empty() || user.len() > 200 || user.chars().any(char::is_control) {
         return Ok(Who::Nobody);
     }
-    let role = auth
+    let existing = shared.store.user(user).await?;
+    // A local account (one with a password) is never taken over by a proxy identity of
+    // the same name, and a disabled account gets no session either way.
+    if existing.as_ref().is_some_and(|u| u.password_hash.is_some() || u.disabled) {
+        return Ok(Who::Nobody);
+    }
+    let from_header = auth
         .proxy_role_header
         .as_ref()
-        .and_then(|h| headers.get(h.as_str()))
-        .and_then(|v| v.to_str().ok())
-        .and_then(|r| Role::parse(r.trim()))
-        .or_else(|| Role::parse(&auth.proxy_default_role))
-        .unwrap_or(Role::Viewer);
+        .map(|h| headers.get(h.as_str()).and_then(|v| v.to_str().ok()).and_then(|r| Role::parse(r.trim())));
+    let default = Role::parse(&auth.proxy_default_role).unwrap_or(Role::Viewer);
+    let role = match from_header {
+        // The proxy says (or its header is missing: the default).
+        Some(said) => said.unwrap_or(default),
+        // No role header configured: what an admin set, else the default.
+        None => existing.as_ref().map_or(default, |u| u.role),
+    };
     shared.store.upsert_user(user, None, role).await?;
     shared
         .store

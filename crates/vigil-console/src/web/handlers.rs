@@ -106,11 +106,12 @@ pub async fn login(State(shared): S, headers: HeaderMap, Form(form): Form<HashMa
     };
     let hash = account.as_ref().and_then(|a| a.password_hash.clone());
     // The same argon2 work whether or not the user exists.
-    let ok = auth::verify_password(password, hash.as_deref().unwrap_or(auth::decoy_hash()))
+    let hash = hash.unwrap_or_else(|| auth::decoy_hash().to_string());
+    let ok = auth::verify_password_off_runtime(password.to_string(), hash).await
         && account.as_ref().is_some_and(|a| !a.disabled && a.password_hash.is_some());
     if !ok {
         METRICS.logins.with_label_values(&["refused"]).inc();
-        tracing::warn!(user = %user.chars().take(64).collect::<String>(), "sign-in refused");
+        tracing::warn!(user = ?user.chars().take(64).collect::<String>(), "sign-in refused");
         return (StatusCode::UNAUTHORIZED, Html(pages::login(Some("Wrong user name or password.")))).into_response();
     }
     METRICS.logins.with_label_values(&["ok"]).inc();
@@ -347,7 +348,7 @@ pub async fn action(
             StatusCode::CONFLICT
         }
         Err(e) => {
-            tracing::error!(action, incident = %id, "action failed: {e}");
+            tracing::error!(action = ?action, incident = ?id, "action failed: {e}");
             StatusCode::SERVICE_UNAVAILABLE
         }
     };

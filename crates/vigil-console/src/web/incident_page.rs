@@ -8,19 +8,6 @@ use crate::model::{IncidentState, InterruptState, Resolution, Role, UnixMs};
 use crate::store::IncidentDetail;
 use serde_json::{Value, json};
 
-/// Banks named in an alert's reasons ("bank NAME id ID at distance D (VARIANT)").
-fn banks_of(d: &IncidentDetail) -> Vec<String> {
-    let mut banks: Vec<String> = d
-        .alerts
-        .iter()
-        .flat_map(|a| a.alert.explanation.reasons.iter())
-        .filter_map(|r| r.strip_prefix("bank ").and_then(|r| r.split_once(" id ")).map(|(b, _)| b.to_string()))
-        .collect();
-    banks.sort();
-    banks.dedup();
-    banks
-}
-
 pub fn render(d: &IncidentDetail, c: &Caller, now: UnixMs) -> String {
     let i = &d.incident;
     let holder = i.holder_at(now);
@@ -108,8 +95,7 @@ fn actions(d: &IncidentDetail, c: &Caller, holder: Option<&str>) -> String {
          <button type=\"submit\">Escalate</button></form>",
         form_start("escalate", &c.csrf, id, "Escalate")
     ));
-    let mut scopes: Vec<String> = banks_of(d).into_iter().map(|b| format!("bank:{b}")).collect();
-    scopes.push(format!("rule:{}", i.rule));
+    let scopes = crate::actions::offered_scopes(d);
     let options: String = scopes
         .iter()
         .map(|s| format!("<option value=\"{}\">{}</option>", esc_attr(s), esc(&s.replacen(':', " ", 1))))

@@ -43,6 +43,9 @@ impl AllowlistConfig {
     }
 }
 
+/// Live entries at most: each frame is compared with every entry's hashes.
+const MAX_ENTRIES: usize = 10_000;
+
 const RESULTS: [&str; 4] = ["applied", "revoked", "refused", "expired"];
 
 static UPDATES: LazyLock<IntCounterVec> = LazyLock::new(|| {
@@ -185,7 +188,7 @@ impl Reader {
         let update = match payload.map(serde_json::from_slice::<BankUpdate>) {
             None => Err("an empty record".to_string()),
             Some(Err(e)) => Err(format!("not a vigil.bank_update record: {e}")),
-            Some(Ok(u)) => u.check(key).map(|_| u),
+            Some(Ok(u)) => u.check_at(key, crate::output::unix_ms()).map(|_| u),
         };
         let update = match update.and_then(|u| match u.op {
             BankUpdateOp::Allow => AllowEntry::from_update(&u).map(|e| (u, Some(e))),
@@ -204,6 +207,14 @@ impl Reader {
                 if entry.expires_at_unix_ms <= crate::output::unix_ms() {
                     UPDATES.with_label_values(&["expired"]).inc();
                     return self.entries.remove(&u.update_id).is_some();
+                }
+                if self.entries.len() >= MAX_ENTRIES && !self.entries.contains_key(&u.update_id) {
+                    UPDATES.with_label_values(&["refused"]).inc();
+                    tracing::error!(
+                        entry = u.update_id,
+                        "allowlist: {MAX_ENTRIES} entries live already: refused (revoke some)"
+                    );
+                    return false;
                 }
                 UPDATES.with_label_values(&["applied"]).inc();
                 tracing::info!(
