@@ -270,6 +270,43 @@ pub fn bank_update(shared: &Shared, e: &AllowEntry) -> BankUpdate {
     }
 }
 
+/// Withdraws an allowlist entry (a compromised account's, a mistaken one): a `revoke`
+/// record under the entry's key, so every worker drops it, now and when it replays the
+/// topic. Recorded in the audit log, which the incident page reads it back from.
+pub async fn revoke_allow_entry(shared: &Shared, incident: &str, entry: &str, user: &str) -> Result<(), ActionError> {
+    let d = shared
+        .store
+        .incident(incident)
+        .await?
+        .ok_or_else(|| ActionError::Refused(format!("no incident {incident}")))?;
+    let e = d
+        .allow_entries
+        .iter()
+        .find(|e| e.id == entry)
+        .ok_or_else(|| ActionError::Refused(format!("no allowlist entry {entry:?} on this incident")))?;
+    if revoked(&d, &e.id) {
+        return Err(ActionError::Refused("the entry is revoked already".into()));
+    }
+    let out = shared.outbound.as_ref().ok_or_else(|| ActionError::Refused("no Kafka cluster is configured".into()))?;
+    let update = BankUpdate {
+        op: BankUpdateOp::Revoke,
+        hashes: Vec::new(),
+        created_by: user.to_string(),
+        ..bank_update(shared, e)
+    };
+    update.check(None).map_err(ActionError::Refused)?;
+    let payload = serde_json::to_vec(&update).map_err(|e| ActionError::Kafka(e.to_string()))?;
+    send(out, &out.bank_updates_topic, &e.id, &format!("{}/revoke", e.id), BANK_UPDATE_SCHEMA, payload).await?;
+    shared.store.audit(user, "allow.revoke", incident, &serde_json::json!({ "entry": e.id }), now_ms()).await?;
+    counted("revoke_allow");
+    Ok(())
+}
+
+/// Whether entry `id` of this incident was revoked (its audit entry).
+pub fn revoked(d: &crate::store::IncidentDetail, id: &str) -> bool {
+    d.audit.iter().any(|a| a.action == "allow.revoke" && a.detail["entry"] == id)
+}
+
 pub async fn publish_allow_entry(shared: &Shared, e: &AllowEntry) -> Result<(), ActionError> {
     let out = shared.outbound.as_ref().ok_or_else(|| ActionError::Refused("no Kafka cluster is configured".into()))?;
     let update = bank_update(shared, e);

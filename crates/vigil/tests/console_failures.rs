@@ -17,7 +17,16 @@ use vigil_sink::testing::Broker;
 const PASSWORD: &str = "a long enough password";
 
 fn alert(stream: &str) -> String {
+    alert_with_frame(stream, None)
+}
+
+/// An opened review alert on `stream`, with one frame of PDQ hash `pdq` when given.
+fn alert_with_frame(stream: &str, pdq: Option<&str>) -> String {
     let now = vigil_sink::actuate::publish::now_unix_ms();
+    let frames = pdq
+        .map(|h| vigil_core::EvidenceFrame { pts_ms: 0, pdq: Some(h.into()), conditions: vec!["nsfw".into()] })
+        .into_iter()
+        .collect();
     serde_json::to_string(&Alert {
         schema: vigil_core::alert::ALERT_SCHEMA.into(),
         schema_version: 1,
@@ -33,7 +42,7 @@ fn alert(stream: &str) -> String {
         rule: "nsfw_review".into(),
         explanation: Explanation {
             reasons: vec!["nsfw score 0.97".into()],
-            frames: vec![],
+            frames,
             models: vec![],
             policy: "default".into(),
             policy_version: "1".into(),
@@ -177,6 +186,52 @@ fn replicas_share_a_postgres_store_and_ride_out_store_and_broker_outages() {
     wait_until("fresh again", 60, || !queue(&c1, &s1).contains("Stale:"));
     publish("live/after");
     wait_until("alerts flow again", 60, || queue(&c2, &s2).contains("live/after"));
+    // A false positive, then its revocation by an admin: both reach the bank-updates
+    // topic under the entry's key (a worker replaying the topic ends with it revoked).
+    let fp = alert_with_frame("live/fp", Some(&"ab".repeat(32)));
+    let fp_id = serde_json::from_str::<serde_json::Value>(&fp).unwrap()["alert_id"].as_str().unwrap().to_string();
+    producer.send(BaseRecord::to("vigil.alerts").key("live/fp").payload(&fp)).unwrap();
+    producer.flush(Duration::from_secs(10)).unwrap();
+    let incident = format!("/incident?id={}", vigil_console::web::pages::url_arg(&fp_id));
+    wait_until("the incident to review", 60, || get_as(&c1.addr, &s1, &incident).0 == 200);
+    let page = get_as(&c1.addr, &s1, &incident).1;
+    let olga_csrf = page.split("name=\"csrf\" value=\"").nth(1).and_then(|s| s.split('"').next()).unwrap().to_string();
+    let arg = vigil_console::web::pages::url_arg;
+    let form = format!(
+        "csrf={olga_csrf}&incident={}&scope={}&note=benign+test+pattern&expiry_days=7",
+        arg(&fp_id),
+        arg("rule:nsfw_review")
+    );
+    assert_eq!(post(&s1, "/actions/false-positive", &form), 303);
+    let page = get_as(&c1.addr, &admin, &incident).1;
+    let entry = page
+        .split("name=\"entry\" value=\"")
+        .nth(1)
+        .and_then(|s| s.split('"').next())
+        .expect("a revoke form")
+        .to_string();
+    let revoke = format!("csrf={csrf}&incident={}&entry={}", arg(&fp_id), arg(&entry));
+    assert_eq!(
+        post(&s1, "/actions/revoke-allow", &format!("csrf={olga_csrf}&incident={}&entry={}", arg(&fp_id), arg(&entry))),
+        403,
+        "a reviewer cannot revoke"
+    );
+    assert_eq!(post(&admin, "/actions/revoke-allow", &revoke), 303);
+    assert!(get_as(&c1.addr, &admin, &incident).1.contains("<strong>revoked</strong>"));
+    let updates = vigil_sink::testing::read_from_beginning(&broker.addr, "vigil.banks.updates");
+    let mut ops = Vec::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while ops.len() < 2 && std::time::Instant::now() < deadline {
+        if let Some(Ok(m)) = updates.poll(Duration::from_millis(200)) {
+            use rdkafka::Message;
+            let u: vigil_core::BankUpdate = serde_json::from_slice(m.payload().unwrap()).unwrap();
+            assert_eq!(m.key(), Some(entry.as_bytes()));
+            assert_eq!(u.check(Some(entry.as_bytes())), Ok(()));
+            ops.push(u.op);
+        }
+    }
+    assert_eq!(ops, [vigil_core::BankUpdateOp::Allow, vigil_core::BankUpdateOp::Revoke]);
+
     for c in [&c1, &c2] {
         assert!(!c.log().contains("panicked"), "{}", c.log());
     }

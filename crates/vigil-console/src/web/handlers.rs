@@ -337,6 +337,11 @@ pub async fn action(
             let days = field("expiry_days").parse().unwrap_or(0);
             actions::false_positive(&shared, &id, &c.user, field("scope"), field("note"), days).await.map(|_| ())
         }
+        "revoke-allow" if c.role < Role::Admin => {
+            auth::refused("role");
+            return (StatusCode::FORBIDDEN, "this needs the admin role\n").into_response();
+        }
+        "revoke-allow" => actions::revoke_allow_entry(&shared, &id, field("entry"), &c.user).await,
         _ => return StatusCode::NOT_FOUND.into_response(),
     };
     let back = format!("/incident?id={}", url_arg(&id));

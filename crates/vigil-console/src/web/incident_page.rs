@@ -56,7 +56,7 @@ pub fn render(d: &IncidentDetail, c: &Caller, now: UnixMs) -> String {
     h.push_str(&timeline(d));
     h.push_str(&lifecycle(d));
     h.push_str(&commands(d));
-    h.push_str(&allow_entries(d));
+    h.push_str(&allow_entries(d, c));
     h.push_str(&audit(d));
     h
 }
@@ -210,17 +210,28 @@ fn commands(d: &IncidentDetail) -> String {
     h
 }
 
-fn allow_entries(d: &IncidentDetail) -> String {
+fn allow_entries(d: &IncidentDetail, c: &Caller) -> String {
     if d.allow_entries.is_empty() {
         return String::new();
     }
     let mut h = String::from(
         "<h2>Allowlist entries</h2><table><caption>False-positive entries sent to the workers</caption><thead><tr><th scope=\"col\">Entry</th>\
-         <th scope=\"col\">Scope</th><th scope=\"col\">Frames</th><th scope=\"col\">By</th><th scope=\"col\">Expires</th><th scope=\"col\">Sent to workers</th><th scope=\"col\">Note</th></tr></thead><tbody>",
+         <th scope=\"col\">Scope</th><th scope=\"col\">Frames</th><th scope=\"col\">By</th><th scope=\"col\">Expires</th><th scope=\"col\">Sent to workers</th><th scope=\"col\">Note</th><th scope=\"col\">State</th></tr></thead><tbody>",
     );
     for e in &d.allow_entries {
+        let state = if crate::actions::revoked(d, &e.id) {
+            "<strong>revoked</strong>".to_string()
+        } else if c.role >= Role::Admin {
+            format!(
+                "{}<input type=\"hidden\" name=\"entry\" value=\"{}\"><button type=\"submit\" class=\"danger\">Revoke</button></form>",
+                form_start("revoke-allow", &c.csrf, &d.incident.id, "Revoke the entry"),
+                esc_attr(&e.id)
+            )
+        } else {
+            "live until it expires".to_string()
+        };
         h.push_str(&format!(
-            "<tr><td><code>{}</code></td><td>{} {}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            "<tr><td><code>{}</code></td><td>{} {}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{state}</td></tr>",
             esc(&e.id),
             esc(&e.scope_kind),
             esc(&e.scope),
