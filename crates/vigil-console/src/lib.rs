@@ -107,13 +107,17 @@ async fn serve(cfg: ConsoleConfig, kafka: Option<vigil_sink::KafkaConfig>, serve
     };
     let listen = cfg.listen.clone();
     let shared = Arc::new(Shared::new(cfg, store, outbound, paging, registry));
-    let intake = consumer.map(|(consumer, topics)| {
-        let (s, handle) = (shared.clone(), tokio::runtime::Handle::current());
-        std::thread::Builder::new()
-            .name("vigil-console-intake".into())
-            .spawn(move || intake::run(s, consumer, topics, handle))
-            .expect("spawning the intake thread")
-    });
+    let intake = match consumer {
+        Some((consumer, topics)) => {
+            let (s, handle) = (shared.clone(), tokio::runtime::Handle::current());
+            let thread = std::thread::Builder::new()
+                .name("vigil-console-intake".into())
+                .spawn(move || intake::run(s, consumer, topics, handle))
+                .context("starting the intake thread")?;
+            Some(thread)
+        }
+        None => None,
+    };
     let outbox = tokio::spawn(outbox::run(shared.clone()));
     let queue_age = tokio::spawn(queue_age::run(shared.clone()));
 

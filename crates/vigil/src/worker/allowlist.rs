@@ -166,14 +166,16 @@ impl Reader {
         let metadata = self.consumer.fetch_metadata(Some(&self.topic), Duration::from_secs(5))?;
         let count = metadata.topics().first().map_or(0, |t| if t.error().is_some() { 0 } else { t.partitions().len() });
         if count > self.partitions {
+            // Partitions read so far go on from where they are; new ones from the start.
+            let position = self.consumer.position().ok();
             let mut tpl = rdkafka::TopicPartitionList::new();
             for p in 0..count as i32 {
-                let offset = match self.consumer.position().ok().and_then(|pos| {
-                    pos.find_partition(&self.topic, p).map(|e| e.offset()).filter(|o| *o != rdkafka::Offset::Invalid)
-                }) {
-                    Some(o) if (p as usize) < self.partitions => o,
-                    _ => rdkafka::Offset::Beginning,
-                };
+                let read_so_far = position
+                    .as_ref()
+                    .and_then(|pos| pos.find_partition(&self.topic, p))
+                    .map(|e| e.offset())
+                    .filter(|o| *o != rdkafka::Offset::Invalid && (p as usize) < self.partitions);
+                let offset = read_so_far.unwrap_or(rdkafka::Offset::Beginning);
                 tpl.add_partition_offset(&self.topic, p, offset)?;
             }
             self.consumer.assign(&tpl)?;
