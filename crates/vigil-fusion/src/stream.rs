@@ -145,6 +145,57 @@ impl StreamFusion {
         self.incident.as_ref()
     }
 
+    /// Takes over the incident the stream's previous owner still had open when it let
+    /// the stream go (a fleet hand-off), given the events this fusion held back while
+    /// both owners analysed the stream; returns the events still to send.
+    ///
+    /// With no previous incident, the held events go out as they are. With one, the
+    /// overlap was one episode already alerted under the previous owner's id: this
+    /// fusion's own open incident continues under that id (escalated only when it
+    /// decided more than the previous owner had), and an incident it opened and closed
+    /// within the overlap is dropped. With nothing open here, the previous incident stays
+    /// open on this fusion, so what follows escalates or closes it instead of alerting
+    /// anew. Stream times of an adopted incident up to the hand-off are the previous
+    /// owner's.
+    pub fn adopt(&mut self, prior: Option<Incident>, held: Vec<Event>) -> Vec<Event> {
+        let Some(prior) = prior.filter(|p| p.stream == self.stream) else { return held };
+        match self.incident.take() {
+            Some(mut own) => {
+                let escalates = own.decision > prior.decision;
+                own.id = prior.id;
+                own.started_ms = prior.started_ms;
+                if !escalates {
+                    own.decision = prior.decision;
+                    own.rule = prior.rule;
+                }
+                let mut frames = prior.frames;
+                for f in own.frames.drain(..) {
+                    if frames.len() >= MAX_EVIDENCE_FRAMES {
+                        frames.remove(MAX_EVIDENCE_FRAMES / 2);
+                    }
+                    frames.push(f);
+                }
+                own.frames = frames;
+                for r in prior.reasons.into_iter().rev() {
+                    if !own.reasons.contains(&r) && own.reasons.len() < 32 {
+                        own.reasons.insert(0, r);
+                    }
+                }
+                let events = if escalates { vec![Event::Escalated(own.clone())] } else { Vec::new() };
+                self.incident = Some(own);
+                events
+            }
+            None => {
+                let mut prior = prior;
+                // Calm is measured from here, in this owner's stream time.
+                prior.last_seen_ms = self.last_pts_ms.unwrap_or(0);
+                self.clear_streak = 0;
+                self.incident = Some(prior);
+                Vec::new()
+            }
+        }
+    }
+
     pub fn observe(&mut self, s: &FrameSignals) -> Outcome {
         let (conditions, reasons) = self.policy.conditions(s);
         if self.window.len() == self.policy.window() {

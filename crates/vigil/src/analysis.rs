@@ -99,6 +99,20 @@ impl StreamAnalysis {
         (signals, outcome)
     }
 
+    /// The incident open on this stream now, if any.
+    pub fn open_incident(&self) -> Option<&vigil_fusion::Incident> {
+        self.fusion.open_incident()
+    }
+
+    /// Continues the incident a previous owner handed over (see [`StreamFusion::adopt`]).
+    pub fn adopt(
+        &mut self,
+        prior: Option<vigil_fusion::Incident>,
+        held: Vec<vigil_fusion::Event>,
+    ) -> Vec<vigil_fusion::Event> {
+        self.fusion.adopt(prior, held)
+    }
+
     /// A stretch of the stream that could not be looked at (decoder crash, restart):
     /// fusion sees it as an unscanned sample, never as a clean one.
     pub fn gap(&mut self, stage: &str, reason: &str) -> (FrameSignals, Outcome) {

@@ -111,7 +111,7 @@ pub struct Delivered {
 /// alert never holds back its interrupt command, and a broken stdout (EPIPE, ENOSPC)
 /// never keeps anything from Kafka.
 pub fn deliver(
-    frame: &FrameRecord<'_>,
+    frame: Option<&FrameRecord<'_>>,
     events: &[Event],
     context: &AlertContext,
     sink: &mut JsonlSink<impl Write>,
@@ -133,7 +133,9 @@ pub fn deliver(
             done.output_error.get_or_insert(e);
         }
     };
-    line(sink.write(frame));
+    if let Some(frame) = frame {
+        line(sink.write(frame));
+    }
     for m in &messages {
         line(match m {
             Outgoing::Alert { alert, .. } => sink.write(&Tagged { kind: "alert", message: alert }),

@@ -141,7 +141,7 @@ pub fn run(config: Option<&Path>, args: ScanArgs) -> anyhow::Result<ExitCode> {
             conditions: outcome.conditions.names(),
             age_ms: None,
         };
-        let done = deliver(&frame_record, &outcome.events, &context, &mut sink, kafka.as_ref());
+        let done = deliver(Some(&frame_record), &outcome.events, &context, &mut sink, kafka.as_ref());
         if let Some(e) = done.output_error {
             return Err(e).context("writing output");
         }

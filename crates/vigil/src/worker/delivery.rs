@@ -23,6 +23,11 @@ pub struct FrameMsg {
 
 pub enum SinkMsg {
     Frame(Box<FrameMsg>),
+    /// Alerts with no sample of their own: those a fleet hand-off held back.
+    Events {
+        events: Vec<vigil_fusion::Event>,
+        context: Box<AlertContext>,
+    },
     Line(serde_json::Value),
     /// The worker cut a publisher connected to it: its lifecycle line, and (with Kafka)
     /// a `vigil.action` record on `actions_topic`, so the console sees the cut confirmed.
@@ -97,7 +102,11 @@ fn write_one(msg: SinkMsg, sink: &mut JsonlSink<std::io::Stdout>, output: &mut O
                 age_ms: m.age_ms,
             };
             // Spool refusals were logged and counted by the sink, one by one.
-            let done = deliver(&frame, &m.outcome.events, &m.context, sink, kafka);
+            let done = deliver(Some(&frame), &m.outcome.events, &m.context, sink, kafka);
+            output.note(done.output_error.map_or(Ok(()), Err));
+        }
+        SinkMsg::Events { events, context } => {
+            let done = deliver(None, &events, &context, sink, kafka);
             output.note(done.output_error.map_or(Ok(()), Err));
         }
         SinkMsg::Line(v) | SinkMsg::Last(v) => output.note(sink.write(&v)),

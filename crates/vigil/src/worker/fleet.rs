@@ -12,13 +12,19 @@
 //! - Static membership: `group.instance.id` is the worker's id (a StatefulSet pod's
 //!   name), so a restart does not reshuffle; a dead worker's partitions move after
 //!   `session_timeout_secs`.
-//! - Make-before-break: a worker that starts a fleet stream says so on the owners
-//!   topic (a claim: stream id, owner). A revoked stream keeps running until another
-//!   worker's claim for it appears there (`handoff_secs` at most, when no worker takes
-//!   it), so coverage never depends on how fast a broker rebalances.
+//! - Make-before-break: a worker that starts a fleet stream claims it on the owners
+//!   topic (stream id, owner) once it has analysed its first sample. A revoked stream
+//!   keeps running until another worker's claim for it appears there (`handoff_secs` at
+//!   most, when no worker takes it), so coverage never depends on how fast a broker
+//!   rebalances, nor on how fast the new owner connects.
+//! - One alert per episode across the overlap (see `handover`): the old owner announces
+//!   the hand-off; the new owner holds its alerts for the stream until the old owner,
+//!   having let go, releases it with the incident it had open, which the new owner
+//!   continues under the same id.
 //! - Drain: the worker unsubscribes, which (unlike closing, for a static member) sends
 //!   LeaveGroup, so its partitions move at once; its streams then run out the hand-off.
 
+use super::handover::HandOver;
 use super::streams::{StartError, Streams};
 use rdkafka::ClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
@@ -263,6 +269,8 @@ impl Fleet {
             owned: HashMap::new(),
             waiting: BTreeMap::new(),
             stopping: HashMap::new(),
+            unclaimed: HashMap::new(),
+            releasing: HashMap::new(),
             claims,
         };
         let (l, s, h) = (leave.clone(), stop.clone(), handed_off.clone());
@@ -305,6 +313,11 @@ struct Member {
     waiting: BTreeMap<String, (i32, Wanted)>,
     /// Streams let go, stopped once their new owner holds them (make-before-break).
     stopping: HashMap<String, Stopping>,
+    /// Streams started here and not yet claimed: claimed once a sample is analysed.
+    unclaimed: HashMap<String, Instant>,
+    /// Streams handed off and stopping here: released (with the incident left open)
+    /// once their analysis has ended.
+    releasing: HashMap<String, Releasing>,
     claims: Claims,
 }
 
@@ -313,6 +326,21 @@ struct Stopping {
     give_up: Instant,
 }
 
+struct Releasing {
+    handover: Arc<HandOver>,
+    to: String,
+    give_up: Instant,
+}
+
+/// A stream started here is claimed after this long even before a sample is analysed
+/// (a source that shows nothing must not keep two workers pulling it).
+const CLAIM_AFTER: Duration = Duration::from_secs(10);
+/// How long a new owner, having claimed a stream, waits for the old owner's release
+/// before it sends the alerts it held.
+const RELEASE_WAIT: Duration = Duration::from_secs(5);
+/// Largest owners-topic record read.
+const MAX_OWNERS_RECORD_BYTES: usize = 64 << 10;
+
 /// The owners topic: claims this worker makes, and those other workers make.
 struct Claims {
     me: String,
@@ -320,15 +348,35 @@ struct Claims {
     producer: rdkafka::producer::BaseProducer,
     /// Reads every partition from its end at start (no group): only new claims matter.
     reader: Option<BaseConsumer>,
-    /// Stream → when another worker's claim for it was last read.
-    seen: HashMap<String, Instant>,
+    /// Stream → the other worker whose claim for it was last read, and when.
+    seen: HashMap<String, (String, Instant)>,
+    /// Stream → when another worker last announced it is handing it off.
+    handing_off: HashMap<String, Instant>,
 }
 
-#[derive(Serialize, Deserialize)]
-struct Claim {
-    stream_id: String,
-    owner: String,
-    unix_ms: u64,
+/// The owners topic's records, keyed by stream id. Each kind has its own field names,
+/// so a worker that knows only claims ignores the others.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(untagged)]
+enum OwnersRecord {
+    /// `owner` runs the stream now.
+    Claim { stream_id: String, owner: String, unix_ms: u64 },
+    /// `handing_off_by` was revoked the stream and keeps it until another worker claims it.
+    HandingOff { stream_id: String, handing_off_by: String, unix_ms: u64 },
+    /// `released_by` let the stream go to `to`, with the incident it had open then.
+    Released {
+        stream_id: String,
+        released_by: String,
+        to: String,
+        unix_ms: u64,
+        incident: Option<Box<vigil_fusion::Incident>>,
+    },
+}
+
+/// What another worker said on the owners topic that this one acts on.
+enum Notice {
+    HandingOff(String),
+    Released { stream: String, incident: Option<vigil_fusion::Incident> },
 }
 
 impl Claims {
@@ -359,35 +407,104 @@ impl Claims {
             reader.assign(&tpl)?;
             Some(reader)
         };
-        Ok(Claims { me: instance.to_string(), topic: cfg.owners_topic.clone(), producer, reader, seen: HashMap::new() })
+        Ok(Claims {
+            me: instance.to_string(),
+            topic: cfg.owners_topic.clone(),
+            producer,
+            reader,
+            seen: HashMap::new(),
+            handing_off: HashMap::new(),
+        })
+    }
+
+    fn send(&self, stream: &str, record: &OwnersRecord) {
+        let payload = serde_json::to_string(record).unwrap_or_default();
+        let message = rdkafka::producer::BaseRecord::to(&self.topic).key(stream).payload(&payload);
+        if let Err((e, _)) = self.producer.send(message) {
+            tracing::warn!(stream, "fleet: owners record not sent: {e}");
+        }
     }
 
     /// Says on the owners topic that this worker runs `stream` now.
     fn claim(&self, stream: &str) {
-        let claim = Claim { stream_id: stream.into(), owner: self.me.clone(), unix_ms: crate::output::unix_ms() };
-        let payload = serde_json::to_string(&claim).unwrap_or_default();
-        let record = rdkafka::producer::BaseRecord::to(&self.topic).key(stream).payload(&payload);
-        if let Err((e, _)) = self.producer.send(record) {
-            tracing::warn!(stream, "fleet: claim not sent: {e}");
-        }
+        let unix_ms = crate::output::unix_ms();
+        self.send(stream, &OwnersRecord::Claim { stream_id: stream.into(), owner: self.me.clone(), unix_ms });
     }
 
-    /// Serves the producer and reads the claims that arrived.
-    fn poll(&mut self) {
+    /// Says that this worker was revoked `stream` and still analyses (and alerts on) it.
+    fn handing_off(&self, stream: &str) {
+        let unix_ms = crate::output::unix_ms();
+        self.send(
+            stream,
+            &OwnersRecord::HandingOff { stream_id: stream.into(), handing_off_by: self.me.clone(), unix_ms },
+        );
+    }
+
+    /// Says that this worker let `stream` go to `to`, with the incident it left open.
+    fn release(&self, stream: &str, to: &str, incident: Option<vigil_fusion::Incident>) {
+        let record = OwnersRecord::Released {
+            stream_id: stream.into(),
+            released_by: self.me.clone(),
+            to: to.into(),
+            unix_ms: crate::output::unix_ms(),
+            incident: incident.map(Box::new),
+        };
+        self.send(stream, &record);
+    }
+
+    /// Serves the producer and reads what the other workers said.
+    fn poll(&mut self) -> Vec<Notice> {
         self.producer.poll(Duration::ZERO);
-        let Some(reader) = &self.reader else { return };
+        let mut notices = Vec::new();
+        let Some(reader) = &self.reader else { return notices };
         while let Some(m) = reader.poll(Duration::ZERO) {
             let Ok(m) = m else { continue };
-            let Some(claim) = m.payload().and_then(|p| serde_json::from_slice::<Claim>(p).ok()) else { continue };
-            if claim.owner != self.me {
-                self.seen.insert(claim.stream_id, Instant::now());
+            let key = m.key();
+            let record = m
+                .payload()
+                .filter(|p| p.len() <= MAX_OWNERS_RECORD_BYTES)
+                .and_then(|p| serde_json::from_slice::<OwnersRecord>(p).ok());
+            let stream_of = |r: &OwnersRecord| match r {
+                OwnersRecord::Claim { stream_id, .. }
+                | OwnersRecord::HandingOff { stream_id, .. }
+                | OwnersRecord::Released { stream_id, .. } => stream_id.clone(),
+            };
+            let Some(record) = record.filter(|r| key == Some(stream_of(r).as_bytes())) else {
+                tracing::warn!(partition = m.partition(), offset = m.offset(), "fleet: owners record refused");
+                continue;
+            };
+            match record {
+                OwnersRecord::Claim { stream_id, owner, .. } if owner != self.me => {
+                    self.seen.insert(stream_id, (owner, Instant::now()));
+                }
+                OwnersRecord::HandingOff { stream_id, handing_off_by, .. } if handing_off_by != self.me => {
+                    self.handing_off.insert(stream_id.clone(), Instant::now());
+                    notices.push(Notice::HandingOff(stream_id));
+                }
+                OwnersRecord::Released { stream_id, released_by, to, incident, .. }
+                    if to == self.me && released_by != self.me =>
+                {
+                    // Only an incident of this very stream is continued; anything else
+                    // is ignored (the held alerts then go out as they are).
+                    let incident = incident.map(|i| *i).filter(|i| {
+                        i.stream.0 == stream_id && i.id.starts_with(&format!("{stream_id}@")) && i.id.len() <= 512
+                    });
+                    notices.push(Notice::Released { stream: stream_id, incident });
+                }
+                _ => {}
             }
         }
+        notices
     }
 
-    /// Another worker claimed `stream` after `since`.
-    fn taken_since(&self, stream: &str, since: Instant) -> bool {
-        self.seen.get(stream).is_some_and(|at| *at >= since)
+    /// Another worker claimed `stream` after `since`: which one.
+    fn taken_since(&self, stream: &str, since: Instant) -> Option<&str> {
+        self.seen.get(stream).filter(|(_, at)| *at >= since).map(|(owner, _)| owner.as_str())
+    }
+
+    /// Another worker announced it is handing `stream` off, within `within`.
+    fn handed_over_lately(&self, stream: &str, within: Duration) -> bool {
+        self.handing_off.get(stream).is_some_and(|at| at.elapsed() <= within)
     }
 }
 
@@ -424,13 +541,16 @@ impl Member {
                 last_retry = Instant::now();
                 self.retry_waiting();
             }
+            self.claim_ready();
             self.stop_due();
-            if left && self.stopping.is_empty() && self.owned.is_empty() {
+            self.publish_releases();
+            if left && self.stopping.is_empty() && self.owned.is_empty() && self.releasing.is_empty() {
                 handed_off.store(true, Relaxed);
             }
             OWNED.set(self.owned.len() as i64);
             PARTITIONS.set(self.partitions.len() as i64);
         }
+        rdkafka::producer::Producer::flush(&self.claims.producer, Duration::from_secs(2)).ok();
         if !left {
             // A restart or a kill: no LeaveGroup (static membership keeps the partitions
             // for `session_timeout_secs`, long enough for a restarted pod to take them back).
@@ -463,6 +583,9 @@ impl Member {
         let gone: Vec<String> = self.owned.iter().filter(|(_, p)| parts.contains(p)).map(|(s, _)| s.clone()).collect();
         for s in gone {
             self.owned.remove(&s);
+            self.unclaimed.remove(&s);
+            // Whoever takes it holds its alerts until this worker releases it.
+            self.claims.handing_off(&s);
             self.stopping.insert(s, Stopping { since: Instant::now(), give_up });
         }
         self.waiting.retain(|_, (p, _)| !parts.contains(p));
@@ -527,6 +650,7 @@ impl Member {
             }
             None => {
                 self.waiting.remove(stream);
+                self.unclaimed.remove(stream);
                 if self.owned.remove(stream).is_some() {
                     self.streams.stop(stream, "stopped by its lifecycle event");
                 }
@@ -539,7 +663,14 @@ impl Member {
         for (stream, (partition, w)) in waiting {
             let shown = vigil_core::redact::uri(&w.uri);
             match self.streams.start(&stream, ChildSource::Uri(w.uri.clone()), shown, w.account_id.clone()) {
-                Ok(_) | Err(StartError::AlreadyLive(_)) => {
+                Ok(_) => {
+                    if self.claims.handed_over_lately(&stream, self.handoff) {
+                        self.hold(&stream, self.handoff);
+                    }
+                    self.unclaimed.insert(stream.clone(), Instant::now());
+                    self.owned.insert(stream, partition);
+                }
+                Err(StartError::AlreadyLive(_)) => {
                     self.claims.claim(&stream);
                     self.owned.insert(stream, partition);
                 }
@@ -555,22 +686,93 @@ impl Member {
         WAITING.set(self.waiting.len() as i64);
     }
 
+    /// Holds a stream's alerts: another worker still alerts on it.
+    fn hold(&self, stream: &str, at_most: Duration) {
+        if let Some(h) = self.streams.handover(stream) {
+            tracing::info!(stream, "fleet: taken over from a live owner: alerts held until it releases the stream");
+            h.hold(Instant::now() + at_most);
+        }
+    }
+
+    /// Claims the streams started here that have had a sample analysed: only then may
+    /// the old owner let them go.
+    fn claim_ready(&mut self) {
+        let ready: Vec<String> = self
+            .unclaimed
+            .iter()
+            .filter(|(s, at)| self.streams.has_analysed(s) || at.elapsed() >= CLAIM_AFTER)
+            .map(|(s, _)| s.clone())
+            .collect();
+        for s in ready {
+            self.unclaimed.remove(&s);
+            self.claims.claim(&s);
+            if let Some(h) = self.streams.handover(&s) {
+                h.shorten(Instant::now() + RELEASE_WAIT);
+            }
+        }
+    }
+
     fn stop_due(&mut self) {
-        self.claims.poll();
+        for notice in self.claims.poll() {
+            match notice {
+                Notice::HandingOff(stream) if self.owned.contains_key(&stream) => {
+                    // Announced after this worker started it (a race with the rebalance).
+                    let wait = if self.unclaimed.contains_key(&stream) { self.handoff } else { RELEASE_WAIT };
+                    self.hold(&stream, wait);
+                }
+                Notice::Released { stream, incident } => {
+                    let adopted = incident.as_ref().map(|i| i.id.clone());
+                    match self.streams.handover(&stream) {
+                        Some(h) if h.release(incident) => {
+                            tracing::info!(stream, ?adopted, "fleet: the previous owner released the stream")
+                        }
+                        _ => tracing::info!(stream, ?adopted, "fleet: a release came after its hold ended; ignored"),
+                    }
+                }
+                Notice::HandingOff(_) => {}
+            }
+        }
         let now = Instant::now();
-        let due: Vec<(String, bool)> = self
+        let due: Vec<(String, Option<String>)> = self
             .stopping
             .iter()
-            .map(|(id, s)| (id, s, self.claims.taken_since(id, s.since)))
-            .filter(|(_, s, taken)| *taken || s.give_up <= now)
+            .map(|(id, s)| (id, s, self.claims.taken_since(id, s.since).map(str::to_string)))
+            .filter(|(_, s, taken)| taken.is_some() || s.give_up <= now)
             .map(|(id, _, taken)| (id.clone(), taken))
             .collect();
         for (id, taken) in due {
             self.stopping.remove(&id);
-            let why = if taken { "handed off to another worker" } else { "no other worker took it in time" };
-            HANDOFFS.with_label_values(&[if taken { "taken" } else { "timed_out" }]).inc();
+            let why = if taken.is_some() { "handed off to another worker" } else { "no other worker took it in time" };
+            HANDOFFS.with_label_values(&[if taken.is_some() { "taken" } else { "timed_out" }]).inc();
             tracing::info!(stream = id, "fleet: let go: {why}");
+            if let (Some(to), Some(handover)) = (taken, self.streams.handover(&id)) {
+                self.releasing.insert(id.clone(), Releasing { handover, to, give_up: now + 2 * RELEASE_WAIT });
+            }
             self.streams.stop(&id, why);
+        }
+    }
+
+    /// Releases the streams handed off whose analysis here has ended, passing on the
+    /// incident left open.
+    fn publish_releases(&mut self) {
+        let now = Instant::now();
+        let done: Vec<(String, Option<Option<vigil_fusion::Incident>>)> = self
+            .releasing
+            .iter()
+            .filter_map(|(s, r)| match r.handover.ended() {
+                Some(open) => Some((s.clone(), Some(open))),
+                None => (r.give_up <= now).then(|| (s.clone(), None)),
+            })
+            .collect();
+        for (stream, ended) in done {
+            let Some(r) = self.releasing.remove(&stream) else { continue };
+            match ended {
+                Some(open) => {
+                    tracing::info!(stream, to = r.to, open = ?open.as_ref().map(|i| &i.id), "fleet: released");
+                    self.claims.release(&stream, &r.to, open);
+                }
+                None => tracing::warn!(stream, "fleet: its analysis did not end in time; not released"),
+            }
         }
     }
 }

@@ -17,6 +17,7 @@ mod auth;
 mod capacity;
 mod delivery;
 mod fleet;
+mod handover;
 mod kube;
 mod streams;
 
@@ -170,6 +171,7 @@ pub fn run(config: Option<&Path>, args: RunArgs) -> anyhow::Result<ExitCode> {
     registry.register(Box::new(streams::COVERAGE.clone()))?;
     registry.register(Box::new(capacity::CAPACITY_USED.clone()))?;
     fleet::register(&registry)?;
+    handover::register(&registry)?;
     allowlist::register(&registry)?;
     kube::register(&registry)?;
     let shutdown = Arc::new(AtomicBool::new(false));

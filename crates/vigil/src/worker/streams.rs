@@ -3,6 +3,7 @@
 //! loop from fusion back to media.
 
 use super::delivery::{FrameMsg, SinkMsg};
+use super::handover::{HandOver, Hold};
 use crate::analysis::StreamAnalysis;
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -40,6 +41,7 @@ struct Entry {
     handle: Arc<StreamHandle>,
     info: StreamInfo,
     coverage: Arc<Coverage>,
+    handover: Arc<HandOver>,
     analysis: Option<std::thread::JoinHandle<()>>,
 }
 
@@ -155,17 +157,18 @@ impl Streams {
             coverage: None,
         };
         let coverage = Arc::new(Coverage::default());
+        let handover = Arc::new(HandOver::default());
         let mut context = self.deps.context.clone();
         context.account_id = info.account_id.clone();
         context.session_id = Some(info.session_id.clone());
-        let (streams, h, ctx, cov) = (self.clone(), handle.clone(), context, coverage.clone());
+        let (streams, h, ctx, cov, ho) = (self.clone(), handle.clone(), context, coverage.clone(), handover.clone());
         let thread = std::thread::Builder::new()
             .name(format!("vigil-analyze-{id}"))
-            .spawn(move || analyze_stream(&streams, &h, ctx, ingest, &cov))
+            .spawn(move || analyze_stream(&streams, &h, ctx, ingest, &cov, &ho))
             .map_err(|e| StartError::Thread(e.to_string()))?;
         let _ = self.deps.sink.send(SinkMsg::lifecycle(id, "started", Some(&info.source), None));
-        entries
-            .insert(id.to_string(), Entry { ingest, handle: handle.clone(), info, coverage, analysis: Some(thread) });
+        let entry = Entry { ingest, handle: handle.clone(), info, coverage, handover, analysis: Some(thread) };
+        entries.insert(id.to_string(), entry);
         self.started_total.fetch_add(1, Relaxed);
         Ok(handle)
     }
@@ -183,6 +186,16 @@ impl Streams {
                 ..e.info.clone()
             })
             .collect()
+    }
+
+    /// The hand-over state of a live stream (fleet hand-offs).
+    pub fn handover(&self, id: &str) -> Option<Arc<HandOver>> {
+        self.lock().get(id).map(|e| e.handover.clone())
+    }
+
+    /// Whether a live stream has had a sample analysed yet.
+    pub fn has_analysed(&self, id: &str) -> bool {
+        self.lock().get(id).is_some_and(|e| e.coverage.analysed.load(Relaxed) > 0)
     }
 
     pub fn len(&self) -> usize {
@@ -477,6 +490,7 @@ fn analyze_stream(
     context: AlertContext,
     ingest: Ingest,
     coverage: &Coverage,
+    handover: &HandOver,
 ) {
     let deps = &streams.deps;
     let id = handle.id.0.clone();
@@ -491,15 +505,17 @@ fn analyze_stream(
         // stream's queue then drops its oldest frames (counted).
         let _ = deps.sink.send(msg);
     };
+    let mut held = Held::default();
     loop {
         let mut age_ms = None;
         let Some(item) = handle.queue.pop(Duration::from_millis(500)) else {
+            held.send_settled(handover, &mut analysis, &context, &send);
             if handle.queue.is_closed_and_empty() {
                 break;
             }
             continue;
         };
-        let (signals, outcome) = match item {
+        let (signals, mut outcome) = match item {
             StreamOutput::Frame(frame) => {
                 // Samples dropped since the last one (analysis was behind) are due and
                 // not analysed: the stretch is reported unscanned, never passed as clean.
@@ -510,7 +526,8 @@ fn analyze_stream(
                     dropped_seen = dropped;
                     coverage.add(lost, 0);
                     let reason = format!("{lost} sampled frame(s) dropped: analysis was behind");
-                    let (signals, outcome) = analysis.gap("coverage", &reason);
+                    let (signals, mut outcome) = analysis.gap("coverage", &reason);
+                    held.route(handover, &mut analysis, &mut outcome.events);
                     send(SinkMsg::Frame(Box::new(FrameMsg {
                         stream: id.clone(),
                         signals,
@@ -552,6 +569,7 @@ fn analyze_stream(
             Sampling::Cheap if last_risk.is_none_or(|t| t.elapsed() >= calm) => handle.set_dense(false),
             Sampling::Cheap => {}
         }
+        held.route(handover, &mut analysis, &mut outcome.events);
         let cut = (ingest.is_direct() && deps.cut_direct_publishers)
             .then(|| interrupt_of(&outcome.events, &context))
             .flatten();
@@ -573,7 +591,49 @@ fn analyze_stream(
             handle.stop_because(format!("cut by the worker (command {command_id})"));
         }
     }
+    // Ended while a previous owner's release was awaited: what was held goes out as is.
+    if !held.0.is_empty() {
+        let _ = deps.sink.send(SinkMsg::Events { events: held.0, context: Box::new(context.clone()) });
+    }
+    handover.end(analysis.open_incident().cloned());
     streams.finished(&id);
+}
+
+/// Alerts held back while the stream's previous owner still alerts on it (a fleet
+/// hand-off; see `handover`).
+#[derive(Default)]
+struct Held(Vec<vigil_fusion::Event>);
+
+impl Held {
+    /// Settles the hand-over, then makes `events` what is to be sent now: nothing while
+    /// holding; after a release, what the adopted incident leaves to say first.
+    fn route(&mut self, handover: &HandOver, analysis: &mut StreamAnalysis, events: &mut Vec<vigil_fusion::Event>) {
+        let mut ready = match handover.poll(Instant::now()) {
+            Hold::Holding => {
+                self.0.append(events);
+                return;
+            }
+            Hold::Released(prior) => analysis.adopt(prior, std::mem::take(&mut self.0)),
+            Hold::Off | Hold::Expired => std::mem::take(&mut self.0),
+        };
+        ready.append(events);
+        *events = ready;
+    }
+
+    /// With no sample to carry them: sends whatever the hand-over settled.
+    fn send_settled(
+        &mut self,
+        handover: &HandOver,
+        analysis: &mut StreamAnalysis,
+        context: &AlertContext,
+        send: &impl Fn(SinkMsg),
+    ) {
+        let mut events = Vec::new();
+        self.route(handover, analysis, &mut events);
+        if !events.is_empty() {
+            send(SinkMsg::Events { events, context: Box::new(context.clone()) });
+        }
+    }
 }
 
 /// The command id of the interrupt these events issue, if they issue one.
