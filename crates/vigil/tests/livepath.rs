@@ -274,7 +274,16 @@ fn bench_streams_quick_runs_to_a_well_formed_report() {
     assert_eq!(latencies.len(), 2, "push and pull: {latencies:?}");
     for half in ["high_motion", "calm_with_face"] {
         assert!(level[half]["coverage"].as_f64().is_some_and(|c| (0.0..=1.0).contains(&c)), "{half}: {level}");
+        // Each half's own CPU: its decode children measured per stream, the rest attributed.
+        let cpu = &level[half]["cpu"];
+        for part in ["decode_children", "models", "hash_fusion_sink", "worker_other"] {
+            assert!(cpu[part].as_f64().is_some_and(|v| v >= 0.0), "{half} {part}: {level}");
+        }
+        assert!(cpu["decode_children"].as_f64().unwrap() > 0.0, "{half}: {level}");
+        assert!(cpu["cpu_secs_per_video_sec"].as_f64().unwrap() > 0.0, "{half}: {level}");
+        assert!(cpu["samples_analysed"].as_f64().unwrap() >= cpu["model_runs"].as_f64().unwrap(), "{half}: {level}");
     }
+    assert!(table.contains("Each half of the mix"), "{table}");
     for latency in latencies {
         assert!(latency["measured_to"].as_str().unwrap().contains("broker"), "{latency}");
         assert_eq!(latency["injections"], 2);

@@ -59,6 +59,9 @@ struct Shared {
     skip_to_keyframe: AtomicBool,
     fed_bytes: AtomicU64,
     restarts: AtomicU64,
+    /// CPU this stream's decode children have used so far, all of them (ms; the living
+    /// one's as of the supervisor's last tick).
+    decoder_cpu_ms: AtomicU64,
     child_stdin: Mutex<Option<ChildStdin>>,
     /// The pushed stream is over (the publisher left): no restart after this.
     push_ended: AtomicBool,
@@ -131,6 +134,7 @@ impl StreamHandle {
             skip_to_keyframe: AtomicBool::new(false),
             fed_bytes: AtomicU64::new(0),
             restarts: AtomicU64::new(0),
+            decoder_cpu_ms: AtomicU64::new(0),
             child_stdin: Mutex::new(None),
             end_reason: Mutex::new(None),
             push_ended: AtomicBool::new(false),
@@ -158,6 +162,7 @@ impl StreamHandle {
             shared: shared.clone(),
             feed_ended: false,
             offer_refused: false,
+            ended_children_cpu_ms: 0,
         };
         let thread = std::thread::Builder::new().name(format!("vigil-stream-{id}")).spawn(move || sup.run()).ok();
         METRICS.streams_active.inc();
@@ -223,6 +228,11 @@ impl StreamHandle {
 
     pub fn restarts(&self) -> u64 {
         self.shared.restarts.load(Relaxed)
+    }
+
+    /// CPU seconds this stream's decode children have used so far (restarts included).
+    pub fn decoder_cpu_secs(&self) -> f64 {
+        self.shared.decoder_cpu_ms.load(Relaxed) as f64 / 1000.0
     }
 
     /// Stops the stream for `reason` (e.g. the WHIP publisher's DELETE), which its
@@ -350,6 +360,8 @@ struct Supervisor {
     feed_ended: bool,
     /// WHIP: the child refused the publisher's offer.
     offer_refused: bool,
+    /// CPU of this stream's children that have ended (ms).
+    ended_children_cpu_ms: u64,
 }
 
 /// How one child's life ended.
@@ -588,7 +600,9 @@ impl Supervisor {
             } else if last_frame.elapsed() > stall {
                 break Exit::Failed { kind: "stalled", reason: format!("no frame for {} s", stall.as_secs()) };
             }
-            if let Some(cores) = cpu.over_limit(iso.max_cpu_cores, watchdog) {
+            let over = cpu.over_limit(iso.max_cpu_cores, watchdog);
+            self.shared.decoder_cpu_ms.store(self.ended_children_cpu_ms + cpu.last_ms(), Relaxed);
+            if let Some(cores) = over {
                 break Exit::Failed {
                     kind: "cpu",
                     reason: format!("used {cores:.2} cores, the limit is {}", iso.max_cpu_cores),
@@ -601,6 +615,7 @@ impl Supervisor {
         let _ = child.kill();
         self.shared.child_stdin.lock().unwrap_or_else(|p| p.into_inner()).take();
         let _ = child.wait();
+        self.ended_children_cpu_ms += cpu.last_ms();
         if matches!(verdict, Exit::Ended) && self.spec.source == ChildSource::PushedFlv {
             self.feed_ended = true;
         }
@@ -694,6 +709,8 @@ struct CpuWatch {
     ticks_per_sec: f64,
     window_start: Instant,
     cpu_at_start: Option<f64>,
+    /// The child's CPU seconds at the last reading.
+    last: f64,
 }
 
 impl CpuWatch {
@@ -703,6 +720,7 @@ impl CpuWatch {
             ticks_per_sec: rustix::param::clock_ticks_per_second() as f64,
             window_start: Instant::now(),
             cpu_at_start: None,
+            last: 0.0,
         }
     }
 
@@ -715,9 +733,14 @@ impl CpuWatch {
         Some((utime + stime) / self.ticks_per_sec)
     }
 
+    fn last_ms(&self) -> u64 {
+        (self.last * 1000.0) as u64
+    }
+
     /// Cores used over the last full window, when over `limit`.
     fn over_limit(&mut self, limit: f64, window: Duration) -> Option<f64> {
         let now = self.cpu_secs()?;
+        self.last = now;
         let start = *self.cpu_at_start.get_or_insert(now);
         let elapsed = self.window_start.elapsed();
         if elapsed < window {

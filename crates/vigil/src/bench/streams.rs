@@ -519,6 +519,8 @@ fn measure(
     );
     let dropped0 = w.metric("vigil_media_frames_dropped_total");
     let stages0 = w.stages();
+    let per_stream0: Value =
+        serde_json::from_str(&http_request(&w.admin, "GET", "/streams", "").1).unwrap_or(Value::Null);
     std::thread::sleep(Duration::from_secs(args.secs));
     let elapsed = t0.elapsed().as_secs_f64();
     let (due, done, skips) = (
@@ -541,15 +543,21 @@ fn measure(
     let coverage = if due > 0.0 { done / due } else { 0.0 };
     let video_secs = elapsed * n as f64;
     // Each stage's CPU per second of video, and per analysed sample (ms).
-    let by_stage: serde_json::Map<String, Value> = stages
+    let stage_secs: Vec<(String, f64)> = stages
         .iter()
         .map(|(name, after)| {
             let before = stages0.iter().find(|(n0, _)| n0 == name).map_or(0.0, |(_, v)| *v);
-            let secs = (after - before).max(0.0);
+            (name.clone(), (after - before).max(0.0))
+        })
+        .collect();
+    let by_stage: serde_json::Map<String, Value> = stage_secs
+        .iter()
+        .map(|(name, secs)| {
             let per_sample_ms = if done > 0.0 { secs / done * 1000.0 } else { 0.0 };
             (name.clone(), json!({ "cpu_secs_per_video_sec": secs / video_secs, "cpu_ms_per_sample": per_sample_ms }))
         })
         .collect();
+    let split = HalfSplit { before: &per_stream0, after: &per_stream, stage_secs: &stage_secs, all: &names, elapsed };
     let all = ages(&records, &names);
     let age_p95 = all["age_ms_p95"].as_f64();
     let even: Vec<String> = names.iter().step_by(2).cloned().collect();
@@ -571,9 +579,65 @@ fn measure(
         "near_duplicate_skip_rate": if due > 0.0 { skips / due } else { 0.0 },
         "cpu_by_stage": by_stage,
         "all": all,
-        "high_motion": with_coverage(ages(&records, &even), &per_stream, &even),
-        "calm_with_face": with_coverage(ages(&records, &odd), &per_stream, &odd),
+        "high_motion": split.add_cpu(with_coverage(ages(&records, &even), &per_stream, &even), &even),
+        "calm_with_face": split.add_cpu(with_coverage(ages(&records, &odd), &per_stream, &odd), &odd),
     }))
+}
+
+/// What a level measured, for splitting its CPU between the two halves of the mix.
+struct HalfSplit<'a> {
+    /// `/streams` at the start and the end of the window.
+    before: &'a Value,
+    after: &'a Value,
+    /// CPU seconds per stage over the window.
+    stage_secs: &'a [(String, f64)],
+    all: &'a [String],
+    elapsed: f64,
+}
+
+impl HalfSplit<'_> {
+    /// A `/streams` counter summed over `streams`, over the window.
+    fn delta(&self, streams: &[String], field: &str) -> f64 {
+        let sum = |v: &Value| -> f64 {
+            v.as_array()
+                .into_iter()
+                .flatten()
+                .filter(|s| streams.iter().any(|n| s["stream_id"] == format!("rtmp/live/{n}")))
+                .filter_map(|s| s[field].as_f64())
+                .sum()
+        };
+        (sum(self.after) - sum(self.before)).max(0.0)
+    }
+
+    /// A half's CPU per second of video: its own decode children (measured per stream),
+    /// the models' CPU in proportion to its model runs, hashing, fusion and the sink in
+    /// proportion to its analysed samples, and the rest of the worker by its share of
+    /// the streams. Only the decode share is measured per stream; the rest is attributed.
+    fn add_cpu(&self, mut half: Value, streams: &[String]) -> Value {
+        let share = |field: &str| {
+            let all = self.delta(self.all, field);
+            if all > 0.0 { self.delta(streams, field) / all } else { 0.0 }
+        };
+        let (runs, samples) = (share("model_runs"), share("samples_analysed"));
+        let stage = |name: &str| self.stage_secs.iter().filter(|(n, _)| n == name).map(|(_, v)| v).sum::<f64>();
+        let models: f64 = self.stage_secs.iter().filter(|(n, _)| n.starts_with("model_")).map(|(_, v)| v).sum();
+        let decode = self.delta(streams, "decoder_cpu_secs");
+        let per_sample = (stage("hash_and_match") + stage("fusion") + stage("sink")) * samples;
+        let other = stage("worker_other") * streams.len() as f64 / self.all.len().max(1) as f64;
+        let video = self.elapsed * streams.len() as f64;
+        let total = decode + models * runs + per_sample + other;
+        half["cpu"] = json!({
+            "cpu_secs_per_video_sec": if video > 0.0 { total / video } else { 0.0 },
+            "streams_per_core": if total > 0.0 { video / total } else { 0.0 },
+            "decode_children": decode / video.max(1e-9),
+            "models": models * runs / video.max(1e-9),
+            "hash_fusion_sink": per_sample / video.max(1e-9),
+            "worker_other": other / video.max(1e-9),
+            "model_runs": self.delta(streams, "model_runs"),
+            "samples_analysed": self.delta(streams, "samples_analysed"),
+        });
+        half
+    }
 }
 
 /// How an injected stream reaches the worker.
@@ -902,6 +966,39 @@ fn print_stages(report: &Value, out: &mut String) {
     }
 }
 
+/// Each half of the mix on its own: CPU per second of video by where it went.
+fn print_halves(report: &Value, out: &mut String) {
+    let _ = writeln!(out);
+    let _ = writeln!(
+        out,
+        "Each half of the mix (decode measured per stream; models by model runs, hashing/fusion/sink by samples, the rest by streams), CPU-s per video-s:"
+    );
+    let _ = writeln!(
+        out,
+        "| mode | streams | half | decode | models | hash+fusion+sink | other | total | streams/core | model runs/sample |"
+    );
+    let _ = writeln!(out, "|---|---|---|---|---|---|---|---|---|---|");
+    for l in report["levels"].as_array().into_iter().flatten() {
+        for (label, key) in [("high motion", "high_motion"), ("calm, face", "calm_with_face")] {
+            let c = &l[key]["cpu"];
+            let f = |k: &str| c[k].as_f64().unwrap_or(0.0);
+            let per_sample = if f("samples_analysed") > 0.0 { f("model_runs") / f("samples_analysed") } else { 0.0 };
+            let _ = writeln!(
+                out,
+                "| {} | {} | {label} | {:.4} | {:.4} | {:.4} | {:.4} | {:.4} | {:.1} | {per_sample:.2} |",
+                l["mode"].as_str().unwrap_or(""),
+                l["streams"],
+                f("decode_children"),
+                f("models"),
+                f("hash_fusion_sink"),
+                f("worker_other"),
+                f("cpu_secs_per_video_sec"),
+                f("streams_per_core"),
+            );
+        }
+    }
+}
+
 fn print_table(report: &Value, out: &mut String) {
     let _ = writeln!(
         out,
@@ -912,6 +1009,7 @@ fn print_table(report: &Value, out: &mut String) {
         let _ = writeln!(out, "{}", level_row(l));
     }
     print_stages(report, out);
+    print_halves(report, out);
     let _ = writeln!(out);
     let _ = writeln!(out, "| mode | ingest | load | injections | interrupted | p50 ms | p95 ms | max ms |");
     let _ = writeln!(out, "|---|---|---|---|---|---|---|---|");

@@ -59,6 +59,10 @@ pub struct StreamInfo {
     pub frames_dropped: u64,
     pub samples_due: u64,
     pub samples_analysed: u64,
+    /// Samples the models ran on (the others reused a near-duplicate's analysis).
+    pub model_runs: u64,
+    /// CPU seconds its decode children used, restarts included.
+    pub decoder_cpu_secs: f64,
     /// `samples_analysed / samples_due`; absent before the first sample.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub coverage: Option<f64>,
@@ -154,6 +158,8 @@ impl Streams {
             frames_dropped: 0,
             samples_due: 0,
             samples_analysed: 0,
+            model_runs: 0,
+            decoder_cpu_secs: 0.0,
             coverage: None,
         };
         let coverage = Arc::new(Coverage::default());
@@ -182,6 +188,8 @@ impl Streams {
                 frames_dropped: e.handle.queue.dropped(),
                 samples_due: e.coverage.due.load(Relaxed),
                 samples_analysed: e.coverage.analysed.load(Relaxed),
+                model_runs: e.coverage.model_runs.load(Relaxed),
+                decoder_cpu_secs: e.handle.decoder_cpu_secs(),
                 coverage: e.coverage.ratio(),
                 ..e.info.clone()
             })
@@ -286,6 +294,7 @@ impl Streams {
 pub struct Coverage {
     due: AtomicU64,
     analysed: AtomicU64,
+    model_runs: AtomicU64,
 }
 
 impl Coverage {
@@ -544,6 +553,9 @@ fn analyze_stream(
                     SAMPLE_AGE.with_label_values(&[ingest.label()]).observe(age as f64 / 1000.0);
                 }
                 coverage.add(1, u64::from(analysed.0.unscanned.is_empty()));
+                if analysed.0.reused_analysis_of_ms.is_none() {
+                    coverage.model_runs.fetch_add(1, Relaxed);
+                }
                 analysed
             }
             StreamOutput::Gap { reason } => analysis.gap("decode", &reason),
