@@ -33,13 +33,26 @@ fn start_event(id: &str, nginx: &Nginx) -> Value {
 }
 
 fn fleet_worker(name: &str, broker: &Broker, dir: &std::path::Path, bank: &std::path::Path) -> Worker {
+    fleet_worker_with(name, broker, dir, bank, "")
+}
+
+/// The fleet tests load the machine: one at a time.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn fleet_worker_with(
+    name: &str,
+    broker: &Broker,
+    dir: &std::path::Path,
+    bank: &std::path::Path,
+    extra: &str,
+) -> Worker {
     let spool = dir.join(format!("{name}.spool"));
     Worker::start(
         &format!(
             "[media]\nsampling = \"keyframes\"\n\
              [[hash.banks]]\nname = \"known\"\npath = \"{}\"\naction = \"interrupt\"\n\
              [sink.kafka]\nbrokers = \"{}\"\nspool_path = \"{}\"\n\
-             [fleet]\nsession_timeout_secs = 6\nhandoff_secs = 40\n",
+             [fleet]\nsession_timeout_secs = 6\nhandoff_secs = 40\n{extra}",
             bank.display(),
             broker.addr,
             spool.display()
@@ -84,6 +97,7 @@ fn stream_record(records: &[Value], stream: &str, event: &str) -> Option<u64> {
 
 #[test]
 fn a_fleet_shares_streams_survives_a_kill_and_hands_off_on_drain() {
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
     let dir = tempfile::tempdir().unwrap();
     let bank = dir.path().join("bank.txt");
     std::fs::write(&bank, format!("{}\n", pdq_of(&astronaut()))).unwrap();
@@ -246,4 +260,77 @@ fn a_fleet_shares_streams_survives_a_kill_and_hands_off_on_drain() {
         let _ = p.wait();
     }
     let _ = abusive.wait();
+}
+
+/// A worker at capacity does not sit on a stream its partition holds: it offers it, and
+/// a worker with room runs it; the lifecycle's stop still reaches it through the offer's
+/// maker, which withdraws it.
+#[test]
+fn a_worker_at_capacity_offers_its_streams_to_one_with_room() {
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let bank = dir.path().join("bank.txt");
+    std::fs::write(&bank, format!("{}\n", pdq_of(&astronaut()))).unwrap();
+    let broker = Broker::start(&[LIFECYCLE, "vigil.streams.owners", "vigil.alerts", "vigil.interrupts"]);
+    let nginx = Nginx::start();
+    let ids: BTreeSet<String> = ["live/c1", "live/c2"].iter().map(|s| s.to_string()).collect();
+    let mut publishers: Vec<Child> =
+        ids.iter().map(|id| publish(&format!("rtmp://127.0.0.1:{}/{id}", nginx.rtmp), 150, "ball")).collect();
+    let producer: BaseProducer =
+        rdkafka::ClientConfig::new().set("bootstrap.servers", &broker.addr).create().expect("a producer");
+    // Both on one partition: whoever owns it has two streams and room for one.
+    let send_to_one_partition = |event: &Value| {
+        let key = event["stream_id"].as_str().unwrap().to_string();
+        let payload = event.to_string();
+        producer.send(BaseRecord::to(LIFECYCLE).key(&key).payload(&payload).partition(0)).expect("queued");
+        assert_eq!(producer.flush(Duration::from_secs(10)).map_err(|e| e.to_string()), Ok(()));
+    };
+    for id in &ids {
+        send_to_one_partition(&start_event(id, &nginx));
+    }
+    let one_stream = "[media.limits]\nmax_streams = 1\n";
+    let a = fleet_worker_with("worker-a", &broker, dir.path(), &bank, one_stream);
+    a.wait_for("the first worker runs one stream", 60, |r| {
+        r.iter().any(|x| x["type"] == "stream" && x["event"] == "started")
+    });
+    let b = fleet_worker_with("worker-b", &broker, dir.path(), &bank, one_stream);
+    let each = wait_spread("each worker runs one stream", &[&a, &b], &ids, 90);
+    eprintln!("spread: a {:?}, b {:?}", each[0], each[1]);
+    let delegated = |w: &Worker| w.metric("vigil_fleet_streams_delegated", "");
+    let taken = |w: &Worker| w.metric("vigil_fleet_offers_total", "outcome=\"taken\"");
+    // The owner and the taker learn who took the offer from the claim, a moment later.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while (delegated(&a) + delegated(&b) < 1.0 || taken(&a) + taken(&b) < 1.0) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let (owner, runner, runner_streams) = if delegated(&a) == 1.0 { (&a, &b, &each[1]) } else { (&b, &a, &each[0]) };
+    let logs = || format!("a:\n{}\nb:\n{}", tail(&a.stderr(), 25), tail(&b.stderr(), 25));
+    assert_eq!(delegated(owner), 1.0, "one stream runs elsewhere for its partition's owner\n{}", logs());
+    assert_eq!(owner.metric("vigil_fleet_streams_waiting", ""), 0.0, "nothing waits");
+    assert!(owner.metric("vigil_fleet_offers_total", "outcome=\"made\"") >= 1.0);
+    assert!(taken(runner) >= 1.0, "the worker with room took the offer\n{}", logs());
+    // Both streams are analysed, each on one worker.
+    let offered = runner_streams.iter().next().unwrap().clone();
+    let kept = ids.iter().find(|id| **id != offered).unwrap().clone();
+    runner.wait_for("frames of the offered stream", 40, |r| stream_frames(r, &offered) >= 2);
+    owner.wait_for("frames of the kept stream", 40, |r| stream_frames(r, &kept) >= 2);
+
+    // The lifecycle says stop: the owner withdraws the offer and the runner stops it.
+    let stop = json!({"event": "stop", "stream_id": offered});
+    send_to_one_partition(&stop);
+    let records = runner.wait_for("the offered stream to end", 30, |r| ended(r, &offered).is_some());
+    assert_eq!(
+        ended(&records, &offered).unwrap()["reason"],
+        "withdrawn by the worker whose partition holds it",
+        "{}",
+        tail(&runner.stderr(), 20)
+    );
+    assert!(owner.metric("vigil_fleet_offers_total", "outcome=\"withdrawn\"") >= 1.0);
+    assert_eq!(delegated(owner), 0.0);
+    assert!(live(owner).contains(&kept), "the owner's own stream runs on");
+
+    for p in &mut publishers {
+        let _ = p.kill();
+        let _ = p.wait();
+    }
 }

@@ -24,8 +24,13 @@
 //! - Drain: the worker unsubscribes, which (unlike closing, for a static member) sends
 //!   LeaveGroup, so its partitions move at once; its streams then run out the hand-off.
 
+mod offers;
+mod owners;
+
 use super::handover::HandOver;
 use super::streams::{StartError, Streams};
+use offers::{Delegate, Delegated, PendingOffer, Waiting};
+use owners::{Claims, Notice};
 use rdkafka::ClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
 use rdkafka::message::Message;
@@ -271,6 +276,10 @@ impl Fleet {
             stopping: HashMap::new(),
             unclaimed: HashMap::new(),
             releasing: HashMap::new(),
+            delegated: HashMap::new(),
+            delegates: HashMap::new(),
+            pending_offers: HashMap::new(),
+            left: false,
             claims,
         };
         let (l, s, h) = (leave.clone(), stop.clone(), handed_off.clone());
@@ -309,8 +318,9 @@ struct Member {
     partitions: HashMap<i32, PartitionState>,
     /// Streams this member started → their partition.
     owned: HashMap<String, i32>,
-    /// Streams due here that the worker could not take yet (at capacity), retried.
-    waiting: BTreeMap<String, (i32, Wanted)>,
+    /// Streams due here that the worker could not take yet (at capacity): retried, and
+    /// offered to the other workers.
+    waiting: BTreeMap<String, Waiting>,
     /// Streams let go, stopped once their new owner holds them (make-before-break).
     stopping: HashMap<String, Stopping>,
     /// Streams started here and not yet claimed: claimed once a sample is analysed.
@@ -318,6 +328,14 @@ struct Member {
     /// Streams handed off and stopping here: released (with the incident left open)
     /// once their analysis has ended.
     releasing: HashMap<String, Releasing>,
+    /// Streams due here that another worker runs for this one (it took the offer).
+    delegated: HashMap<String, Delegated>,
+    /// Streams this worker runs for another's offer.
+    delegates: HashMap<String, Delegate>,
+    /// Offers this worker will take when due (the less loaded a worker, the sooner).
+    pending_offers: HashMap<String, PendingOffer>,
+    /// This worker left the group (draining).
+    left: bool,
     claims: Claims,
 }
 
@@ -338,190 +356,22 @@ const CLAIM_AFTER: Duration = Duration::from_secs(10);
 /// How long a new owner, having claimed a stream, waits for the old owner's release
 /// before it sends the alerts it held.
 const RELEASE_WAIT: Duration = Duration::from_secs(5);
-/// Largest owners-topic record read.
-const MAX_OWNERS_RECORD_BYTES: usize = 64 << 10;
-
-/// The owners topic: claims this worker makes, and those other workers make.
-struct Claims {
-    me: String,
-    topic: String,
-    producer: rdkafka::producer::BaseProducer,
-    /// Reads every partition from its end at start (no group): only new claims matter.
-    reader: Option<BaseConsumer>,
-    /// Stream → the other worker whose claim for it was last read, and when.
-    seen: HashMap<String, (String, Instant)>,
-    /// Stream → when another worker last announced it is handing it off.
-    handing_off: HashMap<String, Instant>,
-}
-
-/// The owners topic's records, keyed by stream id. Each kind has its own field names,
-/// so a worker that knows only claims ignores the others.
-#[derive(Debug, Serialize, Deserialize)]
-#[serde(untagged)]
-enum OwnersRecord {
-    /// `owner` runs the stream now.
-    Claim { stream_id: String, owner: String, unix_ms: u64 },
-    /// `handing_off_by` was revoked the stream and keeps it until another worker claims it.
-    HandingOff { stream_id: String, handing_off_by: String, unix_ms: u64 },
-    /// `released_by` let the stream go to `to`, with the incident it had open then.
-    Released {
-        stream_id: String,
-        released_by: String,
-        to: String,
-        unix_ms: u64,
-        incident: Option<Box<vigil_fusion::Incident>>,
-    },
-}
-
-/// What another worker said on the owners topic that this one acts on.
-enum Notice {
-    HandingOff(String),
-    Released { stream: String, incident: Option<vigil_fusion::Incident> },
-}
-
-impl Claims {
-    fn open(cfg: &FleetConfig, kafka: &vigil_sink::KafkaConfig, instance: &str) -> anyhow::Result<Claims> {
-        let mut pc = kafka.consumer_config("unused").map_err(anyhow::Error::msg)?;
-        for k in ["group.id", "enable.auto.commit", "auto.offset.reset", "session.timeout.ms"] {
-            pc.remove(k);
-        }
-        let producer: rdkafka::producer::BaseProducer = pc.set("linger.ms", "0").create()?;
-        let reader_cfg = kafka.consumer_config(&format!("vigil-claims-{instance}")).map_err(anyhow::Error::msg)?;
-        let reader: BaseConsumer = reader_cfg.create()?;
-        let partitions = reader
-            .fetch_metadata(Some(&cfg.owners_topic), Duration::from_secs(10))
-            .ok()
-            .and_then(|m| m.topics().first().map(|t| t.partitions().len()))
-            .unwrap_or(0);
-        let reader = if partitions == 0 {
-            tracing::warn!(
-                topic = cfg.owners_topic,
-                "fleet: the owners topic is missing: hand-offs wait handoff_secs instead of a claim"
-            );
-            None
-        } else {
-            let mut tpl = rdkafka::TopicPartitionList::new();
-            for p in 0..partitions as i32 {
-                tpl.add_partition_offset(&cfg.owners_topic, p, rdkafka::Offset::End)?;
-            }
-            reader.assign(&tpl)?;
-            Some(reader)
-        };
-        Ok(Claims {
-            me: instance.to_string(),
-            topic: cfg.owners_topic.clone(),
-            producer,
-            reader,
-            seen: HashMap::new(),
-            handing_off: HashMap::new(),
-        })
-    }
-
-    fn send(&self, stream: &str, record: &OwnersRecord) {
-        let payload = serde_json::to_string(record).unwrap_or_default();
-        let message = rdkafka::producer::BaseRecord::to(&self.topic).key(stream).payload(&payload);
-        if let Err((e, _)) = self.producer.send(message) {
-            tracing::warn!(stream, "fleet: owners record not sent: {e}");
-        }
-    }
-
-    /// Says on the owners topic that this worker runs `stream` now.
-    fn claim(&self, stream: &str) {
-        let unix_ms = crate::output::unix_ms();
-        self.send(stream, &OwnersRecord::Claim { stream_id: stream.into(), owner: self.me.clone(), unix_ms });
-    }
-
-    /// Says that this worker was revoked `stream` and still analyses (and alerts on) it.
-    fn handing_off(&self, stream: &str) {
-        let unix_ms = crate::output::unix_ms();
-        self.send(
-            stream,
-            &OwnersRecord::HandingOff { stream_id: stream.into(), handing_off_by: self.me.clone(), unix_ms },
-        );
-    }
-
-    /// Says that this worker let `stream` go to `to`, with the incident it left open.
-    fn release(&self, stream: &str, to: &str, incident: Option<vigil_fusion::Incident>) {
-        let record = OwnersRecord::Released {
-            stream_id: stream.into(),
-            released_by: self.me.clone(),
-            to: to.into(),
-            unix_ms: crate::output::unix_ms(),
-            incident: incident.map(Box::new),
-        };
-        self.send(stream, &record);
-    }
-
-    /// Serves the producer and reads what the other workers said.
-    fn poll(&mut self) -> Vec<Notice> {
-        self.producer.poll(Duration::ZERO);
-        let mut notices = Vec::new();
-        let Some(reader) = &self.reader else { return notices };
-        while let Some(m) = reader.poll(Duration::ZERO) {
-            let Ok(m) = m else { continue };
-            let key = m.key();
-            let record = m
-                .payload()
-                .filter(|p| p.len() <= MAX_OWNERS_RECORD_BYTES)
-                .and_then(|p| serde_json::from_slice::<OwnersRecord>(p).ok());
-            let stream_of = |r: &OwnersRecord| match r {
-                OwnersRecord::Claim { stream_id, .. }
-                | OwnersRecord::HandingOff { stream_id, .. }
-                | OwnersRecord::Released { stream_id, .. } => stream_id.clone(),
-            };
-            let Some(record) = record.filter(|r| key == Some(stream_of(r).as_bytes())) else {
-                tracing::warn!(partition = m.partition(), offset = m.offset(), "fleet: owners record refused");
-                continue;
-            };
-            match record {
-                OwnersRecord::Claim { stream_id, owner, .. } if owner != self.me => {
-                    self.seen.insert(stream_id, (owner, Instant::now()));
-                }
-                OwnersRecord::HandingOff { stream_id, handing_off_by, .. } if handing_off_by != self.me => {
-                    self.handing_off.insert(stream_id.clone(), Instant::now());
-                    notices.push(Notice::HandingOff(stream_id));
-                }
-                OwnersRecord::Released { stream_id, released_by, to, incident, .. }
-                    if to == self.me && released_by != self.me =>
-                {
-                    // Only an incident of this very stream is continued; anything else
-                    // is ignored (the held alerts then go out as they are).
-                    let incident = incident.map(|i| *i).filter(|i| {
-                        i.stream.0 == stream_id && i.id.starts_with(&format!("{stream_id}@")) && i.id.len() <= 512
-                    });
-                    notices.push(Notice::Released { stream: stream_id, incident });
-                }
-                _ => {}
-            }
-        }
-        notices
-    }
-
-    /// Another worker claimed `stream` after `since`: which one.
-    fn taken_since(&self, stream: &str, since: Instant) -> Option<&str> {
-        self.seen.get(stream).filter(|(_, at)| *at >= since).map(|(owner, _)| owner.as_str())
-    }
-
-    /// Another worker announced it is handing `stream` off, within `within`.
-    fn handed_over_lately(&self, stream: &str, within: Duration) -> bool {
-        self.handing_off.get(stream).is_some_and(|at| at.elapsed() <= within)
-    }
-}
-
 impl Member {
     fn run(&mut self, leave: &AtomicBool, stop: &AtomicBool, handed_off: &AtomicBool) {
-        let mut left = false;
         let mut last_retry = Instant::now();
         while !stop.load(Relaxed) {
+            let left = self.left;
             if leave.load(Relaxed) && !left {
-                left = true;
+                self.left = true;
                 // For a static member, unsubscribing (unlike closing) sends LeaveGroup.
                 self.consumer.unsubscribe();
                 let all: Vec<i32> = self.partitions.keys().copied().collect();
                 self.revoke(&all);
                 self.waiting.clear();
+                self.hand_back_delegates();
                 tracing::info!("fleet: left the group; streams handed off in {:?}", self.handoff);
             }
+            let left = self.left;
             let message = self.consumer.poll(Duration::from_millis(100)).map(|m| {
                 m.map(|m| (m.partition(), m.offset(), m.key().map(<[u8]>::to_vec), m.payload().map(<[u8]>::to_vec)))
             });
@@ -540,18 +390,25 @@ impl Member {
             if last_retry.elapsed() >= Duration::from_secs(1) {
                 last_retry = Instant::now();
                 self.retry_waiting();
+                self.check_delegated();
+                self.refresh_delegates();
             }
             self.claim_ready();
+            self.handle_notices();
+            self.take_due_offers();
             self.stop_due();
             self.publish_releases();
-            if left && self.stopping.is_empty() && self.owned.is_empty() && self.releasing.is_empty() {
+            let idle = self.stopping.is_empty() && self.owned.is_empty() && self.releasing.is_empty();
+            if left && idle && self.delegates.is_empty() {
                 handed_off.store(true, Relaxed);
             }
-            OWNED.set(self.owned.len() as i64);
+            OWNED.set((self.owned.len() + self.delegates.len()) as i64);
+            WAITING.set(self.waiting.len() as i64);
+            DELEGATED.set(self.delegated.len() as i64);
             PARTITIONS.set(self.partitions.len() as i64);
         }
-        rdkafka::producer::Producer::flush(&self.claims.producer, Duration::from_secs(2)).ok();
-        if !left {
+        self.claims.flush();
+        if !self.left {
             // A restart or a kill: no LeaveGroup (static membership keeps the partitions
             // for `session_timeout_secs`, long enough for a restarted pod to take them back).
             tracing::info!("fleet: closing without leaving the group");
@@ -588,7 +445,10 @@ impl Member {
             self.claims.handing_off(&s);
             self.stopping.insert(s, Stopping { since: Instant::now(), give_up });
         }
-        self.waiting.retain(|_, (p, _)| !parts.contains(p));
+        self.waiting.retain(|_, w| !parts.contains(&w.partition));
+        // Their new partition owner runs them; the worker running them for this one
+        // lets go once it reads that owner's claim.
+        self.delegated.retain(|_, d| !parts.contains(&d.partition));
     }
 
     fn on_message(&mut self, partition: i32, offset: i64, key: Option<&[u8]>, payload: Option<&[u8]>) {
@@ -643,8 +503,8 @@ impl Member {
         match wanted {
             Some(w) => {
                 self.stopping.remove(stream);
-                if !self.owned.contains_key(stream) {
-                    self.waiting.insert(stream.to_string(), (partition, w));
+                if !self.owned.contains_key(stream) && !self.delegated.contains_key(stream) {
+                    self.waiting.entry(stream.to_string()).or_insert_with(|| Waiting::new(partition, w));
                     self.retry_waiting();
                 }
             }
@@ -654,13 +514,18 @@ impl Member {
                 if self.owned.remove(stream).is_some() {
                     self.streams.stop(stream, "stopped by its lifecycle event");
                 }
+                if self.delegated.remove(stream).is_some() {
+                    self.claims.withdraw(stream);
+                    OFFERS.with_label_values(&["withdrawn"]).inc();
+                }
             }
         }
     }
 
     fn retry_waiting(&mut self) {
         let waiting = std::mem::take(&mut self.waiting);
-        for (stream, (partition, w)) in waiting {
+        for (stream, mut waits) in waiting {
+            let w = &waits.wanted;
             let shown = vigil_core::redact::uri(&w.uri);
             match self.streams.start(&stream, ChildSource::Uri(w.uri.clone()), shown, w.account_id.clone()) {
                 Ok(_) => {
@@ -668,22 +533,22 @@ impl Member {
                         self.hold(&stream, self.handoff);
                     }
                     self.unclaimed.insert(stream.clone(), Instant::now());
-                    self.owned.insert(stream, partition);
+                    self.owned.insert(stream, waits.partition);
                 }
                 Err(StartError::AlreadyLive(_)) => {
                     self.claims.claim(&stream);
-                    self.owned.insert(stream, partition);
+                    self.owned.insert(stream, waits.partition);
                 }
                 Err(StartError::AtCapacity(_) | StartError::Full(_)) => {
-                    self.waiting.insert(stream, (partition, w));
+                    self.offer_if_due(&stream, &mut waits);
+                    self.waiting.insert(stream, waits);
                 }
                 Err(e) => {
                     tracing::error!(stream, "fleet: not started: {e}");
-                    self.waiting.insert(stream, (partition, w));
+                    self.waiting.insert(stream, waits);
                 }
             }
         }
-        WAITING.set(self.waiting.len() as i64);
     }
 
     /// Holds a stream's alerts: another worker still alerts on it.
@@ -712,7 +577,8 @@ impl Member {
         }
     }
 
-    fn stop_due(&mut self) {
+    /// Acts on what the other workers said on the owners topic.
+    fn handle_notices(&mut self) {
         for notice in self.claims.poll() {
             match notice {
                 Notice::HandingOff(stream) if self.owned.contains_key(&stream) => {
@@ -729,14 +595,24 @@ impl Member {
                         _ => tracing::info!(stream, ?adopted, "fleet: a release came after its hold ended; ignored"),
                     }
                 }
-                Notice::HandingOff(_) => {}
+                Notice::HandingOff(stream) => self.on_delegate_handing_off(&stream),
+                Notice::Offered { stream, from, wanted } => self.on_offered(stream, from, wanted),
+                Notice::OfferTaken { stream, by } => self.on_offer_taken(&stream, &by),
+                Notice::Withdrawn(stream) => self.on_withdrawn(&stream),
             }
         }
+    }
+
+    fn stop_due(&mut self) {
         let now = Instant::now();
         let due: Vec<(String, Option<String>)> = self
             .stopping
             .iter()
-            .map(|(id, s)| (id, s, self.claims.taken_since(id, s.since).map(str::to_string)))
+            .map(|(id, s)| {
+                let taken =
+                    self.claims.taken_since(id, s.since).or_else(|| self.claims.offer_claimed_since(id, s.since));
+                (id, s, taken.map(str::to_string))
+            })
             .filter(|(_, s, taken)| taken.is_some() || s.give_up <= now)
             .map(|(id, _, taken)| (id.clone(), taken))
             .collect();
@@ -823,6 +699,24 @@ static WAITING: LazyLock<prometheus::IntGauge> = LazyLock::new(|| {
     prometheus::IntGauge::new("vigil_fleet_streams_waiting", "Fleet streams due here that the worker cannot take yet")
         .expect("valid metric")
 });
+static DELEGATED: LazyLock<prometheus::IntGauge> = LazyLock::new(|| {
+    prometheus::IntGauge::new(
+        "vigil_fleet_streams_delegated",
+        "Fleet streams due here that another worker runs for this one (it took the offer)",
+    )
+    .expect("valid metric")
+});
+static OFFERS: LazyLock<prometheus::IntCounterVec> = LazyLock::new(|| {
+    prometheus::IntCounterVec::new(
+        prometheus::Opts::new(
+            "vigil_fleet_offers_total",
+            "Streams offered to the fleet by a worker at capacity, by what happened: made, taken (by this worker), lost (another took it first), withdrawn, timed_out (the taker went silent)",
+        ),
+        &["outcome"],
+    )
+    .expect("valid metric")
+});
+const OFFER_OUTCOMES: [&str; 5] = ["made", "taken", "lost", "withdrawn", "timed_out"];
 static PARTITIONS: LazyLock<prometheus::IntGauge> = LazyLock::new(|| {
     prometheus::IntGauge::new("vigil_fleet_partitions_assigned", "Lifecycle partitions this worker owns")
         .expect("valid metric")
@@ -835,6 +729,7 @@ pub fn register(registry: &prometheus::Registry) -> prometheus::Result<()> {
         (&*EVENTS, &["start", "stop"]),
         (&*HANDOFFS, &["taken", "timed_out"]),
         (&*REJECTED, &REJECT_REASONS),
+        (&*OFFERS, &OFFER_OUTCOMES),
     ] {
         for l in labels {
             let _ = vec.with_label_values(&[*l]);
@@ -847,6 +742,8 @@ pub fn register(registry: &prometheus::Registry) -> prometheus::Result<()> {
     registry.register(Box::new(ERRORS.clone()))?;
     registry.register(Box::new(OWNED.clone()))?;
     registry.register(Box::new(WAITING.clone()))?;
+    registry.register(Box::new(DELEGATED.clone()))?;
+    registry.register(Box::new(OFFERS.clone()))?;
     registry.register(Box::new(PARTITIONS.clone()))
 }
 
