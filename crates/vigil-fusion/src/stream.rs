@@ -159,15 +159,24 @@ impl StreamFusion {
     /// owner's.
     pub fn adopt(&mut self, prior: Option<Incident>, held: Vec<Event>) -> Vec<Event> {
         let Some(prior) = prior.filter(|p| p.stream == self.stream) else { return held };
+        // The strongest decision this fusion reached in the overlap, even in an incident
+        // it opened and closed there: the adopted incident must have been alerted at it.
+        let held_top = held
+            .iter()
+            .map(|e| match e {
+                Event::Opened(i) | Event::Escalated(i) | Event::Closed(i) => (i.decision, i.rule.clone()),
+            })
+            .max_by_key(|(d, _)| *d);
         match self.incident.take() {
             Some(mut own) => {
-                let escalates = own.decision > prior.decision;
+                let top = std::iter::once((own.decision, own.rule.clone()))
+                    .chain(held_top)
+                    .max_by_key(|(d, _)| *d)
+                    .unwrap_or((own.decision, own.rule.clone()));
+                let escalates = top.0 > prior.decision;
                 own.id = prior.id;
                 own.started_ms = prior.started_ms;
-                if !escalates {
-                    own.decision = prior.decision;
-                    own.rule = prior.rule;
-                }
+                (own.decision, own.rule) = if escalates { top } else { (prior.decision, prior.rule) };
                 let mut frames = prior.frames;
                 for f in own.frames.drain(..) {
                     if frames.len() >= MAX_EVIDENCE_FRAMES {
@@ -190,8 +199,13 @@ impl StreamFusion {
                 // Calm is measured from here, in this owner's stream time.
                 prior.last_seen_ms = self.last_pts_ms.unwrap_or(0);
                 self.clear_streak = 0;
+                let mut events = Vec::new();
+                if let Some((decision, rule)) = held_top.filter(|(d, _)| *d > prior.decision) {
+                    (prior.decision, prior.rule) = (decision, rule);
+                    events.push(Event::Escalated(prior.clone()));
+                }
                 self.incident = Some(prior);
-                Vec::new()
+                events
             }
         }
     }

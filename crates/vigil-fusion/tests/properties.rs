@@ -225,9 +225,17 @@ fn an_allowed_review_rule_does_not_silence_the_interrupt_rule_on_its_condition()
 /// The alert stream two owners of one stream produce across a fleet hand-off: the old
 /// owner analyses samples `..k`; the new one analyses `j..` (overlap `j..k`), holds its
 /// events until the old owner lets go at `k`, then adopts the incident handed over.
-/// Returns the combined events, and per sample of the new owner after the hand-off the
-/// id open and its verdict.
-fn hand_off(seq: &[Sample], j: usize, k: usize) -> (Vec<Event>, Vec<(Option<String>, Verdict)>) {
+/// Returns the combined events; per sample of the new owner after the hand-off the id
+/// open and its verdict; and the strongest decision among the events it held.
+type HandOff = (Vec<Event>, Vec<(Option<String>, Verdict)>, Option<vigil_fusion::Decision>);
+
+fn decision(e: &Event) -> vigil_fusion::Decision {
+    match e {
+        Event::Opened(i) | Event::Escalated(i) | Event::Closed(i) => i.decision,
+    }
+}
+
+fn hand_off(seq: &[Sample], j: usize, k: usize) -> HandOff {
     let policy = Arc::new(Policy::embedded_default());
     let mut old = StreamFusion::new(policy.clone(), StreamId("s".into()), "old".into());
     let mut new = StreamFusion::new(policy, StreamId("s".into()), "new".into());
@@ -239,6 +247,7 @@ fn hand_off(seq: &[Sample], j: usize, k: usize) -> (Vec<Event>, Vec<(Option<Stri
     for (i, s) in seq.iter().enumerate().take(k).skip(j) {
         held.extend(new.observe(&signals(i, s)).events);
     }
+    let held_top = held.iter().map(decision).max();
     combined.extend(new.adopt(old.open_incident().cloned(), held));
     let mut after = Vec::new();
     for (i, s) in seq.iter().enumerate().skip(k) {
@@ -246,7 +255,7 @@ fn hand_off(seq: &[Sample], j: usize, k: usize) -> (Vec<Event>, Vec<(Option<Stri
         combined.extend(o.events);
         after.push((new.open_incident().map(|i| i.id.clone()), o.verdict));
     }
-    (combined, after)
+    (combined, after, held_top)
 }
 
 proptest! {
@@ -263,7 +272,11 @@ proptest! {
     ) {
         let k = 1 + cut.0 % (seq.len() - 1);
         let j = cut.1 % (k + 1);
-        let (events, after) = hand_off(&seq, j, k);
+        let (events, after, held_top) = hand_off(&seq, j, k);
+        // What the new owner decided in the overlap reached the platform at that level.
+        if held_top == Some(vigil_fusion::Decision::Interrupt) {
+            prop_assert!(events.iter().any(|e| decision(e) == vigil_fusion::Decision::Interrupt), "{:?}", events);
+        }
         let mut open: Option<String> = None;
         let mut seen = std::collections::HashSet::new();
         let mut level: std::collections::HashMap<String, vigil_fusion::Decision> = Default::default();
@@ -288,7 +301,7 @@ proptest! {
             }
         }
         // Replayed per sample: the interrupt reached the platform under the open id.
-        let (_, after_again) = hand_off(&seq, j, k);
+        let (_, after_again, _) = hand_off(&seq, j, k);
         prop_assert_eq!(&after, &after_again, "deterministic");
         let mut alerted = level;
         for (id, verdict) in &after {
@@ -309,7 +322,7 @@ fn a_hand_off_over_one_episode_continues_the_old_owners_incident() {
     let calm = Sample { bank: 0, exposure: None, p_minor: None, nsfw: 0.0, unscanned: false };
     let mut seq = vec![abuse; 6];
     seq.extend(std::iter::repeat_n(calm, 40));
-    let (events, _) = hand_off(&seq, 3, 5);
+    let (events, _, _) = hand_off(&seq, 3, 5);
     let ids: Vec<(&str, &str)> = events
         .iter()
         .map(|e| match e {

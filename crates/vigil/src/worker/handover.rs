@@ -28,6 +28,9 @@ struct Inner {
     released: Option<Option<Incident>>,
     /// This worker's analysis of the stream ended, with the incident it had open.
     ended: Option<Option<Incident>>,
+    /// This worker has sent alerts for the stream: too late to hold and adopt (renaming
+    /// an incident already alerted would leave it open on the platform for good).
+    alerted: bool,
 }
 
 /// What the analysis thread does with the stream's alerts now.
@@ -51,6 +54,9 @@ impl HandOver {
     /// Holds the stream's alerts until `until` at most (a later call may shorten it).
     pub fn hold(&self, until: Instant) {
         let mut i = self.lock();
+        if i.alerted {
+            return;
+        }
         i.hold_until = Some(i.hold_until.map_or(until, |u| u.max(until)));
     }
 
@@ -89,6 +95,11 @@ impl HandOver {
             return Hold::Expired;
         }
         Hold::Holding
+    }
+
+    /// The analysis thread sent alerts for the stream.
+    pub fn alerted(&self) {
+        self.lock().alerted = true;
     }
 
     /// The stream's analysis ended here, with `open` still open.
@@ -140,5 +151,8 @@ mod tests {
         h.hold(now + Duration::from_secs(1));
         assert_eq!(h.poll(now + Duration::from_secs(2)), Hold::Expired);
         assert_eq!(h.poll(now + Duration::from_secs(2)), Hold::Off);
+        h.alerted();
+        h.hold(now + Duration::from_secs(30));
+        assert_eq!(h.poll(now), Hold::Off, "no hold once this worker has alerted");
     }
 }

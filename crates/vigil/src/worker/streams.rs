@@ -630,6 +630,9 @@ impl Held {
         };
         ready.append(events);
         *events = ready;
+        if !events.is_empty() {
+            handover.alerted();
+        }
     }
 
     /// With no sample to carry them: sends whatever the hand-over settled.

@@ -514,7 +514,9 @@ impl Member {
                 if self.owned.remove(stream).is_some() {
                     self.streams.stop(stream, "stopped by its lifecycle event");
                 }
-                if self.delegated.remove(stream).is_some() {
+                // Offered (taken or not), or run elsewhere for an offer, perhaps made
+                // before this worker owned the partition: whoever runs it stops.
+                if self.delegated.remove(stream).is_some() || self.claims.offer_known(stream) {
                     self.claims.withdraw(stream);
                     OFFERS.with_label_values(&["withdrawn"]).inc();
                 }
@@ -529,7 +531,7 @@ impl Member {
             let shown = vigil_core::redact::uri(&w.uri);
             match self.streams.start(&stream, ChildSource::Uri(w.uri.clone()), shown, w.account_id.clone()) {
                 Ok(_) => {
-                    if self.claims.handed_over_lately(&stream, self.handoff) {
+                    if self.someone_else_alerts(&stream) {
                         self.hold(&stream, self.handoff);
                     }
                     self.unclaimed.insert(stream.clone(), Instant::now());
@@ -551,6 +553,13 @@ impl Member {
         }
     }
 
+    /// Another worker runs `stream` and alerts on it now: it announced handing it off,
+    /// or it runs it for an offer (renewing its claim).
+    fn someone_else_alerts(&self, stream: &str) -> bool {
+        self.claims.handed_over_lately(stream, self.handoff)
+            || self.claims.offer_claimed_lately(stream, 2 * offers::RENEW)
+    }
+
     /// Holds a stream's alerts: another worker still alerts on it.
     fn hold(&self, stream: &str, at_most: Duration) {
         if let Some(h) = self.streams.handover(stream) {
@@ -562,6 +571,7 @@ impl Member {
     /// Claims the streams started here that have had a sample analysed: only then may
     /// the old owner let them go.
     fn claim_ready(&mut self) {
+        self.unclaimed.retain(|s, _| self.owned.contains_key(s) || self.delegates.contains_key(s));
         let ready: Vec<String> = self
             .unclaimed
             .iter()
@@ -581,10 +591,17 @@ impl Member {
     fn handle_notices(&mut self) {
         for notice in self.claims.poll() {
             match notice {
-                Notice::HandingOff(stream) if self.owned.contains_key(&stream) => {
-                    // Announced after this worker started it (a race with the rebalance).
+                Notice::HandingOff(stream)
+                    if self.owned.contains_key(&stream) || self.delegates.contains_key(&stream) =>
+                {
+                    // Announced after this worker started it (a race with the rebalance):
+                    // hold (unless it already alerted), and claim again if it had claimed,
+                    // since the announcing worker waits for a claim newer than its own.
                     let wait = if self.unclaimed.contains_key(&stream) { self.handoff } else { RELEASE_WAIT };
                     self.hold(&stream, wait);
+                    if !self.unclaimed.contains_key(&stream) {
+                        self.claims.claim(&stream);
+                    }
                 }
                 Notice::Released { stream, incident } => {
                     let adopted = incident.as_ref().map(|i| i.id.clone());
@@ -608,11 +625,7 @@ impl Member {
         let due: Vec<(String, Option<String>)> = self
             .stopping
             .iter()
-            .map(|(id, s)| {
-                let taken =
-                    self.claims.taken_since(id, s.since).or_else(|| self.claims.offer_claimed_since(id, s.since));
-                (id, s, taken.map(str::to_string))
-            })
+            .map(|(id, s)| (id, s, self.claims.taken_since(id, s.since).map(str::to_string)))
             .filter(|(_, s, taken)| taken.is_some() || s.give_up <= now)
             .map(|(id, _, taken)| (id.clone(), taken))
             .collect();

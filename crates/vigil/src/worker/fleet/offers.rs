@@ -22,7 +22,7 @@ const OFFER_AGAIN: Duration = Duration::from_secs(10);
 /// A worker answers an offer after this long per stream it runs: the emptiest first.
 const OFFER_STEP: Duration = Duration::from_millis(20);
 /// A worker running a stream for an offer renews its claim this often...
-const RENEW: Duration = Duration::from_secs(10);
+pub(super) const RENEW: Duration = Duration::from_secs(10);
 /// ...and the offer's maker takes the stream back after this long without one.
 const DELEGATE_SILENCE: Duration = Duration::from_secs(35);
 
@@ -112,11 +112,22 @@ impl Member {
             let shown = vigil_core::redact::uri(&w.uri);
             match self.streams.start(&stream, ChildSource::Uri(w.uri.clone()), shown, w.account_id.clone()) {
                 Ok(_) => {
-                    if self.claims.handed_over_lately(&stream, self.handoff) {
+                    if self.someone_else_alerts(&stream) {
                         self.hold(&stream, self.handoff);
                     }
-                    // Claimed at once: the race for the offer is decided by the claims'
-                    // order, and the maker runs nothing to hand over.
+                    // The offer claim goes out at once: the race for the offer is decided
+                    // by the claims' order. A plain claim follows the first analysed
+                    // sample, as for any stream started here: only that one lets a
+                    // worker still running the stream go (make-before-break).
+                    self.claims.claim_offer(&stream, &offer.from);
+                    self.unclaimed.insert(stream.clone(), now);
+                    let d = Delegate { from: offer.from, started: now, won: false, last_claim: now };
+                    self.delegates.insert(stream, d);
+                }
+                Err(StartError::AlreadyLive(_)) if self.stopping.contains_key(&stream) => {
+                    // Still running it after losing its partition, and nobody else has
+                    // room: keep it, for the partition's new owner.
+                    self.stopping.remove(&stream);
                     self.claims.claim_offer(&stream, &offer.from);
                     let d = Delegate { from: offer.from, started: now, won: false, last_claim: now };
                     self.delegates.insert(stream, d);
@@ -142,8 +153,17 @@ impl Member {
         // race for it, or the stream was offered anew (its partition moved) and taken
         // elsewhere, the other worker runs it now.
         if self.delegates.remove(stream).is_some() {
+            self.unclaimed.remove(stream);
             OFFERS.with_label_values(&["lost"]).inc();
-            self.streams.stop(stream, "another worker took the offer first");
+            if self.streams.has_analysed(stream) {
+                // It was being analysed here already: let go once the winner has
+                // analysed a sample too, like any hand-off.
+                let now = Instant::now();
+                self.claims.handing_off(stream);
+                self.stopping.insert(stream.to_string(), Stopping { since: now, give_up: now + self.handoff });
+            } else {
+                self.streams.stop(stream, "another worker took the offer first");
+            }
         }
         if let Some(w) = self.waiting.remove(stream) {
             tracing::info!(stream, to = by, "fleet: the offered stream runs on another worker");
@@ -155,6 +175,7 @@ impl Member {
     /// The offer's maker took the stream back (its lifecycle said stop).
     pub(super) fn on_withdrawn(&mut self, stream: &str) {
         self.pending_offers.remove(stream);
+        self.unclaimed.remove(stream);
         if self.delegates.remove(stream).is_some() {
             self.streams.stop(stream, "withdrawn by the worker whose partition holds it");
         }
@@ -213,7 +234,10 @@ impl Member {
         for (stream, taken_since) in gone {
             self.delegates.remove(&stream);
             if let Some(since) = taken_since {
-                // The partition's owner runs it now: let go through the hand-off.
+                // The partition's owner runs it now: let go through the hand-off (it
+                // holds its alerts if it knew this worker runs the stream; saying so
+                // covers a start that raced this worker's last renewal).
+                self.claims.handing_off(&stream);
                 self.stopping.insert(stream, Stopping { since, give_up: now });
             }
         }

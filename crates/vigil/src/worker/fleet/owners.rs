@@ -248,10 +248,11 @@ impl Claims {
                         ),
                     }
                 }
-                OwnersRecord::Withdrawn { stream_id, withdrawn_by, .. }
-                    if self.offers.get(&stream_id).is_some_and(|(by, _)| *by == withdrawn_by) =>
-                {
+                OwnersRecord::Withdrawn { stream_id, withdrawn_by, .. } => {
+                    // From the offer's maker, or from the stream's partition owner now
+                    // (the partition may have moved since the offer): the lifecycle said stop.
                     self.offers.remove(&stream_id);
+                    self.offer_claims.remove(&stream_id);
                     if withdrawn_by != self.me {
                         notices.push(Notice::Withdrawn(stream_id));
                     }
@@ -292,9 +293,15 @@ impl Claims {
         &self.me
     }
 
-    /// Another worker claimed `stream` for an offer after `since`: which one.
-    pub fn offer_claimed_since(&self, stream: &str, since: Instant) -> Option<&str> {
-        self.offer_claims.get(stream).filter(|(_, at)| *at >= since).map(|(w, _)| w.as_str())
+    /// Another worker claimed `stream` for an offer within `within`: it runs it (and
+    /// alerts on it) now.
+    pub fn offer_claimed_lately(&self, stream: &str, within: Duration) -> bool {
+        self.offer_claims.get(stream).is_some_and(|(_, at)| at.elapsed() <= within)
+    }
+
+    /// An offer for `stream` is known (open or taken), or another worker runs it for one.
+    pub fn offer_known(&self, stream: &str) -> bool {
+        self.offers.contains_key(stream) || self.offer_claims.contains_key(stream)
     }
 
     /// The offer for `stream` is still open (nobody claimed it yet).
