@@ -95,14 +95,33 @@ fn stream_record(records: &[Value], stream: &str, event: &str) -> Option<u64> {
         .and_then(|r| r["unix_ms"].as_u64())
 }
 
+/// What every fleet test starts with: a bank of the astronaut photo, a broker with the
+/// fleet's topics, nginx-rtmp, and a producer for lifecycle events.
+struct Setup {
+    dir: tempfile::TempDir,
+    bank: std::path::PathBuf,
+    broker: Broker,
+    nginx: Nginx,
+    producer: BaseProducer,
+}
+
+impl Setup {
+    fn new() -> Setup {
+        let dir = tempfile::tempdir().unwrap();
+        let bank = dir.path().join("bank.txt");
+        std::fs::write(&bank, format!("{}\n", pdq_of(&astronaut()))).unwrap();
+        let broker = Broker::start(&[LIFECYCLE, "vigil.streams.owners", "vigil.alerts", "vigil.interrupts"]);
+        let nginx = Nginx::start();
+        let producer =
+            rdkafka::ClientConfig::new().set("bootstrap.servers", &broker.addr).create().expect("a producer");
+        Setup { dir, bank, broker, nginx, producer }
+    }
+}
+
 #[test]
 fn a_fleet_shares_streams_survives_a_kill_and_hands_off_on_drain() {
     let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
-    let dir = tempfile::tempdir().unwrap();
-    let bank = dir.path().join("bank.txt");
-    std::fs::write(&bank, format!("{}\n", pdq_of(&astronaut()))).unwrap();
-    let broker = Broker::start(&[LIFECYCLE, "vigil.streams.owners", "vigil.alerts", "vigil.interrupts"]);
-    let nginx = Nginx::start();
+    let Setup { dir, bank, broker, nginx, producer } = Setup::new();
     // One stream shows banked material throughout: its incident stays open across the
     // kill and the drain.
     let early = "live/banked-early";
@@ -114,8 +133,6 @@ fn a_fleet_shares_streams_survives_a_kill_and_hands_off_on_drain() {
             if id == early { publish_astronaut(&url, 240) } else { publish(&url, 240, "ball") }
         })
         .collect();
-    let producer: BaseProducer =
-        rdkafka::ClientConfig::new().set("bootstrap.servers", &broker.addr).create().expect("a producer");
     // A hostile event on the same topic is refused and changes nothing.
     producer
         .send(
@@ -263,21 +280,15 @@ fn a_fleet_shares_streams_survives_a_kill_and_hands_off_on_drain() {
 }
 
 /// A worker at capacity does not sit on a stream its partition holds: it offers it, and
-/// a worker with room runs it; the lifecycle's stop still reaches it through the offer's
-/// maker, which withdraws it.
+/// a worker with room runs it; the lifecycle's stop still reaches it through the
+/// stream's partition owner, which withdraws it.
 #[test]
 fn a_worker_at_capacity_offers_its_streams_to_one_with_room() {
     let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
-    let dir = tempfile::tempdir().unwrap();
-    let bank = dir.path().join("bank.txt");
-    std::fs::write(&bank, format!("{}\n", pdq_of(&astronaut()))).unwrap();
-    let broker = Broker::start(&[LIFECYCLE, "vigil.streams.owners", "vigil.alerts", "vigil.interrupts"]);
-    let nginx = Nginx::start();
+    let Setup { dir, bank, broker, nginx, producer } = Setup::new();
     let ids: BTreeSet<String> = ["live/c1", "live/c2"].iter().map(|s| s.to_string()).collect();
     let mut publishers: Vec<Child> =
         ids.iter().map(|id| publish(&format!("rtmp://127.0.0.1:{}/{id}", nginx.rtmp), 150, "ball")).collect();
-    let producer: BaseProducer =
-        rdkafka::ClientConfig::new().set("bootstrap.servers", &broker.addr).create().expect("a producer");
     // Both on one partition: whoever owns it has two streams and room for one.
     let send_to_one_partition = |event: &Value| {
         let key = event["stream_id"].as_str().unwrap().to_string();

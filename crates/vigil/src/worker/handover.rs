@@ -80,9 +80,19 @@ impl HandOver {
         true
     }
 
-    /// For the analysis thread, before it sends anything.
-    pub fn poll(&self, now: Instant) -> Hold {
+    /// For the analysis thread, before it sends anything; `sending`: it has alerts to
+    /// send unless told to hold. Once it sends, no hold is taken any more (decided under
+    /// the same lock, so a hold cannot slip in between).
+    pub fn poll(&self, now: Instant, sending: bool) -> Hold {
         let mut i = self.lock();
+        let hold = Self::decide(&mut i, now);
+        if sending && hold != Hold::Holding {
+            i.alerted = true;
+        }
+        hold
+    }
+
+    fn decide(i: &mut Inner, now: Instant) -> Hold {
         let Some(until) = i.hold_until else { return Hold::Off };
         if let Some(prior) = i.released.take() {
             i.hold_until = None;
@@ -95,11 +105,6 @@ impl HandOver {
             return Hold::Expired;
         }
         Hold::Holding
-    }
-
-    /// The analysis thread sent alerts for the stream.
-    pub fn alerted(&self) {
-        self.lock().alerted = true;
     }
 
     /// The stream's analysis ended here, with `open` still open.
@@ -139,20 +144,19 @@ mod tests {
     #[test]
     fn a_hold_ends_with_the_release_or_at_its_deadline() {
         let h = HandOver::default();
-        assert_eq!(h.poll(Instant::now()), Hold::Off);
+        assert_eq!(h.poll(Instant::now(), false), Hold::Off);
         assert!(!h.release(None), "a release while not holding is ignored");
         let now = Instant::now();
         h.hold(now + Duration::from_secs(30));
         h.shorten(now + Duration::from_secs(5));
-        assert_eq!(h.poll(now), Hold::Holding);
+        assert_eq!(h.poll(now, true), Hold::Holding);
         assert!(h.release(None));
-        assert_eq!(h.poll(now), Hold::Released(None));
-        assert_eq!(h.poll(now), Hold::Off, "released once");
+        assert_eq!(h.poll(now, false), Hold::Released(None));
+        assert_eq!(h.poll(now, false), Hold::Off, "released once");
         h.hold(now + Duration::from_secs(1));
-        assert_eq!(h.poll(now + Duration::from_secs(2)), Hold::Expired);
-        assert_eq!(h.poll(now + Duration::from_secs(2)), Hold::Off);
-        h.alerted();
+        assert_eq!(h.poll(now + Duration::from_secs(2), false), Hold::Expired);
+        assert_eq!(h.poll(now + Duration::from_secs(2), true), Hold::Off);
         h.hold(now + Duration::from_secs(30));
-        assert_eq!(h.poll(now), Hold::Off, "no hold once this worker has alerted");
+        assert_eq!(h.poll(now, true), Hold::Off, "no hold once this worker has alerted");
     }
 }

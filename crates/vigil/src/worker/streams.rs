@@ -620,7 +620,8 @@ impl Held {
     /// Settles the hand-over, then makes `events` what is to be sent now: nothing while
     /// holding; after a release, what the adopted incident leaves to say first.
     fn route(&mut self, handover: &HandOver, analysis: &mut StreamAnalysis, events: &mut Vec<vigil_fusion::Event>) {
-        let mut ready = match handover.poll(Instant::now()) {
+        let sending = !events.is_empty() || !self.0.is_empty();
+        let mut ready = match handover.poll(Instant::now(), sending) {
             Hold::Holding => {
                 self.0.append(events);
                 return;
@@ -630,9 +631,6 @@ impl Held {
         };
         ready.append(events);
         *events = ready;
-        if !events.is_empty() {
-            handover.alerted();
-        }
     }
 
     /// With no sample to carry them: sends whatever the hand-over settled.

@@ -527,6 +527,14 @@ impl Member {
     fn retry_waiting(&mut self) {
         let waiting = std::mem::take(&mut self.waiting);
         for (stream, mut waits) in waiting {
+            if self.streams.handover(&stream).is_some() {
+                // Still running here (revoked and assigned back, or run for an offer):
+                // keep it, now as its partition's owner, even when the worker is full.
+                self.delegates.remove(&stream);
+                self.claims.claim(&stream);
+                self.owned.insert(stream, waits.partition);
+                continue;
+            }
             let w = &waits.wanted;
             let shown = vigil_core::redact::uri(&w.uri);
             match self.streams.start(&stream, ChildSource::Uri(w.uri.clone()), shown, w.account_id.clone()) {
@@ -575,6 +583,9 @@ impl Member {
         let ready: Vec<String> = self
             .unclaimed
             .iter()
+            // A taker claims only once it won the offer: a loser's claim would make the
+            // winner let go.
+            .filter(|(s, _)| self.delegates.get(*s).is_none_or(|d| d.won))
             .filter(|(s, at)| self.streams.has_analysed(s) || at.elapsed() >= CLAIM_AFTER)
             .map(|(s, _)| s.clone())
             .collect();
@@ -591,7 +602,7 @@ impl Member {
     fn handle_notices(&mut self) {
         for notice in self.claims.poll() {
             match notice {
-                Notice::HandingOff(stream)
+                Notice::HandingOff { stream, .. }
                     if self.owned.contains_key(&stream) || self.delegates.contains_key(&stream) =>
                 {
                     // Announced after this worker started it (a race with the rebalance):
@@ -612,7 +623,7 @@ impl Member {
                         _ => tracing::info!(stream, ?adopted, "fleet: a release came after its hold ended; ignored"),
                     }
                 }
-                Notice::HandingOff(stream) => self.on_delegate_handing_off(&stream),
+                Notice::HandingOff { stream, by } => self.on_delegate_handing_off(&stream, &by),
                 Notice::Offered { stream, from, wanted } => self.on_offered(stream, from, wanted),
                 Notice::OfferTaken { stream, by } => self.on_offer_taken(&stream, &by),
                 Notice::Withdrawn(stream) => self.on_withdrawn(&stream),

@@ -53,7 +53,7 @@ pub struct Delegate {
     from: String,
     started: Instant,
     /// Its offer claim was the first: the stream is this worker's to run.
-    won: bool,
+    pub(super) won: bool,
     last_claim: Instant,
 }
 
@@ -91,7 +91,10 @@ impl Member {
             (d.from, d.last_claim) = (from, Instant::now());
             return;
         }
-        if self.owned.contains_key(&stream) || self.streams.at_capacity().is_some() {
+        // A stream still running here after its partition moved is kept whatever the
+        // load: it costs nothing more.
+        let running_here = self.stopping.contains_key(&stream);
+        if self.owned.contains_key(&stream) || (!running_here && self.streams.at_capacity().is_some()) {
             return;
         }
         let due = Instant::now() + OFFER_STEP * self.streams.len() as u32;
@@ -108,6 +111,16 @@ impl Member {
             if self.left || !self.claims.offer_open(&stream) {
                 continue;
             }
+            if self.streams.handover(&stream).is_some() {
+                if self.stopping.remove(&stream).is_some() {
+                    // Still running it after losing its partition: keep it, for the
+                    // partition's new owner (its plain claim would otherwise never come).
+                    self.claims.claim_offer(&stream, &offer.from);
+                    let d = Delegate { from: offer.from, started: now, won: false, last_claim: now };
+                    self.delegates.insert(stream, d);
+                }
+                continue;
+            }
             let w = &offer.wanted;
             let shown = vigil_core::redact::uri(&w.uri);
             match self.streams.start(&stream, ChildSource::Uri(w.uri.clone()), shown, w.account_id.clone()) {
@@ -121,14 +134,6 @@ impl Member {
                     // worker still running the stream go (make-before-break).
                     self.claims.claim_offer(&stream, &offer.from);
                     self.unclaimed.insert(stream.clone(), now);
-                    let d = Delegate { from: offer.from, started: now, won: false, last_claim: now };
-                    self.delegates.insert(stream, d);
-                }
-                Err(StartError::AlreadyLive(_)) if self.stopping.contains_key(&stream) => {
-                    // Still running it after losing its partition, and nobody else has
-                    // room: keep it, for the partition's new owner.
-                    self.stopping.remove(&stream);
-                    self.claims.claim_offer(&stream, &offer.from);
                     let d = Delegate { from: offer.from, started: now, won: false, last_claim: now };
                     self.delegates.insert(stream, d);
                 }
@@ -176,15 +181,17 @@ impl Member {
     pub(super) fn on_withdrawn(&mut self, stream: &str) {
         self.pending_offers.remove(stream);
         self.unclaimed.remove(stream);
-        if self.delegates.remove(stream).is_some() {
+        if self.delegates.remove(stream).is_some() || self.stopping.remove(stream).is_some() {
             self.streams.stop(stream, "withdrawn by the worker whose partition holds it");
         }
     }
 
     /// A worker running a stream for this one is draining: the stream is due here again
     /// (it keeps running there until its next runner claims it).
-    pub(super) fn on_delegate_handing_off(&mut self, stream: &str) {
-        if let Some(d) = self.delegated.remove(stream) {
+    pub(super) fn on_delegate_handing_off(&mut self, stream: &str, by: &str) {
+        if self.delegated.get(stream).is_some_and(|d| d.to == by)
+            && let Some(d) = self.delegated.remove(stream)
+        {
             tracing::info!(stream, from = d.to, "fleet: the worker running an offered stream hands it back");
             self.waiting.insert(stream.to_string(), Waiting::new(d.partition, d.wanted));
         }

@@ -69,7 +69,11 @@ enum OwnersRecord {
 
 /// What another worker said on the owners topic that this one acts on.
 pub enum Notice {
-    HandingOff(String),
+    /// `by` was revoked the stream (or let it go) and still alerts on it.
+    HandingOff {
+        stream: String,
+        by: String,
+    },
     Released {
         stream: String,
         incident: Option<vigil_fusion::Incident>,
@@ -259,7 +263,7 @@ impl Claims {
                 }
                 OwnersRecord::HandingOff { stream_id, handing_off_by, .. } if handing_off_by != self.me => {
                     self.handing_off.insert(stream_id.clone(), Instant::now());
-                    notices.push(Notice::HandingOff(stream_id));
+                    notices.push(Notice::HandingOff { stream: stream_id, by: handing_off_by });
                 }
                 OwnersRecord::Released { stream_id, released_by, to, incident, .. }
                     if to == self.me && released_by != self.me =>
