@@ -322,3 +322,52 @@ impl Claims {
         rdkafka::producer::Producer::flush(&self.producer, Duration::from_secs(2)).ok();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(json: &str) -> Option<OwnersRecord> {
+        serde_json::from_str(json).ok()
+    }
+
+    #[test]
+    fn each_record_kind_reads_back_as_itself() {
+        let claim = OwnersRecord::Claim { stream_id: "live/a".into(), owner: "w1".into(), unix_ms: 1, for_offer: None };
+        let text = serde_json::to_string(&claim).unwrap();
+        assert!(!text.contains("for_offer"), "a plain claim reads as one to workers that know only claims: {text}");
+        assert!(matches!(parse(&text), Some(OwnersRecord::Claim { for_offer: None, .. })));
+        let offer_claim = r#"{"stream_id":"live/a","owner":"w2","unix_ms":2,"for_offer":"w1"}"#;
+        assert!(matches!(parse(offer_claim), Some(OwnersRecord::Claim { for_offer: Some(f), .. }) if f == "w1"));
+        let offered = OwnersRecord::Offered {
+            stream_id: "live/a".into(),
+            offered_by: "w1".into(),
+            source_url: "rtmp://origin/live/a".into(),
+            account_id: Some("acct".into()),
+            unix_ms: 3,
+        };
+        let text = serde_json::to_string(&offered).unwrap();
+        assert!(matches!(parse(&text), Some(OwnersRecord::Offered { .. })), "{text}");
+        let handing_off = r#"{"stream_id":"live/a","handing_off_by":"w1","unix_ms":4}"#;
+        assert!(matches!(parse(handing_off), Some(OwnersRecord::HandingOff { .. })));
+        let withdrawn = r#"{"stream_id":"live/a","withdrawn_by":"w1","unix_ms":5}"#;
+        assert!(matches!(parse(withdrawn), Some(OwnersRecord::Withdrawn { .. })));
+        let released = r#"{"stream_id":"live/a","released_by":"w1","to":"w2","unix_ms":6,"incident":null}"#;
+        assert!(matches!(parse(released), Some(OwnersRecord::Released { incident: None, .. })));
+    }
+
+    #[test]
+    fn records_that_are_none_of_the_kinds_are_refused() {
+        for bad in [
+            "",
+            "null",
+            "[]",
+            r#"{"stream_id":"live/a"}"#,
+            r#"{"stream_id":"live/a","owner":7,"unix_ms":1}"#,
+            r#"{"stream_id":"live/a","offered_by":"w1","unix_ms":1}"#,
+            r#"{"stream_id":"live/a","released_by":"w1","unix_ms":1,"incident":null}"#,
+        ] {
+            assert!(parse(bad).is_none(), "{bad}");
+        }
+    }
+}
