@@ -605,7 +605,7 @@ fn analyze_stream(
     }
     // Ended while a previous owner's release was awaited: what was held goes out as is.
     if !held.0.is_empty() {
-        let _ = deps.sink.send(SinkMsg::Events { events: held.0, context: Box::new(context.clone()) });
+        send(SinkMsg::Events { events: held.0, context: Box::new(context.clone()) });
     }
     handover.end(analysis.open_incident().cloned());
     streams.finished(&id);

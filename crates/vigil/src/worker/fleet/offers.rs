@@ -57,6 +57,13 @@ pub struct Delegate {
     last_claim: Instant,
 }
 
+impl Delegate {
+    /// Taken at `now`, not yet known to have won.
+    fn new(from: String, now: Instant) -> Self {
+        Delegate { from, started: now, won: false, last_claim: now }
+    }
+}
+
 /// An offer this worker will take when due.
 pub struct PendingOffer {
     from: String,
@@ -116,8 +123,7 @@ impl Member {
                     // Still running it after losing its partition: keep it, for the
                     // partition's new owner (its plain claim would otherwise never come).
                     self.claims.claim_offer(&stream, &offer.from);
-                    let d = Delegate { from: offer.from, started: now, won: false, last_claim: now };
-                    self.delegates.insert(stream, d);
+                    self.delegates.insert(stream, Delegate::new(offer.from, now));
                 }
                 continue;
             }
@@ -134,8 +140,7 @@ impl Member {
                     // worker still running the stream go (make-before-break).
                     self.claims.claim_offer(&stream, &offer.from);
                     self.unclaimed.insert(stream.clone(), now);
-                    let d = Delegate { from: offer.from, started: now, won: false, last_claim: now };
-                    self.delegates.insert(stream, d);
+                    self.delegates.insert(stream, Delegate::new(offer.from, now));
                 }
                 Err(StartError::AlreadyLive(_)) => {}
                 Err(e) => tracing::info!(stream, "fleet: offer not taken: {e}"),
