@@ -33,6 +33,9 @@ fn a_reviewed_false_positive_is_applied_by_a_live_worker_within_a_minute() {
     let alert = opened(&records)[0].clone();
     let _ = first.kill();
     let _ = first.wait();
+    // The worker cut the first session; until it has ended, the same key publishing again
+    // is refused as a second publisher of a live stream.
+    w.wait_for("the first session's end", 30, |r| r.iter().any(|x| x["type"] == "stream" && x["event"] == "ended"));
     let hashes: Vec<String> = alert["explanation"]["frames"]
         .as_array()
         .unwrap()

@@ -124,6 +124,9 @@ fn a_reviewer_acknowledges_and_clears_a_false_positive_in_a_real_browser() {
     let alert_id = opened(&records)[0]["alert_id"].as_str().unwrap().to_string();
     let _ = first.kill();
     let _ = first.wait();
+    // The worker cut the first session; until it has ended, the same key publishing again
+    // is refused as a second publisher of a live stream.
+    w.wait_for("the first session's end", 30, |r| r.iter().any(|x| x["type"] == "stream" && x["event"] == "ended"));
     wait_until("PagerDuty and the webhook paged", 30, || {
         let p = pages.lock().unwrap();
         p.iter().any(|(path, v)| path == "/pd" && v["event_action"] == "trigger" && v["dedup_key"] == alert_id.as_str())
