@@ -103,6 +103,9 @@ pub fn run(config: Option<&Path>, args: ScanArgs) -> anyhow::Result<ExitCode> {
         &cfg.hash,
         &banks,
     );
+    // The input first: one that cannot be scanned (no video, unreachable) fails before
+    // the models load.
+    let mut input = Input::open(&args.input, &cfg.media)?;
     let kafka = cfg.sink.kafka.clone().map(vigil_sink::KafkaSink::open).transpose().context("kafka sink")?;
     let mut analyzer = Analyzer::load(&cfg.infer).context("loading models")?;
     let context = AlertContext {
@@ -111,7 +114,6 @@ pub fn run(config: Option<&Path>, args: ScanArgs) -> anyhow::Result<ExitCode> {
         session_id: Some(session),
         models: analyzer.models().into_iter().map(|m| ModelRef { name: m.name, version: m.version }).collect(),
     };
-    let mut input = Input::open(&args.input, &cfg.media)?;
 
     let progress = progress_bar(input.duration_ms());
     let mut sink = vigil_sink::JsonlSink::new(std::io::stdout().lock());

@@ -130,13 +130,12 @@ fn a_banked_image_on_a_pulled_and_a_pushed_stream_is_interrupted_and_both_are_cu
 
     let direct_closed = closed_within(&mut direct, 40, "direct");
     let origin_closed = closed_within(&mut origin, 40, "origin");
-    let records = w.records();
+    // The cut closes the connection as its lines go to the sink: they may come a moment later.
+    let records = w.wait_for("an interrupt for each stream and the worker's own cut", 30, |r| {
+        [pulled, pushed].iter().all(|s| r.iter().any(|c| c["type"] == "interrupt" && c["stream_id"] == *s))
+            && r.iter().any(|x| x["stream"] == pushed && x["event"] == "cut")
+    });
     let interrupts: Vec<&Value> = records.iter().filter(|r| r["type"] == "interrupt").collect();
-    for stream in [pulled, pushed] {
-        assert!(interrupts.iter().any(|c| c["stream_id"] == stream), "an interrupt for {stream}: {interrupts:?}");
-    }
-    let cut = records.iter().find(|r| r["stream"] == pushed && r["event"] == "cut");
-    assert!(cut.is_some(), "the worker cut its direct publisher itself");
 
     // On the broker: every alert and command, each valid.
     let alerts = records.iter().filter(|r| r["type"] == "alert").count();

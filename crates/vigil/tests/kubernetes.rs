@@ -85,13 +85,10 @@ fn the_pods_deletion_cost_follows_the_streams_it_holds() {
     let api = format!("http://{}", listener.local_addr().unwrap());
     let seen = Arc::new(Mutex::new(Vec::new()));
     api_server(listener, seen.clone());
-    let port = common::nginx::free_port();
     let sa = dir.path().display().to_string();
     let w = Worker::start(
-        &format!(
-            "[media]\nsampling = \"keyframes\"\n\
-             [ingest.rtmp]\nlisten = \"127.0.0.1:{port}\"\n[ingest.rtmp.stream_keys]\nalice = \"alice-key-123\"\n"
-        ),
+        "[media]\nsampling = \"keyframes\"\n\
+         [ingest.rtmp]\nlisten = \"127.0.0.1:0\"\n[ingest.rtmp.stream_keys]\nalice = \"alice-key-123\"\n",
         &[],
         &[
             ("POD_NAME", "vigil-7f9c-abcde"),

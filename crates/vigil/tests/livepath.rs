@@ -33,12 +33,11 @@ fn a_publisher_who_reconnects_with_the_same_key_is_cut_again() {
     let dir = tempfile::tempdir().unwrap();
     let bank = dir.path().join("bank.txt");
     std::fs::write(&bank, format!("{}\n", pdq_of(&astronaut()))).unwrap();
-    let port = common::nginx::free_port();
     let w = Worker::start(
         &format!(
             "[media]\nsampling = \"keyframes\"\n\
              [[hash.banks]]\nname = \"known\"\npath = \"{}\"\naction = \"interrupt\"\n\
-             [ingest.rtmp]\nlisten = \"127.0.0.1:{port}\"\n[ingest.rtmp.stream_keys]\nalice = \"alice-key-123\"\n",
+             [ingest.rtmp]\nlisten = \"127.0.0.1:0\"\n[ingest.rtmp.stream_keys]\nalice = \"alice-key-123\"\n",
             bank.display()
         ),
         &[],
@@ -46,23 +45,31 @@ fn a_publisher_who_reconnects_with_the_same_key_is_cut_again() {
     );
     let url = format!("rtmp://{}/live/alice-key-123", w.rtmp.clone().unwrap());
     let stream = "rtmp/live/alice";
-    for session in 1..=2usize {
-        // 60 s of material: only the worker's cut can end it early.
-        let mut publisher = publish_astronaut(&url, 60);
+    let cut = |session: usize| {
         w.wait_for("the cut", 40, |r| {
             r.iter().filter(|x| x["type"] == "stream" && x["stream"] == stream && x["event"] == "cut").count()
                 >= session
         });
-        let (ran, clean) = exits_within(&mut publisher, 15);
+    };
+    // 60 s of material: only the worker's cut can end it early. The second publisher
+    // starts the moment the first is cut, as a publisher dodging the cut would, while the
+    // first session is still winding down: it waits for that, and is then a new session.
+    let mut first = publish_astronaut(&url, 60);
+    cut(1);
+    let mut second = publish_astronaut(&url, 60);
+    for (session, publisher) in [(1, &mut first), (2, &mut second)] {
+        cut(session);
+        let (ran, clean) = exits_within(publisher, 15);
         assert!(!clean, "session {session}: the publisher's connection was closed under it (ran {ran:?})");
-        let records = w.wait_for("the stream to end", 30, |r| {
-            r.iter().filter(|x| x["type"] == "stream" && x["stream"] == stream && x["event"] == "ended").count()
-                >= session
-        });
-        let cuts: Vec<_> =
-            records.iter().filter(|r| r["type"] == "stream" && r["stream"] == stream && r["event"] == "cut").collect();
-        assert_eq!(cuts.len(), session, "one cut per session: {cuts:?}");
     }
+    let records = w.wait_for("both sessions to end", 30, |r| {
+        r.iter().filter(|x| x["type"] == "stream" && x["stream"] == stream && x["event"] == "ended").count() >= 2
+    });
+    let cuts: Vec<_> =
+        records.iter().filter(|r| r["type"] == "stream" && r["stream"] == stream && r["event"] == "cut").collect();
+    assert_eq!(cuts.len(), 2, "one cut per session: {cuts:?}");
+    let refused = w.stderr().matches("already live").count();
+    assert_eq!(refused, 0, "the reconnecting publisher was admitted, not refused as a second publisher");
     let (_, records) = w.stop();
     let alerts = of_type(&records, "alert");
     let opened: Vec<&str> =
@@ -86,12 +93,9 @@ fn a_publisher_who_reconnects_with_the_same_key_is_cut_again() {
 
 #[test]
 fn video_messages_larger_than_a_pipe_message_reach_the_decoder() {
-    let port = common::nginx::free_port();
     let w = Worker::start(
-        &format!(
-            "[media]\nsampling = \"keyframes\"\n[media.limits]\nmax_bitrate_kbps = 200000\n\
-             [ingest.rtmp]\nlisten = \"127.0.0.1:{port}\"\n[ingest.rtmp.stream_keys]\nbig = \"big-key-12345\"\n"
-        ),
+        "[media]\nsampling = \"keyframes\"\n[media.limits]\nmax_bitrate_kbps = 200000\n\
+         [ingest.rtmp]\nlisten = \"127.0.0.1:0\"\n[ingest.rtmp.stream_keys]\nbig = \"big-key-12345\"\n",
         &[],
         &[],
     );
@@ -141,19 +145,20 @@ fn ages(records: &[Value], stream: &str) -> Vec<u64> {
 fn pushed_and_pulled_samples_are_analysed_without_standing_lag() {
     let nginx = common::nginx::Nginx::start();
     let origin = format!("rtmp://127.0.0.1:{}/live/cam", nginx.rtmp);
-    let mut origin_publisher = publish_with_bframes(&origin, 14);
+    // Long publishers, stopped once the samples are in: a slow worker start must not
+    // outlast them.
+    let mut origin_publisher = publish_with_bframes(&origin, 120);
     std::thread::sleep(Duration::from_secs(1));
-    let port = common::nginx::free_port();
     let w = Worker::start(
         &format!(
             "[media]\nsampling = \"keyframes\"\n\
-             [ingest.rtmp]\nlisten = \"127.0.0.1:{port}\"\n[ingest.rtmp.stream_keys]\nalice = \"alice-key-123\"\n\
+             [ingest.rtmp]\nlisten = \"127.0.0.1:0\"\n[ingest.rtmp.stream_keys]\nalice = \"alice-key-123\"\n\
              [[ingest.pull]]\nname = \"cam\"\nuri = \"{origin}\"\n"
         ),
         &[],
         &[],
     );
-    let mut pusher = publish_with_bframes(&format!("rtmp://{}/live/alice-key-123", w.rtmp.clone().unwrap()), 10);
+    let mut pusher = publish_with_bframes(&format!("rtmp://{}/live/alice-key-123", w.rtmp.clone().unwrap()), 120);
     let pushed = "rtmp/live/alice";
     let records =
         w.wait_for("four samples of each stream", 60, |r| ages(r, pushed).len() >= 4 && ages(r, "cam").len() >= 4);
@@ -174,20 +179,19 @@ fn pushed_and_pulled_samples_are_analysed_without_standing_lag() {
         assert!(s["coverage"].as_f64().unwrap() >= 0.95, "{s}");
     }
     assert!(w.metric("vigil_samples_analysed_total", "") >= 8.0);
-    let _ = pusher.wait();
-    let _ = origin_publisher.wait();
+    for p in [&mut pusher, &mut origin_publisher] {
+        let _ = p.kill();
+        let _ = p.wait();
+    }
 }
 
 #[test]
 fn a_stream_whose_analysis_ends_closes_its_publisher() {
     // Over the size limit: the decode child refuses the video, the stream ends, and
     // the publisher must not go on streaming into a worker that no longer watches.
-    let port = common::nginx::free_port();
     let w = Worker::start(
-        &format!(
-            "[media]\nmax_input_px = 320\n\
-             [ingest.rtmp]\nlisten = \"127.0.0.1:{port}\"\n[ingest.rtmp.stream_keys]\nwide = \"wide-key-12345\"\n"
-        ),
+        "[media]\nmax_input_px = 320\n\
+         [ingest.rtmp]\nlisten = \"127.0.0.1:0\"\n[ingest.rtmp.stream_keys]\nwide = \"wide-key-12345\"\n",
         &[],
         &[],
     );

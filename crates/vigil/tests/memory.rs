@@ -5,7 +5,6 @@
 
 mod common;
 
-use common::nginx::free_port;
 use common::worker::*;
 use serde_json::Value;
 use std::process::{Child, Stdio};
@@ -55,14 +54,11 @@ impl Drop for Publisher {
 
 #[test]
 fn a_stalled_decoder_costs_the_worker_at_most_the_feed_budget_and_is_replaced() {
-    let port = free_port();
     let w = Worker::start(
-        &format!(
-            "[media]\nsampling = \"keyframes\"\n\
-             [media.limits]\nmax_bitrate_kbps = 2000000\n\
-             [media.isolation]\nwatchdog_secs = 30\nrestart_backoff_ms = 200\n\
-             [ingest.rtmp]\nlisten = \"127.0.0.1:{port}\"\n[ingest.rtmp.stream_keys]\nnoise = \"noise-key-123\"\n"
-        ),
+        "[media]\nsampling = \"keyframes\"\n\
+         [media.limits]\nmax_bitrate_kbps = 2000000\n\
+         [media.isolation]\nwatchdog_secs = 30\nrestart_backoff_ms = 200\n\
+         [ingest.rtmp]\nlisten = \"127.0.0.1:0\"\n[ingest.rtmp.stream_keys]\nnoise = \"noise-key-123\"\n",
         &[],
         &[],
     );

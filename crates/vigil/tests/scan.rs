@@ -333,7 +333,8 @@ fn audio_only_input_fails_at_once_with_a_clear_error() {
             let started = std::time::Instant::now();
             let out = vigil(&[cmd, file.to_str().unwrap()]);
             let took = started.elapsed();
-            assert!(took < std::time::Duration::from_secs(10), "vigil {cmd} {}: took {took:?}", file.display());
+            // Well under the 30 s a stalled decoder would take, with room for a loaded machine.
+            assert!(took < std::time::Duration::from_secs(20), "vigil {cmd} {}: took {took:?}", file.display());
             assert_clean_error(&out, "no video stream in the input (found only: audio/x-raw)");
         }
     }

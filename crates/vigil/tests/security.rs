@@ -129,20 +129,22 @@ fn closed_within(s: &mut std::net::TcpStream, wait: std::time::Duration) -> bool
 
 #[test]
 fn connections_that_never_publish_lose_their_slot_and_a_real_publisher_gets_in() {
-    let port = free_port();
     let w = Worker::start(
-        &format!(
-            "[media]\nsampling = \"keyframes\"\n\
-             [ingest.rtmp]\nlisten = \"127.0.0.1:{port}\"\npublish_deadline_secs = 6\nmax_connections_per_ip = 4\n\
-             [ingest.rtmp.stream_keys]\nalice = \"alice-key-123\"\n"
-        ),
+        "[media]\nsampling = \"keyframes\"\n\
+         [ingest.rtmp]\nlisten = \"127.0.0.1:0\"\npublish_deadline_secs = 6\nmax_connections_per_ip = 4\n\
+         [ingest.rtmp.stream_keys]\nalice = \"alice-key-123\"\n",
         &[],
         &[],
     );
     let addr = w.rtmp.clone().unwrap();
     let mut hogs: Vec<_> = (0..6).map(|_| dribbler(&addr)).collect();
-    std::thread::sleep(std::time::Duration::from_millis(500));
-    let refused = hogs.iter_mut().map(closed).filter(|&c| c).count();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(4);
+    let refused = loop {
+        let refused = hogs.iter_mut().map(closed).filter(|&c| c).count();
+        if refused >= 2 || std::time::Instant::now() > deadline {
+            break refused;
+        }
+    };
     assert_eq!(refused, 2, "the address holds at most 4 connections");
     // Many more, refused at once: counted every time, logged at a bounded rate.
     for _ in 0..40 {
@@ -179,11 +181,8 @@ fn connections_that_never_publish_lose_their_slot_and_a_real_publisher_gets_in()
 
 #[test]
 fn an_address_guessing_stream_keys_is_refused_for_a_while() {
-    let port = free_port();
     let w = Worker::start(
-        &format!(
-            "[ingest.rtmp]\nlisten = \"127.0.0.1:{port}\"\n[ingest.rtmp.stream_keys]\nalice = \"alice-key-123\"\n"
-        ),
+        "[ingest.rtmp]\nlisten = \"127.0.0.1:0\"\n[ingest.rtmp.stream_keys]\nalice = \"alice-key-123\"\n",
         &[],
         &[],
     );
@@ -212,11 +211,10 @@ fn a_revoked_key_is_refused_and_its_live_publish_is_closed() {
     let dir = tempfile::tempdir().unwrap();
     let revoked = dir.path().join("revoked.txt");
     std::fs::write(&revoked, "# nothing revoked yet\n").unwrap();
-    let port = free_port();
     let w = Worker::start(
         &format!(
             "[ingest]\nrevoked_keys_file = {revoked:?}\nrevoked_keys_poll_secs = 1\n\
-             [ingest.rtmp]\nlisten = \"127.0.0.1:{port}\"\n\
+             [ingest.rtmp]\nlisten = \"127.0.0.1:0\"\n\
              [ingest.rtmp.stream_keys]\nalice = \"alice-key-123\"\nbob = \"bob-key-4567\"\n"
         ),
         &[],
@@ -252,7 +250,11 @@ fn a_revoked_key_is_refused_and_its_live_publish_is_closed() {
 
     // A file caught half-written (no final newline) keeps the list in force.
     replace_file(&revoked, "sha256:");
-    std::thread::sleep(std::time::Duration::from_secs(3));
+    let read_at = std::time::Instant::now();
+    while w.metric("vigil_media_errors_total", "kind=\"revoked_keys_reload\"") < 1.0 {
+        assert!(read_at.elapsed().as_secs() < 15, "the half-written file was never read");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
     let mut still = common::nginx::publish(&format!("rtmp://{addr}/live/alice-key-123"), 2, "ball");
     assert!(!still.wait().unwrap().success(), "a cut-short list must not un-revoke keys");
     assert!(w.metric("vigil_media_errors_total", "kind=\"revoked_keys_reload\"") >= 1.0);

@@ -74,6 +74,9 @@ struct Shared {
     ended: AtomicBool,
     /// Why it ended, once it has (for the publisher's connection to say).
     ended_because: Mutex<Option<String>>,
+    /// The stream is on its way out: stopped, or its publisher finished. Its last samples
+    /// may still be in analysis, but no more media will come.
+    leaving: AtomicBool,
 }
 
 /// Why a WHIP offer got no answer.
@@ -142,6 +145,7 @@ impl StreamHandle {
             answer: Mutex::new(answer),
             ended: AtomicBool::new(false),
             ended_because: Mutex::new(None),
+            leaving: AtomicBool::new(false),
         });
         let feed = if source == ChildSource::PushedFlv {
             let (tx, rx) = super::feed::feed(FEED_TAGS, media.limits.max_feed_bytes as usize);
@@ -191,6 +195,7 @@ impl StreamHandle {
     /// The publisher finished (`reason` when it was cut off): the child decodes what it
     /// has and ends the stream.
     pub fn end_of_push(&self, reason: Option<String>) {
+        self.shared.leaving.store(true, Relaxed);
         if reason.is_some() {
             *self.shared.end_reason.lock().unwrap_or_else(|p| p.into_inner()) = reason;
         }
@@ -215,6 +220,12 @@ impl StreamHandle {
     /// Whether the stream is still supervised (false once it ended, for any reason).
     pub fn is_running(&self) -> bool {
         !self.shared.ended.load(Relaxed)
+    }
+
+    /// Whether the stream is over or on its way out (stopped, or its publisher finished):
+    /// a publisher reconnecting with its key starts a new session rather than a second one.
+    pub fn is_leaving(&self) -> bool {
+        self.shared.leaving.load(Relaxed) || !self.is_running()
     }
 
     /// Why the stream ended, once it has.
@@ -244,6 +255,7 @@ impl StreamHandle {
 
     /// Stops the stream: the child is killed, the queue closed after an `Ended`.
     pub fn stop(&self) {
+        self.shared.leaving.store(true, Relaxed);
         self.shared.stop.store(true, Relaxed);
         self.feed.lock().unwrap_or_else(|p| p.into_inner()).take();
         if let Some(t) = self.thread.lock().unwrap_or_else(|p| p.into_inner()).take() {

@@ -179,6 +179,23 @@ impl Streams {
         Ok(handle)
     }
 
+    /// A publisher who reconnects at once (after a cut, or a dropped connection) finds its
+    /// previous session still winding down: its connection is closed, but its last samples
+    /// are still in analysis. It waits for that session to finish, up to
+    /// [`REPUBLISH_WAIT`], and is then admitted as a new session, analysed (and cut) like
+    /// the first, instead of being refused as a second publisher of a live stream. A
+    /// session whose publisher is still connected is not waited for.
+    fn await_previous_session(&self, id: &str) {
+        let deadline = Instant::now() + REPUBLISH_WAIT;
+        loop {
+            let leaving = self.lock().get(id).map(|e| e.handle.is_leaving());
+            if leaving != Some(true) || Instant::now() >= deadline {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     pub fn list(&self) -> Vec<StreamInfo> {
         self.lock()
             .values()
@@ -405,6 +422,9 @@ pub static SAMPLE_AGE: std::sync::LazyLock<prometheus::HistogramVec> = std::sync
     .expect("valid metric")
 });
 
+/// The longest a reconnecting publisher waits for its previous session to finish.
+const REPUBLISH_WAIT: Duration = Duration::from_secs(5);
+
 /// RTMP publishes become streams named `rtmp/APP/NAME`.
 pub struct RtmpAdmission(pub Arc<Streams>);
 
@@ -425,6 +445,7 @@ impl PublishedStream for Published {
 impl Admission for RtmpAdmission {
     fn admit(&self, r: &PublishRequest) -> Result<Box<dyn PublishedStream>, String> {
         let id = format!("rtmp/{}/{}", r.app, r.name);
+        self.0.await_previous_session(&id);
         let handle = self
             .0
             .start(&id, ChildSource::PushedFlv, format!("rtmp publish from {}", r.peer), None)
@@ -447,6 +468,7 @@ const WHIP_ANSWER_TIMEOUT: Duration = Duration::from_secs(15);
 impl whip::WhipAdmission for WhipAdmission {
     fn publish(&self, r: whip::WhipRequest) -> Result<(String, Arc<StreamHandle>), whip::Refusal> {
         let id = format!("whip/{}", r.name);
+        self.streams.await_previous_session(&id);
         let mut answer = None;
         let started = self.streams.start_with(
             &id,
@@ -599,8 +621,10 @@ fn analyze_stream(
             tracing::warn!(stream = %id, command = %command_id, "cutting the publisher");
             let line =
                 super::delivery::lifecycle_line(&id, "cut", Some(&command_id), Some("interrupted by the worker"));
-            send(SinkMsg::Cut { stream: id.to_string(), command_id: command_id.clone(), line });
+            // Stopped first: a publisher reconnecting on seeing the cut finds this session
+            // on its way out (and waits for it) rather than live (and refused).
             handle.stop_because(format!("cut by the worker (command {command_id})"));
+            send(SinkMsg::Cut { stream: id.to_string(), command_id: command_id.clone(), line });
         }
     }
     // Ended while a previous owner's release was awaited: what was held goes out as is.

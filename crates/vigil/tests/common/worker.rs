@@ -253,12 +253,11 @@ pub fn ended(records: &[Value], stream: &str) -> Option<Value> {
 /// (key `alice-key-123`), Kafka on `broker` and the console's allowlist; with the URL a
 /// publisher of stream `alice` pushes to.
 pub fn allowlist_worker(bank: &std::path::Path, broker: &str, dir: &std::path::Path) -> (Worker, String) {
-    let port = super::nginx::free_port();
     let w = Worker::start(
         &format!(
             "[media]\nsampling = \"keyframes\"\n\
              [[hash.banks]]\nname = \"known\"\npath = \"{}\"\naction = \"interrupt\"\n\
-             [ingest.rtmp]\nlisten = \"127.0.0.1:{port}\"\n[ingest.rtmp.stream_keys]\nalice = \"alice-key-123\"\n\
+             [ingest.rtmp]\nlisten = \"127.0.0.1:0\"\n[ingest.rtmp.stream_keys]\nalice = \"alice-key-123\"\n\
              [sink.kafka]\nbrokers = \"{broker}\"\nspool_path = \"{}\"\n[allowlist]\n",
             bank.display(),
             dir.join("spool").display()
