@@ -9,6 +9,7 @@ mod common;
 mod postgres;
 
 use common::console::*;
+use common::wait_until;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use std::time::Duration;
 use vigil_core::{Alert, AlertEvent, Explanation, StreamId, Verdict};

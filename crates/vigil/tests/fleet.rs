@@ -185,7 +185,41 @@ fn a_fleet_shares_streams_survives_a_kill_and_hands_off_on_drain() {
         survivor.wait_for("the banked stream's incident on the survivor", 60, |r| !opened_on(r, early).is_empty());
     let survivor_incident = opened_on(&survivor_open, early).pop().unwrap();
     let c = fleet_worker("worker-c", &broker, dir.path(), &bank);
-    std::thread::sleep(Duration::from_secs(8));
+    // Scale-out first: the survivor gives up a partition for the new worker. The new
+    // worker takes its streams, or, when it never gets the partition (tansu 0.6 does
+    // not deliver the cooperative second round to a static member), the survivor keeps
+    // them running past the hand-off. Either way no stream goes unwatched.
+    let assigned = |w: &Worker| w.metric("vigil_fleet_partitions_assigned", "");
+    let kept = |w: &Worker| w.metric("vigil_fleet_streams_kept_unowned", "");
+    let settled_by = Instant::now() + Duration::from_secs(120);
+    while !((assigned(&c) >= 1.0 && assigned(&c) + assigned(&survivor) == 3.0) || kept(&survivor) >= 1.0) {
+        assert!(
+            Instant::now() < settled_by,
+            "the rebalance for the new worker neither completed nor left streams kept: c {} partitions, survivor {} ({} kept)",
+            assigned(&c),
+            assigned(&survivor),
+            kept(&survivor)
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    eprintln!(
+        "after scale-out: c {} partitions, survivor {} ({} kept)",
+        assigned(&c),
+        assigned(&survivor),
+        kept(&survivor)
+    );
+    let (s0, c0) = (survivor.records().len(), c.records().len());
+    wait_until("frames from every stream after the scale-out", 40, || {
+        let (s, n) = (survivor.records(), c.records());
+        ids.iter()
+            .all(|id| s[s0..].iter().chain(n[c0..].iter()).any(|x| x["type"] == "frame" && x["stream"] == id.as_str()))
+    });
+    let dropped: Vec<Value> = survivor
+        .records()
+        .into_iter()
+        .filter(|r| r["event"] == "ended" && r["reason"].as_str().is_some_and(|w| w.contains("took it in time")))
+        .collect();
+    assert!(dropped.is_empty(), "streams let go unwatched on a scale-out: {dropped:?}");
     let drained_at = Instant::now();
     let log = survivor.stderr_path();
     let (status, survivor_records) = survivor.stop();

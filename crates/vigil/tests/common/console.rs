@@ -61,14 +61,6 @@ pub fn start_console(config: &std::path::Path, dir: &std::path::Path, port: u16,
     c
 }
 
-pub fn wait_until(what: &str, secs: u64, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    while !done() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
-
 /// Signs `user` in with a password form; the session cookie (`name=value`).
 pub fn sign_in(addr: &str, origin: &str, user: &str, password: &str) -> String {
     let body = format!("user={user}&password={}", password.replace(' ', "+"));

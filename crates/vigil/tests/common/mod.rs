@@ -177,3 +177,12 @@ pub fn messages(records: &[serde_json::Value]) -> Vec<&serde_json::Value> {
     }
     found
 }
+
+/// Polls `done` until it holds, failing the test after `secs`.
+pub fn wait_until(what: &str, secs: u64, mut done: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    while !done() {
+        assert!(std::time::Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+}

@@ -342,6 +342,18 @@ struct Member {
 struct Stopping {
     since: Instant,
     give_up: Instant,
+    /// The lifecycle partition it was revoked with (a stream let go for a partition
+    /// move, not for an offer).
+    partition: Option<i32>,
+    /// Nobody claimed it in time and this worker stays in the group: it keeps running
+    /// the stream rather than leave it unwatched (see [`Member::stop_due`]).
+    kept: bool,
+}
+
+impl Stopping {
+    fn new(since: Instant, give_up: Instant) -> Stopping {
+        Stopping { since, give_up, partition: None, kept: false }
+    }
 }
 
 struct Releasing {
@@ -367,6 +379,11 @@ impl Member {
                 self.consumer.unsubscribe();
                 let all: Vec<i32> = self.partitions.keys().copied().collect();
                 self.revoke(&all);
+                let give_up = Instant::now() + self.handoff;
+                for (id, s) in self.stopping.iter_mut().filter(|(_, s)| s.kept) {
+                    (s.kept, s.give_up) = (false, give_up);
+                    self.claims.handing_off(id);
+                }
                 self.waiting.clear();
                 self.hand_back_delegates();
                 tracing::info!("fleet: left the group; streams handed off in {:?}", self.handoff);
@@ -405,6 +422,7 @@ impl Member {
             OWNED.set((self.owned.len() + self.delegates.len()) as i64);
             WAITING.set(self.waiting.len() as i64);
             DELEGATED.set(self.delegated.len() as i64);
+            KEPT.set(self.stopping.values().filter(|s| s.kept).count() as i64);
             PARTITIONS.set(self.partitions.len() as i64);
         }
         self.claims.flush();
@@ -437,13 +455,14 @@ impl Member {
         for p in parts {
             self.partitions.remove(p);
         }
-        let gone: Vec<String> = self.owned.iter().filter(|(_, p)| parts.contains(p)).map(|(s, _)| s.clone()).collect();
-        for s in gone {
+        let gone: Vec<(String, i32)> =
+            self.owned.iter().filter(|(_, p)| parts.contains(p)).map(|(s, p)| (s.clone(), *p)).collect();
+        for (s, p) in gone {
             self.owned.remove(&s);
             self.unclaimed.remove(&s);
             // Whoever takes it holds its alerts until this worker releases it.
             self.claims.handing_off(&s);
-            self.stopping.insert(s, Stopping { since: Instant::now(), give_up });
+            self.stopping.insert(s, Stopping { partition: Some(p), ..Stopping::new(Instant::now(), give_up) });
         }
         self.waiting.retain(|_, w| !parts.contains(&w.partition));
         // Their new partition owner runs them; the worker running them for this one
@@ -511,7 +530,8 @@ impl Member {
             None => {
                 self.waiting.remove(stream);
                 self.unclaimed.remove(stream);
-                if self.owned.remove(stream).is_some() {
+                let kept = self.stopping.get(stream).is_some_and(|s| s.kept);
+                if self.owned.remove(stream).is_some() || (kept && self.stopping.remove(stream).is_some()) {
                     self.streams.stop(stream, "stopped by its lifecycle event");
                 }
                 // Offered (taken or not), or run elsewhere for an offer, perhaps made
@@ -631,16 +651,39 @@ impl Member {
         }
     }
 
+    /// Lets go of the streams handed off whose new owner claimed them. A stream revoked
+    /// with its partition that nobody claims within the hand-off is kept running here
+    /// while this worker stays in the group: a new owner that never starts it (the broker
+    /// did not deliver its assignment, or it failed) must not leave the stream unwatched.
+    /// It is let go once someone claims it, stopped if its lifecycle says stop once this
+    /// worker owns its partition again, and handed off like the rest on a drain.
     fn stop_due(&mut self) {
         let now = Instant::now();
+        let left = self.left;
         let due: Vec<(String, Option<String>)> = self
             .stopping
             .iter()
             .map(|(id, s)| (id, s, self.claims.taken_since(id, s.since).map(str::to_string)))
-            .filter(|(_, s, taken)| taken.is_some() || s.give_up <= now)
+            .filter(|(_, s, taken)| taken.is_some() || (s.give_up <= now && !s.kept))
             .map(|(id, _, taken)| (id.clone(), taken))
             .collect();
+        // A kept stream's hand-off is announced again now and then: whoever takes it,
+        // however late, holds its alerts until this worker releases it.
+        for (id, s) in self.stopping.iter_mut().filter(|(_, s)| s.kept && s.give_up <= now) {
+            self.claims.handing_off(id);
+            s.give_up = now + self.handoff / 2;
+        }
         for (id, taken) in due {
+            if let Some(s) = self.stopping.get_mut(&id).filter(|s| taken.is_none() && s.partition.is_some() && !left) {
+                (s.kept, s.give_up) = (true, now);
+                HANDOFFS.with_label_values(&["kept"]).inc();
+                tracing::warn!(
+                    stream = id,
+                    partition = s.partition,
+                    "fleet: no other worker took the stream in time; keeping it running here until one does"
+                );
+                continue;
+            }
             self.stopping.remove(&id);
             let why = if taken.is_some() { "handed off to another worker" } else { "no other worker took it in time" };
             HANDOFFS.with_label_values(&[if taken.is_some() { "taken" } else { "timed_out" }]).inc();
@@ -692,7 +735,7 @@ static HANDOFFS: LazyLock<prometheus::IntCounterVec> = LazyLock::new(|| {
     prometheus::IntCounterVec::new(
         prometheus::Opts::new(
             "vigil_fleet_handoffs_total",
-            "Streams let go after a revoke, by whether another member was seen taking them",
+            "Streams handed off after a revoke, by outcome: taken (another member claimed it), timed_out (let go unclaimed on a drain), kept (unclaimed, kept running here)",
         ),
         &["outcome"],
     )
@@ -741,6 +784,13 @@ static OFFERS: LazyLock<prometheus::IntCounterVec> = LazyLock::new(|| {
     .expect("valid metric")
 });
 const OFFER_OUTCOMES: [&str; 5] = ["made", "taken", "lost", "withdrawn", "timed_out"];
+static KEPT: LazyLock<prometheus::IntGauge> = LazyLock::new(|| {
+    prometheus::IntGauge::new(
+        "vigil_fleet_streams_kept_unowned",
+        "Streams this worker keeps running after losing their partition because no other worker took them within the hand-off (a new owner that never started them)",
+    )
+    .expect("valid metric")
+});
 static PARTITIONS: LazyLock<prometheus::IntGauge> = LazyLock::new(|| {
     prometheus::IntGauge::new("vigil_fleet_partitions_assigned", "Lifecycle partitions this worker owns")
         .expect("valid metric")
@@ -751,7 +801,7 @@ pub fn register(registry: &prometheus::Registry) -> prometheus::Result<()> {
     for (vec, labels) in [
         (&*REBALANCES, &["assign", "revoke"][..]),
         (&*EVENTS, &["start", "stop"]),
-        (&*HANDOFFS, &["taken", "timed_out"]),
+        (&*HANDOFFS, &["taken", "timed_out", "kept"]),
         (&*REJECTED, &REJECT_REASONS),
         (&*OFFERS, &OFFER_OUTCOMES),
     ] {
@@ -768,6 +818,7 @@ pub fn register(registry: &prometheus::Registry) -> prometheus::Result<()> {
     registry.register(Box::new(WAITING.clone()))?;
     registry.register(Box::new(DELEGATED.clone()))?;
     registry.register(Box::new(OFFERS.clone()))?;
+    registry.register(Box::new(KEPT.clone()))?;
     registry.register(Box::new(PARTITIONS.clone()))
 }
 

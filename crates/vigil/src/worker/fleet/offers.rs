@@ -170,7 +170,7 @@ impl Member {
                 // analysed a sample too, like any hand-off.
                 let now = Instant::now();
                 self.claims.handing_off(stream);
-                self.stopping.insert(stream.to_string(), Stopping { since: now, give_up: now + self.handoff });
+                self.stopping.insert(stream.to_string(), Stopping::new(now, now + self.handoff));
             } else {
                 self.streams.stop(stream, "another worker took the offer first");
             }
@@ -250,7 +250,7 @@ impl Member {
                 // holds its alerts if it knew this worker runs the stream; saying so
                 // covers a start that raced this worker's last renewal).
                 self.claims.handing_off(&stream);
-                self.stopping.insert(stream, Stopping { since, give_up: now });
+                self.stopping.insert(stream, Stopping::new(since, now));
             }
         }
     }
@@ -260,7 +260,7 @@ impl Member {
         let give_up = Instant::now() + self.handoff;
         for (stream, _) in std::mem::take(&mut self.delegates) {
             self.claims.handing_off(&stream);
-            self.stopping.insert(stream, Stopping { since: Instant::now(), give_up });
+            self.stopping.insert(stream, Stopping::new(Instant::now(), give_up));
         }
     }
 }
