@@ -189,7 +189,7 @@ impl Streams {
         let deadline = Instant::now() + REPUBLISH_WAIT;
         loop {
             let leaving = self.lock().get(id).map(|e| e.handle.is_leaving());
-            if leaving != Some(true) || Instant::now() >= deadline {
+            if leaving != Some(true) || self.draining.load(Relaxed) || Instant::now() >= deadline {
                 return;
             }
             std::thread::sleep(Duration::from_millis(20));

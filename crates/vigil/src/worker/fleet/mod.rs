@@ -530,8 +530,8 @@ impl Member {
             None => {
                 self.waiting.remove(stream);
                 self.unclaimed.remove(stream);
-                let kept = self.stopping.get(stream).is_some_and(|s| s.kept);
-                if self.owned.remove(stream).is_some() || (kept && self.stopping.remove(stream).is_some()) {
+                // Running here (owned, or still handed off from an earlier move).
+                if self.owned.remove(stream).is_some() | self.stopping.remove(stream).is_some() {
                     self.streams.stop(stream, "stopped by its lifecycle event");
                 }
                 // Offered (taken or not), or run elsewhere for an offer, perhaps made
@@ -539,6 +539,9 @@ impl Member {
                 if self.delegated.remove(stream).is_some() || self.claims.offer_known(stream) {
                     self.claims.withdraw(stream);
                     OFFERS.with_label_values(&["withdrawn"]).inc();
+                } else if self.claims.handed_over_lately(stream, self.handoff) {
+                    // Its previous owner still runs it, waiting for this worker's claim.
+                    self.claims.withdraw(stream);
                 }
             }
         }
@@ -643,6 +646,11 @@ impl Member {
                         _ => tracing::info!(stream, ?adopted, "fleet: a release came after its hold ended; ignored"),
                     }
                 }
+                Notice::HandingOff { stream, .. } if self.stopped_here(&stream) => {
+                    // Handed off to this worker after its lifecycle said stop: the worker
+                    // still running it stops.
+                    self.claims.withdraw(&stream);
+                }
                 Notice::HandingOff { stream, by } => self.on_delegate_handing_off(&stream, &by),
                 Notice::Offered { stream, from, wanted } => self.on_offered(stream, from, wanted),
                 Notice::OfferTaken { stream, by } => self.on_offer_taken(&stream, &by),
@@ -657,9 +665,15 @@ impl Member {
     /// did not deliver its assignment, or it failed) must not leave the stream unwatched.
     /// It is let go once someone claims it, stopped if its lifecycle says stop once this
     /// worker owns its partition again, and handed off like the rest on a drain.
+    /// The stream's lifecycle, in a partition this worker owns and has read, says stop.
+    fn stopped_here(&self, stream: &str) -> bool {
+        self.partitions.values().any(|p| p.caught_up && matches!(p.desired.get(stream), Some(None)))
+    }
+
     fn stop_due(&mut self) {
         let now = Instant::now();
-        let left = self.left;
+        // Without the owners topic no claim is ever seen: keeping would mean forever.
+        let keep = !self.left && self.claims.sees_claims();
         let due: Vec<(String, Option<String>)> = self
             .stopping
             .iter()
@@ -667,14 +681,18 @@ impl Member {
             .filter(|(_, s, taken)| taken.is_some() || (s.give_up <= now && !s.kept))
             .map(|(id, _, taken)| (id.clone(), taken))
             .collect();
+        // A kept stream that ended here (its source ended, or it was stopped) is gone.
+        let streams = &self.streams;
+        self.stopping.retain(|id, s| !s.kept || streams.handover(id).is_some());
         // A kept stream's hand-off is announced again now and then: whoever takes it,
         // however late, holds its alerts until this worker releases it.
+        let every = (self.handoff / 2).max(Duration::from_secs(5));
         for (id, s) in self.stopping.iter_mut().filter(|(_, s)| s.kept && s.give_up <= now) {
             self.claims.handing_off(id);
-            s.give_up = now + self.handoff / 2;
+            s.give_up = now + every;
         }
         for (id, taken) in due {
-            if let Some(s) = self.stopping.get_mut(&id).filter(|s| taken.is_none() && s.partition.is_some() && !left) {
+            if let Some(s) = self.stopping.get_mut(&id).filter(|s| taken.is_none() && s.partition.is_some() && keep) {
                 (s.kept, s.give_up) = (true, now);
                 HANDOFFS.with_label_values(&["kept"]).inc();
                 tracing::warn!(

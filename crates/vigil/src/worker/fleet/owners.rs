@@ -286,6 +286,11 @@ impl Claims {
         self.seen.get(stream).filter(|(_, at)| *at >= since).map(|(owner, _)| owner.as_str())
     }
 
+    /// Whether this worker reads the owners topic (without it, no claim is ever seen).
+    pub fn sees_claims(&self) -> bool {
+        self.reader.is_some()
+    }
+
     /// Another worker announced it is handing `stream` off, within `within`.
     pub fn handed_over_lately(&self, stream: &str, within: Duration) -> bool {
         self.handing_off.get(stream).is_some_and(|at| at.elapsed() <= within)
