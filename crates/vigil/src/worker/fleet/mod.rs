@@ -280,6 +280,7 @@ impl Fleet {
             delegates: HashMap::new(),
             pending_offers: HashMap::new(),
             left: false,
+            last_rejoin: None,
             claims,
         };
         let (l, s, h) = (leave.clone(), stop.clone(), handed_off.clone());
@@ -336,6 +337,9 @@ struct Member {
     pending_offers: HashMap<String, PendingOffer>,
     /// This worker left the group (draining).
     left: bool,
+    /// When this worker last left and rejoined the group to get a share it was never
+    /// delivered (see [`Member::rejoin_if_passed_over`]).
+    last_rejoin: Option<Instant>,
     claims: Claims,
 }
 
@@ -368,6 +372,8 @@ const CLAIM_AFTER: Duration = Duration::from_secs(10);
 /// How long a new owner, having claimed a stream, waits for the old owner's release
 /// before it sends the alerts it held.
 const RELEASE_WAIT: Duration = Duration::from_secs(5);
+/// The least time between two rejoins of a worker passed over by a rebalance.
+const REJOIN_EVERY: Duration = Duration::from_secs(60);
 impl Member {
     fn run(&mut self, leave: &AtomicBool, stop: &AtomicBool, handed_off: &AtomicBool) {
         let mut last_retry = Instant::now();
@@ -409,6 +415,7 @@ impl Member {
                 self.retry_waiting();
                 self.check_delegated();
                 self.refresh_delegates();
+                self.rejoin_if_passed_over();
             }
             self.claim_ready();
             self.handle_notices();
@@ -430,6 +437,34 @@ impl Member {
             // A restart or a kill: no LeaveGroup (static membership keeps the partitions
             // for `session_timeout_secs`, long enough for a restarted pod to take them back).
             tracing::info!("fleet: closing without leaving the group");
+        }
+    }
+
+    /// A worker holding no partition while another keeps streams that nobody took after
+    /// a rebalance was most likely passed over: the group gave it a partition that was
+    /// never delivered. tansu 0.6 does this to every static member that joins a running
+    /// group (a cooperative rebalance's second round never reaches it). Leaving and
+    /// joining again makes the group rebalance with this worker as a new member, and the
+    /// unowned partition comes to it in one round. At most once a minute: where there
+    /// are more workers than partitions, holding none is right and this changes nothing.
+    fn rejoin_if_passed_over(&mut self) {
+        let passed_over = !self.left
+            && self.partitions.is_empty()
+            && self.claims.handoff_unclaimed(self.handoff, self.handoff)
+            && self.last_rejoin.is_none_or(|t| t.elapsed() >= REJOIN_EVERY);
+        if !passed_over {
+            return;
+        }
+        tracing::warn!(
+            "fleet: holding no partition while another worker keeps streams nobody took; leaving and joining the group again"
+        );
+        REBALANCES.with_label_values(&["rejoin"]).inc();
+        self.last_rejoin = Some(Instant::now());
+        // For a static member, unsubscribing (unlike closing) sends LeaveGroup.
+        self.consumer.unsubscribe();
+        if let Err(e) = self.consumer.subscribe(&[&self.topic]) {
+            ERRORS.inc();
+            tracing::error!("fleet: could not subscribe again: {e}");
         }
     }
 
@@ -744,7 +779,10 @@ fn reached(pos: &rdkafka::TopicPartitionList, topic: &str, p: i32, end: i64) -> 
 
 static REBALANCES: LazyLock<prometheus::IntCounterVec> = LazyLock::new(|| {
     prometheus::IntCounterVec::new(
-        prometheus::Opts::new("vigil_fleet_rebalances_total", "Partition assignments and revocations, by kind"),
+        prometheus::Opts::new(
+            "vigil_fleet_rebalances_total",
+            "Partition assignments and revocations, and rejoins of a worker passed over by a rebalance, by kind",
+        ),
         &["kind"],
     )
     .expect("valid metric")
@@ -817,7 +855,7 @@ static PARTITIONS: LazyLock<prometheus::IntGauge> = LazyLock::new(|| {
 /// Registers the fleet metrics (always: a worker outside a fleet shows them at zero).
 pub fn register(registry: &prometheus::Registry) -> prometheus::Result<()> {
     for (vec, labels) in [
-        (&*REBALANCES, &["assign", "revoke"][..]),
+        (&*REBALANCES, &["assign", "revoke", "rejoin"][..]),
         (&*EVENTS, &["start", "stop"]),
         (&*HANDOFFS, &["taken", "timed_out", "kept"]),
         (&*REJECTED, &REJECT_REASONS),

@@ -31,6 +31,9 @@ pub struct Claims {
     seen: HashMap<String, (String, Instant)>,
     /// Stream → when another worker last announced it is handing it off.
     handing_off: HashMap<String, Instant>,
+    /// Stream → when another worker first announced handing it off, until any worker
+    /// claims it (a hand-off nobody completes).
+    unclaimed_handoffs: HashMap<String, Instant>,
     /// Stream → the open offer for it: its maker, and who took it (once claimed).
     offers: HashMap<String, (String, Option<String>)>,
     /// Stream → the worker whose offer claim for it was last read, and when (liveness of
@@ -129,6 +132,7 @@ impl Claims {
             reader,
             seen: HashMap::new(),
             handing_off: HashMap::new(),
+            unclaimed_handoffs: HashMap::new(),
             offers: HashMap::new(),
             offer_claims: HashMap::new(),
         })
@@ -222,6 +226,17 @@ impl Claims {
                 tracing::warn!(partition = m.partition(), offset = m.offset(), "fleet: owners record refused");
                 continue;
             };
+            match &record {
+                OwnersRecord::HandingOff { stream_id, handing_off_by, .. } if *handing_off_by != self.me => {
+                    self.unclaimed_handoffs.entry(stream_id.clone()).or_insert_with(Instant::now);
+                }
+                OwnersRecord::HandingOff { .. } | OwnersRecord::Offered { .. } => {}
+                OwnersRecord::Claim { stream_id, .. }
+                | OwnersRecord::Released { stream_id, .. }
+                | OwnersRecord::Withdrawn { stream_id, .. } => {
+                    self.unclaimed_handoffs.remove(stream_id);
+                }
+            }
             match record {
                 OwnersRecord::Claim { stream_id, owner, for_offer: Some(_), .. } => {
                     if let Some((_, taken)) = self.offers.get_mut(&stream_id).filter(|(_, t)| t.is_none()) {
@@ -284,6 +299,15 @@ impl Claims {
     /// Another worker claimed `stream` after `since`: which one.
     pub fn taken_since(&self, stream: &str, since: Instant) -> Option<&str> {
         self.seen.get(stream).filter(|(_, at)| *at >= since).map(|(owner, _)| owner.as_str())
+    }
+
+    /// Another worker has been handing a stream off for at least `unclaimed_for`, still
+    /// says so (within `announced_within`), and nobody has claimed it: the stream's new
+    /// partition owner never started it.
+    pub fn handoff_unclaimed(&self, unclaimed_for: Duration, announced_within: Duration) -> bool {
+        self.unclaimed_handoffs.iter().any(|(stream, first)| {
+            first.elapsed() >= unclaimed_for && self.handed_over_lately(stream, announced_within)
+        })
     }
 
     /// Whether this worker reads the owners topic (without it, no claim is ever seen).
