@@ -593,14 +593,8 @@ impl Member {
                 self.owned.insert(stream, waits.partition);
                 continue;
             }
-            let w = &waits.wanted;
-            let shown = vigil_core::redact::uri(&w.uri);
-            match self.streams.start(&stream, ChildSource::Uri(w.uri.clone()), shown, w.account_id.clone()) {
-                Ok(_) => {
-                    if self.someone_else_alerts(&stream) {
-                        self.hold(&stream, self.handoff);
-                    }
-                    self.unclaimed.insert(stream.clone(), Instant::now());
+            match self.start_here(&stream, &waits.wanted) {
+                Ok(()) => {
                     self.owned.insert(stream, waits.partition);
                 }
                 Err(StartError::AlreadyLive(_)) => {
@@ -617,6 +611,18 @@ impl Member {
                 }
             }
         }
+    }
+
+    /// Starts pulling `stream` here: its alerts held while another worker still alerts on
+    /// it, and claimed once a sample is analysed (see [`Member::claim_ready`]).
+    fn start_here(&mut self, stream: &str, wanted: &Wanted) -> Result<(), StartError> {
+        let shown = vigil_core::redact::uri(&wanted.uri);
+        self.streams.start(stream, ChildSource::Uri(wanted.uri.clone()), shown, wanted.account_id.clone())?;
+        if self.someone_else_alerts(stream) {
+            self.hold(stream, self.handoff);
+        }
+        self.unclaimed.insert(stream.to_string(), Instant::now());
+        Ok(())
     }
 
     /// Another worker runs `stream` and alerts on it now: it announced handing it off,

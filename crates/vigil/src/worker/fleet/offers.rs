@@ -13,7 +13,6 @@
 use super::{Member, OFFERS, Stopping, Wanted};
 use crate::worker::streams::StartError;
 use std::time::{Duration, Instant};
-use vigil_media::isolate::ChildSource;
 
 /// A stream waits this long for room here before it is offered.
 const OFFER_AFTER: Duration = Duration::from_secs(2);
@@ -127,19 +126,13 @@ impl Member {
                 }
                 continue;
             }
-            let w = &offer.wanted;
-            let shown = vigil_core::redact::uri(&w.uri);
-            match self.streams.start(&stream, ChildSource::Uri(w.uri.clone()), shown, w.account_id.clone()) {
-                Ok(_) => {
-                    if self.someone_else_alerts(&stream) {
-                        self.hold(&stream, self.handoff);
-                    }
+            match self.start_here(&stream, &offer.wanted) {
+                Ok(()) => {
                     // The offer claim goes out at once: the race for the offer is decided
                     // by the claims' order. A plain claim follows the first analysed
                     // sample, as for any stream started here: only that one lets a
                     // worker still running the stream go (make-before-break).
                     self.claims.claim_offer(&stream, &offer.from);
-                    self.unclaimed.insert(stream.clone(), now);
                     self.delegates.insert(stream, Delegate::new(offer.from, now));
                 }
                 Err(StartError::AlreadyLive(_)) => {}
