@@ -18,8 +18,8 @@ APT_PACKAGES=(
   gstreamer1.0-plugins-ugly gstreamer1.0-libav gstreamer1.0-tools gstreamer1.0-nice
   # textoverlay (pango) and a font, for the robustness benchmark's captions
   gstreamer1.0-x fonts-dejavu-core
-  # the RTMP origin used by the ingest tests
-  nginx libnginx-mod-rtmp
+  # the RTMP origin used by the ingest tests, and ffmpeg replaying clips to it in real time
+  nginx libnginx-mod-rtmp ffmpeg
   # network namespaces for the WHIP (WebRTC) tests
   iproute2
   # a real browser publishing over WHIP (headless, driven by chromedriver)

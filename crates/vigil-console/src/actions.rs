@@ -331,12 +331,14 @@ async fn send(
     use rdkafka::message::{Header, OwnedHeaders};
     use rdkafka::producer::BaseRecord;
     let producer = out.producer.clone();
+    let trust = out.trust.clone();
     let (topic, key, message_id, schema) =
         (topic.to_string(), key.to_string(), message_id.to_string(), schema.to_string());
     tokio::task::spawn_blocking(move || {
         let headers = OwnedHeaders::new()
             .insert(Header { key: "vigil-schema", value: Some(&schema) })
             .insert(Header { key: "vigil-message-id", value: Some(&message_id) });
+        let headers = trust.sign_into(&topic, Some(key.as_bytes()), Some(&payload), headers);
         let (tx, rx) = std::sync::mpsc::sync_channel(1);
         producer
             .send(BaseRecord::with_opaque_to(&topic, Box::new(tx)).key(&key).payload(&payload).headers(headers))

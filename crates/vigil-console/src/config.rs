@@ -3,6 +3,7 @@
 //! worker's `[sink.kafka]` (one file configures a deployment).
 
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::path::PathBuf;
 
@@ -43,36 +44,54 @@ pub struct ConsoleConfig {
     pub allow_expiry_days: u64,
     #[serde(default = "default_allow_distance")]
     pub allow_max_distance: u32,
+    /// The audit chain's HMAC key (at least 32 bytes), kept outside the store so that
+    /// whoever can write the store cannot re-key the chain: a file holding it, or ...
+    #[serde(default)]
+    pub audit_key_file: Option<PathBuf>,
+    /// ... an environment variable holding it. With neither, [`DEFAULT_AUDIT_KEY_ENV`].
+    #[serde(default)]
+    pub audit_key_env: Option<String>,
     #[serde(default)]
     pub auth: AuthConfig,
     #[serde(default)]
     pub paging: crate::paging::PagingConfig,
 }
 
+/// Where the audit key is read from when `[console]` names no `audit_key_file` or
+/// `audit_key_env`.
+pub const DEFAULT_AUDIT_KEY_ENV: &str = "VIGIL_CONSOLE_AUDIT_KEY";
+
+/// The shortest audit key accepted, in bytes.
+pub const MIN_AUDIT_KEY_BYTES: usize = 32;
+
 /// A trusted auth proxy (oauth2-proxy) in front: it sets the user (and optionally the
-/// role) in headers, which are believed only from `trusted_proxies`.
+/// user's groups) in headers, which are believed only from `trusted_proxies` (none by
+/// default). The role comes from the groups the proxy asserts, mapped by `group_roles`:
+/// never from a header the proxy neither sets nor strips.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AuthConfig {
     #[serde(default)]
     pub proxy_user_header: Option<String>,
+    /// The header in which the proxy lists the user's groups, comma-separated
+    /// (oauth2-proxy: `X-Forwarded-Groups`, which it overwrites on every request).
     #[serde(default)]
-    pub proxy_role_header: Option<String>,
-    /// The role of a proxy user whose role header is missing.
+    pub proxy_groups_header: Option<String>,
+    /// Group name → role; the highest role of the user's mapped groups wins.
+    #[serde(default)]
+    pub group_roles: BTreeMap<String, String>,
+    /// The role of a proxy user none of whose groups is mapped.
     #[serde(default = "default_proxy_role")]
     pub proxy_default_role: String,
-    #[serde(default = "default_trusted")]
+    /// The addresses whose proxy headers are believed (and whose `X-Forwarded-For` names
+    /// the client for sign-in throttling). Empty by default: no proxy is trusted.
+    #[serde(default)]
     pub trusted_proxies: Vec<IpAddr>,
 }
 
 impl Default for AuthConfig {
     fn default() -> Self {
-        AuthConfig {
-            proxy_user_header: None,
-            proxy_role_header: None,
-            proxy_default_role: default_proxy_role(),
-            trusted_proxies: default_trusted(),
-        }
+        toml::from_str("").expect("every key has a default")
     }
 }
 
@@ -112,9 +131,6 @@ fn default_allow_distance() -> u32 {
 fn default_proxy_role() -> String {
     "viewer".into()
 }
-fn default_trusted() -> Vec<IpAddr> {
-    vec![IpAddr::from([127, 0, 0, 1]), IpAddr::from([0u16, 0, 0, 0, 0, 0, 0, 1])]
-}
 
 /// `http://127.0.0.1[:PORT][/...]`, `http://localhost...` or `http://[::1]...`: the
 /// host itself, not a name that starts like one (`127.0.0.1.example.org`).
@@ -130,6 +146,66 @@ fn is_loopback_http(url: &str) -> bool {
 
 fn is_valid_topic(t: &str) -> bool {
     (1..=249).contains(&t.len()) && t.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+}
+
+impl AuthConfig {
+    /// Every mistake, one line each.
+    pub fn validate(&self, prefix: &str) -> Vec<String> {
+        let mut e = Vec::new();
+        if crate::model::Role::parse(&self.proxy_default_role).is_none() {
+            e.push(format!(
+                "{prefix}.proxy_default_role: {:?} is not viewer, reviewer or admin",
+                self.proxy_default_role
+            ));
+        }
+        for (k, h) in
+            [("proxy_user_header", &self.proxy_user_header), ("proxy_groups_header", &self.proxy_groups_header)]
+        {
+            if let Some(h) = h
+                && axum::http::HeaderName::from_bytes(h.as_bytes()).is_err()
+            {
+                e.push(format!("{prefix}.{k}: {h:?} is not a header name"));
+            }
+        }
+        if self.proxy_user_header.is_some() && self.trusted_proxies.is_empty() {
+            e.push(format!(
+                "{prefix}.proxy_user_header: needs at least one address in trusted_proxies (the proxy's own)"
+            ));
+        }
+        if self.proxy_groups_header.is_some() && self.proxy_user_header.is_none() {
+            e.push(format!("{prefix}.proxy_groups_header: needs proxy_user_header"));
+        }
+        if !self.group_roles.is_empty() && self.proxy_groups_header.is_none() {
+            e.push(format!("{prefix}.group_roles: needs proxy_groups_header"));
+        }
+        for (group, role) in &self.group_roles {
+            if group.trim().is_empty() || group.contains(',') {
+                e.push(format!("{prefix}.group_roles: {group:?} is not a group name"));
+            }
+            if crate::model::Role::parse(role).is_none() {
+                e.push(format!("{prefix}.group_roles.{group}: {role:?} is not viewer, reviewer or admin"));
+            }
+        }
+        for ip in &self.trusted_proxies {
+            if ip.is_unspecified() {
+                e.push(format!("{prefix}.trusted_proxies: {ip} would trust every address"));
+            }
+        }
+        e
+    }
+
+    /// The role of a proxy user in these groups: the highest mapped role, else
+    /// `proxy_default_role`.
+    pub fn role_of_groups<'a>(&self, groups: impl IntoIterator<Item = &'a str>) -> crate::model::Role {
+        groups
+            .into_iter()
+            .filter_map(|g| self.group_roles.get(g.trim()))
+            .filter_map(|r| crate::model::Role::parse(r))
+            .max()
+            .unwrap_or_else(|| {
+                crate::model::Role::parse(&self.proxy_default_role).unwrap_or(crate::model::Role::Viewer)
+            })
+    }
 }
 
 impl ConsoleConfig {
@@ -178,26 +254,42 @@ impl ConsoleConfig {
                 vigil_core::bank_update::MAX_DISTANCE
             ));
         }
-        if crate::model::Role::parse(&self.auth.proxy_default_role).is_none() {
-            e.push(format!(
-                "{prefix}.auth.proxy_default_role: {:?} is not viewer, reviewer or admin",
-                self.auth.proxy_default_role
-            ));
-        }
-        for (k, h) in
-            [("proxy_user_header", &self.auth.proxy_user_header), ("proxy_role_header", &self.auth.proxy_role_header)]
-        {
-            if let Some(h) = h
-                && axum::http::HeaderName::from_bytes(h.as_bytes()).is_err()
-            {
-                e.push(format!("{prefix}.auth.{k}: {h:?} is not a header name"));
+        e.extend(self.auth.validate(&format!("{prefix}.auth")));
+        match (&self.audit_key_file, &self.audit_key_env) {
+            (Some(_), Some(_)) => {
+                e.push(format!("{prefix}.audit_key_file and audit_key_env: name one place for the audit key"))
             }
-        }
-        if self.auth.proxy_role_header.is_some() && self.auth.proxy_user_header.is_none() {
-            e.push(format!("{prefix}.auth.proxy_role_header: needs proxy_user_header"));
+            (Some(f), None) if f.as_os_str().is_empty() => e.push(format!("{prefix}.audit_key_file: must name a file")),
+            (None, Some(v)) if v.trim().is_empty() => {
+                e.push(format!("{prefix}.audit_key_env: must name an environment variable"))
+            }
+            _ => {}
         }
         e.extend(self.paging.validate(&format!("{prefix}.paging")));
         e
+    }
+
+    /// The audit chain's key, from `audit_key_file`, `audit_key_env` or
+    /// [`DEFAULT_AUDIT_KEY_ENV`]: at least [`MIN_AUDIT_KEY_BYTES`] bytes (surrounding
+    /// whitespace, such as a file's final newline, is not part of it).
+    pub fn audit_key(&self) -> Result<crate::store::AuditKey, String> {
+        let (from, bytes) = match (&self.audit_key_file, &self.audit_key_env) {
+            (Some(f), _) => (
+                format!("console.audit_key_file {}", f.display()),
+                std::fs::read(f).map_err(|e| format!("console.audit_key_file {}: {e}", f.display()))?,
+            ),
+            (None, var) => {
+                let var = var.as_deref().unwrap_or(DEFAULT_AUDIT_KEY_ENV);
+                let value = std::env::var_os(var).ok_or_else(|| {
+                    format!(
+                        "the audit key: {var} is not set (set it to at least {MIN_AUDIT_KEY_BYTES} random bytes, \
+                         e.g. `openssl rand -hex 32`, or name a file in [console] audit_key_file)"
+                    )
+                })?;
+                (format!("the audit key in {var}"), value.into_encoded_bytes())
+            }
+        };
+        crate::store::AuditKey::new(bytes.trim_ascii()).map_err(|e| format!("{from}: {e}"))
     }
 
     /// The store's URL: PostgreSQL from `store_url_env`, else SQLite in `state_dir`.
@@ -235,5 +327,61 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(cfg.validate("console").len(), 2, "{:?}", cfg.validate("console"));
+    }
+
+    #[test]
+    fn no_proxy_is_trusted_by_default_and_every_auth_mistake_is_reported() {
+        assert!(ConsoleConfig::default().auth.trusted_proxies.is_empty());
+        assert_eq!(ConsoleConfig::default().validate("console"), Vec::<String>::new());
+        let cfg: ConsoleConfig = toml::from_str(
+            "[auth]\nproxy_user_header = \"X-Forwarded-Email\"\n\
+             [auth.group_roles]\noncall = \"boss\"\n\"a,b\" = \"admin\"\n",
+        )
+        .unwrap();
+        let errors = cfg.validate("console");
+        for expected in [
+            "console.auth.proxy_user_header: needs at least one address in trusted_proxies",
+            "console.auth.group_roles: needs proxy_groups_header",
+            "console.auth.group_roles.oncall: \"boss\" is not viewer, reviewer or admin",
+            "console.auth.group_roles: \"a,b\" is not a group name",
+        ] {
+            assert!(errors.iter().any(|e| e.starts_with(expected)), "{expected} in {errors:?}");
+        }
+        assert_eq!(errors.len(), 4, "{errors:?}");
+        let cfg: ConsoleConfig =
+            toml::from_str("[auth]\nproxy_groups_header = \"X-Forwarded-Groups\"\ntrusted_proxies = [\"0.0.0.0\"]\n")
+                .unwrap();
+        let errors = cfg.validate("console");
+        assert!(errors.iter().any(|e| e.contains("proxy_groups_header: needs proxy_user_header")), "{errors:?}");
+        assert!(errors.iter().any(|e| e.contains("would trust every address")), "{errors:?}");
+    }
+
+    #[test]
+    fn the_highest_mapped_group_role_wins() {
+        let auth: AuthConfig = toml::from_str(
+            "proxy_default_role = \"viewer\"\n[group_roles]\noncall = \"reviewer\"\nleads = \"admin\"\n",
+        )
+        .unwrap();
+        use crate::model::Role;
+        assert_eq!(auth.role_of_groups([]), Role::Viewer);
+        assert_eq!(auth.role_of_groups(["staff", " oncall "]), Role::Reviewer);
+        assert_eq!(auth.role_of_groups(["leads", "oncall"]), Role::Admin);
+        assert_eq!(auth.role_of_groups(["LEADS"]), Role::Viewer, "group names are exact");
+    }
+
+    #[test]
+    fn the_audit_key_comes_from_outside_the_store_and_is_long_enough() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("audit.key");
+        std::fs::write(&file, format!("{}\n", "ab".repeat(32))).unwrap();
+        let cfg = ConsoleConfig { audit_key_file: Some(file.clone()), ..Default::default() };
+        assert!(cfg.audit_key().is_ok());
+        std::fs::write(&file, "too short\n").unwrap();
+        assert!(cfg.audit_key().unwrap_err().contains("at least 32"));
+        let cfg = ConsoleConfig { audit_key_env: Some("VIGIL_TEST_NO_SUCH_AUDIT_KEY".into()), ..Default::default() };
+        let err = cfg.audit_key().unwrap_err();
+        assert!(err.contains("VIGIL_TEST_NO_SUCH_AUDIT_KEY is not set"), "{err}");
+        let cfg = ConsoleConfig { audit_key_file: Some(file), audit_key_env: Some("X".into()), ..Default::default() };
+        assert!(cfg.validate("console").iter().any(|e| e.contains("name one place for the audit key")));
     }
 }

@@ -23,6 +23,8 @@ use vigil_core::{Alert, AlertEvent, InterruptCommand};
 
 /// The largest message read; anything bigger is refused (alerts are a few KiB).
 const MAX_MESSAGE_BYTES: usize = 1 << 20;
+/// How far ahead of this clock an alert's emission time may be (hosts' clock skew).
+const MAX_CLOCK_SKEW_MS: u64 = 60_000;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
@@ -45,6 +47,8 @@ pub struct Topics {
     pub alerts: String,
     pub interrupts: String,
     pub actions: String,
+    /// Whose records are believed on each (see `vigil_trust::TopicKind::writers`).
+    pub trust: vigil_trust::config::Trust,
 }
 
 impl Topics {
@@ -74,6 +78,11 @@ pub fn parse(kind: Kind, payload: Option<&[u8]>) -> Result<Parsed, &'static str>
             if a.schema != vigil_core::alert::ALERT_SCHEMA || a.alert_id.is_empty() {
                 return Err("wrong_schema");
             }
+            // Emitted ahead of this clock (beyond skew): it would outrank every genuine
+            // later event of the incident.
+            if a.emitted_at_unix_ms > now_ms().max(0) as u64 + MAX_CLOCK_SKEW_MS {
+                return Err("future");
+            }
             Ok(Parsed::Alert(Box::new(a)))
         }
         Kind::Command => {
@@ -98,6 +107,10 @@ pub fn parse(kind: Kind, payload: Option<&[u8]>) -> Result<Parsed, &'static str>
 
 /// Runs until `shared.stop` is set.
 pub fn run(shared: Arc<Shared>, consumer: BaseConsumer, topics: Topics, rt: tokio::runtime::Handle) {
+    use vigil_trust::TopicKind;
+    let alerts = topics.trust.verifier(TopicKind::Alerts);
+    let commands = topics.trust.verifier(TopicKind::Interrupts);
+    let outcomes = topics.trust.verifier(TopicKind::Actions);
     let mut last_commit = Instant::now();
     let mut last_probe = Instant::now() - Duration::from_secs(60);
     let mut dirty = false;
@@ -123,7 +136,13 @@ pub fn run(shared: Arc<Shared>, consumer: BaseConsumer, topics: Topics, rt: toki
             }
         };
         let Some(kind) = topics.kind(m.topic()) else { continue };
-        let parsed = parse(kind, m.payload());
+        let verifier = match kind {
+            Kind::Alert => &alerts,
+            Kind::Command => &commands,
+            Kind::Outcome => &outcomes,
+        };
+        // Unsigned, another role's or replayed: refused like a malformed message.
+        let parsed = verifier.check(&m).map_err(|_| "untrusted").and_then(|_| parse(kind, m.payload()));
         let taken = match parsed {
             Err(reason) => {
                 METRICS.intake_refused.with_label_values(&[kind.as_str(), reason]).inc();

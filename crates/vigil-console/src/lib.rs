@@ -31,17 +31,19 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
-/// Opens the store the config names (creating the SQLite file's folder), retrying for
-/// up to `patience` while it does not answer (a database still starting).
+/// Opens the store the config names (creating the SQLite file's folder, 0700), retrying
+/// for up to `patience` while it does not answer (a database still starting). The audit
+/// key must be there ([`ConsoleConfig::audit_key`]): without it nothing starts.
 pub async fn open_store(cfg: &ConsoleConfig, patience: Duration) -> anyhow::Result<store::Store> {
     let url = cfg.store_url().map_err(anyhow::Error::msg)?;
+    let key = cfg.audit_key().map_err(anyhow::Error::msg)?;
     if cfg.store_url_env.is_none() {
-        std::fs::create_dir_all(&cfg.state_dir)
+        store::private_dir(&cfg.state_dir)
             .with_context(|| format!("creating the console's state folder {}", cfg.state_dir.display()))?;
     }
     let deadline = tokio::time::Instant::now() + patience;
     loop {
-        match store::Store::open(&url).await {
+        match store::Store::open(&url, key.clone()).await {
             Ok(s) => return Ok(s),
             Err(e @ (store::StoreError::Migrate(_) | store::StoreError::SchemaTooNew { .. })) => return Err(e.into()),
             Err(e) if tokio::time::Instant::now() >= deadline => return Err(e).context("opening the console's store"),
@@ -50,6 +52,24 @@ pub async fn open_store(cfg: &ConsoleConfig, patience: Duration) -> anyhow::Resu
                 tokio::time::sleep(Duration::from_secs(2)).await;
             }
         }
+    }
+}
+
+/// Opens the store the config names only if it exists (for commands that read it, such
+/// as `audit verify`): creates no file, folder or schema.
+pub async fn open_existing_store(cfg: &ConsoleConfig) -> anyhow::Result<store::Store> {
+    let url = cfg.store_url().map_err(anyhow::Error::msg)?;
+    let missing = |what: String| {
+        anyhow::anyhow!("{what}: name the console's config with --config (its [console] state_dir or store_url_env)")
+    };
+    let db = cfg.state_dir.join("console.db");
+    if cfg.store_url_env.is_none() && !db.is_file() {
+        return Err(missing(format!("there is no console store at {}", db.display())));
+    }
+    match store::Store::open_existing(&url, cfg.audit_key().map_err(anyhow::Error::msg)?).await {
+        Ok(s) => Ok(s),
+        Err(store::StoreError::Missing(what)) => Err(missing(what)),
+        Err(e) => Err(e).context("opening the console's store"),
     }
 }
 
@@ -63,18 +83,30 @@ pub type Server = Box<dyn FnOnce(tokio::net::TcpListener, axum::Router, BoxFutur
 
 /// `vigil console`: serves until SIGTERM or Ctrl-C, then stops intake (committing what
 /// the store took) and the delivery loops.
-pub fn run(cfg: ConsoleConfig, kafka: Option<vigil_sink::KafkaConfig>, server: Server) -> anyhow::Result<()> {
+pub fn run(
+    cfg: ConsoleConfig,
+    kafka: Option<vigil_sink::KafkaConfig>,
+    server: Server,
+    trust: vigil_trust::config::Trust,
+) -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
-    rt.block_on(serve(cfg, kafka, server))
+    rt.block_on(serve(cfg, kafka, server, trust))
 }
 
-async fn serve(cfg: ConsoleConfig, kafka: Option<vigil_sink::KafkaConfig>, server: Server) -> anyhow::Result<()> {
+async fn serve(
+    cfg: ConsoleConfig,
+    kafka: Option<vigil_sink::KafkaConfig>,
+    server: Server,
+    trust: vigil_trust::config::Trust,
+) -> anyhow::Result<()> {
     let paging = cfg.paging.resolve_secrets().map_err(|e| anyhow::anyhow!("console.paging: {}", e.join("; ")))?;
     let store = open_store(&cfg, Duration::from_secs(60)).await?;
     tracing::info!(backend = store.backend(), version = store.schema_version().await?, "store open");
     let registry = prometheus::Registry::new();
     metrics::register(&registry)?;
     paging::register(&registry)?;
+    use vigil_trust::TopicKind;
+    vigil_trust::metrics::register(&registry, &[TopicKind::Alerts, TopicKind::Interrupts, TopicKind::Actions])?;
     let (outbound, consumer) = match &kafka {
         Some(k) => {
             let mut pc = k.consumer_config("unused").map_err(anyhow::Error::msg)?;
@@ -92,11 +124,13 @@ async fn serve(cfg: ConsoleConfig, kafka: Option<vigil_sink::KafkaConfig>, serve
                 producer: Arc::new(producer),
                 interrupts_topic: k.interrupts_topic.clone(),
                 bank_updates_topic: cfg.bank_updates_topic.clone(),
+                trust: trust.clone(),
             };
             let topics = intake::Topics {
                 alerts: k.alerts_topic.clone(),
                 interrupts: k.interrupts_topic.clone(),
                 actions: cfg.actions_topic.clone(),
+                trust: trust.clone(),
             };
             (Some(out), Some((consumer, topics)))
         }
@@ -151,5 +185,35 @@ async fn shutdown_signal() {
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
         _ = term => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn nothing_opens_without_the_audit_key_and_reading_commands_never_create_a_store() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = ConsoleConfig {
+            state_dir: dir.path().join("state/console"),
+            audit_key_env: Some("VIGIL_TEST_UNSET_AUDIT_KEY".into()),
+            ..Default::default()
+        };
+        let err = format!("{:#}", open_store(&cfg, Duration::ZERO).await.unwrap_err());
+        assert!(err.contains("VIGIL_TEST_UNSET_AUDIT_KEY is not set"), "{err}");
+        assert!(!cfg.state_dir.exists(), "no store without the key");
+
+        let key = dir.path().join("audit.key");
+        std::fs::write(&key, [b'k'; 32]).unwrap();
+        cfg.audit_key_env = None;
+        cfg.audit_key_file = Some(key);
+        let err = format!("{:#}", open_existing_store(&cfg).await.unwrap_err());
+        assert!(err.contains("there is no console store at") && err.contains("--config"), "{err}");
+        assert!(!cfg.state_dir.exists(), "`audit verify` and the like create nothing");
+
+        open_store(&cfg, Duration::ZERO).await.unwrap().close().await;
+        let store = open_existing_store(&cfg).await.unwrap();
+        assert_eq!(store.audit_verify().await.unwrap().entries, 0);
     }
 }

@@ -21,7 +21,7 @@ pub struct ConsoleMetrics {
 }
 
 pub const INTAKE_KINDS: [&str; 3] = ["alerts", "interrupts", "actions"];
-pub const REFUSALS: [&str; 5] = ["empty", "too_large", "malformed", "wrong_schema", "invalid"];
+pub const REFUSALS: [&str; 7] = ["empty", "too_large", "malformed", "wrong_schema", "invalid", "untrusted", "future"];
 pub const ACTIONS: [&str; 8] =
     ["hold", "release", "acknowledge", "cut", "escalate", "false_positive", "resolve", "export"];
 
@@ -57,7 +57,11 @@ pub static METRICS: LazyLock<ConsoleMetrics> = LazyLock::new(|| {
         outbox_pending: IntGauge::new("vigil_console_outbox_pending", "Pages waiting in the outbox")
             .expect("valid metric"),
         actions: vec("vigil_console_actions_total", "Reviewer actions taken, by action", &["action"]),
-        logins: vec("vigil_console_logins_total", "Login attempts, by result (ok, refused)", &["result"]),
+        logins: vec(
+            "vigil_console_logins_total",
+            "Login attempts, by result (ok, refused, throttled, busy)",
+            &["result"],
+        ),
         requests_refused: vec(
             "vigil_console_requests_refused_total",
             "Requests refused, by why (no_session, csrf, origin, role)",
@@ -80,7 +84,7 @@ pub static METRICS: LazyLock<ConsoleMetrics> = LazyLock::new(|| {
     for a in ACTIONS {
         m.actions.with_label_values(&[a]);
     }
-    for r in ["ok", "refused"] {
+    for r in ["ok", "refused", "throttled", "busy"] {
         m.logins.with_label_values(&[r]);
     }
     for w in ["no_session", "csrf", "origin", "role"] {

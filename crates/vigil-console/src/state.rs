@@ -26,6 +26,8 @@ pub struct Outbound {
     pub producer: std::sync::Arc<rdkafka::producer::BaseProducer<Confirming>>,
     pub interrupts_topic: String,
     pub bank_updates_topic: String,
+    /// Signs every record the console writes (its `console` key).
+    pub trust: vigil_trust::config::Trust,
 }
 
 pub struct Shared {
@@ -36,6 +38,8 @@ pub struct Shared {
     pub paging: crate::paging::ResolvedPaging,
     pub registry: prometheus::Registry,
     pub stop: AtomicBool,
+    /// Password sign-in's throttle and its bounded argon2 queue.
+    pub sign_in: crate::web::throttle::SignIn,
     broker_up: AtomicBool,
     /// Since when the broker has not answered (0: it answers).
     broker_down_since: AtomicI64,
@@ -60,6 +64,7 @@ impl Shared {
             paging,
             registry,
             stop: AtomicBool::new(false),
+            sign_in: Default::default(),
             broker_up: AtomicBool::new(has_kafka),
             broker_down_since: AtomicI64::new(if has_kafka { 0 } else { now_ms() }),
             store_up: AtomicBool::new(true),

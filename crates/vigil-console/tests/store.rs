@@ -9,7 +9,7 @@ use sqlx::Row;
 use vigil_console::model::{
     ActionOutcome, Channel, IncidentState, InterruptState, OutboxItem, PageAction, PageSubject, Resolution, Role,
 };
-use vigil_console::store::{AllowEntry, Applied, Store, StoreError, migrations};
+use vigil_console::store::{AllowEntry, Applied, AuditKey, Store, StoreError, audit, migrations};
 use vigil_core::{Alert, AlertEvent, EvidenceFrame, Explanation, InterruptCommand, ModelRef, StreamId, Verdict};
 
 const DAY_MS: i64 = 86_400_000;
@@ -37,6 +37,7 @@ fn alert(id: &str, event: AlertEvent, emitted: u64, decision: Verdict, rule: &st
             policy_version: "3".into(),
         },
         worker_id: "worker-a".into(),
+        reissue: None,
     }
 }
 
@@ -124,6 +125,10 @@ both!(
     replicas_racing_on_commands_and_outcomes,
     replicas_racing_for_one_lock,
     hostile_strings_round_trip,
+    a_password_change_ends_the_users_sessions,
+    the_audit_chain_is_keyed,
+    a_chain_from_before_the_key_is_sealed_and_stays_verifiable,
+    repeated_views_are_one_entry_per_user_per_hour,
 );
 
 /// `$N` is bound by number on both backends (SQLite included), reused or out of order.
@@ -166,7 +171,7 @@ async fn newer_schema_is_refused(db: &TestDb) {
         .execute(&raw)
         .await
         .unwrap();
-    match Store::open(&db.url).await {
+    match Store::open(&db.url, common::key()).await {
         Err(e @ StoreError::SchemaTooNew { found, known }) => {
             assert_eq!((found, known), (future, migrations::latest_version()));
             assert!(e.to_string().contains("newer"), "{e}");
@@ -176,7 +181,11 @@ async fn newer_schema_is_refused(db: &TestDb) {
 }
 
 async fn replicas_starting_together_migrate_once(db: &TestDb) {
-    let (a, b, c) = tokio::join!(Store::open(&db.url), Store::open(&db.url), Store::open(&db.url));
+    let (a, b, c) = tokio::join!(
+        Store::open(&db.url, common::key()),
+        Store::open(&db.url, common::key()),
+        Store::open(&db.url, common::key())
+    );
     for s in [a, b, c] {
         assert_eq!(s.unwrap().schema_version().await.unwrap(), migrations::latest_version());
     }
@@ -652,14 +661,182 @@ async fn replicas_racing_for_one_lock(db: &TestDb) {
 async fn unreachable_postgres_fails_fast_with_its_cause() {
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let started = std::time::Instant::now();
-    let err = Store::open(&format!("postgres://vigil:s3cret@127.0.0.1:{port}/console")).await.unwrap_err();
+    let err =
+        Store::open(&format!("postgres://vigil:s3cret@127.0.0.1:{port}/console"), common::key()).await.unwrap_err();
     assert!(matches!(err, StoreError::Connect { .. }), "{err:?}");
     let msg = err.to_string();
     assert!(msg.contains("vigil:***@127.0.0.1") && !msg.contains("s3cret"), "{msg}");
     assert!(started.elapsed() < std::time::Duration::from_secs(10), "took {:?}", started.elapsed());
 
     let pg = common::postgres::PgServer::shared();
-    let err = Store::open(&pg.url_with_password("postgres", "wrong")).await.unwrap_err();
+    let err = Store::open(&pg.url_with_password("postgres", "wrong"), common::key()).await.unwrap_err();
     assert!(err.to_string().contains("password"), "{err}");
-    assert!(matches!(Store::open("mysql://x").await, Err(StoreError::Invalid(_))));
+    assert!(matches!(Store::open("mysql://x", common::key()).await, Err(StoreError::Invalid(_))));
+}
+
+/// Setting a password (the console's `/accounts`, `vigil console user`) ends every session
+/// of that user; a role change alone does not.
+async fn a_password_change_ends_the_users_sessions(db: &TestDb) {
+    let store = db.open().await;
+    store.upsert_user("bob", Some("$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$b2xk"), Role::Reviewer).await.unwrap();
+    store.upsert_user("eve", Some("$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$ZXZl"), Role::Reviewer).await.unwrap();
+    for (t, user) in [("b1", "bob"), ("b2", "bob"), ("e1", "eve")] {
+        store.create_session(t, user, "csrf", 1_000, 9_000).await.unwrap();
+    }
+    store.upsert_user("bob", None, Role::Admin).await.unwrap();
+    assert!(store.session("b1", 1_500).await.unwrap().is_some(), "a role change keeps the sessions");
+    store.upsert_user("bob", Some("$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$bmV3"), Role::Admin).await.unwrap();
+    assert_eq!(store.session("b1", 1_500).await.unwrap(), None, "a new password ends the sessions");
+    assert_eq!(store.session("b2", 1_500).await.unwrap(), None);
+    assert!(store.session("e1", 1_500).await.unwrap().is_some(), "other users' sessions go on");
+}
+
+/// Rows rewritten and re-hashed by someone who can write the store but lacks the key:
+/// with plain SHA-256 (what the chain was) or with a key of their own.
+async fn the_audit_chain_is_keyed(db: &TestDb) {
+    let store = db.open().await;
+    for i in 1..=4 {
+        store.audit("admin", "user.create", &format!("user:u{i}"), &json!({ "i": i }), i).await.unwrap();
+    }
+    assert_eq!(
+        store.audit_verify().await.unwrap(),
+        vigil_console::store::AuditCheck { entries: 4, first_broken: None }
+    );
+    let raw = db.raw().await;
+    let rows = sqlx::query("SELECT seq, at_ms, actor, action, target, detail FROM audit_log ORDER BY seq")
+        .fetch_all(&raw)
+        .await
+        .unwrap();
+    let mallory = AuditKey::new(&[0x6d; 32]).unwrap();
+    for rewrite in ["sha256", "another key"] {
+        // Entry 2 says something else, and every hash from the first on is recomputed.
+        let mut prev = audit::GENESIS_HASH.to_string();
+        for r in &rows {
+            let seq: i64 = r.get("seq");
+            let actor = if seq == 2 { "mallory".to_string() } else { r.get::<String, _>("actor") };
+            let (at, action, target, detail): (i64, String, String, String) =
+                (r.get("at_ms"), r.get("action"), r.get("target"), r.get("detail"));
+            let hash = match rewrite {
+                "sha256" => audit::legacy_entry_hash(&prev, seq, at, &actor, &action, &target, &detail),
+                _ => audit::entry_hash(&mallory, &prev, seq, at, &actor, &action, &target, &detail),
+            };
+            sqlx::query("UPDATE audit_log SET actor = $1, prev_hash = $2, hash = $3 WHERE seq = $4")
+                .bind(&actor)
+                .bind(&prev)
+                .bind(&hash)
+                .bind(seq)
+                .execute(&raw)
+                .await
+                .unwrap();
+            prev = hash;
+        }
+        let (seq, why) = store.audit_verify().await.unwrap().first_broken.expect("a re-hashed chain is found");
+        assert_eq!(seq, 1, "{rewrite}: {why}");
+        assert!(why.contains("audit key"), "{why}");
+        // The rewriter's own key verifies their chain; the console's does not.
+        if rewrite == "another key" {
+            let theirs = Store::open(&db.url, mallory.clone()).await.unwrap();
+            assert_eq!(theirs.audit_verify().await.unwrap().first_broken, None);
+        }
+    }
+}
+
+/// A log written before the key (schema version 1, plain SHA-256) is sealed by a keyed
+/// entry when migrated: it verifies, and rewriting its old entries is found.
+async fn a_chain_from_before_the_key_is_sealed_and_stays_verifiable(db: &TestDb) {
+    if let Some(path) = db.url.strip_prefix("sqlite://") {
+        std::fs::File::create(path).unwrap();
+    }
+    let raw = db.raw().await;
+    sqlx::raw_sql(migrations::MIGRATIONS[0].sql).execute(&raw).await.unwrap();
+    sqlx::raw_sql(
+        "CREATE TABLE schema_migrations (version BIGINT PRIMARY KEY, name TEXT NOT NULL, applied_ms BIGINT NOT NULL); \
+         INSERT INTO schema_migrations VALUES (1, 'initial', 0)",
+    )
+    .execute(&raw)
+    .await
+    .unwrap();
+    let write_legacy = |actor_of_2: &'static str| {
+        let raw = raw.clone();
+        async move {
+            sqlx::query("DELETE FROM audit_log WHERE seq <= 3").execute(&raw).await.unwrap();
+            let mut prev = audit::GENESIS_HASH.to_string();
+            for seq in 1..=3i64 {
+                let actor = if seq == 2 { actor_of_2 } else { "alice" };
+                let hash = audit::legacy_entry_hash(&prev, seq, seq * 10, actor, "hold", "inc-1", "{}");
+                sqlx::query(
+                    "INSERT INTO audit_log (seq, at_ms, actor, action, target, detail, prev_hash, hash) \
+                     VALUES ($1, $2, $3, 'hold', 'inc-1', '{}', $4, $5)",
+                )
+                .bind(seq)
+                .bind(seq * 10)
+                .bind(actor)
+                .bind(&prev)
+                .bind(&hash)
+                .execute(&raw)
+                .await
+                .unwrap();
+                prev = hash;
+            }
+        }
+    };
+    write_legacy("bob").await;
+    let store = db.open().await;
+    let newest = store.audit_entries(None, 1).await.unwrap();
+    assert_eq!((newest[0].seq, newest[0].action.as_str()), (4, audit::SEAL_ACTION));
+    assert_eq!(newest[0].detail["legacy_entries"], 3);
+    store.audit("carol", "acknowledge", "inc-1", &json!({}), 50).await.unwrap();
+    assert_eq!(
+        (store.audit_verify().await.unwrap().entries, store.audit_verify().await.unwrap().first_broken),
+        (5, None)
+    );
+    // Reopening does not seal again.
+    store.close().await;
+    let store = db.open().await;
+    assert_eq!(store.audit_verify().await.unwrap().entries, 5);
+    // The old entries rewritten with consistent plain hashes: the keyed seal pins them.
+    write_legacy("mallory").await;
+    let (seq, why) = store.audit_verify().await.unwrap().first_broken.expect("a rewritten legacy entry is found");
+    assert_eq!(seq, 4, "{why}");
+    // Without a valid seal (removed, or forged without the key) no plain entry is believed.
+    write_legacy("bob").await;
+    assert_eq!(store.audit_verify().await.unwrap().first_broken, None);
+    sqlx::query("UPDATE audit_log SET detail = $1 WHERE seq = 4")
+        .bind(r#"{"legacy_entries":5,"legacy_hash":"sha256"}"#)
+        .execute(&raw)
+        .await
+        .unwrap();
+    let (seq, why) = store.audit_verify().await.unwrap().first_broken.expect("a forged seal is found");
+    assert_eq!(seq, 1, "{why}");
+}
+
+/// Views are one entry per user per incident per hour; pages of the trail, newest first.
+async fn repeated_views_are_one_entry_per_user_per_hour(db: &TestDb) {
+    let store = db.open().await;
+    let hour = audit::VIEW_WINDOW_MS;
+    assert!(store.audit_view("vera", "inc-1", 1_000).await.unwrap().is_some());
+    for t in [1_001, 2_000, hour] {
+        assert_eq!(store.audit_view("vera", "inc-1", t).await.unwrap(), None, "folded at {t}");
+    }
+    assert!(store.audit_view("walt", "inc-1", 2_000).await.unwrap().is_some(), "another user");
+    assert!(store.audit_view("vera", "inc-2", 2_000).await.unwrap().is_some(), "another incident");
+    assert!(store.audit_view("vera", "inc-1", 1_000 + hour).await.unwrap().is_some(), "an hour later");
+    let views = store.audit_entries(Some("inc-1"), 100).await.unwrap();
+    assert_eq!(views.len(), 3);
+    assert_eq!(store.audit_verify().await.unwrap().first_broken, None);
+    // Views are not among the incident's decisions (but are in its trail).
+    store.record_alert(&opened("inc-1", 1_000), 1_000).await.unwrap();
+    store.audit("vera", "note", "inc-1", &json!({}), 3).await.unwrap();
+    let decisions = store.incident("inc-1").await.unwrap().unwrap().audit;
+    assert_eq!(decisions.iter().map(|e| e.action.as_str()).collect::<Vec<_>>(), ["note"]);
+    for i in 0..7 {
+        store.audit("rita", "note", "inc-1", &json!({ "i": i }), 10 + i).await.unwrap();
+    }
+    let (first, total) = store.audit_page("inc-1", 0, 4).await.unwrap();
+    assert_eq!(total, 11);
+    assert_eq!(first.iter().map(|e| e.detail["i"].as_i64()).collect::<Vec<_>>(), [Some(6), Some(5), Some(4), Some(3)]);
+    let (last, _) = store.audit_page("inc-1", 2, 4).await.unwrap();
+    assert_eq!(last.len(), 3);
+    assert_eq!(last[2].action, "view");
+    assert!(store.audit_page("inc-1", 3, 4).await.unwrap().0.is_empty());
 }

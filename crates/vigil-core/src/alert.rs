@@ -18,6 +18,9 @@ pub const INTERRUPT_JSON_SCHEMA: &str = include_str!("../schema/interrupt-comman
 pub enum AlertEvent {
     Opened,
     Escalated,
+    /// The stream kept meeting an interrupt rule long after its command was issued (the
+    /// cut did not happen): the command is issued again, under a new command id.
+    Reissued,
     Closed,
 }
 
@@ -75,6 +78,9 @@ pub struct Alert {
     pub rule: String,
     pub explanation: Explanation,
     pub worker_id: String,
+    /// How many times this incident's interrupt was issued again (`reissued` events).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reissue: Option<u32>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -98,12 +104,17 @@ impl Alert {
     /// The command to cut the stream, when this event is the one that made the incident
     /// an interrupt (opened as one, or escalated to one).
     pub fn interrupt_command(&self) -> Option<InterruptCommand> {
-        let acts =
-            self.decision == Verdict::Interrupt && matches!(self.event, AlertEvent::Opened | AlertEvent::Escalated);
+        let acts = self.decision == Verdict::Interrupt
+            && matches!(self.event, AlertEvent::Opened | AlertEvent::Escalated | AlertEvent::Reissued);
+        // A reissue is a new command: an actuator that finished the first id acts again.
+        let command_id = match (self.event, self.reissue) {
+            (AlertEvent::Reissued, Some(n)) => format!("{}/interrupt/{}", self.alert_id, n + 1),
+            _ => format!("{}/interrupt", self.alert_id),
+        };
         acts.then(|| InterruptCommand {
             schema: INTERRUPT_SCHEMA.into(),
             schema_version: SCHEMA_VERSION,
-            command_id: format!("{}/interrupt", self.alert_id),
+            command_id,
             alert_id: self.alert_id.clone(),
             stream_id: self.stream_id.clone(),
             account_id: self.account_id.clone(),

@@ -140,6 +140,15 @@ pub struct IncidentConfig {
     pub clear_samples: usize,
     /// And at least this long since the incident was last seen.
     pub cooldown_secs: u64,
+    /// A stream still meeting an interrupt rule this long (stream time) after its
+    /// command was issued was not cut: the command is issued again under a new id.
+    /// 0: never.
+    #[serde(default = "default_reissue_secs")]
+    pub reissue_secs: u64,
+}
+
+fn default_reissue_secs() -> u64 {
+    30
 }
 
 impl Policy {

@@ -39,6 +39,12 @@ pub struct Incident {
     pub frames: Vec<EvidenceFrame>,
     pub policy: String,
     pub policy_version: String,
+    /// Stream time its interrupt was last issued (none: not an interrupt yet).
+    #[serde(default)]
+    pub interrupt_issued_ms: Option<u64>,
+    /// Times its interrupt was issued again.
+    #[serde(default)]
+    pub reissues: u32,
 }
 
 impl Incident {
@@ -65,6 +71,7 @@ impl Incident {
                 policy_version: self.policy_version.clone(),
             },
             worker_id: ctx.worker_id.clone(),
+            reissue: (event == AlertEvent::Reissued).then_some(self.reissues),
         }
     }
 }
@@ -76,6 +83,8 @@ pub enum Event {
     Opened(Incident),
     /// The same incident, now with a stronger decision (review → interrupt).
     Escalated(Incident),
+    /// Still an interrupt `reissue_secs` after its command: the command again, new id.
+    Reissued(Incident),
     /// The stream has been calm long enough: the incident is over.
     Closed(Incident),
 }
@@ -85,6 +94,7 @@ impl Event {
         match self {
             Event::Opened(i) => i.to_alert(AlertEvent::Opened, ctx, now_unix_ms),
             Event::Escalated(i) => i.to_alert(AlertEvent::Escalated, ctx, now_unix_ms),
+            Event::Reissued(i) => i.to_alert(AlertEvent::Reissued, ctx, now_unix_ms),
             Event::Closed(i) => i.to_alert(AlertEvent::Closed, ctx, now_unix_ms),
         }
     }
@@ -164,7 +174,9 @@ impl StreamFusion {
         let held_top = held
             .iter()
             .map(|e| match e {
-                Event::Opened(i) | Event::Escalated(i) | Event::Closed(i) => (i.decision, i.rule.clone()),
+                Event::Opened(i) | Event::Escalated(i) | Event::Reissued(i) | Event::Closed(i) => {
+                    (i.decision, i.rule.clone())
+                }
             })
             .max_by_key(|(d, _)| *d);
         match self.incident.take() {
@@ -258,6 +270,8 @@ impl StreamFusion {
                     frames: vec![evidence],
                     policy: self.policy.policy.name.clone(),
                     policy_version: self.policy.policy.version.clone(),
+                    interrupt_issued_ms: (rule.decision == Decision::Interrupt).then_some(s.pts_ms),
+                    reissues: 0,
                 };
                 events.push(Event::Opened(incident.clone()));
                 self.incident = Some(incident);
@@ -270,7 +284,20 @@ impl StreamFusion {
                 if rule.decision > inc.decision {
                     inc.decision = rule.decision;
                     inc.rule = rule.name.clone();
+                    if rule.decision == Decision::Interrupt {
+                        inc.interrupt_issued_ms = Some(s.pts_ms);
+                    }
                     events.push(Event::Escalated(inc.clone()));
+                } else if rule.decision == Decision::Interrupt && inc.decision == Decision::Interrupt {
+                    // Still meeting an interrupt rule long after the command: it did not
+                    // reach the stream (an actuator down, a reconnect it missed).
+                    let every_ms = self.policy.incident.reissue_secs.saturating_mul(1000);
+                    let issued = *inc.interrupt_issued_ms.get_or_insert(s.pts_ms);
+                    if every_ms > 0 && s.pts_ms.saturating_sub(issued) >= every_ms {
+                        inc.reissues += 1;
+                        inc.interrupt_issued_ms = Some(s.pts_ms);
+                        events.push(Event::Reissued(inc.clone()));
+                    }
                 }
             }
             (None, Some(inc)) => {

@@ -78,7 +78,7 @@ fn incident_ids(outcomes: &[Outcome]) -> Vec<String> {
         .iter()
         .flat_map(|o| &o.events)
         .map(|e| match e {
-            Event::Opened(i) | Event::Escalated(i) | Event::Closed(i) => i.id.clone(),
+            Event::Opened(i) | Event::Escalated(i) | Event::Reissued(i) | Event::Closed(i) => i.id.clone(),
         })
         .collect()
 }
@@ -125,6 +125,10 @@ proptest! {
                     Event::Escalated(i) => {
                         prop_assert_eq!(Some(&i.id), open.as_ref());
                         prop_assert!(escalated.insert(i.id.clone()), "escalated twice");
+                    }
+                    Event::Reissued(i) => {
+                        prop_assert_eq!(Some(&i.id), open.as_ref());
+                        prop_assert_eq!(i.decision, vigil_fusion::Decision::Interrupt);
                     }
                     Event::Closed(i) => {
                         prop_assert_eq!(Some(&i.id), open.as_ref());
@@ -231,7 +235,7 @@ type HandOff = (Vec<Event>, Vec<(Option<String>, Verdict)>, Option<vigil_fusion:
 
 fn decision(e: &Event) -> vigil_fusion::Decision {
     match e {
-        Event::Opened(i) | Event::Escalated(i) | Event::Closed(i) => i.decision,
+        Event::Opened(i) | Event::Escalated(i) | Event::Reissued(i) | Event::Closed(i) => i.decision,
     }
 }
 
@@ -294,6 +298,9 @@ proptest! {
                     prop_assert!(escalated.insert(i.id.clone()), "escalated twice");
                     level.insert(i.id.clone(), i.decision);
                 }
+                Event::Reissued(i) => {
+                    prop_assert_eq!(Some(&i.id), open.as_ref());
+                }
                 Event::Closed(i) => {
                     prop_assert_eq!(Some(&i.id), open.as_ref());
                     open = None;
@@ -328,6 +335,7 @@ fn a_hand_off_over_one_episode_continues_the_old_owners_incident() {
         .map(|e| match e {
             Event::Opened(i) => ("opened", i.id.as_str()),
             Event::Escalated(i) => ("escalated", i.id.as_str()),
+            Event::Reissued(i) => ("reissued", i.id.as_str()),
             Event::Closed(i) => ("closed", i.id.as_str()),
         })
         .collect();

@@ -18,6 +18,10 @@
 //! frames from many streams) does this over the whole batch and searches identical
 //! queries once ([`HashIndex::search_batch`]).
 //!
+//! Where the hashes come from someone who may pack them around a query (the console's
+//! allowlist), [`HashIndex::search_batch_within`] counts the full-hash distances a
+//! search computes and stops at a budget, whatever the index holds.
+//!
 //! Memory: 32 bytes for the hash + 16 tables × (2 + 4) bytes = 128 bytes per hash, plus
 //! 4 MiB of bucket offsets.
 
@@ -70,6 +74,16 @@ struct Probe {
     key: u16,
     query: u16,
     budget: u16,
+}
+
+/// A search stopped before it verified more candidates than its budget allowed
+/// ([`HashIndex::search_batch_within`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the search needs more than {budget} distance computations (stopped after {distances})")]
+pub struct OverBudget {
+    pub budget: usize,
+    /// Full-hash distances computed before it stopped (at most `budget`).
+    pub distances: usize,
 }
 
 /// One result: the position of the hash in the input order, and its distance.
@@ -144,7 +158,7 @@ impl HashIndex {
 
     /// Every hash within `radius` of `query`, nearest first (ties by id).
     pub fn search(&self, query: &Hash256, radius: u32) -> Vec<Hit> {
-        self.search_unique(&[(*query, radius)]).pop().unwrap_or_default()
+        self.search_unique(&[(*query, radius)], usize::MAX, &mut 0).and_then(|mut a| a.pop()).unwrap_or_default()
     }
 
     /// Searches several queries together, each with its own radius; answer `i` is what
@@ -160,6 +174,20 @@ impl HashIndex {
     /// timing). Candidates are kept per query and verified through the seen-bitmap, so a
     /// clustered bank costs each query only its own repeats.
     pub fn search_batch(&self, queries: &[(Hash256, u32)]) -> Vec<Vec<Hit>> {
+        self.search_batch_within(queries, usize::MAX).map(|(answers, _)| answers).unwrap_or_default()
+    }
+
+    /// [`HashIndex::search_batch`], with the full-hash distances it computed (one per
+    /// distinct candidate and query), and stopped once it would compute more than
+    /// `budget` of them. Whatever the index holds (a bank of near-duplicates around the
+    /// query included), no more than `budget` distances are computed; a search that can
+    /// already tell from its candidates that it would exceed the budget stops before
+    /// verifying any.
+    pub fn search_batch_within(
+        &self,
+        queries: &[(Hash256, u32)],
+        budget: usize,
+    ) -> Result<(Vec<Vec<Hit>>, usize), OverBudget> {
         let mut unique: Vec<(Hash256, u32)> = Vec::with_capacity(queries.len());
         let mut position: std::collections::HashMap<Hash256, usize> = std::collections::HashMap::new();
         let slots: Vec<usize> = queries
@@ -173,26 +201,40 @@ impl HashIndex {
                 i
             })
             .collect();
-        let answers: Vec<Vec<Hit>> = unique.chunks(MAX_BATCH).flat_map(|chunk| self.search_unique(chunk)).collect();
-        queries
+        let mut distances = 0;
+        let mut answers: Vec<Vec<Hit>> = Vec::with_capacity(unique.len());
+        for chunk in unique.chunks(MAX_BATCH) {
+            match self.search_unique(chunk, budget, &mut distances) {
+                Some(a) => answers.extend(a),
+                None => return Err(OverBudget { budget, distances }),
+            }
+        }
+        let answers = queries
             .iter()
             .zip(slots)
             .map(|(&(_, radius), i)| answers[i].iter().copied().filter(|h| h.distance <= radius).collect())
-            .collect()
+            .collect();
+        Ok((answers, distances))
     }
 
-    fn search_unique(&self, queries: &[(Hash256, u32)]) -> Vec<Vec<Hit>> {
+    /// The answers, with the distances computed added to `distances`; `None` when that
+    /// would pass `budget` (then nothing more is computed).
+    fn search_unique(&self, queries: &[(Hash256, u32)], budget: usize, distances: &mut usize) -> Option<Vec<Vec<Hit>>> {
         let mut answers = vec![Vec::new(); queries.len()];
         let mut indexed: Vec<(usize, [u16; TABLES], u32)> = Vec::with_capacity(queries.len());
         for (i, (hash, radius)) in queries.iter().enumerate() {
             if (radius / 8) / 2 > MAX_PROBE_RADIUS {
+                if budget.saturating_sub(*distances) < self.hashes.len() {
+                    return None;
+                }
+                *distances += self.hashes.len();
                 answers[i] = self.scan(hash, *radius);
             } else {
                 indexed.push((i, words(hash), radius / 8));
             }
         }
         if indexed.is_empty() {
-            return answers;
+            return Some(answers);
         }
         SCRATCH.with_borrow_mut(|s| {
             let Scratch { marks, touched, probes, bounds, survivors, candidates } = s;
@@ -240,6 +282,15 @@ impl HashIndex {
                     candidates[query as usize].push(table.ids[pos as usize]);
                 }
                 survivors.clear();
+                // A hash lies in one bucket per table and a query probes distinct keys,
+                // so after `ti + 1` tables a query holds at least `len / (ti + 1)`
+                // distinct candidates, each one distance to compute: stop as soon as
+                // that alone passes the budget (a cluster around the query).
+                let at_least: usize = candidates[..indexed.len()].iter().map(|c| c.len().div_ceil(ti + 1)).sum();
+                if at_least > budget.saturating_sub(*distances) {
+                    candidates.iter_mut().for_each(Vec::clear);
+                    return None;
+                }
             }
             // A hash near a query passes the filter in several tables; each is verified
             // once. On clustered banks a query gathers tens of thousands of such
@@ -257,6 +308,14 @@ impl HashIndex {
                     if marks[word] & bit != 0 {
                         continue;
                     }
+                    if *distances >= budget {
+                        for id in touched.drain(..) {
+                            marks[(id / 64) as usize] = 0;
+                        }
+                        candidates.iter_mut().for_each(Vec::clear);
+                        return None;
+                    }
+                    *distances += 1;
                     marks[word] |= bit;
                     touched.push(id);
                     let distance = self.hashes[id as usize].distance(query);
@@ -274,8 +333,8 @@ impl HashIndex {
                 }
                 hits.sort_unstable();
             }
-        });
-        answers
+            Some(answers)
+        })
     }
 
     /// The reference answer: compare with every hash.
@@ -433,6 +492,34 @@ mod tests {
         let index = HashIndex::build(hashes.clone());
         let q = random_hash(&mut rng);
         assert_eq!(index.search(&q, 128), linear_scan(&hashes, &q, 128));
+    }
+
+    #[test]
+    fn a_budget_bounds_the_distances_computed_and_changes_no_answer() {
+        let mut rng = SeededRng::new(11);
+        let centre = random_hash(&mut rng);
+        // Half a cluster of near-duplicates around the centre, half random.
+        let mut hashes: Vec<Hash256> = (0..5000).map(|i| flip_exactly(&mut rng, &centre, i % 20)).collect();
+        hashes.extend((0..5000).map(|_| random_hash(&mut rng)));
+        let index = HashIndex::build(hashes.clone());
+        let far: Vec<(Hash256, u32)> = (0..8).map(|_| (random_hash(&mut rng), 31)).collect();
+        let (answers, distances) = index.search_batch_within(&far, usize::MAX).unwrap();
+        assert_eq!(answers, index.search_batch(&far));
+        assert!(distances < 100, "unrelated queries verify few candidates: {distances}");
+        assert_eq!(index.search_batch_within(&far, distances), Ok((answers, distances)), "a budget just enough");
+        let near = [(flip_exactly(&mut rng, &centre, 3), 31), (random_hash(&mut rng), 31)];
+        let (answers, all) = index.search_batch_within(&near, usize::MAX).unwrap();
+        assert!(all >= 5000, "every near-duplicate is verified: {all}");
+        assert_eq!(answers[0], linear_scan(&hashes, &near[0].0, 31));
+        for budget in [0, 1, 100, 4999, all - 1] {
+            let over = index.search_batch_within(&near, budget).unwrap_err();
+            assert!(over.distances <= budget, "{over}");
+        }
+        // The seen-marks and candidates of a stopped search leave the next one exact.
+        assert_eq!(index.search_batch(&near), answers);
+        // The scan fallback (radius past the index's reach) is charged the whole index.
+        assert!(index.search_batch_within(&[(centre, 128)], 9_999).is_err());
+        assert_eq!(index.search_batch_within(&[(centre, 128)], 10_000).unwrap().1, 10_000);
     }
 
     #[test]

@@ -19,12 +19,12 @@ mod store;
 pub mod synthetic;
 pub mod variants;
 
-pub use allow::{ALLOWLIST_BANK, AllowEntry, Allowlist};
+pub use allow::{ALLOWLIST_BANK, AllowEntry, Allowed, Allowlist, LiveEntries, OverCap};
 pub use bank::{BadLine, Bank, BankError, BankSet, BankStats};
 pub use config::{BankAction, BankConfig, HashConfig};
 pub use hash256::{Hash256, ParseHashError};
 pub use high_water::StateError;
-pub use index::{HashIndex, Hit};
+pub use index::{HashIndex, Hit, OverBudget};
 pub use pdq::{DIHEDRAL, Dihedral, PdqHasher, PdqOutput};
 pub use store::{BankState, BankStatus, BankStore, UnknownBank};
 pub use variants::{FrameHashes, Variant, VariantHasher};

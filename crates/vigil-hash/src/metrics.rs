@@ -13,6 +13,9 @@ pub struct HashMetrics {
     pub bank_reloads: IntCounterVec,
     pub bank_high_water: IntGaugeVec,
     pub bank_state_errors: IntCounter,
+    /// Frames the console's allowlist was not applied to: finding their entries would
+    /// have cost more than [`crate::allow::MAX_DISTANCES_PER_FRAME`] distances.
+    pub allowlist_over_budget: IntCounter,
     /// CPU seconds spent hashing (PDQ and its variants) and matching against banks.
     pub cpu_seconds: prometheus::Counter,
 }
@@ -56,6 +59,11 @@ pub static METRICS: LazyLock<HashMetrics> = LazyLock::new(|| HashMetrics {
         "Failures to read or write the banks' high-water marks (state_dir): a restart may lose them",
     )
     .expect("valid metric"),
+    allowlist_over_budget: IntCounter::new(
+        "vigil_hash_allowlist_over_budget_total",
+        "Frames the allowlist was not applied to (their matches stand): over the distance budget",
+    )
+    .expect("valid metric"),
 });
 
 pub fn register(registry: &Registry) -> prometheus::Result<()> {
@@ -71,5 +79,6 @@ pub fn register(registry: &Registry) -> prometheus::Result<()> {
     registry.register(Box::new(m.bank_rows.clone()))?;
     registry.register(Box::new(m.bank_reloads.clone()))?;
     registry.register(Box::new(m.bank_high_water.clone()))?;
-    registry.register(Box::new(m.bank_state_errors.clone()))
+    registry.register(Box::new(m.bank_state_errors.clone()))?;
+    registry.register(Box::new(m.allowlist_over_budget.clone()))
 }

@@ -72,3 +72,36 @@ proptest! {
         }
     }
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(48))]
+
+    /// A budget never changes an answer, only whether there is one: a search gets the
+    /// unbudgeted answer within a budget of the distances it counted, and stops within
+    /// any smaller budget having computed no more than it; a stopped search leaves the
+    /// next one exact.
+    #[test]
+    fn a_budget_stops_a_search_or_changes_nothing(
+        centre in hash(),
+        randoms in prop::collection::vec(hash(), 0..200),
+        near in prop::collection::vec(prop::collection::vec(any::<u8>(), 0..48), 0..300),
+        batch in prop::collection::vec((prop::collection::vec(any::<u8>(), 0..40), 0u32..70), 1..12),
+        cut in any::<prop::sample::Index>(),
+    ) {
+        let bank = bank_around(&centre, randoms, &near);
+        let index = HashIndex::build(bank.clone());
+        let queries: Vec<(Hash256, u32)> =
+            batch.iter().map(|(bits, radius)| (flipped(&centre, bits), *radius)).collect();
+        let (answers, distances) = index.search_batch_within(&queries, usize::MAX).unwrap();
+        prop_assert_eq!(&answers, &index.search_batch(&queries));
+        prop_assert_eq!(index.search_batch_within(&queries, distances), Ok((answers.clone(), distances)));
+        if distances > 0 {
+            let budget = cut.index(distances);
+            let over = index.search_batch_within(&queries, budget).unwrap_err();
+            prop_assert!(over.distances <= budget);
+        }
+        for ((query, radius), answer) in queries.iter().zip(&answers) {
+            prop_assert_eq!(answer, &linear_scan(&bank, query, *radius));
+        }
+    }
+}

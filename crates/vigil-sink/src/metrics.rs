@@ -22,6 +22,12 @@ pub struct SinkMetrics {
     pub delivery_seconds: prometheus::HistogramVec,
     /// CPU seconds the worker's sink thread spends writing and handing to Kafka.
     pub cpu_seconds: prometheus::Counter,
+    /// How long the oldest message accepted and not yet confirmed has waited.
+    pub oldest_pending_seconds: Gauge,
+    /// Messages offered again by a producer re-creation (each may arrive twice).
+    pub reoffered: IntCounter,
+    /// Producers re-created because messages waited while the broker confirmed nothing.
+    pub stall_recreations: IntCounter,
 }
 
 fn counter(name: &str, help: &str) -> IntCounter {
@@ -65,6 +71,19 @@ pub static METRICS: LazyLock<SinkMetrics> = LazyLock::new(|| SinkMetrics {
         "CPU seconds of the sink thread: JSON lines, alert building, spool appends, Kafka hand-off",
     )
     .expect("valid metric"),
+    oldest_pending_seconds: Gauge::new(
+        "vigil_sink_oldest_pending_seconds",
+        "How long the oldest message accepted and not yet confirmed by the broker has waited (0: none waits)",
+    )
+    .expect("valid metric"),
+    reoffered: counter(
+        "vigil_sink_reoffered_total",
+        "Messages offered again by a producer re-creation: each may reach the broker twice (consumers drop repeats by message id)",
+    ),
+    stall_recreations: counter(
+        "vigil_sink_stall_recreations_total",
+        "Producers re-created because messages waited while the broker confirmed nothing (a broker that lost the producer id)",
+    ),
     delivery_seconds: prometheus::HistogramVec::new(
         prometheus::HistogramOpts::new(
             "vigil_sink_delivery_seconds",
@@ -92,7 +111,16 @@ pub fn register(registry: &Registry) -> prometheus::Result<()> {
     registry.register(Box::new(m.delivered.clone()))?;
     registry.register(Box::new(m.delivery_failed.clone()))?;
     registry.register(Box::new(m.refused.clone()))?;
-    for c in [&m.retried, &m.producer_fatal, &m.producer_recreated, &m.spool_set_aside, &m.output_failed] {
+    registry.register(Box::new(m.oldest_pending_seconds.clone()))?;
+    for c in [
+        &m.retried,
+        &m.producer_fatal,
+        &m.producer_recreated,
+        &m.spool_set_aside,
+        &m.output_failed,
+        &m.reoffered,
+        &m.stall_recreations,
+    ] {
         registry.register(Box::new(c.clone()))?;
     }
     Ok(())

@@ -181,7 +181,20 @@ impl Spool {
             );
         }
         if found.end < data.len() && found.unreadable.last().is_none_or(|r| r.end < data.len()) {
-            tracing::warn!(spool = %path.display(), "cut a torn frame at the end of the spool (interrupted write)");
+            // What looks like a torn write may be a complete, accepted record whose length
+            // field was damaged: it is copied aside before the live file is cut.
+            let tail = &data[found.end..];
+            let aside = set_aside(&path, tail).map_err(io)?;
+            crate::metrics::METRICS.spool_set_aside.inc();
+            tracing::warn!(
+                spool = %path.display(),
+                aside = %aside.display(),
+                message = tail_message_id(tail).as_deref().unwrap_or("unreadable"),
+                "spool bytes {}..{} ({} bytes) at the end hold no complete frame (an interrupted write, or damage): copied aside, then cut",
+                found.end,
+                data.len(),
+                tail.len()
+            );
         }
         let live_bytes = found.records.iter().map(Record::frame_len).sum();
         let mut spool = Spool {
@@ -458,6 +471,17 @@ fn parse(data: &[u8]) -> Found {
     Found { records: records.into_iter().flatten().collect(), unreadable, end }
 }
 
+/// The message id (record key) a frame at the start of `tail` names, when its header
+/// and key can still be read (the length field itself may be what is damaged).
+fn tail_message_id(tail: &[u8]) -> Option<String> {
+    if tail.len() < HEADER + 3 || tail[HEADER] != KIND_RECORD {
+        return None;
+    }
+    let klen = u16::from_le_bytes([tail[HEADER + 1], tail[HEADER + 2]]) as usize;
+    let key = tail.get(HEADER + 3..HEADER + 3 + klen)?;
+    std::str::from_utf8(key).ok().filter(|k| !k.chars().any(char::is_control)).map(str::to_string)
+}
+
 /// A frame cut short by the end of the file: its header is incomplete, or its length is
 /// plausible and runs past the end. Nothing valid follows it (checked by the caller).
 fn torn_tail(data: &[u8], at: usize) -> bool {
@@ -632,7 +656,25 @@ mod tests {
         let s = Spool::open(&p, 1 << 20).unwrap();
         assert_eq!(keys(&s), ["a"]);
         assert_eq!(std::fs::metadata(&p).unwrap().len(), a.len() as u64);
-        assert!(!dir.path().join("a.log.corrupt-0").exists());
+        // Cut from the live file, but kept aside: a torn write and damage look alike.
+        assert_eq!(std::fs::read(dir.path().join("a.log.corrupt-0")).unwrap(), &frame_of(&rec("b"))[..5]);
+    }
+
+    #[test]
+    fn a_complete_last_record_with_a_damaged_length_is_set_aside_not_deleted() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("a.log");
+        let (a, mut b) = (frame_of(&rec("a")), frame_of(&rec("msg-b")));
+        b[2] ^= 0x01; // one flipped bit in the length: it now runs past the end
+        let mut data = a.clone();
+        data.extend_from_slice(&b);
+        std::fs::write(&p, &data).unwrap();
+        let before = crate::metrics::METRICS.spool_set_aside.get();
+        let s = Spool::open(&p, 1 << 20).unwrap();
+        assert_eq!(keys(&s), ["a"]);
+        assert_eq!(std::fs::read(dir.path().join("a.log.corrupt-0")).unwrap(), b, "the whole record, kept");
+        assert!(crate::metrics::METRICS.spool_set_aside.get() > before, "counted");
+        assert_eq!(tail_message_id(&b).as_deref(), Some("msg-b"), "the log names it");
     }
 
     #[test]

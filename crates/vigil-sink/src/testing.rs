@@ -38,6 +38,32 @@ fn tansu() -> PathBuf {
     bin
 }
 
+/// tansu on `127.0.0.1:port`, listening when this returns.
+fn spawn(port: u16) -> Child {
+    let url = format!("tcp://127.0.0.1:{port}");
+    let child = Command::new(tansu())
+        .args([
+            "broker",
+            "--listener-url",
+            &url,
+            "--advertised-listener-url",
+            &url,
+            "--storage-engine",
+            "memory://tansu/",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("tansu starts");
+    let addr = format!("127.0.0.1:{port}");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(&addr).is_err() {
+        assert!(Instant::now() < deadline, "tansu did not listen on {addr}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    child
+}
+
 pub struct Broker {
     child: Child,
     /// `127.0.0.1:PORT`.
@@ -49,38 +75,35 @@ impl Broker {
     /// it cannot: this is for tests.
     pub fn start(topics: &[&str]) -> Broker {
         let port = TcpListener::bind("127.0.0.1:0").expect("a free port").local_addr().expect("address").port();
-        let url = format!("tcp://127.0.0.1:{port}");
-        let child = Command::new(tansu())
-            .args([
-                "broker",
-                "--listener-url",
-                &url,
-                "--advertised-listener-url",
-                &url,
-                "--storage-engine",
-                "memory://tansu/",
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("tansu starts");
-        let addr = format!("127.0.0.1:{port}");
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while std::net::TcpStream::connect(&addr).is_err() {
-            assert!(Instant::now() < deadline, "tansu did not listen on {addr}");
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        let broker = Broker { child: spawn(port), addr: format!("127.0.0.1:{port}") };
         // Every worker with Kafka reports the cuts it makes itself on vigil.actions (the
         // default `actions_topic`), so a deployment has it, and so does every test broker.
         let standard = (!topics.contains(&"vigil.actions")).then_some("vigil.actions");
-        for t in topics.iter().copied().chain(standard) {
+        broker.create_topics(&topics.iter().copied().chain(standard).collect::<Vec<_>>());
+        broker
+    }
+
+    /// Creates topics (`PARTITIONS` partitions each).
+    pub fn create_topics(&self, topics: &[&str]) {
+        let url = format!("tcp://{}", self.addr);
+        for t in topics {
             let out = Command::new(tansu())
                 .args(["topic", "create", t, "--broker", &url, "--partitions", &PARTITIONS.to_string()])
                 .output()
                 .expect("tansu topic create runs");
             assert!(out.status.success(), "topic create {t}: {}", String::from_utf8_lossy(&out.stderr));
         }
-        Broker { child, addr }
+    }
+
+    /// Kills the broker and starts a new one on the same address with nothing in it (the
+    /// in-memory store is gone: no topics, no producer ids), as a broker restarted on
+    /// empty storage comes back.
+    pub fn restart_empty(&mut self) {
+        let _ = Command::new("kill").args(["-CONT", &self.child.id().to_string()]).status();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let port: u16 = self.addr.rsplit(':').next().and_then(|p| p.parse().ok()).expect("a port");
+        self.child = spawn(port);
     }
 
     /// Sends a signal (`-STOP` freezes the broker with its state, `-CONT` resumes it).

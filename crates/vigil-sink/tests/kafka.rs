@@ -72,7 +72,7 @@ fn send_all(sink: &KafkaSink, streams: usize, per_stream: usize) -> usize {
 fn every_alert_arrives_once_per_id_in_order_per_stream() {
     let broker = Broker::start(&["vigil.alerts", "vigil.interrupts"]);
     let dir = tempfile::tempdir().unwrap();
-    let sink = KafkaSink::open(config(&broker, dir.path().join("spool"))).unwrap();
+    let sink = KafkaSink::open(config(&broker, dir.path().join("spool")), None).unwrap();
     let n = send_all(&sink, 4, 50);
     sink.send_interrupt("s0@0/interrupt", "s0", &serde_json::json!({"command_id": "s0@0/interrupt"})).unwrap();
     assert_eq!(sink.flush(Duration::from_secs(30)), 0, "everything confirmed");
@@ -90,7 +90,7 @@ fn alerts_accepted_while_the_broker_is_frozen_arrive_after_it_returns() {
         Duration::from_secs(std::env::var("VIGIL_TEST_OUTAGE_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(60));
     let broker = Broker::start(&["vigil.alerts"]);
     let dir = tempfile::tempdir().unwrap();
-    let sink = KafkaSink::open(config(&broker, dir.path().join("spool"))).unwrap();
+    let sink = KafkaSink::open(config(&broker, dir.path().join("spool")), None).unwrap();
     send_all(&sink, 2, 5);
     assert_eq!(sink.flush(Duration::from_secs(30)), 0);
     broker.signal("-STOP");
@@ -127,7 +127,7 @@ fn what_the_spool_held_at_a_crash_is_delivered_on_restart() {
             spool.append(Record { key: format!("s7@{seq}"), payload: payload.to_string().into_bytes() }).unwrap();
         }
     }
-    let sink = KafkaSink::open(cfg).unwrap();
+    let sink = KafkaSink::open(cfg, None).unwrap();
     assert_eq!(sink.flush(Duration::from_secs(30)), 0);
     let (per_stream, copies) = consume(&broker, "vigil.alerts", 3, Duration::from_secs(30));
     assert_eq!(copies.len(), 3);
@@ -145,4 +145,38 @@ fn config_validation_names_every_mistake() {
     c.librdkafka.insert("acks".into(), "1".into());
     let e = c.validate("sink.kafka");
     assert_eq!(e.len(), 4, "{e:?}");
+}
+
+/// A broker restarted on empty storage forgets the producer's id and refuses its
+/// messages for good ("unknown producer"), while librdkafka retries without reporting
+/// anything. Messages wait, nothing is confirmed: the sink re-creates its producer (a new
+/// idempotent id) and offers the spool again, so everything is delivered without a
+/// restart, within 30 s of the topics existing again; the repeats are counted, and the
+/// oldest pending message's age is reported while it waits.
+#[test]
+fn a_broker_restarted_empty_gets_everything_pending_without_restarting_the_sink() {
+    let mut broker = Broker::start(&["vigil.alerts", "vigil.interrupts"]);
+    let dir = tempfile::tempdir().unwrap();
+    let sink = KafkaSink::open(config(&broker, dir.path().join("spool")), None).unwrap();
+    let before = send_all(&sink, 2, 5);
+    assert_eq!(sink.flush(Duration::from_secs(30)), 0, "delivered before the restart");
+    assert_eq!(sink.delivered(), before as u64);
+
+    broker.restart_empty();
+    for seq in 100..110 {
+        let a = alert(0, seq);
+        sink.send_alert(a["alert_id"].as_str().unwrap(), a["stream_id"].as_str().unwrap(), &a).unwrap();
+    }
+    // The topics come back a little later, as an operator re-creates them.
+    std::thread::sleep(Duration::from_secs(3));
+    broker.create_topics(&["vigil.alerts", "vigil.interrupts", "vigil.actions"]);
+    let topics_back = Instant::now();
+    let health = sink.health();
+    let (per_stream, copies) = consume(&broker, "vigil.alerts", 10, Duration::from_secs(30));
+    assert_eq!(copies.len(), 10, "all ten delivered within 30 s of the topics: {copies:?}");
+    assert!(topics_back.elapsed() < Duration::from_secs(30));
+    assert_in_order(&per_stream);
+    assert!(health.stalls() >= 1, "the producer was re-created for the stall");
+    assert!(health.reoffered() >= 10, "every pending message was offered again, and counted");
+    assert_eq!(sink.flush(Duration::from_secs(10)), 0, "nothing left pending");
 }

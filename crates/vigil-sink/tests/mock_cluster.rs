@@ -49,7 +49,7 @@ fn injected_produce_errors_and_a_broker_outage_lose_and_duplicate_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let mut cfg: KafkaConfig = toml::from_str(&format!("brokers = \"{bootstrap}\"")).unwrap();
     cfg.spool_path = dir.path().join("spool");
-    let sink = KafkaSink::open(cfg).unwrap();
+    let sink = KafkaSink::open(cfg, None).unwrap();
 
     // Retriable failures of the next produce requests, and a dropped connection.
     mock.request_errors(
@@ -93,7 +93,7 @@ fn injected_produce_errors_and_a_broker_outage_lose_and_duplicate_nothing() {
 fn sink_on(mock: &MockCluster<'_, rdkafka::producer::DefaultProducerContext>, dir: &std::path::Path) -> KafkaSink {
     let mut cfg: KafkaConfig = toml::from_str(&format!("brokers = \"{}\"", mock.bootstrap_servers())).unwrap();
     cfg.spool_path = dir.join("spool");
-    KafkaSink::open(cfg).unwrap()
+    KafkaSink::open(cfg, None).unwrap()
 }
 
 fn send_alerts(sink: &KafkaSink, stream: &str, seqs: std::ops::Range<usize>) {
@@ -180,7 +180,7 @@ fn a_full_spool_refuses_alerts_and_still_takes_the_interrupt_command() {
     let mut cfg: KafkaConfig = toml::from_str(&format!("brokers = \"{}\"", mock.bootstrap_servers())).unwrap();
     cfg.spool_path = dir.path().join("spool");
     cfg.spool_max_bytes = 64 << 10;
-    let sink = KafkaSink::open(cfg).unwrap();
+    let sink = KafkaSink::open(cfg, None).unwrap();
     let health = sink.health();
     let pad = "x".repeat(2000);
     let mut accepted = 0;

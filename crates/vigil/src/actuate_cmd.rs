@@ -33,10 +33,16 @@ pub fn run(config: Option<&Path>, args: ActuateArgs) -> anyhow::Result<ExitCode>
         let addr = serve_metrics(listen).with_context(|| format!("--metrics-listen {listen}"))?;
         tracing::info!("metrics on http://{addr}/metrics");
     }
+    // It signs its outcomes and dead letters, and acts only on signed commands.
+    let trust = cfg.open_trust(vigil_trust::Role::Actuator, true, true).context("[trust]")?;
     let limit = args.exit_after_messages;
-    let stats = vigil_sink::actuate::run(kafka, actuate, args.max_runtime_secs.map(Duration::from_secs), &|s| {
-        limit.is_some_and(|n| s.handled() >= n)
-    })?;
+    let stats = vigil_sink::actuate::run(
+        kafka,
+        actuate,
+        args.max_runtime_secs.map(Duration::from_secs),
+        &|s| limit.is_some_and(|n| s.handled() >= n),
+        &trust,
+    )?;
     println!("{}", serde_json::to_string(&stats)?);
     Ok(ExitCode::SUCCESS)
 }
@@ -46,6 +52,7 @@ pub fn run(config: Option<&Path>, args: ActuateArgs) -> anyhow::Result<ExitCode>
 fn serve_metrics(listen: &str) -> anyhow::Result<std::net::SocketAddr> {
     let registry = prometheus::Registry::new();
     vigil_sink::actuate::events::register(&registry)?;
+    vigil_trust::metrics::register(&registry, &[vigil_trust::TopicKind::Interrupts])?;
     let std_listener = std::net::TcpListener::bind(listen)?;
     std_listener.set_nonblocking(true)?;
     let addr = std_listener.local_addr()?;

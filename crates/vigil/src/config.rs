@@ -8,8 +8,20 @@ use toml::{Table, Value};
 
 pub const EMBEDDED_DEFAULT: &str = include_str!("../../../config/vigil.toml");
 const ENV_PREFIX: &str = "VIGIL__";
-const SECTIONS: [&str; 11] =
-    ["media", "ingest", "hash", "infer", "fusion", "sink", "admin", "actuate", "fleet", "allowlist", "console"];
+const SECTIONS: [&str; 12] = [
+    "media",
+    "ingest",
+    "hash",
+    "infer",
+    "fusion",
+    "sink",
+    "admin",
+    "actuate",
+    "fleet",
+    "allowlist",
+    "console",
+    "trust",
+];
 
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct VigilConfig {
@@ -30,6 +42,8 @@ pub struct VigilConfig {
     pub allowlist: Option<crate::worker::AllowlistConfig>,
     /// Only `vigil console` reads it.
     pub console: Option<vigil_console::ConsoleConfig>,
+    /// Every part that reads or writes Kafka: its signing key and the keyring it believes.
+    pub trust: vigil_trust::TrustConfig,
 }
 
 /// All that is wrong with a configuration, one line per mistake.
@@ -82,6 +96,7 @@ impl VigilConfig {
         section(&table, "fleet", &mut cfg.fleet, &mut errors);
         section(&table, "allowlist", &mut cfg.allowlist, &mut errors);
         section(&table, "console", &mut cfg.console, &mut errors);
+        section(&table, "trust", &mut cfg.trust, &mut errors);
         errors.extend(cfg.validate());
         if errors.is_empty() { Ok(cfg) } else { Err(fail(errors)) }
     }
@@ -117,7 +132,19 @@ impl VigilConfig {
         if let Some(c) = &self.console {
             e.extend(c.validate("console"));
         }
+        e.extend(self.trust.validate("trust", self.sink.kafka.is_some()));
         e
+    }
+
+    /// This part's trust, loaded: its key when it `writes` Kafka records, the keyring
+    /// when it `reads` them; a missing one is an error naming the setting.
+    pub fn open_trust(
+        &self,
+        role: vigil_trust::Role,
+        writes: bool,
+        reads: bool,
+    ) -> anyhow::Result<vigil_trust::config::Trust> {
+        Ok(vigil_trust::config::Trust::open(&self.trust, role, writes, reads)?)
     }
 }
 

@@ -27,7 +27,8 @@ pub enum ConsoleCommand {
 
 #[derive(clap::Subcommand)]
 pub enum AuditCommand {
-    /// Check the hash chain; names the first broken entry (exit 1 when one is).
+    /// Check the keyed hash chain; names the first broken entry (exit 1 when one is).
+    /// Needs a store that exists (it never creates one) and the audit key.
     Verify,
 }
 
@@ -49,7 +50,12 @@ pub fn run(path: Option<&Path>, cmd: ConsoleCommand) -> anyhow::Result<ExitCode>
             let server: vigil_console::Server = Box::new(|listener, app, stop| {
                 Box::pin(vigil_media::ingest::http::serve(listener, app, Default::default(), stop))
             });
-            vigil_console::run(console, cfg.sink.kafka.clone(), server)?;
+            // It signs the commands and allowlist entries it writes, and believes only
+            // workers' alerts, workers' and its own commands, and workers' and
+            // actuators' outcomes.
+            let has_kafka = cfg.sink.kafka.is_some();
+            let trust = cfg.open_trust(vigil_trust::Role::Console, has_kafka, has_kafka).context("[trust]")?;
+            vigil_console::run(console, cfg.sink.kafka.clone(), server, trust)?;
             Ok(ExitCode::SUCCESS)
         }
         ConsoleCommand::User { name, role } => {
@@ -80,7 +86,8 @@ pub fn run(path: Option<&Path>, cmd: ConsoleCommand) -> anyhow::Result<ExitCode>
         }
         ConsoleCommand::Audit(AuditCommand::Verify) => {
             let check = runtime()?.block_on(async {
-                let store = vigil_console::open_store(&console, Duration::from_secs(10)).await?;
+                // Never an empty store made here and then found "intact".
+                let store = vigil_console::open_existing_store(&console).await?;
                 anyhow::Ok(store.audit_verify().await?)
             })?;
             match check.first_broken {

@@ -9,6 +9,7 @@ mod bench;
 mod config;
 mod console_cmd;
 mod hash_cmd;
+mod keys_cmd;
 mod models_cmd;
 mod output;
 mod scan;
@@ -62,6 +63,9 @@ enum Command {
     /// Benchmarks (ratios against a baseline measured in the same run).
     #[command(subcommand)]
     Bench(bench::BenchCommand),
+    /// Signing keys for the records Vigil's parts write to Kafka, and signing by hand.
+    #[command(subcommand)]
+    Keys(keys_cmd::KeysCommand),
     /// Check configuration files; lists every mistake.
     Validate {
         /// Files to check (none: the embedded default).
@@ -100,6 +104,7 @@ fn main() -> ExitCode {
         Command::Bench(cmd) => config::VigilConfig::load(cli.config.as_deref())
             .map_err(anyhow::Error::from)
             .and_then(|cfg| bench::run(cmd, &cfg)),
+        Command::Keys(cmd) => keys_cmd::run(cmd),
         Command::Validate { files } => validate(files),
     };
     match result {

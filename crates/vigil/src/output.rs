@@ -39,6 +39,7 @@ pub fn verdict_name_event(e: &Event) -> &'static str {
     match e {
         Event::Opened(_) => "opened",
         Event::Escalated(_) => "escalated",
+        Event::Reissued(_) => "reissued",
         Event::Closed(_) => "closed",
     }
 }
@@ -65,7 +66,18 @@ pub struct EventCounts {
     pub opened: u64,
     pub escalated: u64,
     pub interrupts: u64,
+    /// Interrupts issued again (the stream kept meeting the rule after its command).
+    pub reissued: u64,
 }
+
+/// Interrupt commands issued again under a new id (see `[incident] reissue_secs`).
+pub static REISSUED: std::sync::LazyLock<prometheus::IntCounter> = std::sync::LazyLock::new(|| {
+    prometheus::IntCounter::new(
+        "vigil_interrupts_reissued_total",
+        "Interrupt commands issued again under a new id: the stream kept meeting an interrupt rule after its command",
+    )
+    .expect("valid metric")
+});
 
 /// One message a fusion event makes: its alert, or the interrupt command it carries.
 pub enum Outgoing {
@@ -81,10 +93,18 @@ pub fn outgoing(events: &[Event], context: &AlertContext) -> (Vec<Outgoing>, Eve
         match event {
             Event::Opened(_) => counts.opened += 1,
             Event::Escalated(_) => counts.escalated += 1,
+            Event::Reissued(_) => {
+                counts.reissued += 1;
+                REISSUED.inc();
+            }
             Event::Closed(_) => {}
         }
         let alert = event.to_alert(context, unix_ms());
-        let message_id = format!("{}/{}", alert.alert_id, verdict_name_event(event));
+        let message_id = match alert.reissue {
+            // One message per reissue: each is a new command consumers must not drop.
+            Some(n) => format!("{}/{}/{n}", alert.alert_id, verdict_name_event(event)),
+            None => format!("{}/{}", alert.alert_id, verdict_name_event(event)),
+        };
         let cmd = alert.interrupt_command();
         out.push(Outgoing::Alert { message_id, alert });
         if let Some(cmd) = cmd {

@@ -106,7 +106,14 @@ pub fn run(config: Option<&Path>, args: ScanArgs) -> anyhow::Result<ExitCode> {
     // The input first: one that cannot be scanned (no video, unreachable) fails before
     // the models load.
     let mut input = Input::open(&args.input, &cfg.media)?;
-    let kafka = cfg.sink.kafka.clone().map(vigil_sink::KafkaSink::open).transpose().context("kafka sink")?;
+    let kafka = match cfg.sink.kafka.clone() {
+        Some(k) => {
+            // A scan writes alerts like a worker does, signed with the worker's key.
+            let trust = cfg.open_trust(vigil_trust::Role::Worker, true, false).context("[trust]")?;
+            Some(vigil_sink::KafkaSink::open(k, trust.signer().cloned()).context("kafka sink")?)
+        }
+        None => None,
+    };
     let mut analyzer = Analyzer::load(&cfg.infer).context("loading models")?;
     let context = AlertContext {
         worker_id: args.worker_id.clone().unwrap_or_else(host_name),

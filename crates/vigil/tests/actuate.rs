@@ -45,7 +45,8 @@ impl Bus {
 
     /// Sends `payload` keyed `key`, to `partition` when given.
     fn send(&self, partition: Option<i32>, key: &str, payload: &str) {
-        let mut rec = BaseRecord::<str, str>::to(INTERRUPTS).key(key).payload(payload);
+        let headers = common::trust::signed(vigil_trust::Role::Worker, INTERRUPTS, Some(key), Some(payload.as_bytes()));
+        let mut rec = BaseRecord::<str, str>::to(INTERRUPTS).key(key).payload(payload).headers(headers);
         if let Some(p) = partition {
             rec = rec.partition(p);
         }
@@ -397,6 +398,7 @@ fn a_dead_letter_raises_the_alarm_metric() {
     let port = common::nginx::free_port();
     let kafka = format!("{{ brokers = \"{}\", spool_path = \"/tmp/unused\" }}", bus.broker.addr);
     let mut actuator = Command::new(env!("CARGO_BIN_EXE_vigil"))
+        .envs(common::trust::env())
         .args(["actuate", "--max-runtime-secs", "30", "--metrics-listen", &format!("127.0.0.1:{port}")])
         .env("VIGIL__SINK__KAFKA", &kafka)
         .env("VIGIL__ACTUATE__ADAPTER", webhook_adapter(&url))
@@ -425,4 +427,60 @@ fn scrape(port: u16) -> Option<String> {
     let mut out = String::new();
     s.read_to_string(&mut out).ok()?;
     Some(out)
+}
+
+/// Only a worker or the console may command a cut: an unsigned command, one signed by a
+/// role that may not write interrupts, a forged signature, a stale one and a copy of a
+/// genuine command written again are each dead-lettered as `untrusted`, never acted on,
+/// and counted; the genuine command is acted on once. What the actuator writes (its dead
+/// letters and outcomes) carries its own signature.
+#[test]
+fn only_commands_signed_by_a_worker_or_the_console_are_acted_on() {
+    use vigil_trust::{Role, TopicKind};
+    let (url, requests) = webhook(|_, _| 200);
+    let bus = Bus::start();
+    let send_raw = |payload: &str, headers: Option<rdkafka::message::OwnedHeaders>| {
+        let mut rec = BaseRecord::<str, str>::to(INTERRUPTS).key("rtmp/live/alice").payload(payload).partition(0);
+        if let Some(h) = headers {
+            rec = rec.headers(h);
+        }
+        bus.producer.send(rec).unwrap();
+    };
+    let key = Some("rtmp/live/alice");
+    let sign = |role: Role, p: &str| common::trust::signed(role, INTERRUPTS, key, Some(p.as_bytes()));
+    send_raw(&command("unsigned/interrupt", "rtmp/live/alice"), None);
+    let p = command("by-lifecycle/interrupt", "rtmp/live/alice");
+    send_raw(&p, Some(sign(Role::Lifecycle, &p)));
+    let p = command("forged/interrupt", "rtmp/live/alice");
+    let forged =
+        common::trust::forger().sign_into(INTERRUPTS, key.map(str::as_bytes), Some(p.as_bytes()), Default::default());
+    send_raw(&p, Some(forged));
+    let p = command("stale/interrupt", "rtmp/live/alice");
+    let old = vigil_trust::unix_ms() - 3_600_000;
+    let stale = common::trust::signer(Role::Worker).sign(INTERRUPTS, key.map(str::as_bytes), Some(p.as_bytes()), old);
+    send_raw(&p, Some(stale.add_to(Default::default())));
+    let genuine = command("genuine/interrupt", "rtmp/live/alice");
+    let headers = sign(Role::Worker, &genuine);
+    send_raw(&genuine, Some(headers.clone()));
+    send_raw(&genuine, Some(headers)); // written again: a replay
+    let p = command("by-console/interrupt", "rtmp/live/bob");
+    send_raw(&p, Some(common::trust::signed(Role::Console, INTERRUPTS, key, Some(p.as_bytes()))));
+    bus.producer.flush(Duration::from_secs(10)).unwrap();
+
+    let stats = stats(&bus.actuate(&webhook_adapter(&url), 7, &[]));
+    assert_eq!(stats["untrusted"], 5, "{stats}");
+    assert_eq!(stats["dead_letter_reasons"]["untrusted"], 5, "{stats}");
+    assert_eq!(stats["acted"], 2, "the worker's and the console's commands: {stats}");
+    let acted: Vec<String> = requests.lock().unwrap().iter().map(|(r, _)| r.clone()).collect();
+    assert!(acted.iter().any(|r| r.contains("genuine/interrupt")) && acted.iter().any(|r| r.contains("by-console")));
+    assert!(!acted.iter().any(|r| ["unsigned/", "by-lifecycle/", "forged/", "stale/"].iter().any(|x| r.contains(x))));
+
+    // What the actuator wrote is believed by readers of those topics, as the actuator's.
+    let ring = vigil_trust::KeyringHandle::fixed(common::trust::keyring());
+    let cfg = vigil_trust::TrustConfig::default();
+    let dead = vigil_trust::config::Trust::with(&cfg, None, Some(ring.clone())).verifier(TopicKind::DeadLetter);
+    for m in bus.read(DEAD, 5) {
+        assert_eq!(dead.check(&m).map(|v| v.role), Ok(Some(Role::Actuator)), "{}", text(&m));
+        assert_eq!(header(&m, "vigil-dead-letter-reason").as_deref(), Some("untrusted"));
+    }
 }

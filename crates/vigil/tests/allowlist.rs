@@ -2,7 +2,8 @@
 //! for the frames involved goes on the bank-updates topic (as `vigil console` publishes
 //! it when a reviewer marks a false positive); the worker applies it well within 60 s,
 //! and the same image published again is matched as allowed, with no alert. Hostile
-//! records on the same topic are refused and counted, and change nothing.
+//! records on the same topic are refused and counted, and change nothing (a rule-scoped
+//! entry naming the rule a bank match fires among them).
 
 mod common;
 
@@ -48,22 +49,25 @@ fn a_reviewed_false_positive_is_applied_by_a_live_worker_within_a_minute() {
     let producer: BaseProducer =
         rdkafka::ClientConfig::new().set("bootstrap.servers", &broker.addr).create().expect("a producer");
     let now = vigil_sink::actuate::publish::now_unix_ms();
-    let entry = |id: &str, distance: u32, expires: u64| {
+    let scoped = |id: &str, scope_kind: &str, scope: &str, distance: u32, expires: u64| {
         json!({
             "schema": "vigil.bank_update", "schema_version": 1, "update_id": id, "op": "allow",
-            "scope_kind": "bank", "scope": "known", "hashes": hashes, "max_distance": distance,
+            "scope_kind": scope_kind, "scope": scope, "hashes": hashes, "max_distance": distance,
             "created_at_unix_ms": now, "expires_at_unix_ms": expires, "created_by": "alice@example.org",
             "incident_id": alert["alert_id"],
         })
         .to_string()
     };
+    let entry = |id: &str, distance: u32, expires: u64| scoped(id, "bank", "known", distance, expires);
     let send = |key: &str, payload: &str| {
-        producer.send(BaseRecord::to(TOPIC).key(key).payload(payload)).unwrap();
+        let headers = common::trust::signed(vigil_trust::Role::Console, TOPIC, Some(key), Some(payload.as_bytes()));
+        producer.send(BaseRecord::to(TOPIC).key(key).payload(payload).headers(headers)).unwrap();
     };
     send("fp/wide", &entry("fp/wide", 256, now + 3_600_000));
     send("fp/forever", &entry("fp/forever", 10, now + 10 * 366 * 86_400_000));
     send("fp/forged", &entry("fp/other-key", 10, now + 3_600_000));
     send("fp/garbage", "{\"schema\":\"vigil.bank_update\",");
+    send("fp/bank-rule", &scoped("fp/bank-rule", "rule", "known_abuse_material", 10, now + 3_600_000));
     let id = "fp/1700000000000-ab12";
     send(id, &entry(id, 10, now + 3_600_000));
     producer.flush(Duration::from_secs(10)).unwrap();
@@ -76,12 +80,13 @@ fn a_reviewed_false_positive_is_applied_by_a_live_worker_within_a_minute() {
     let applied_in = published.elapsed();
     eprintln!("allowlist entry applied {applied_in:?} after it was published");
     // The hostile records sit on other partitions than the entry: they may be read later.
-    while w.metric("vigil_allowlist_updates_total", "result=\"refused\"") < 4.0 {
+    while w.metric("vigil_allowlist_updates_total", "result=\"refused\"") < 5.0 {
         assert!(Instant::now() < deadline, "the hostile records were not all refused within 60 s");
         std::thread::sleep(Duration::from_millis(100));
     }
     assert_eq!(w.metric("vigil_allowlist_entries", ""), 1.0, "only the valid entry is live");
-    assert_eq!(w.metric("vigil_allowlist_updates_total", "result=\"refused\""), 4.0);
+    assert_eq!(w.metric("vigil_allowlist_updates_total", "result=\"refused\""), 5.0);
+    assert!(w.stderr().contains("fires on bank_interrupt"), "the bank rule's refusal says why");
     assert!(w.stderr().contains("allowlist: record refused"));
 
     // The same image again: matched as allowed, no new incident, no cut.

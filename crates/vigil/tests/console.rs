@@ -298,3 +298,24 @@ fn chrono_day() -> String {
     let out = std::process::Command::new("date").args(["-u", "+%Y-%m-%d"]).output().unwrap();
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
+
+/// `vigil console audit verify` reads a store that exists: without one (here no
+/// `--config`, so the default state folder, which is empty) it says so and fails, instead
+/// of creating an empty store and calling it intact.
+#[test]
+fn audit_verify_without_a_store_fails_and_creates_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_vigil"))
+        .envs(common::trust::env())
+        .args(["console", "audit", "verify"])
+        .env("VIGIL_STATE_DIR", dir.path())
+        .env("VIGIL_CONSOLE_AUDIT_KEY", AUDIT_KEY)
+        .env_remove("VIGIL_CONFIG")
+        .output()
+        .unwrap();
+    let said = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert_eq!(out.status.code(), Some(2), "{said}");
+    assert!(said.contains("there is no console store at") && said.contains("--config"), "{said}");
+    assert!(!said.contains("intact"), "{said}");
+    assert!(!dir.path().join("console").exists(), "nothing was created");
+}

@@ -49,6 +49,7 @@ fn alert_with_frame(stream: &str, pdq: Option<&str>) -> String {
             policy_version: "1".into(),
         },
         worker_id: "worker-a".into(),
+        reissue: None,
     })
     .unwrap()
 }
@@ -60,7 +61,8 @@ fn replicas_share_a_postgres_store_and_ride_out_store_and_broker_outages() {
     let pg = postgres::PgServer::start();
     let db = pg.create_database();
     let (p1, p2) = (common::nginx::free_port(), common::nginx::free_port());
-    // The second replica sits behind an auth proxy (oauth2-proxy's headers, from loopback).
+    // The second replica sits behind an auth proxy (oauth2-proxy's headers, from loopback,
+    // which is trusted only because this config names it; the role from its groups).
     let config = |port: u16, auth: &str| {
         let path = dir.path().join(format!("console-{port}.toml"));
         std::fs::write(
@@ -79,7 +81,11 @@ fn replicas_share_a_postgres_store_and_ride_out_store_and_broker_outages() {
     let env = [("VIGIL_TEST_CONSOLE_DB", db.as_str())];
     let (c1_config, c2_config) = (
         config(p1, ""),
-        config(p2, "[console.auth]\nproxy_user_header = \"X-Forwarded-Email\"\nproxy_role_header = \"X-Vigil-Role\"\n"),
+        config(
+            p2,
+            "[console.auth]\nproxy_user_header = \"X-Forwarded-Email\"\nproxy_groups_header = \"X-Forwarded-Groups\"\n\
+             trusted_proxies = [\"127.0.0.1\"]\n[console.auth.group_roles]\noncall = \"reviewer\"\n",
+        ),
     );
     for (user, role) in [("olga", "reviewer"), ("ada", "admin")] {
         let out =
@@ -97,7 +103,7 @@ fn replicas_share_a_postgres_store_and_ride_out_store_and_broker_outages() {
     let s1 = sign_in(&c1.addr, &origin(p1), "olga", PASSWORD);
     let proxied =
         |headers: &str| http(&c2.addr, &format!("GET / HTTP/1.1\r\nHost: x\r\n{headers}Connection: close\r\n\r\n"));
-    let (status, head) = proxied("X-Forwarded-Email: pat@example.org\r\nX-Vigil-Role: reviewer\r\n");
+    let (status, head) = proxied("X-Forwarded-Email: pat@example.org\r\nX-Forwarded-Groups: staff,oncall\r\n");
     assert_eq!(status, 303, "a proxy user gets a session: {head}");
     let s2 = head
         .lines()
@@ -151,7 +157,10 @@ fn replicas_share_a_postgres_store_and_ride_out_store_and_broker_outages() {
     let producer: BaseProducer =
         rdkafka::ClientConfig::new().set("bootstrap.servers", &broker.addr).create().expect("a producer");
     let publish = |stream: &str| {
-        producer.send(BaseRecord::to("vigil.alerts").key(stream).payload(&alert(stream))).unwrap();
+        let payload = alert(stream);
+        let headers =
+            common::trust::signed(vigil_trust::Role::Worker, "vigil.alerts", Some(stream), Some(payload.as_bytes()));
+        producer.send(BaseRecord::to("vigil.alerts").key(stream).payload(&payload).headers(headers)).unwrap();
         producer.flush(Duration::from_secs(10)).unwrap();
     };
 
@@ -191,7 +200,9 @@ fn replicas_share_a_postgres_store_and_ride_out_store_and_broker_outages() {
     // topic under the entry's key (a worker replaying the topic ends with it revoked).
     let fp = alert_with_frame("live/fp", Some(&"ab".repeat(32)));
     let fp_id = serde_json::from_str::<serde_json::Value>(&fp).unwrap()["alert_id"].as_str().unwrap().to_string();
-    producer.send(BaseRecord::to("vigil.alerts").key("live/fp").payload(&fp)).unwrap();
+    let headers =
+        common::trust::signed(vigil_trust::Role::Worker, "vigil.alerts", Some("live/fp"), Some(fp.as_bytes()));
+    producer.send(BaseRecord::to("vigil.alerts").key("live/fp").payload(&fp).headers(headers)).unwrap();
     producer.flush(Duration::from_secs(10)).unwrap();
     let incident = format!("/incident?id={}", vigil_console::web::pages::url_arg(&fp_id));
     wait_until("the incident to review", 60, || get_as(&c1.addr, &s1, &incident).0 == 200);

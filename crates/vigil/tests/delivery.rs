@@ -49,6 +49,7 @@ fn with_stdout_broken_alerts_and_interrupt_commands_still_reach_kafka() {
     .unwrap();
     let stderr = dir.path().join("stderr.log");
     let mut child = Command::new(env!("CARGO_BIN_EXE_vigil"))
+        .envs(common::trust::env())
         .arg("--config")
         .arg(&cfg)
         .args(["run", "--exit-when-idle"])
@@ -80,4 +81,42 @@ fn with_stdout_broken_alerts_and_interrupt_commands_still_reach_kafka() {
     let commands = message_ids(&broker, "vigil.interrupts", 1, Duration::from_secs(30));
     assert!(!alerts.is_empty(), "no alert reached Kafka\n{log}");
     assert!(commands.iter().any(|c| c.ends_with("/interrupt")), "no interrupt command reached Kafka: {commands:?}");
+}
+
+/// The drain's deadline covers the Kafka flush: with the broker frozen, a worker told to
+/// stop exits within its `drain_deadline_secs` (not a fixed flush after it), and its last
+/// record says how many messages stay in the spool and how old the oldest is.
+#[test]
+fn a_drain_during_an_outage_ends_at_its_deadline_and_says_what_is_left() {
+    use common::worker::Worker;
+    let dir = tempfile::tempdir().unwrap();
+    let clip = still_clip(dir.path(), &astronaut(), "astronaut.mp4", 30, 1500, 360, "mp4mux");
+    let bank = dir.path().join("bank.txt");
+    std::fs::write(&bank, format!("{}\n", pdq_of(&astronaut()))).unwrap();
+    let broker = Broker::start(&["vigil.alerts", "vigil.interrupts"]);
+    let w = Worker::start(
+        &format!(
+            "[media]\nsampling = \"fixed\"\nsample_fps = 2.0\n\
+             [[hash.banks]]\nname = \"known\"\npath = \"{}\"\naction = \"interrupt\"\n\
+             [sink.kafka]\nbrokers = \"{}\"\nspool_path = \"{}\"\n",
+            bank.display(),
+            broker.addr,
+            dir.path().join("spool/messages.spool").display()
+        ),
+        &["--pull", &format!("file://{}", clip.display())],
+        &[("VIGIL__ADMIN__DRAIN_DEADLINE_SECS", "5")],
+    );
+    w.wait_for("the first frames", 60, |r| r.iter().any(|x| x["type"] == "frame"));
+    broker.signal("-STOP");
+    // Messages accepted while the broker is frozen: the alert and its command at least.
+    w.wait_for("an interrupt while the broker is frozen", 60, |r| r.iter().any(|x| x["type"] == "interrupt"));
+    let asked = Instant::now();
+    let (status, records) = w.stop();
+    let took = asked.elapsed();
+    broker.signal("-CONT");
+    assert!(status.success(), "{status:?}");
+    assert!(took < Duration::from_secs(5 + 5), "the drain took {took:?}, past its 5 s deadline");
+    let stopped = records.iter().find(|r| r["event"] == "stopped").expect("the stopped record");
+    assert!(stopped["pending_messages"].as_u64().unwrap() >= 1, "{stopped}");
+    assert!(stopped["oldest_pending_secs"].as_f64().is_some(), "{stopped}");
 }

@@ -95,6 +95,7 @@ fn a_banked_image_on_a_pulled_and_a_pushed_stream_is_interrupted_and_both_are_cu
     let kafka = format!("{{ brokers = \"{}\", spool_path = \"/tmp/unused\" }}", broker.addr);
     let adapter = format!("{{ kind = \"nginx_rtmp\", control_url = \"http://127.0.0.1:{}/control\" }}", nginx.http);
     let mut actuator = Command::new(env!("CARGO_BIN_EXE_vigil"))
+        .envs(common::trust::env())
         .args(["actuate", "--exit-after-messages", "2", "--max-runtime-secs", "120"])
         .env("VIGIL_CACHE_DIR", cache_dir())
         .env("VIGIL__SINK__KAFKA", &kafka)
@@ -122,7 +123,10 @@ fn a_banked_image_on_a_pulled_and_a_pushed_stream_is_interrupted_and_both_are_cu
         rdkafka::ClientConfig::new().set("bootstrap.servers", &broker.addr).create().expect("a producer");
     let event = json!({"event": "start", "stream_id": pulled,
                        "source_url": format!("rtmp://127.0.0.1:{}/{pulled}", nginx.rtmp), "account_id": "acct-9"});
-    producer.send(BaseRecord::to(topics[0]).key(pulled).payload(&event.to_string())).unwrap();
+    let payload = event.to_string();
+    let headers =
+        common::trust::signed(vigil_trust::Role::Lifecycle, topics[0], Some(pulled), Some(payload.as_bytes()));
+    producer.send(BaseRecord::to(topics[0]).key(pulled).payload(&payload).headers(headers)).unwrap();
     producer.flush(Duration::from_secs(10)).unwrap();
     let mut direct = replay(&clip, &format!("rtmp://127.0.0.1:{port}/live/alice-key-123"));
     let direct_started = Instant::now();

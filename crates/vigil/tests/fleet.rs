@@ -17,13 +17,15 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::process::Child;
 use std::time::{Duration, Instant};
 use vigil_sink::testing::{Broker, read_from_beginning};
+use vigil_trust::Role;
 
 const LIFECYCLE: &str = "vigil.streams.lifecycle";
 
 fn send_event(producer: &BaseProducer, event: &Value) {
     let key = event["stream_id"].as_str().unwrap().to_string();
     let payload = event.to_string();
-    producer.send(BaseRecord::to(LIFECYCLE).key(&key).payload(&payload)).expect("queued");
+    let headers = common::trust::signed(Role::Lifecycle, LIFECYCLE, Some(&key), Some(payload.as_bytes()));
+    producer.send(BaseRecord::to(LIFECYCLE).key(&key).payload(&payload).headers(headers)).expect("queued");
     assert_eq!(producer.flush(Duration::from_secs(10)).map_err(|e| e.to_string()), Ok(()));
 }
 
@@ -52,7 +54,7 @@ fn fleet_worker_with(
             "[media]\nsampling = \"keyframes\"\n\
              [[hash.banks]]\nname = \"known\"\npath = \"{}\"\naction = \"interrupt\"\n\
              [sink.kafka]\nbrokers = \"{}\"\nspool_path = \"{}\"\n\
-             [fleet]\nsession_timeout_secs = 6\nhandoff_secs = 40\n{extra}",
+             [fleet]\nsession_timeout_secs = 6\nhandoff_secs = 40\npull_hosts = [\"127.0.0.1\"]\n{extra}",
             bank.display(),
             broker.addr,
             spool.display()
@@ -133,14 +135,21 @@ fn a_fleet_shares_streams_survives_a_kill_and_hands_off_on_drain() {
             if id == early { publish_astronaut(&url, 240) } else { publish(&url, 240, "ball") }
         })
         .collect();
-    // A hostile event on the same topic is refused and changes nothing.
-    producer
-        .send(
-            BaseRecord::to(LIFECYCLE)
-                .key("x")
-                .payload(r#"{"event":"start","stream_id":"x","source_url":"file:///etc/passwd"}"#),
-        )
-        .unwrap();
+    // Hostile events on the same topic are refused and change nothing: a signed start of
+    // a file, a signed start of the metadata service, and an unsigned start.
+    for (payload, signed) in [
+        (r#"{"event":"start","stream_id":"x","source_url":"file:///etc/passwd"}"#, true),
+        (r#"{"event":"start","stream_id":"x","source_url":"http://169.254.169.254/latest/?.m3u8"}"#, true),
+        (r#"{"event":"start","stream_id":"y","source_url":"rtmp://127.0.0.1:1/live/y"}"#, false),
+    ] {
+        let key = if signed { "x" } else { "y" };
+        let mut record = BaseRecord::to(LIFECYCLE).key(key).payload(payload);
+        if signed {
+            record =
+                record.headers(common::trust::signed(Role::Lifecycle, LIFECYCLE, Some(key), Some(payload.as_bytes())));
+        }
+        producer.send(record).unwrap();
+    }
     for id in &ids {
         send_event(&producer, &start_event(id, &nginx));
     }
@@ -332,7 +341,10 @@ fn a_worker_at_capacity_offers_its_streams_to_one_with_room() {
     let send_to_one_partition = |event: &Value| {
         let key = event["stream_id"].as_str().unwrap().to_string();
         let payload = event.to_string();
-        producer.send(BaseRecord::to(LIFECYCLE).key(&key).payload(&payload).partition(0)).expect("queued");
+        let headers = common::trust::signed(Role::Lifecycle, LIFECYCLE, Some(&key), Some(payload.as_bytes()));
+        producer
+            .send(BaseRecord::to(LIFECYCLE).key(&key).payload(&payload).partition(0).headers(headers))
+            .expect("queued");
         assert_eq!(producer.flush(Duration::from_secs(10)).map_err(|e| e.to_string()), Ok(()));
     };
     for id in &ids {

@@ -149,11 +149,18 @@ fn bench_hash_quick_smoke_is_exact() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let records: Vec<serde_json::Value> =
         String::from_utf8_lossy(&out.stderr).lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
-    assert_eq!(records.len(), 2, "random and clustered");
-    for r in records {
+    let (allowlist, banks): (Vec<_>, Vec<_>) = records.into_iter().partition(|r| r["bench"] == "allowlist");
+    assert_eq!(banks.len(), 2, "random and clustered");
+    for r in banks {
         assert_eq!(r["exact_vs_scan"], true);
         assert!(r["bytes_per_hash"].as_f64().unwrap() <= 256.0);
     }
+    // A full allowlist costs a frame's lookup a bounded multiple of an empty one, and the
+    // index gives the answers a comparison with every hash gives.
+    assert_eq!(allowlist.len(), 1);
+    assert_eq!(allowlist[0]["exact_vs_scan"], true, "{}", allowlist[0]);
+    assert_eq!(allowlist[0]["over_budget"], 0, "{}", allowlist[0]);
+    assert!(allowlist[0]["ratio_p50"].as_f64().unwrap() > 0.0);
 }
 
 #[test]

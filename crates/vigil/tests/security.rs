@@ -199,6 +199,30 @@ fn an_address_guessing_stream_keys_is_refused_for_a_while() {
     assert!(!w.records().iter().any(|r| r["stream"] == "rtmp/live/alice"));
 }
 
+/// The secret of the tests' HMAC-signed stream keys (`hmac_secret_env`).
+const HMAC_SECRET: &str = "test-hmac-secret-0123456789";
+
+/// A signed key for `name`, good for an hour.
+fn signed_key(name: &str) -> String {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    vigil_media::ingest::keys::StreamKeys::sign(HMAC_SECRET.as_bytes(), name, now + 3600)
+}
+
+/// Other spellings of the signed key `key` that decode to the same name, expiry and
+/// signature: an upper-case or mixed-case signature, `+EXPIRY`, `0EXPIRY`.
+fn other_spellings(key: &str) -> Vec<String> {
+    let mut parts = key.rsplitn(3, '.');
+    let (sig, expiry, name) = (parts.next().unwrap(), parts.next().unwrap(), parts.next().unwrap());
+    let mixed: String =
+        sig.chars().enumerate().map(|(i, c)| if i % 2 == 0 { c.to_ascii_uppercase() } else { c }).collect();
+    vec![
+        format!("{name}.{expiry}.{}", sig.to_ascii_uppercase()),
+        format!("{name}.{expiry}.{mixed}"),
+        format!("{name}.+{expiry}.{sig}"),
+        format!("{name}.0{expiry}.{sig}"),
+    ]
+}
+
 /// Replaces `path` the way the README asks operators to (write aside, then rename).
 fn replace_file(path: &std::path::Path, text: &str) {
     let aside = path.with_extension("new");
@@ -259,6 +283,32 @@ fn a_revoked_key_is_refused_and_its_live_publish_is_closed() {
     assert!(!still.wait().unwrap().success(), "a cut-short list must not un-revoke keys");
     assert!(w.metric("vigil_media_errors_total", "kind=\"revoked_keys_reload\"") >= 1.0);
     let _ = bob.kill();
+    drop(w);
+
+    // A signed key revoked as `key:NAME.EXP.SIG` is refused in every other spelling that
+    // passes the signature check (upper-case signature, `+EXP`, `0EXP`) as revoked,
+    // not as a guess.
+    let carol = signed_key("carol");
+    replace_file(&revoked, &format!("key:{carol}\n"));
+    let w = Worker::start(
+        &format!(
+            "[ingest]\nrevoked_keys_file = {revoked:?}\n\
+             [ingest.rtmp]\nlisten = \"127.0.0.1:0\"\nhmac_secret_env = \"VIGIL_TEST_HMAC_SECRET\"\n"
+        ),
+        &[],
+        &[("VIGIL_TEST_HMAC_SECRET", HMAC_SECRET)],
+    );
+    let addr = w.rtmp.clone().unwrap();
+    let spellings = other_spellings(&carol);
+    for spelling in &spellings {
+        let mut p = common::nginx::publish(&format!("rtmp://{addr}/live/{spelling}"), 1, "ball");
+        assert!(!p.wait().unwrap().success(), "another spelling of a revoked key: {spelling}");
+    }
+    // Refused as revoked, each one (a refusal as malformed would count `rtmp_key` only).
+    let refused = w.metric("vigil_media_errors_total", "kind=\"rtmp_key_revoked\"");
+    assert_eq!(refused, spellings.len() as f64, "{}", tail(&w.stderr(), 20));
+    assert_eq!(w.metric("vigil_media_errors_total", "kind=\"rtmp_key_limited\""), 0.0);
+    assert!(!w.records().iter().any(|r| r["stream"] == "rtmp/live/carol"));
 }
 
 #[test]
@@ -297,6 +347,28 @@ fn whip_refuses_revoked_keys_and_addresses_that_keep_guessing() {
         w.request(&addr, "DELETE", "/whip/session/anything", &[("Authorization", "Bearer alice-key-123")], b"");
     assert_eq!(status, 429, "ending a session is no way around the limit");
     assert_eq!(w.metric("vigil_media_errors_total", "kind=\"whip_key_limited\""), 2.0);
+    drop(w);
+
+    // A signed key revoked as `key:NAME.EXP.SIG`: every other spelling of it gets 403.
+    let carol = signed_key("carol");
+    replace_file(&revoked, &format!("key:{carol}\n"));
+    let port = free_port();
+    let w = Worker::start(
+        &format!(
+            "[ingest]\nrevoked_keys_file = {revoked:?}\n\
+             [ingest.whip]\nlisten = \"127.0.0.1:{port}\"\nhmac_secret_env = \"VIGIL_TEST_HMAC_SECRET\"\n"
+        ),
+        &[],
+        &[("VIGIL_TEST_HMAC_SECRET", HMAC_SECRET)],
+    );
+    let addr = format!("127.0.0.1:{port}");
+    for spelling in std::iter::once(carol.clone()).chain(other_spellings(&carol)) {
+        let auth = format!("Bearer {spelling}");
+        let headers = [("Authorization", auth.as_str()), ("Content-Type", "application/sdp")];
+        let (status, _, body) = w.request(&addr, "POST", "/whip", &headers, b"v=0\r\n");
+        assert_eq!(status, 403, "{spelling}: {body}");
+    }
+    assert_eq!(w.metric("vigil_media_errors_total", "kind=\"whip_key_limited\""), 0.0);
 }
 
 #[test]

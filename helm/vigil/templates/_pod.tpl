@@ -58,6 +58,15 @@ checks exactly what `vigil run` will load (overrides and secrets included). */}}
       key: {{ .key }}
 {{- end }}
 {{- end }}
+{{- if .Values.trust.keyring.name }}
+# Chart-owned: where the mounted keyring and signing key are (signed Kafka records).
+- name: VIGIL__TRUST__KEYRING_FILE
+  value: /etc/vigil-trust/keyring
+{{- end }}
+{{- if .Values.trust.workerKey.name }}
+- name: VIGIL__TRUST__KEY_DIR
+  value: /var/run/secrets/vigil/keys
+{{- end }}
 {{- with .Values.extraEnv }}
 {{ toYaml . }}
 {{- end }}
@@ -75,6 +84,16 @@ checks exactly what `vigil run` will load (overrides and secrets included). */}}
 {{- if .Values.secrets.kafkaCA.name }}
 - name: kafka-ca
   mountPath: /var/run/secrets/vigil/kafka-ca
+  readOnly: true
+{{- end }}
+{{- if .Values.trust.keyring.name }}
+- name: keyring
+  mountPath: /etc/vigil-trust
+  readOnly: true
+{{- end }}
+{{- if .Values.trust.workerKey.name }}
+- name: signing-key
+  mountPath: /var/run/secrets/vigil/keys
   readOnly: true
 {{- end }}
 {{- with .Values.extraVolumeMounts }}

@@ -22,11 +22,13 @@ fn user_from_row(row: &AnyRow) -> Result<User, StoreError> {
 
 impl Store {
     /// Creates the user or updates their role; `password_hash: None` keeps the old hash
-    /// (a new user without one cannot log in with a password).
+    /// (a new user without one cannot log in with a password). Setting a password ends
+    /// every session of the user, in the same transaction: whoever held the old one is out.
     pub async fn upsert_user(&self, name: &str, password_hash: Option<&str>, role: Role) -> Result<(), StoreError> {
         if name.trim().is_empty() {
             return Err(StoreError::Invalid("user: empty name".into()));
         }
+        let mut tx = self.begin().await?;
         sqlx::query(
             "INSERT INTO users (name, password_hash, role, disabled) VALUES ($1, $2, $3, 0) \
              ON CONFLICT (name) DO UPDATE SET role = excluded.role, \
@@ -35,9 +37,17 @@ impl Store {
         .bind(name)
         .bind(password_hash)
         .bind(role.as_str())
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await
         .map_err(query("users: upsert"))?;
+        if password_hash.is_some() {
+            sqlx::query("DELETE FROM sessions WHERE user_name = $1")
+                .bind(name)
+                .execute(&mut *tx)
+                .await
+                .map_err(query("sessions: delete on a password change"))?;
+        }
+        tx.commit().await.map_err(query("users: commit"))?;
         Ok(())
     }
 

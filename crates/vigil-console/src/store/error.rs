@@ -38,6 +38,10 @@ pub enum StoreError {
     /// The input can never be stored (an empty note, a malformed hash, an unknown outcome).
     #[error("invalid {0}")]
     Invalid(String),
+    /// There is no store where one was expected (a command that reads a store, such as
+    /// `audit verify`, never creates one).
+    #[error("{0}")]
+    Missing(String),
     /// A stored row cannot be read back (for example stored JSON that no longer parses).
     #[error("console store row unreadable: {0}")]
     Corrupt(String),

@@ -243,7 +243,7 @@ impl Store {
         .map(allow_from_row)
         .collect::<Result<Vec<_>, StoreError>>()?;
 
-        let audit: Vec<AuditEntry> = audit::entries_for_target(&mut conn, id).await?;
+        let audit: Vec<AuditEntry> = audit::decisions_for_target(&mut conn, id).await?;
         Ok(Some(IncidentDetail { incident, alerts, commands, outcomes, allow_entries, audit }))
     }
 
@@ -338,7 +338,17 @@ impl Store {
             .await
             .map_err(query("incidents: hold"))?;
         if taking {
-            audit::append(&mut tx, self.backend, user, "hold", id, &json!({ "until_ms": until }), now_ms).await?;
+            audit::append(
+                &mut tx,
+                self.backend,
+                &self.audit_key,
+                user,
+                "hold",
+                id,
+                &json!({ "until_ms": until }),
+                now_ms,
+            )
+            .await?;
         }
         tx.commit().await.map_err(query("incidents: commit a hold"))?;
         Ok(until)
@@ -369,7 +379,7 @@ impl Store {
             .execute(&mut *tx)
             .await
             .map_err(query("incidents: release"))?;
-        audit::append(&mut tx, self.backend, user, "release", id, &json!({}), now_ms).await?;
+        audit::append(&mut tx, self.backend, &self.audit_key, user, "release", id, &json!({}), now_ms).await?;
         tx.commit().await.map_err(query("incidents: commit a release"))?;
         Ok(())
     }
@@ -393,7 +403,7 @@ impl Store {
         .execute(&mut *tx)
         .await
         .map_err(query("incidents: acknowledge"))?;
-        audit::append(&mut tx, self.backend, user, "acknowledge", id, &json!({}), now_ms).await?;
+        audit::append(&mut tx, self.backend, &self.audit_key, user, "acknowledge", id, &json!({}), now_ms).await?;
         tx.commit().await.map_err(query("incidents: commit an acknowledgement"))?;
         Ok(Applied::New)
     }
@@ -424,7 +434,8 @@ impl Store {
         .execute(&mut *tx)
         .await
         .map_err(query("incidents: escalate"))?;
-        audit::append(&mut tx, self.backend, user, "escalate", id, &json!({ "note": note }), now_ms).await?;
+        audit::append(&mut tx, self.backend, &self.audit_key, user, "escalate", id, &json!({ "note": note }), now_ms)
+            .await?;
         tx.commit().await.map_err(query("incidents: commit an escalation"))?;
         Ok(())
     }
@@ -459,6 +470,7 @@ impl Store {
         audit::append(
             &mut tx,
             self.backend,
+            &self.audit_key,
             user,
             "resolve",
             id,
@@ -510,6 +522,7 @@ impl Store {
         audit::append(
             &mut tx,
             self.backend,
+            &self.audit_key,
             &entry.created_by,
             "allow.add",
             &entry.incident_id,

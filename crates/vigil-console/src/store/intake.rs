@@ -13,7 +13,19 @@ pub(crate) fn event_str(e: AlertEvent) -> &'static str {
     match e {
         AlertEvent::Opened => "opened",
         AlertEvent::Escalated => "escalated",
+        AlertEvent::Reissued => "reissued",
         AlertEvent::Closed => "closed",
+    }
+}
+
+/// Verdicts in order of severity: an incident's decision only ever rises.
+fn verdict_rank(v: &str) -> u8 {
+    match v {
+        "clear" => 0,
+        "unscanned" => 1,
+        "review" => 2,
+        "interrupt" => 3,
+        _ => 0,
     }
 }
 
@@ -40,19 +52,27 @@ pub(crate) struct AlertFacts {
 }
 
 /// Folds one alert event into an incident's facts, whatever order events arrive in:
-/// detection is the earliest event seen (the `opened` one once it is in), decision and
-/// rule are the latest `opened`/`escalated` event's, closing keeps the latest close.
+/// detection is the `opened` event's time (before it is in, the earliest event's; no
+/// other event moves it earlier once it is), decision and rule are the latest
+/// `opened`/`escalated`/`reissued` event's, but a decision never goes down (a later
+/// record saying `clear` or `review` of an interrupt changes nothing); closing keeps the
+/// latest close.
 pub(crate) fn merge_alert(mut cur: AlertFacts, event: AlertEvent, emitted: i64, alert: &Alert) -> AlertFacts {
     cur.account_id = cur.account_id.or_else(|| alert.account_id.clone());
     cur.session_id = cur.session_id.or_else(|| alert.session_id.clone());
-    cur.detected_ms = cur.detected_ms.min(emitted);
+    if event == AlertEvent::Opened {
+        cur.detected_ms = cur.detected_ms.min(emitted);
+    }
     match event {
-        AlertEvent::Opened | AlertEvent::Escalated if emitted >= cur.decision_ms => {
+        AlertEvent::Opened | AlertEvent::Escalated | AlertEvent::Reissued
+            if emitted >= cur.decision_ms
+                && verdict_rank(verdict_str(alert.decision)) >= verdict_rank(&cur.decision) =>
+        {
             cur.decision = verdict_str(alert.decision).to_string();
             cur.rule = alert.rule.clone();
             cur.decision_ms = emitted;
         }
-        AlertEvent::Opened | AlertEvent::Escalated => {}
+        AlertEvent::Opened | AlertEvent::Escalated | AlertEvent::Reissued => {}
         AlertEvent::Closed => cur.stream_closed_ms = Some(cur.stream_closed_ms.map_or(emitted, |c| c.max(emitted))),
     }
     cur
@@ -189,7 +209,10 @@ impl Store {
             return Err(StoreError::Invalid("alert: empty alert_id".into()));
         }
         let event = event_str(alert.event);
-        let message_id = format!("{}/{event}", alert.alert_id);
+        let message_id = match alert.reissue {
+            Some(n) => format!("{}/{event}/{n}", alert.alert_id),
+            None => format!("{}/{event}", alert.alert_id),
+        };
         let body = serde_json::to_string(alert).map_err(|e| StoreError::Invalid(format!("alert {message_id}: {e}")))?;
         let emitted = ms(alert.emitted_at_unix_ms);
         let closed = (alert.event == AlertEvent::Closed).then_some(emitted);
@@ -426,5 +449,42 @@ mod tests {
     fn a_command_only_moves_none_to_issued() {
         assert_eq!(facts(InterruptState::None).on_command(10).state, InterruptState::Issued);
         assert_eq!(facts(InterruptState::CutFailed).on_command(10).state, InterruptState::CutFailed);
+    }
+
+    fn alert_at(event: AlertEvent, decision: Verdict) -> Alert {
+        serde_json::from_value(serde_json::json!({
+            "schema": "vigil.alert", "schema_version": 1, "alert_id": "s@x#1", "event": event,
+            "stream_id": "s", "started_ms": 0, "last_seen_ms": 0, "emitted_at_unix_ms": 0,
+            "decision": decision, "rule": "r", "worker_id": "w",
+            "explanation": {"reasons": [], "frames": [], "models": [], "policy": "p", "policy_version": "1"},
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn a_later_record_never_lowers_the_decision_nor_moves_detection_before_the_opening() {
+        let opened = AlertFacts {
+            account_id: None,
+            session_id: None,
+            decision: "interrupt".into(),
+            rule: "known_abuse_material".into(),
+            decision_ms: 1_000,
+            detected_ms: 1_000,
+            stream_closed_ms: None,
+        };
+        let lowered =
+            merge_alert(opened.clone(), AlertEvent::Escalated, 5_000, &alert_at(AlertEvent::Escalated, Verdict::Clear));
+        assert_eq!((lowered.decision.as_str(), lowered.rule.as_str()), ("interrupt", "known_abuse_material"));
+        let closed_in_1970 =
+            merge_alert(opened.clone(), AlertEvent::Closed, 0, &alert_at(AlertEvent::Closed, Verdict::Interrupt));
+        assert_eq!(closed_in_1970.detected_ms, 1_000, "a close never moves detection earlier");
+        // An `opened` that arrives after its escalation still sets detection.
+        let escalated_first = AlertFacts { detected_ms: 2_000, decision_ms: 2_000, ..opened.clone() };
+        let late_open =
+            merge_alert(escalated_first, AlertEvent::Opened, 1_500, &alert_at(AlertEvent::Opened, Verdict::Review));
+        assert_eq!((late_open.detected_ms, late_open.decision.as_str()), (1_500, "interrupt"));
+        let reissued =
+            merge_alert(opened, AlertEvent::Reissued, 9_000, &alert_at(AlertEvent::Reissued, Verdict::Interrupt));
+        assert_eq!(reissued.decision_ms, 9_000);
     }
 }

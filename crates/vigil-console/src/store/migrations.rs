@@ -19,7 +19,14 @@ pub struct Migration {
 }
 
 /// Every migration this build knows, oldest first; versions are 1, 2, 3, ...
-pub const MIGRATIONS: &[Migration] = &[Migration { version: 1, name: "initial", sql: V1_INITIAL }];
+pub const MIGRATIONS: &[Migration] = &[
+    Migration { version: 1, name: "initial", sql: V1_INITIAL },
+    Migration { version: 2, name: "audit_keyed", sql: V2_AUDIT_KEYED },
+];
+
+/// The version from which the audit chain is keyed: applying it seals the plain SHA-256
+/// entries written before, in the same transaction ([`super::audit::seal_legacy`]).
+pub const AUDIT_KEYED_VERSION: i64 = 2;
 
 /// The schema version this build writes.
 pub fn latest_version() -> i64 {
@@ -148,9 +155,21 @@ CREATE TABLE audit_log (
 CREATE INDEX audit_log_by_target ON audit_log (target, seq);
 "#;
 
+/// The audit chain becomes keyed (HMAC-SHA256, the key outside the store); the entries
+/// before are sealed by a keyed entry in code. Views are folded per user and incident, which
+/// this index finds.
+const V2_AUDIT_KEYED: &str = r#"
+CREATE INDEX audit_log_views ON audit_log (target, action, actor, at_ms);
+"#;
+
 /// Brings the store up to [`latest_version`], in one transaction, one replica at a time;
 /// returns the version it is at.
-pub(crate) async fn migrate(pool: &AnyPool, backend: Backend, now_ms: i64) -> Result<i64, StoreError> {
+pub(crate) async fn migrate(
+    pool: &AnyPool,
+    backend: Backend,
+    now_ms: i64,
+    audit_key: &super::AuditKey,
+) -> Result<i64, StoreError> {
     let mut tx = begin(pool, backend).await?;
     if backend == Backend::Postgres {
         // Two replicas starting together: the second waits here, then finds the work done.
@@ -212,6 +231,9 @@ pub(crate) async fn migrate(pool: &AnyPool, backend: Backend, now_ms: i64) -> Re
             .execute(&mut *tx)
             .await
             .map_err(query("schema_migrations: record"))?;
+        if m.version == AUDIT_KEYED_VERSION {
+            super::audit::seal_legacy(&mut tx, backend, audit_key, now_ms).await?;
+        }
         current = m.version;
     }
     tx.commit().await.map_err(query("schema_migrations: commit"))?;

@@ -24,11 +24,13 @@
 //!   enqueueing idempotent.
 //! - `users`, `sessions`: console accounts (argon2id hashes made by the caller) and
 //!   sessions (by token hash).
-//! - `audit_log`: append-only, hash-chained. Entry `seq` (1, 2, 3, ...) stores
-//!   `hash = sha256(prev_hash ‖ "\n" ‖ canonical(seq, at_ms, actor, action, target, detail))`
-//!   with the first `prev_hash` 64 zeros ([`audit`]); [`Store::audit_verify`] names the
-//!   first entry that was edited, removed or moved. Appends are serialized (SQLite's
+//! - `audit_log`: append-only, chained with a keyed MAC. Entry `seq` (1, 2, 3, ...) stores
+//!   `hash = hmac_sha256(key, prev_hash ‖ "\n" ‖ canonical(seq, at_ms, actor, action, target, detail))`
+//!   with the first `prev_hash` 64 zeros and the key held outside the store ([`audit`],
+//!   [`AuditKey`]); [`Store::audit_verify`] names the first entry that was edited,
+//!   removed, moved or re-hashed without the key. Appends are serialized (SQLite's
 //!   `BEGIN IMMEDIATE`, a table lock on Postgres) so replicas never fork the chain.
+//!   Views are folded, one entry per user per incident per hour ([`Store::audit_view`]).
 //! - `schema_migrations(version, name, applied_ms)`.
 //!
 //! # Concurrency
@@ -44,12 +46,13 @@ mod intake;
 pub mod migrations;
 mod outbox;
 
-pub use audit::{AuditCheck, AuditEntry};
+pub use audit::{AuditCheck, AuditEntry, AuditKey};
 pub use error::StoreError;
 
 use crate::model::{IncidentState, InterruptState, Resolution, Role, UnixMs};
 use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{Any, AnyConnection, AnyPool, Connection, Executor, Row, Transaction};
+use std::path::Path;
 use std::time::Duration;
 use vigil_core::alert::{Alert, InterruptCommand};
 
@@ -78,6 +81,8 @@ pub(crate) enum Backend {
 pub struct Store {
     pool: AnyPool,
     backend: Backend,
+    /// Keys the audit chain; never stored.
+    audit_key: AuditKey,
 }
 
 /// One incident as stored.
@@ -245,12 +250,24 @@ pub(crate) async fn begin(pool: &AnyPool, backend: Backend) -> Result<Transactio
 
 impl Store {
     /// Opens (and migrates) the store at `url`: `sqlite:///abs/path/console.db` (the file
-    /// and its folder are created when missing; WAL, foreign keys on, a busy timeout) or
-    /// `postgres://user:password@host/db`.
-    pub async fn open(url: &str) -> Result<Store, StoreError> {
+    /// and its folder are created when missing, the folder 0700 and the files 0600 since
+    /// they hold password hashes; WAL, foreign keys on, a busy timeout) or
+    /// `postgres://user:password@host/db`. `audit_key` keys the audit chain.
+    pub async fn open(url: &str, audit_key: AuditKey) -> Result<Store, StoreError> {
+        Self::open_with(url, audit_key, true).await
+    }
+
+    /// Opens a store that exists, creating nothing: a SQLite file must be there, and a
+    /// PostgreSQL database must hold a console store already ([`StoreError::Missing`]
+    /// otherwise). It is migrated like [`Store::open`].
+    pub async fn open_existing(url: &str, audit_key: AuditKey) -> Result<Store, StoreError> {
+        Self::open_with(url, audit_key, false).await
+    }
+
+    async fn open_with(url: &str, audit_key: AuditKey, create: bool) -> Result<Store, StoreError> {
         sqlx::any::install_default_drivers();
         let (backend, connect_url) = if url.starts_with("sqlite:") {
-            (Backend::Sqlite, sqlite_url(url)?)
+            (Backend::Sqlite, sqlite_url(url, create)?)
         } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             (Backend::Postgres, url.to_string())
         } else {
@@ -289,6 +306,11 @@ impl Store {
                         Err(e) => return Err(connect_err(e)),
                     }
                 }
+                // SQLite gives the -wal and -shm files the database file's mode; make
+                // sure whatever the umask was when they appeared.
+                if let Some(path) = sqlite_path(url) {
+                    private_db_files(Path::new(path))?;
+                }
                 pool
             }
             Backend::Postgres => {
@@ -313,8 +335,18 @@ impl Store {
                     .map_err(connect_err)?
             }
         };
-        migrations::migrate(&pool, backend, crate::model::now_ms()).await?;
-        Ok(Store { pool, backend })
+        if !create && backend == Backend::Postgres {
+            let found = sqlx::query("SELECT COUNT(*) AS n FROM schema_migrations").fetch_one(&pool).await;
+            if !found.is_ok_and(|r| r.int("n").is_ok_and(|n| n > 0)) {
+                pool.close().await;
+                return Err(StoreError::Missing(format!(
+                    "{} holds no console store (no schema_migrations)",
+                    error::redact_url(url)
+                )));
+            }
+        }
+        migrations::migrate(&pool, backend, crate::model::now_ms(), &audit_key).await?;
+        Ok(Store { pool, backend, audit_key })
     }
 
     /// `sqlite` or `postgres`.
@@ -359,29 +391,93 @@ impl Store {
     }
 }
 
-/// `sqlite:///abs/path.db` with `mode=rwc` added (create when missing), and the folder made.
-fn sqlite_url(url: &str) -> Result<String, StoreError> {
+/// The file path of a `sqlite:` URL (`None` for `:memory:`).
+fn sqlite_path(url: &str) -> Option<&str> {
     let rest = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:")).unwrap_or(url);
-    let (path, params) = match rest.split_once('?') {
-        Some((p, q)) => (p, Some(q)),
-        None => (rest, None),
-    };
-    if path.is_empty() {
+    let path = rest.split_once('?').map_or(rest, |(p, _)| p);
+    (!path.is_empty() && path != ":memory:").then_some(path)
+}
+
+/// `sqlite:///abs/path.db` with `mode=rwc` added (create when missing), the folder made
+/// 0700 and the file created 0600 before SQLite opens it. Without `create`, the file
+/// must exist and is opened `mode=rw`.
+fn sqlite_url(url: &str, create: bool) -> Result<String, StoreError> {
+    let rest = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:")).unwrap_or(url);
+    let params = rest.split_once('?').map(|(_, q)| q);
+    if rest.split('?').next().unwrap_or("").is_empty() {
         return Err(StoreError::Invalid(format!("store URL {url}: no file path")));
     }
-    if path != ":memory:"
-        && let Some(dir) = std::path::Path::new(path).parent()
-        && !dir.as_os_str().is_empty()
-    {
-        std::fs::create_dir_all(dir).map_err(|e| {
-            StoreError::Invalid(format!("store URL {url}: cannot create the folder {}: {e}", dir.display()))
-        })?;
+    if let Some(path) = sqlite_path(url).map(Path::new) {
+        if !create {
+            if !path.is_file() {
+                return Err(StoreError::Missing(format!("there is no console store at {}", path.display())));
+            }
+        } else {
+            if let Some(dir) = path.parent()
+                && !dir.as_os_str().is_empty()
+            {
+                private_dir(dir)
+                    .map_err(|e| StoreError::Invalid(format!("store URL {url}: the folder {}: {e}", dir.display())))?;
+            }
+            private_file(path)
+                .map_err(|e| StoreError::Invalid(format!("store URL {url}: the file {}: {e}", path.display())))?;
+        }
     }
+    let mode = if create { "rwc" } else { "rw" };
     Ok(match params {
         Some(q) if q.split('&').any(|kv| kv.starts_with("mode=")) => url.to_string(),
-        Some(_) => format!("{url}&mode=rwc"),
-        None => format!("{url}?mode=rwc"),
+        Some(_) => format!("{url}&mode={mode}"),
+        None => format!("{url}?mode={mode}"),
     })
+}
+
+/// Creates `dir` (and its missing parents) 0700, or takes group and other access away
+/// from it when it exists. A folder this user may not change (a volume's mount point
+/// owned by root) is left as it is, with a warning: the files in it are 0600 anyway.
+pub fn private_dir(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
+    let mode = std::fs::metadata(dir)?.permissions().mode();
+    if mode & 0o077 != 0 {
+        match std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode & 0o700)) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+                tracing::warn!(folder = %dir.display(), mode = format!("{:o}", mode & 0o777), "cannot make the store's folder 0700: {e}");
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// Creates `path` empty with mode 0600 (whatever the umask), or makes it 0600 when it
+/// exists.
+fn private_file(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    match std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path) {
+        Ok(f) => f.set_permissions(std::fs::Permissions::from_mode(0o600)),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// The database file and its `-wal` and `-shm` companions (those present), 0600.
+fn private_db_files(db: &Path) -> Result<(), StoreError> {
+    use std::os::unix::fs::PermissionsExt;
+    for suffix in ["", "-wal", "-shm"] {
+        let mut p = db.as_os_str().to_owned();
+        p.push(suffix);
+        match std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => {
+                return Err(StoreError::Invalid(format!("cannot make {} private: {e}", Path::new(&p).display())));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// SQLITE_BUSY or SQLITE_LOCKED, extended codes included.
@@ -463,16 +559,70 @@ impl RowExt for AnyRow {
 
 #[cfg(test)]
 mod tests {
-    use super::sqlite_url;
+    use super::{AuditKey, Store, StoreError, sqlite_url};
+    use std::os::unix::fs::PermissionsExt;
 
     #[test]
     fn sqlite_urls_create_the_file() {
         let dir = std::env::temp_dir().join(format!("vigil-store-url-{}", std::process::id()));
         let url = format!("sqlite://{}/sub/console.db", dir.display());
-        assert_eq!(sqlite_url(&url).unwrap(), format!("{url}?mode=rwc"));
+        assert_eq!(sqlite_url(&url, true).unwrap(), format!("{url}?mode=rwc"));
         assert!(dir.join("sub").is_dir());
-        assert_eq!(sqlite_url(&format!("{url}?mode=ro")).unwrap(), format!("{url}?mode=ro"));
-        assert_eq!(sqlite_url(&format!("{url}?cache=shared")).unwrap(), format!("{url}?cache=shared&mode=rwc"));
+        assert!(dir.join("sub/console.db").is_file());
+        assert_eq!(sqlite_url(&format!("{url}?mode=ro"), true).unwrap(), format!("{url}?mode=ro"));
+        assert_eq!(sqlite_url(&format!("{url}?cache=shared"), true).unwrap(), format!("{url}?cache=shared&mode=rwc"));
+        assert_eq!(sqlite_url(&url, false).unwrap(), format!("{url}?mode=rw"), "an existing store opens rw");
+        let missing = format!("sqlite://{}/other/console.db", dir.display());
+        assert!(matches!(sqlite_url(&missing, false), Err(StoreError::Missing(_))));
+        assert!(!dir.join("other").exists(), "opening an existing store creates nothing");
         std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    fn mode(p: &std::path::Path) -> u32 {
+        std::fs::metadata(p).unwrap().permissions().mode() & 0o777
+    }
+
+    /// Run in a child of the test binary under `umask 022`, since the umask is the
+    /// process's and other tests run beside this one.
+    #[test]
+    fn the_store_and_its_folder_are_private_under_umask_022() {
+        const CHILD: &str = "VIGIL_TEST_UMASK_CHILD";
+        if std::env::var_os(CHILD).is_none() {
+            let name = "store::tests::the_store_and_its_folder_are_private_under_umask_022";
+            let out = std::process::Command::new("sh")
+                .args(["-c", "umask 022 && exec \"$0\" --exact \"$1\" --nocapture --test-threads=1"])
+                .arg(std::env::current_exe().unwrap())
+                .arg(name)
+                .env(CHILD, "1")
+                .output()
+                .unwrap();
+            let said = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+            assert!(out.status.success() && said.contains("1 passed"), "{said}");
+            return;
+        }
+        let status = std::fs::read_to_string("/proc/self/status").unwrap();
+        assert!(status.lines().any(|l| l.split_whitespace().eq(["Umask:", "0022"])), "{status}");
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("state/console");
+        let db = dir.join("console.db");
+        tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+            let store =
+                Store::open(&format!("sqlite://{}", db.display()), AuditKey::new(&[1; 32]).unwrap()).await.unwrap();
+            store
+                .upsert_user("alice", Some("$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA"), crate::model::Role::Admin)
+                .await
+                .unwrap();
+            // The WAL and its index exist while the store is open.
+            for f in ["console.db", "console.db-wal", "console.db-shm"] {
+                assert_eq!(mode(&dir.join(f)), 0o600, "{f}");
+            }
+            store.close().await;
+        });
+        assert_eq!(mode(&dir), 0o700, "the state folder");
+        // An existing folder and file made under a looser umask are tightened.
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::fs::set_permissions(&db, std::fs::Permissions::from_mode(0o644)).unwrap();
+        sqlite_url(&format!("sqlite://{}", db.display()), true).unwrap();
+        assert_eq!((mode(&dir), mode(&db)), (0o700, 0o600));
     }
 }

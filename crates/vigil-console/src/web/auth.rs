@@ -1,5 +1,7 @@
-//! Accounts and sessions: local accounts (argon2id password hashes) or a trusted auth
-//! proxy's headers (oauth2-proxy); a session cookie (`HttpOnly`, `SameSite=Strict`,
+//! Accounts and sessions: local accounts (argon2id password hashes, sign-in throttled in
+//! [`super::throttle`]) or a trusted auth proxy's headers (oauth2-proxy: the user, and the
+//! role from the groups it asserts; believed only from `trusted_proxies`, none by
+//! default); a session cookie (`HttpOnly`, `SameSite=Strict`,
 //! `Secure` with the `__Host-` prefix unless a loopback test turns it off), stored as a
 //! SHA-256 of its token so a leaked store holds no usable session; a CSRF token per
 //! session in every form, plus an `Origin` check on every POST.
@@ -10,7 +12,7 @@ use crate::state::Shared;
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use axum::http::{HeaderMap, header};
 use sha2::{Digest, Sha256};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 
 /// Who is asking.
 #[derive(Debug, Clone)]
@@ -26,14 +28,6 @@ pub fn hash_password(password: &str) -> Result<String, String> {
         .hash_password(password.as_bytes(), &salt)
         .map(|h| h.to_string())
         .map_err(|e| e.to_string())
-}
-
-/// [`verify_password`] on a blocking thread, two at a time: argon2 costs tens of
-/// milliseconds of CPU, which must never hold up the runtime's paging loops.
-pub async fn verify_password_off_runtime(password: String, hash: String) -> bool {
-    static SLOTS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(2);
-    let Ok(_slot) = SLOTS.acquire().await else { return false };
-    tokio::task::spawn_blocking(move || verify_password(&password, &hash)).await.unwrap_or(false)
 }
 
 pub fn verify_password(password: &str, hash: &str) -> bool {
@@ -123,16 +117,14 @@ pub async fn who(shared: &Shared, headers: &HeaderMap, peer: SocketAddr) -> Resu
     if existing.as_ref().is_some_and(|u| u.password_hash.is_some() || u.disabled) {
         return Ok(Who::Nobody);
     }
-    let from_header = auth
-        .proxy_role_header
-        .as_ref()
-        .map(|h| headers.get(h.as_str()).and_then(|v| v.to_str().ok()).and_then(|r| Role::parse(r.trim())));
-    let default = Role::parse(&auth.proxy_default_role).unwrap_or(Role::Viewer);
-    let role = match from_header {
-        // The proxy says (or its header is missing: the default).
-        Some(said) => said.unwrap_or(default),
-        // No role header configured: what an admin set, else the default.
-        None => existing.as_ref().map_or(default, |u| u.role),
+    let role = match &auth.proxy_groups_header {
+        // The groups the proxy asserts (it overwrites this header on every request),
+        // mapped by `group_roles`; all of the header's values, comma-separated.
+        Some(h) => auth.role_of_groups(
+            headers.get_all(h.as_str()).iter().filter_map(|v| v.to_str().ok()).flat_map(|v| v.split(',')),
+        ),
+        // No groups header: what an admin set, else the default.
+        None => existing.as_ref().map_or_else(|| auth.role_of_groups([]), |u| u.role),
     };
     shared.store.upsert_user(user, None, role).await?;
     shared
@@ -152,6 +144,37 @@ pub fn same_origin(shared: &Shared, headers: &HeaderMap) -> bool {
         return o == ours;
     }
     headers.get(header::REFERER).and_then(|v| v.to_str().ok()).is_some_and(|r| origin(r) == ours)
+}
+
+/// The client's address: the peer, or, when the peer is a trusted proxy, the nearest
+/// address in `X-Forwarded-For` that is not one (the proxy appends the address it saw;
+/// what a client put before it is not believed past that).
+pub fn client_addr(shared: &Shared, headers: &HeaderMap, peer: SocketAddr) -> IpAddr {
+    let trusted = &shared.cfg.auth.trusted_proxies;
+    if !trusted.contains(&peer.ip()) {
+        return peer.ip();
+    }
+    let forwarded: Vec<&str> = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .collect();
+    for hop in forwarded.iter().rev() {
+        match hop.parse::<IpAddr>() {
+            Ok(ip) if trusted.contains(&ip) => continue,
+            Ok(ip) => return ip,
+            Err(_) => break,
+        }
+    }
+    peer.ip()
+}
+
+/// A user name as typed at sign-in, safe to record: at most 200 characters, quotes,
+/// backslashes and control characters escaped.
+pub fn escaped_user(user: &str) -> String {
+    user.chars().take(200).flat_map(char::escape_debug).collect()
 }
 
 pub fn csrf_ok(caller: &Caller, token: &str) -> bool {
@@ -174,5 +197,12 @@ mod tests {
         assert!(verify_password("correct horse", &h));
         assert!(!verify_password("wrong", &h));
         assert!(!verify_password("x", "not a hash"));
+    }
+
+    #[test]
+    fn typed_user_names_are_recorded_escaped() {
+        assert_eq!(escaped_user("alice"), "alice");
+        assert_eq!(escaped_user("a\nlogin ok\u{1b}[0m\"x"), "a\\nlogin ok\\u{1b}[0m\\\"x");
+        assert_eq!(escaped_user(&"x".repeat(500)).len(), 200);
     }
 }

@@ -74,7 +74,12 @@ pub async fn readyz(State(shared): S) -> Response {
         Err(_) => Err("no answer within 2 s".to_string()),
     };
     match ping {
-        Ok(()) if shared.store_up() => (StatusCode::OK, "ready\n").into_response(),
+        Ok(()) if shared.store_up() => {
+            // Still ready, with the warning said (a test cluster's unsigned records).
+            let warning = shared.outbound.as_ref().and_then(|o| o.trust.warning());
+            let body = warning.map_or_else(|| "ready\n".to_string(), |w| format!("ready; warning: {w}\n"));
+            (StatusCode::OK, body).into_response()
+        }
         Ok(()) => (StatusCode::SERVICE_UNAVAILABLE, "not ready: intake cannot write to the store\n").into_response(),
         Err(e) => {
             shared.set_store_up(false);
@@ -94,12 +99,34 @@ pub async fn login_page() -> Response {
     Html(pages::login(None)).into_response()
 }
 
-pub async fn login(State(shared): S, headers: HeaderMap, Form(form): Form<HashMap<String, String>>) -> Response {
+/// Password sign-in: the origin, then the throttle (a refusal runs no argon2), then the
+/// password through the bounded argon2 queue. Every failure is audited (the name as
+/// typed, escaped, and the address; never the password).
+pub async fn login(
+    State(shared): S,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    Form(form): Form<HashMap<String, String>>,
+) -> Response {
     if !auth::same_origin(&shared, &headers) {
         auth::refused("origin");
         return (StatusCode::FORBIDDEN, "cross-origin sign-in refused\n").into_response();
     }
     let (user, password) = (form.get("user").map(|s| s.trim()).unwrap_or(""), form.get("password").map_or("", |s| s));
+    let address = auth::client_addr(&shared, &headers, peer);
+    let now = now_ms();
+    if let Err(secs) = shared.sign_in.throttle.check(user, address, now) {
+        // Counted, not audited: no password was checked, and an entry per refusal would
+        // let anyone grow the log.
+        METRICS.logins.with_label_values(&["throttled"]).inc();
+        let msg = format!("Too many failed sign-ins from here or for this account: try again in {secs} s.");
+        return (
+            StatusCode::TOO_MANY_REQUESTS,
+            [(header::RETRY_AFTER, secs.to_string())],
+            Html(pages::login(Some(&msg))),
+        )
+            .into_response();
+    }
     let account = match shared.store.user(user).await {
         Ok(a) => a,
         Err(e) => return store_down(e),
@@ -107,16 +134,40 @@ pub async fn login(State(shared): S, headers: HeaderMap, Form(form): Form<HashMa
     let hash = account.as_ref().and_then(|a| a.password_hash.clone());
     // The same argon2 work whether or not the user exists.
     let hash = hash.unwrap_or_else(|| auth::decoy_hash().to_string());
-    let ok = auth::verify_password_off_runtime(password.to_string(), hash).await
-        && account.as_ref().is_some_and(|a| !a.disabled && a.password_hash.is_some());
-    if !ok {
+    let verified = match shared.sign_in.gate.verify(password.to_string(), hash).await {
+        Ok(v) => v,
+        Err(super::throttle::Busy) => {
+            METRICS.logins.with_label_values(&["busy"]).inc();
+            return (
+                StatusCode::SERVICE_UNAVAILABLE,
+                [(header::RETRY_AFTER, "1".to_string())],
+                Html(pages::login(Some("Too many sign-ins at once: try again in a moment."))),
+            )
+                .into_response();
+        }
+    };
+    let why = match &account {
+        None => Some("unknown user"),
+        Some(a) if a.password_hash.is_none() => Some("no password (an auth-proxy account)"),
+        Some(_) if !verified => Some("wrong password"),
+        Some(a) if a.disabled => Some("disabled"),
+        Some(_) => None,
+    };
+    if let Some(why) = why {
+        shared.sign_in.throttle.failed(user, address, now);
         METRICS.logins.with_label_values(&["refused"]).inc();
-        tracing::warn!(user = ?user.chars().take(64).collect::<String>(), "sign-in refused");
+        let typed = auth::escaped_user(user);
+        tracing::warn!(user = %typed, %address, "sign-in refused");
+        let detail = serde_json::json!({ "user": typed, "address": address.to_string(), "why": why });
+        if let Err(e) = shared.store.audit("anonymous", "login.failed", "console", &detail, now).await {
+            return store_down(e);
+        }
         return (StatusCode::UNAUTHORIZED, Html(pages::login(Some("Wrong user name or password.")))).into_response();
     }
+    shared.sign_in.throttle.succeeded(user);
     METRICS.logins.with_label_values(&["ok"]).inc();
-    let now = now_ms();
-    if let Err(e) = shared.store.audit(user, "login", "console", &serde_json::json!({ "via": "password" }), now).await {
+    let detail = serde_json::json!({ "via": "password", "address": address.to_string() });
+    if let Err(e) = shared.store.audit(user, "login", "console", &detail, now).await {
         return store_down(e);
     }
     match auth::start_session(&shared, user).await {
@@ -223,11 +274,19 @@ pub struct IdQuery {
     id: String,
 }
 
+#[derive(serde::Deserialize)]
+pub struct IncidentQuery {
+    id: String,
+    /// The page of the audit trail: 0 (the newest entries, the default), 1, 2, ...
+    #[serde(default)]
+    audit_page: Option<String>,
+}
+
 pub async fn incident(
     State(shared): S,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
-    Query(q): Query<IdQuery>,
+    Query(q): Query<IncidentQuery>,
 ) -> Response {
     let c = match caller(&shared, &headers, peer, &format!("/incident?id={}", url_arg(&q.id))).await {
         Ok(c) => c,
@@ -244,11 +303,21 @@ pub async fn incident(
         }
         Err(e) => return store_down(e),
     };
-    // Every view is on the record.
-    if let Err(e) = shared.store.audit(&c.user, "view", &q.id, &serde_json::json!({}), now_ms()).await {
+    // Every view is on the record: one entry per viewer and incident per hour.
+    if let Err(e) = shared.store.audit_view(&c.user, &q.id, now_ms()).await {
         return store_down(e);
     }
-    page(&shared, &c, &format!("Incident on {}", d.incident.stream_id), &super::incident_page::render(&d, &c, now_ms()))
+    let wanted = q.audit_page.as_deref().and_then(|p| p.parse::<i64>().ok()).unwrap_or(0).clamp(0, 1_000_000);
+    let trail = match shared.store.audit_page(&q.id, wanted, super::incident_page::AUDIT_PER_PAGE).await {
+        Ok((entries, total)) => super::incident_page::AuditTrail { entries, total, page: wanted },
+        Err(e) => return store_down(e),
+    };
+    page(
+        &shared,
+        &c,
+        &format!("Incident on {}", d.incident.stream_id),
+        &super::incident_page::render(&d, &trail, &c, now_ms()),
+    )
 }
 
 pub async fn export(
@@ -261,9 +330,17 @@ pub async fn export(
         Ok(c) => c,
         Err(r) => return r,
     };
-    let d = match shared.store.incident(&q.id).await {
+    let mut d = match shared.store.incident(&q.id).await {
         Ok(Some(d)) => d,
         Ok(None) => return StatusCode::NOT_FOUND.into_response(),
+        Err(e) => return store_down(e),
+    };
+    // The export carries the whole trail, views included, oldest first.
+    d.audit = match shared.store.audit_entries(Some(&q.id), i64::MAX).await {
+        Ok(mut all) => {
+            all.reverse();
+            all
+        }
         Err(e) => return store_down(e),
     };
     if let Err(e) =

@@ -5,10 +5,23 @@
 use super::auth::Caller;
 use super::pages::{duration, esc, esc_attr, form_start, time};
 use crate::model::{IncidentState, InterruptState, Resolution, Role, UnixMs};
-use crate::store::IncidentDetail;
+use crate::store::{AuditEntry, IncidentDetail};
 use serde_json::{Value, json};
 
-pub fn render(d: &IncidentDetail, c: &Caller, now: UnixMs) -> String {
+/// Audit entries per page of the incident's trail.
+pub const AUDIT_PER_PAGE: i64 = 50;
+
+/// One page of an incident's audit trail, newest first.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AuditTrail {
+    pub entries: Vec<AuditEntry>,
+    /// Entries about the incident in all.
+    pub total: i64,
+    /// 0 for the newest [`AUDIT_PER_PAGE`].
+    pub page: i64,
+}
+
+pub fn render(d: &IncidentDetail, trail: &AuditTrail, c: &Caller, now: UnixMs) -> String {
     let i = &d.incident;
     let holder = i.holder_at(now);
     let opt = |v: &Option<String>| esc(v.as_deref().unwrap_or("—"));
@@ -57,7 +70,7 @@ pub fn render(d: &IncidentDetail, c: &Caller, now: UnixMs) -> String {
     h.push_str(&lifecycle(d));
     h.push_str(&commands(d));
     h.push_str(&allow_entries(d, c));
-    h.push_str(&audit(d));
+    h.push_str(&audit(&d.incident.id, trail));
     h
 }
 
@@ -246,12 +259,20 @@ fn allow_entries(d: &IncidentDetail, c: &Caller) -> String {
     h
 }
 
-fn audit(d: &IncidentDetail) -> String {
-    let mut h = String::from(
-        "<h2>Audit trail</h2><table><caption>Who did what to this incident (hash-chained)</caption><thead><tr><th scope=\"col\">#</th><th scope=\"col\">When</th>\
-         <th scope=\"col\">Who</th><th scope=\"col\">What</th></tr></thead><tbody>",
+fn audit(id: &str, trail: &AuditTrail) -> String {
+    let pages = (trail.total + AUDIT_PER_PAGE - 1) / AUDIT_PER_PAGE;
+    let first = trail.page * AUDIT_PER_PAGE + 1;
+    let shown = if trail.entries.is_empty() {
+        format!("none of {} on this page", trail.total)
+    } else {
+        format!("{}–{} of {}, newest first", first, first + trail.entries.len() as i64 - 1, trail.total)
+    };
+    let mut h = format!(
+        "<h2 id=\"audit\">Audit trail</h2><table><caption>Who did what to this incident (hash-chained; a viewer's views \
+         within an hour are one entry): {shown}</caption><thead><tr><th scope=\"col\">#</th><th scope=\"col\">When</th>\
+         <th scope=\"col\">Who</th><th scope=\"col\">What</th></tr></thead><tbody>"
     );
-    for a in &d.audit {
+    for a in &trail.entries {
         h.push_str(&format!(
             "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
             a.seq,
@@ -261,6 +282,20 @@ fn audit(d: &IncidentDetail) -> String {
         ));
     }
     h.push_str("</tbody></table>");
+    let link = |page: i64, label: &str| {
+        format!("<a href=\"/incident?id={}&amp;audit_page={page}#audit\">{label}</a>", super::pages::url_arg(id))
+    };
+    let mut nav = Vec::new();
+    if trail.page > 0 {
+        nav.push(link(0, "Newest entries"));
+        nav.push(link(trail.page - 1, "Newer entries"));
+    }
+    if trail.page + 1 < pages {
+        nav.push(link(trail.page + 1, "Older entries"));
+    }
+    if !nav.is_empty() {
+        h.push_str(&format!("<p>{}</p>", nav.join(" · ")));
+    }
     h
 }
 

@@ -8,6 +8,9 @@ pub mod auth;
 mod handlers;
 mod incident_page;
 pub mod pages;
+#[cfg(test)]
+mod tests;
+pub mod throttle;
 
 use crate::state::Shared;
 use axum::Router;

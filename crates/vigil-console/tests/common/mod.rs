@@ -6,7 +6,12 @@
 pub mod postgres;
 
 use std::sync::Arc;
-use vigil_console::store::Store;
+use vigil_console::store::{AuditKey, Store};
+
+/// The audit key the tests' stores are opened with.
+pub fn key() -> AuditKey {
+    AuditKey::new(b"the audit key of the console tests, 32+ bytes").unwrap()
+}
 
 /// One empty database on one backend. Open as many [`Store`]s on it as a test needs.
 pub struct TestDb {
@@ -30,7 +35,7 @@ impl TestDb {
     }
 
     pub async fn open(&self) -> Store {
-        let store = Store::open(&self.url).await.unwrap_or_else(|e| panic!("open {}: {e}", self.backend));
+        let store = Store::open(&self.url, key()).await.unwrap_or_else(|e| panic!("open {}: {e}", self.backend));
         assert_eq!(store.backend(), self.backend);
         store
     }

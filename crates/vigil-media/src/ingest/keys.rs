@@ -4,6 +4,12 @@
 //!
 //! `NAME.EXPIRY_UNIX_SECS.SIGNATURE`, SIGNATURE = hex(HMAC-SHA256(secret, "NAME.EXPIRY")).
 //!
+//! A signed key has one spelling only: SIGNATURE in lower-case hex, 64 digits; EXPIRY in
+//! decimal digits, no sign, no leading zero. Other spellings of a valid key (`+EXPIRY`,
+//! `0EXPIRY`, an upper-case signature) would pass the signature check while escaping a
+//! revocation list that names the key as written, so they are refused as malformed,
+//! and the revocation list compares keys by their parsed parts too ([`SignedKey`]).
+//!
 //! The stream's name (never the key) is what appears in stream ids and alerts.
 
 use hmac::{Hmac, Mac};
@@ -111,21 +117,18 @@ impl StreamKeys {
                 found.ok_or(KeyError::Unknown)
             }
             KeyScheme::Signed { secret, max_lifetime_secs } => {
-                let mut parts = key.rsplitn(3, '.');
-                let (Some(sig), Some(expiry), Some(name)) = (parts.next(), parts.next(), parts.next()) else {
-                    return Err(KeyError::Malformed);
-                };
-                let valid_name = !name.is_empty()
-                    && name.len() <= 128
-                    && name.chars().all(|c| c.is_ascii_alphanumeric() || "-_".contains(c));
-                let expiry: u64 = expiry.parse().map_err(|_| KeyError::Malformed)?;
-                let sig = hex::decode(sig).map_err(|_| KeyError::Malformed)?;
-                if !valid_name {
-                    return Err(KeyError::Malformed);
-                }
+                let SignedKey { name, expiry, signature } = SignedKey::parse(key).ok_or(KeyError::Malformed)?;
                 let mut mac = Hmac::<Sha256>::new_from_slice(secret).map_err(|_| KeyError::Malformed)?;
                 mac.update(format!("{name}.{expiry}").as_bytes());
-                mac.verify_slice(&sig).map_err(|_| KeyError::Unknown)?;
+                mac.verify_slice(&signature).map_err(|_| KeyError::Unknown)?;
+                // A revoked key is revoked however it is spelled (and then not counted
+                // as a guess); any other key must be spelled canonically.
+                if self.revoked.covers(key, &name) {
+                    return Err(KeyError::Revoked);
+                }
+                if !SignedKey::is_canonical(key) {
+                    return Err(KeyError::Malformed);
+                }
                 if expiry < now_unix_secs {
                     return Err(KeyError::Expired);
                 }
@@ -133,7 +136,7 @@ impl StreamKeys {
                 if expiry > now_unix_secs.saturating_add(*max_lifetime_secs).saturating_add(CLOCK_SKEW_SECS) {
                     return Err(KeyError::TooLong);
                 }
-                Ok(name.to_string())
+                Ok(name)
             }
         }
     }
@@ -146,32 +149,111 @@ impl StreamKeys {
     }
 }
 
+/// A signed key's parts. [`SignedKey::parse`] reads every spelling that decodes to the
+/// same parts (upper-case hex, `+EXPIRY`, `0EXPIRY`, whitespace around a part), so that
+/// two spellings of one key compare equal; [`SignedKey::canonical`] is the one spelling
+/// a worker accepts.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct SignedKey {
+    pub name: String,
+    pub expiry: u64,
+    pub signature: [u8; SIGNATURE_BYTES],
+}
+
+/// An HMAC-SHA256 signature's length.
+const SIGNATURE_BYTES: usize = 32;
+/// The longest stream name a signed key may carry.
+const MAX_NAME_BYTES: usize = 128;
+
+impl SignedKey {
+    /// The parts of `key`, however spelled; `None` when it is no signed key at all.
+    pub fn parse(key: &str) -> Option<Self> {
+        let mut parts = key.rsplitn(3, '.').map(str::trim);
+        let (Some(sig), Some(expiry), Some(name)) = (parts.next(), parts.next(), parts.next()) else {
+            return None;
+        };
+        let valid_name = !name.is_empty()
+            && name.len() <= MAX_NAME_BYTES
+            && name.chars().all(|c| c.is_ascii_alphanumeric() || "-_".contains(c));
+        if !valid_name {
+            return None;
+        }
+        let expiry = expiry.parse().ok()?;
+        let signature = hex::decode(sig).ok()?.try_into().ok()?;
+        Some(Self { name: name.to_string(), expiry, signature })
+    }
+
+    /// The one accepted spelling: `NAME.EXPIRY.SIGNATURE`, the expiry in decimal without
+    /// sign or leading zero, the signature in lower-case hex.
+    pub fn canonical(&self) -> String {
+        format!("{}.{}.{}", self.name, self.expiry, hex::encode(self.signature))
+    }
+
+    /// Whether `key` is a signed key spelled the one accepted way.
+    pub fn is_canonical(key: &str) -> bool {
+        Self::parse(key).is_some_and(|k| k.canonical() == key)
+    }
+}
+
 /// Failed key attempts per address: after `MAX_FAILURES` in `WINDOW`, the address's
 /// publishes are refused until the window ends, so keys cannot be guessed at line rate.
+/// At most `MAX_ADDRESSES` addresses are counted one by one; while that table is full,
+/// every address not in it shares one overflow bucket with the same limit, so a flood
+/// from many addresses cannot make room for unlimited guesses.
+#[derive(Default)]
 pub struct KeyFailures {
-    by_ip: Mutex<HashMap<IpAddr, (u32, Instant)>>,
+    state: Mutex<Failures>,
+}
+
+#[derive(Default)]
+struct Failures {
+    by_ip: HashMap<IpAddr, Bucket>,
+    /// Shared by the addresses the table had no room for.
+    overflow: Bucket,
+}
+
+/// Failed attempts in the window that started at `since`.
+#[derive(Clone, Copy)]
+struct Bucket {
+    count: u32,
+    since: Instant,
+}
+
+impl Default for Bucket {
+    fn default() -> Self {
+        Self { count: 0, since: Instant::now() }
+    }
+}
+
+impl Bucket {
+    fn blocked(&self) -> bool {
+        self.count >= MAX_FAILURES && self.since.elapsed() < WINDOW
+    }
+
+    fn fail(&mut self) {
+        if self.since.elapsed() >= WINDOW {
+            *self = Self::default();
+        }
+        self.count += 1;
+    }
 }
 
 const CLOCK_SKEW_SECS: u64 = 300;
 const MAX_FAILURES: u32 = 5;
 const WINDOW: Duration = Duration::from_secs(60);
-/// Addresses remembered at most (a flood from many addresses forgets the oldest).
+/// Addresses counted one by one at most; the rest share the overflow bucket.
 const MAX_ADDRESSES: usize = 10_000;
 
-impl Default for KeyFailures {
-    fn default() -> Self {
-        Self { by_ip: Mutex::new(HashMap::new()) }
-    }
-}
-
 impl KeyFailures {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<IpAddr, (u32, Instant)>> {
-        self.by_ip.lock().unwrap_or_else(|p| p.into_inner())
+    fn lock(&self) -> std::sync::MutexGuard<'_, Failures> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Whether `ip` has used up its failed attempts for now.
+    /// Whether `ip` has used up its failed attempts for now (an address the table does
+    /// not hold answers for the overflow bucket).
     pub fn blocked(&self, ip: IpAddr) -> bool {
-        self.lock().get(&source(ip)).is_some_and(|(n, since)| *n >= MAX_FAILURES && since.elapsed() < WINDOW)
+        let state = self.lock();
+        state.by_ip.get(&source(ip)).unwrap_or(&state.overflow).blocked()
     }
 
     /// Records a failed attempt from `ip`: a wrong or malformed key, not an expired one
@@ -180,20 +262,20 @@ impl KeyFailures {
         if !matches!(why, KeyError::Unknown | KeyError::Malformed) {
             return;
         }
-        let mut map = self.lock();
-        if map.len() >= MAX_ADDRESSES {
-            map.retain(|_, (_, since)| since.elapsed() < WINDOW);
+        let state = &mut *self.lock();
+        let ip = source(ip);
+        if state.by_ip.len() >= MAX_ADDRESSES && !state.by_ip.contains_key(&ip) {
+            state.by_ip.retain(|_, bucket| bucket.since.elapsed() < WINDOW);
         }
-        // Still full: a flood from more addresses than are remembered; those already
-        // counted keep their counts (clearing the map would forgive them).
-        if map.len() >= MAX_ADDRESSES && !map.contains_key(&source(ip)) {
-            return;
-        }
-        let entry = map.entry(source(ip)).or_insert((0, Instant::now()));
-        if entry.1.elapsed() >= WINDOW {
-            *entry = (0, Instant::now());
-        }
-        entry.0 += 1;
+        // Still full: a flood from more addresses than are counted one by one. Those
+        // already counted keep their counts (clearing the table would forgive them);
+        // the others share the overflow bucket.
+        let bucket = if state.by_ip.len() >= MAX_ADDRESSES && !state.by_ip.contains_key(&ip) {
+            &mut state.overflow
+        } else {
+            state.by_ip.entry(ip).or_default()
+        };
+        bucket.fail();
     }
 }
 
@@ -208,6 +290,28 @@ fn source(ip: IpAddr) -> IpAddr {
             IpAddr::V6(seg.into())
         }
     }
+}
+
+/// Other spellings of the signed key `key` (`NAME.EXPIRY.SIGNATURE`) that decode to the
+/// same parts: what a worker must neither accept nor let past a revocation list.
+#[cfg(test)]
+pub(crate) fn other_spellings(key: &str) -> Vec<String> {
+    let mut parts = key.rsplitn(3, '.');
+    let (sig, expiry, name) = (parts.next().unwrap(), parts.next().unwrap(), parts.next().unwrap());
+    let mixed: String =
+        sig.chars().enumerate().map(|(i, c)| if i % 2 == 0 { c.to_ascii_uppercase() } else { c }).collect();
+    vec![
+        format!("{name}.{expiry}.{}", sig.to_ascii_uppercase()),
+        format!("{name}.{expiry}.{mixed}"),
+        format!("{name}.+{expiry}.{sig}"),
+        format!("{name}.0{expiry}.{sig}"),
+        format!("{name}.00{expiry}.{sig}"),
+        format!(" {key}"),
+        format!("{key} "),
+        format!("{key}\n"),
+        format!("{name}. {expiry}.{sig}"),
+        format!("{name}.{expiry}\t.{sig}"),
+    ]
 }
 
 #[cfg(test)]
@@ -257,5 +361,67 @@ mod tests {
             f.failed(a, &KeyError::Malformed);
         }
         assert!(f.blocked(b), "one /64 is one source");
+    }
+
+    #[test]
+    fn other_spellings_of_a_signed_key_are_malformed_and_count_as_guesses() {
+        let keys = StreamKeys::signed(b"s3cret".to_vec(), 86_400);
+        let key = StreamKeys::sign(b"s3cret", "bob_1", 2_000);
+        assert!(SignedKey::is_canonical(&key));
+        assert_eq!(keys.check(&key, 1_000), Ok("bob_1".into()));
+        let failures = KeyFailures::default();
+        let guesser: IpAddr = "192.0.2.9".parse().unwrap();
+        for other in other_spellings(&key) {
+            assert_eq!(SignedKey::parse(&other).as_ref().map(SignedKey::canonical), Some(key.clone()), "{other:?}");
+            assert!(!SignedKey::is_canonical(&other), "{other:?}");
+            let refused = keys.check(&other, 1_000);
+            assert_eq!(refused, Err(KeyError::Malformed), "{other:?}");
+            failures.failed(guesser, &refused.unwrap_err());
+        }
+        assert!(failures.blocked(guesser), "refused spellings count against the address");
+        // The signature must be exactly 64 hex digits.
+        let (short, long) = (&key[..key.len() - 2], format!("{key}00"));
+        for bad in [short, long.as_str()] {
+            assert_eq!(keys.check(bad, 1_000), Err(KeyError::Malformed), "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_revoked_signed_key_is_revoked_in_every_spelling() {
+        let key = StreamKeys::sign(b"s3cret", "bob_1", 2_000);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("revoked.txt");
+        std::fs::write(&path, format!("key:{key}\n")).unwrap();
+        let keys = StreamKeys::signed(b"s3cret".to_vec(), 86_400).revoking(Revoked::load(&path).unwrap());
+        assert_eq!(keys.check(&key, 1_000), Err(KeyError::Revoked));
+        for other in other_spellings(&key) {
+            assert_eq!(keys.check(&other, 1_000), Err(KeyError::Revoked), "{other:?}");
+            assert!(keys.is_revoked(&other, "bob_1"), "{other:?}");
+        }
+        // Another key of the same stream is not revoked by it.
+        assert_eq!(keys.check(&StreamKeys::sign(b"s3cret", "bob_1", 2_001), 1_000), Ok("bob_1".into()));
+    }
+
+    #[test]
+    fn a_flood_from_many_addresses_leaves_new_addresses_a_shared_limit() {
+        let f = KeyFailures::default();
+        for i in 0..MAX_ADDRESSES as u32 {
+            f.failed(IpAddr::from(std::net::Ipv4Addr::from(0x0a00_0000 + i)), &KeyError::Unknown);
+        }
+        let newcomer: IpAddr = "192.0.2.77".parse().unwrap();
+        for _ in 0..MAX_FAILURES {
+            assert!(!f.blocked(newcomer));
+            f.failed(newcomer, &KeyError::Unknown);
+        }
+        assert!(f.blocked(newcomer), "an address the table has no room for is limited all the same");
+        let another: IpAddr = "2001:db8:9::1".parse().unwrap();
+        assert!(f.blocked(another), "it shares the overflow bucket with every other untracked address");
+        // Those in the table keep their own counts.
+        let counted = IpAddr::from(std::net::Ipv4Addr::from(0x0a00_0000));
+        assert!(!f.blocked(counted));
+        for _ in 1..MAX_FAILURES {
+            f.failed(counted, &KeyError::Unknown);
+        }
+        assert!(f.blocked(counted));
     }
 }

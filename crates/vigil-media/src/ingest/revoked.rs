@@ -10,10 +10,16 @@
 //! name:STREAM_NAME             # every key of that stream, whatever its expiry
 //! ```
 //!
+//! A signed key (`NAME.EXPIRY.SIGNATURE`) is compared by its parsed parts, not as
+//! written: an entry revokes every spelling of the key (an upper-case signature,
+//! `+EXPIRY`, `0EXPIRY`), and `sha256:` matches the digest of the key's canonical
+//! spelling as well as of the spelling presented.
+//!
 //! The file must end with a newline: a file cut mid-line (a copy caught half-written)
 //! is refused and the list in force kept. Replace it atomically (write a temporary
 //! file beside it, then rename it over the old one).
 
+use super::keys::SignedKey;
 use sha2::{Digest, Sha256};
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -28,7 +34,10 @@ pub struct Revoked {
 
 #[derive(Default, Debug, PartialEq, Eq)]
 struct RevokedSet {
+    /// Digests of `key:` entries as written and of `sha256:` entries.
     digests: HashSet<[u8; 32]>,
+    /// The `key:` entries that are signed keys, by their parts.
+    signed: HashSet<SignedKey>,
     names: HashSet<String>,
 }
 
@@ -64,11 +73,24 @@ impl Revoked {
         Ok(entries)
     }
 
-    /// Whether `key` (which publishes as `name`) is revoked.
+    /// Whether `key` (which publishes as `name`) is revoked. A signed key is compared
+    /// by its parts as well as by its spelling, so no other spelling of a revoked key
+    /// escapes the list.
     pub fn covers(&self, key: &str, name: &str) -> bool {
         let set = self.read();
-        (!set.names.is_empty() && set.names.contains(name))
-            || (!set.digests.is_empty() && set.digests.contains(&key_digest(key)))
+        // Live publishes ask before every read: an empty list costs no hashing.
+        if !set.names.is_empty() && set.names.contains(name) {
+            return true;
+        }
+        if set.digests.is_empty() && set.signed.is_empty() {
+            return false;
+        }
+        if set.digests.contains(&key_digest(key)) {
+            return true;
+        }
+        SignedKey::parse(key).is_some_and(|parsed| {
+            set.signed.contains(&parsed) || set.digests.contains(&key_digest(&parsed.canonical()))
+        })
     }
 
     /// Polls `path` every `interval` and reloads it when its modification time or size
@@ -116,6 +138,7 @@ fn parse(text: &str) -> Result<RevokedSet, String> {
         match line.split_once(':') {
             Some(("key", key)) if !key.is_empty() => {
                 set.digests.insert(key_digest(key));
+                set.signed.extend(SignedKey::parse(key));
             }
             Some(("sha256", hex_digest)) => match hex::decode(hex_digest) {
                 Ok(bytes) if bytes.len() == 32 => {
@@ -171,5 +194,23 @@ mod tests {
         std::fs::write(&path, "name:bob\n").unwrap();
         assert_eq!(list.replace_from(&path), Ok(1));
         assert!(!list.covers("k", "alice") && list.covers("k", "bob"));
+    }
+
+    #[test]
+    fn a_signed_key_is_revoked_in_every_spelling_by_key_or_digest() {
+        use super::super::keys::{StreamKeys, other_spellings};
+        let key = StreamKeys::sign(b"s3cret", "bob_1", 2_000);
+        let canonical_digest = hex::encode(key_digest(&key));
+        let upper = other_spellings(&key)[0].clone();
+        for text in [format!("key:{key}\n"), format!("sha256:{canonical_digest}\n"), format!("key:{upper}\n")] {
+            let list = Revoked { inner: Arc::new(RwLock::new(parse(&text).unwrap())) };
+            assert!(list.covers(&key, "bob_1"), "{text}");
+            for other in other_spellings(&key) {
+                assert!(list.covers(&other, "bob_1"), "{text}: {other:?}");
+            }
+            let next = StreamKeys::sign(b"s3cret", "bob_1", 2_001);
+            assert!(!list.covers(&next, "bob_1"), "{text}: another key of the stream");
+            assert!(!list.covers(&other_spellings(&next)[0], "bob_1"), "{text}: another key of the stream");
+        }
     }
 }

@@ -15,7 +15,7 @@
 //! included): a publisher never streams on unwatched.
 
 use super::guard::ChunkGuard;
-use super::keys::StreamKeys;
+use super::keys::{KeyError, StreamKeys};
 use crate::flv;
 use crate::isolate::FlvTag;
 use crate::metrics::METRICS;
@@ -398,6 +398,9 @@ impl Connection<'_> {
                     Err(why) => {
                         self.ctx.key_failures.failed(self.peer.ip(), &why);
                         METRICS.errors.with_label_values(&["rtmp_key"]).inc();
+                        if why == KeyError::Revoked {
+                            METRICS.errors.with_label_values(&["rtmp_key_revoked"]).inc();
+                        }
                         let _ = session.reject_request(request_id, "NetStream.Publish.BadName", &why.to_string());
                         // The key itself is never logged.
                         return Err(format!("refused publish: {why}"));

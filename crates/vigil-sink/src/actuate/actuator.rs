@@ -49,6 +49,8 @@ struct Actuator {
     seen: Seen,
     /// At most one per partition (the partition is paused meanwhile).
     pending: BTreeMap<i32, Pending>,
+    /// Only commands a worker or the console signed are acted on.
+    verifier: vigil_trust::Verifier,
 }
 
 /// Consumes `kafka.interrupts_topic` until `stop` says so (checked between messages),
@@ -58,13 +60,14 @@ pub fn run(
     cfg: &ActuateConfig,
     max_runtime: Option<Duration>,
     stop: &dyn Fn(&ActuateStats) -> bool,
+    trust: &vigil_trust::config::Trust,
 ) -> Result<ActuateStats, ActuateError> {
     if [&cfg.dead_letter_topic, &cfg.actions_topic].contains(&&kafka.interrupts_topic) {
         return Err(ActuateError::SameTopic(kafka.interrupts_topic.clone()));
     }
     let adapter = Adapter::new(&cfg.adapter).map_err(ActuateError::Adapter)?;
     let actions = cfg.publish_actions.then_some(cfg.actions_topic.as_str());
-    let publisher = Publisher::new(kafka, &cfg.dead_letter_topic, actions)?;
+    let publisher = Publisher::new(kafka, &cfg.dead_letter_topic, actions, trust.clone())?;
     let consumer: BaseConsumer = kafka
         .consumer_config(&cfg.group_id)
         .map_err(ActuateError::Kafka)?
@@ -79,6 +82,7 @@ pub fn run(
         stats: ActuateStats::default(),
         seen: Seen::new(),
         pending: BTreeMap::new(),
+        verifier: trust.verifier(vigil_trust::TopicKind::Interrupts),
     };
     let started = Instant::now();
     while !stop(&a.stats) && max_runtime.is_none_or(|m| started.elapsed() < m) {
@@ -109,6 +113,12 @@ impl Actuator {
     }
 
     fn handle(&mut self, msg: OwnedMessage) -> Result<(), ActuateError> {
+        if let Err(why) = self.verifier.check(&msg) {
+            // Nobody Vigil trusts wrote it: set aside, never acted on.
+            self.stats.untrusted += 1;
+            self.dead_letter(&msg, None, DeadLetterReason::Untrusted, &why.to_string(), 0)?;
+            return self.finish(&msg, false);
+        }
         match parse(msg.payload()) {
             Err(why) => {
                 self.stats.malformed += 1;

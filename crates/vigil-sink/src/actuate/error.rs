@@ -8,6 +8,9 @@ use std::time::Duration;
 /// `vigil_actuate_dead_letters_total` and the `vigil-dead-letter-reason` header.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum DeadLetterReason {
+    /// Not signed by a worker or the console (unsigned, unknown key, stale, replayed):
+    /// never acted on.
+    Untrusted,
     /// Not a `vigil.interrupt` v1 command (not JSON, wrong schema, empty ids).
     Malformed,
     /// The stream id cannot be parsed or mapped to the platform.
@@ -25,7 +28,8 @@ pub enum DeadLetterReason {
 }
 
 impl DeadLetterReason {
-    pub const ALL: [DeadLetterReason; 7] = [
+    pub const ALL: [DeadLetterReason; 8] = [
+        DeadLetterReason::Untrusted,
         DeadLetterReason::Malformed,
         DeadLetterReason::BadStreamId,
         DeadLetterReason::NotOnThisOrigin,
@@ -37,6 +41,7 @@ impl DeadLetterReason {
 
     pub fn as_str(self) -> &'static str {
         match self {
+            DeadLetterReason::Untrusted => "untrusted",
             DeadLetterReason::Malformed => "malformed",
             DeadLetterReason::BadStreamId => "bad_stream_id",
             DeadLetterReason::NotOnThisOrigin => "not_on_this_origin",

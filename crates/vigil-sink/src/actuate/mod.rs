@@ -161,6 +161,8 @@ pub struct ActuateStats {
     pub duplicates: u64,
     /// Messages that were not commands (also dead-lettered, reason `malformed`).
     pub malformed: u64,
+    /// Messages no worker or console signed (also dead-lettered, reason `untrusted`).
+    pub untrusted: u64,
     /// Failed calls to the platform that were retried.
     pub failed: u64,
     pub dead_lettered: u64,

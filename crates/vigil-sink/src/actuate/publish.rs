@@ -93,6 +93,8 @@ impl ProducerContext for Context {
 
 pub struct Publisher {
     producer: ThreadedProducer<Context>,
+    /// Signs every record written (the actuator's key).
+    trust: vigil_trust::config::Trust,
     dead_letter_topic: String,
     actions_topic: Option<String>,
 }
@@ -106,6 +108,7 @@ impl Publisher {
         kafka: &KafkaConfig,
         dead_letter_topic: &str,
         actions_topic: Option<&str>,
+        trust: vigil_trust::config::Trust,
     ) -> Result<Publisher, PublishError> {
         // The consumer's settings carry the cluster and its security; take back what is
         // only a consumer's and ask for confirmed, deduplicated writes.
@@ -119,6 +122,7 @@ impl Publisher {
         let producer = c.create_with_context(Context).map_err(|e| PublishError::Client(e.to_string()))?;
         Ok(Publisher {
             producer,
+            trust,
             dead_letter_topic: dead_letter_topic.to_string(),
             actions_topic: actions_topic.map(str::to_string),
         })
@@ -134,7 +138,11 @@ impl Publisher {
     ) -> Result<(), PublishError> {
         let mut headers = OwnedHeaders::new();
         if let Some(h) = msg.headers() {
-            for h in h.iter() {
+            // The writer's signature is not carried over: the record is signed anew, by
+            // the actuator that set it aside.
+            let signature =
+                [vigil_trust::record::KEY_ID_HEADER, vigil_trust::record::TS_HEADER, vigil_trust::record::SIG_HEADER];
+            for h in h.iter().filter(|h| !signature.contains(&h.key)) {
                 headers = headers.insert(Header { key: h.key, value: h.value });
             }
         }
@@ -150,6 +158,7 @@ impl Publisher {
         ] {
             headers = headers.insert(Header { key, value: Some(value) });
         }
+        let headers = self.trust.sign_into(&self.dead_letter_topic, msg.key(), msg.payload(), headers);
         let (tx, rx) = sync_channel(1);
         let mut record: BaseRecord<'_, [u8], [u8], Confirm> =
             BaseRecord::with_opaque_to(&self.dead_letter_topic, Box::new(Some(tx))).headers(headers);
@@ -184,6 +193,7 @@ impl Publisher {
         let headers = OwnedHeaders::new()
             .insert(Header { key: "vigil-schema", value: Some(ACTION_SCHEMA) })
             .insert(Header { key: "vigil-message-id", value: Some(&id) });
+        let headers = self.trust.sign_into(topic, Some(record.stream_id.as_bytes()), Some(&value), headers);
         let rec =
             BaseRecord::with_opaque_to(topic, Box::new(None)).key(record.stream_id).payload(&value).headers(headers);
         if let Err((e, _)) = self.producer.send::<str, Vec<u8>>(rec) {

@@ -19,6 +19,10 @@ pub(super) struct HealthState {
     pub(super) retried: AtomicU64,
     pub(super) fatal_errors: AtomicU64,
     pub(super) recreated: AtomicU64,
+    pub(super) reoffered: AtomicU64,
+    pub(super) stalls: AtomicU64,
+    /// The oldest pending message's age, in milliseconds.
+    oldest_pending_ms: AtomicU64,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -55,6 +59,10 @@ impl HealthState {
         }
     }
 
+    pub(super) fn set_oldest_pending(&self, age: std::time::Duration) {
+        self.oldest_pending_ms.store(age.as_millis() as u64, Relaxed);
+    }
+
     /// The re-created producer had nothing to deliver: nothing to prove, healthy.
     pub(super) fn clear_fatal(&self) {
         *lock(&self.fatal) = None;
@@ -86,6 +94,35 @@ impl KafkaHealth {
             ));
         }
         reasons
+    }
+
+    /// What `/readyz` shows while the worker stays ready: messages waiting long for the
+    /// broker (an outage: the worker keeps taking streams, the spool keeps everything).
+    pub fn warnings(&self) -> Vec<String> {
+        let age = self.0.oldest_pending_ms.load(Relaxed) / 1000;
+        if age >= super::sink::PENDING_WARN.as_secs() {
+            vec![format!(
+                "kafka: the oldest message waiting for the broker is {age} s old (kept in the spool; the producer is re-created after {} s without a confirmation)",
+                super::sink::STALL_RECREATE.as_secs()
+            )]
+        } else {
+            Vec::new()
+        }
+    }
+
+    /// How long the oldest pending message has waited.
+    pub fn oldest_pending(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.0.oldest_pending_ms.load(Relaxed))
+    }
+
+    /// Messages offered again by producer re-creations (possible repeats).
+    pub fn reoffered(&self) -> u64 {
+        self.0.reoffered.load(Relaxed)
+    }
+
+    /// Producers re-created because nothing was confirmed while messages waited.
+    pub fn stalls(&self) -> u64 {
+        self.0.stalls.load(Relaxed)
     }
 
     /// Messages the broker confirmed.

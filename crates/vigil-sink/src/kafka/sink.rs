@@ -27,6 +27,14 @@ const RECREATE_FIRST: Duration = Duration::from_secs(1);
 const RECREATE_MAX: Duration = Duration::from_secs(60);
 /// How often the maintenance thread looks at the stop flag when it has nothing due.
 const IDLE_WAIT: Duration = Duration::from_secs(1);
+/// Messages waiting while the broker confirmed nothing for this long: the producer is
+/// re-created (a new idempotent producer id) and the spool offered again. A broker that
+/// came back empty refuses the old producer id forever ("unknown producer") while
+/// librdkafka retries without end and reports nothing; only a new producer delivers.
+pub const STALL_RECREATE: Duration = Duration::from_secs(20);
+/// The oldest pending message's age at which `/readyz` warns (still ready: a Kafka
+/// outage must not empty the push Service across a fleet).
+pub const PENDING_WARN: Duration = Duration::from_secs(60);
 
 #[derive(Debug, thiserror::Error)]
 pub enum KafkaSinkError {
@@ -77,6 +85,17 @@ struct Spooled {
     value: String,
 }
 
+impl Spooled {
+    /// What kind of message it is, from the schema it was sent with.
+    fn kind(&self) -> MessageKind {
+        match self.schema.as_str() {
+            "vigil.interrupt/1" => MessageKind::Interrupt,
+            "vigil.action/1" => MessageKind::Action,
+            _ => MessageKind::Alert,
+        }
+    }
+}
+
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
@@ -113,6 +132,12 @@ struct Shared {
     stop: AtomicBool,
     /// When each message in flight was accepted, and its kind: the delivery latency.
     accepted: Mutex<std::collections::HashMap<String, (std::time::Instant, MessageKind)>>,
+    /// Signs every record as it is offered (each offer, replays included, signs anew:
+    /// a record held in the spool for hours still reaches a command topic's readers
+    /// within their freshness window). `None` only under `[trust] allow_unsigned`.
+    signer: Option<Arc<vigil_trust::Signer>>,
+    /// When the broker last confirmed a message (or the sink opened).
+    last_confirmed: Mutex<Instant>,
 }
 
 impl Shared {
@@ -141,6 +166,7 @@ impl Shared {
     }
 
     fn delivered(&self, id: &str, generation: u64) {
+        *lock(&self.last_confirmed) = Instant::now();
         let mut spool = lock(&self.spool);
         if let Err(e) = spool.ack(id) {
             // Delivered and forgotten in memory; if the ack did not reach the disk the
@@ -199,6 +225,25 @@ impl Shared {
             lock(&self.retries).recreate = true;
             self.wake.notify_all();
         }
+    }
+
+    /// How long the oldest message accepted and not yet confirmed has waited.
+    fn oldest_pending(&self) -> Option<Duration> {
+        lock(&self.accepted).values().map(|(at, _)| at.elapsed()).max()
+    }
+
+    /// Messages wait and the broker has confirmed none of anything for [`STALL_RECREATE`]:
+    /// what only a new producer gets out of (a broker that lost the producer's id).
+    fn stalled(&self) -> bool {
+        self.oldest_pending().is_some_and(|age| age >= STALL_RECREATE)
+            && lock(&self.last_confirmed).elapsed() >= STALL_RECREATE
+    }
+
+    /// Publishes the oldest pending message's age (metric and `/readyz`'s warning).
+    fn report_age(&self) {
+        let age = self.oldest_pending().unwrap_or_default();
+        crate::metrics::METRICS.oldest_pending_seconds.set(age.as_secs_f64());
+        self.health.set_oldest_pending(age);
     }
 
     /// Waits `d` unless the sink stops first; false when stopping.
@@ -269,6 +314,9 @@ impl Link {
             lock(&shared.retries).messages.clear();
             let dead = std::mem::replace(&mut *current, fresh);
             let offered = replay(shared, &current, generation);
+            // Each may reach the broker a second time (consumers drop repeats by id).
+            crate::metrics::METRICS.reoffered.inc_by(offered as u64);
+            shared.health.reoffered.fetch_add(offered as u64, Relaxed);
             if offered == 0 {
                 shared.health.clear_fatal();
             }
@@ -289,7 +337,11 @@ fn replay(shared: &Shared, producer: &ThreadedProducer<Context>, generation: u64
     let pending: Vec<Record> = lock(&shared.spool).pending().cloned().collect();
     for r in &pending {
         match serde_json::from_slice::<Spooled>(&r.payload) {
-            Ok(m) => offer(shared, producer, generation, &r.key, &m),
+            Ok(m) => {
+                // Spooled before this start: its age counts from now (a lower bound).
+                lock(&shared.accepted).entry(r.key.clone()).or_insert_with(|| (Instant::now(), m.kind()));
+                offer(shared, producer, generation, &r.key, &m)
+            }
             Err(e) => tracing::error!(message = %r.key, "unreadable spool record kept: {e}"),
         }
     }
@@ -298,12 +350,14 @@ fn replay(shared: &Shared, producer: &ThreadedProducer<Context>, generation: u64
 
 /// Hands a spooled message to librdkafka, waiting while its local queue is full.
 fn offer(shared: &Shared, producer: &ThreadedProducer<Context>, generation: u64, id: &str, m: &Spooled) {
+    let mut headers = OwnedHeaders::new()
+        .insert(Header { key: "vigil-schema", value: Some(&m.schema) })
+        .insert(Header { key: "vigil-message-id", value: Some(id) });
+    if let Some(signer) = &shared.signer {
+        headers = signer.sign_into(&m.topic, Some(m.key.as_bytes()), Some(m.value.as_bytes()), headers);
+    }
     let mut record =
-        BaseRecord::with_opaque_to(&m.topic, Box::new(id.to_string())).key(&m.key).payload(&m.value).headers(
-            OwnedHeaders::new()
-                .insert(Header { key: "vigil-schema", value: Some(&m.schema) })
-                .insert(Header { key: "vigil-message-id", value: Some(id) }),
-        );
+        BaseRecord::with_opaque_to(&m.topic, Box::new(id.to_string())).key(&m.key).payload(&m.value).headers(headers);
     loop {
         match producer.send(record) {
             Ok(()) => return,
@@ -324,12 +378,29 @@ fn offer(shared: &Shared, producer: &ThreadedProducer<Context>, generation: u64,
 fn maintain(shared: &Arc<Shared>, link: &Link) {
     let mut last_recreate: Option<Instant> = None;
     let mut recreate_wait = RECREATE_FIRST;
+    let mut last_stall_check = Instant::now();
     loop {
         let (recreate, due) = {
             let mut r = lock(&shared.retries);
             loop {
                 if shared.stop.load(Relaxed) {
                     return;
+                }
+                if last_stall_check.elapsed() >= IDLE_WAIT {
+                    last_stall_check = Instant::now();
+                    drop(r);
+                    shared.report_age();
+                    let stalled = shared.stalled() && last_recreate.is_none_or(|t| t.elapsed() >= STALL_RECREATE);
+                    r = lock(&shared.retries);
+                    if stalled && !r.recreate {
+                        crate::metrics::METRICS.stall_recreations.inc();
+                        shared.health.stalls.fetch_add(1, Relaxed);
+                        tracing::error!(
+                            pending = lock(&shared.spool).len(),
+                            "kafka: messages wait and the broker confirmed nothing for {STALL_RECREATE:?}: re-creating the producer (a new producer id) and offering the spool again"
+                        );
+                        r.recreate = true;
+                    }
                 }
                 let now = Instant::now();
                 let next = r.messages.values().filter_map(|m| m.at).min();
@@ -395,8 +466,9 @@ pub struct KafkaSink {
 }
 
 impl KafkaSink {
-    /// Opens the spool, connects, and re-sends whatever the spool still holds.
-    pub fn open(config: KafkaConfig) -> Result<KafkaSink, KafkaSinkError> {
+    /// Opens the spool, connects, and re-sends whatever the spool still holds; every
+    /// record is signed with `signer` (`None`: unsigned, for `allow_unsigned` only).
+    pub fn open(config: KafkaConfig, signer: Option<Arc<vigil_trust::Signer>>) -> Result<KafkaSink, KafkaSinkError> {
         let spool = Spool::open(&config.spool_path, config.spool_max_bytes)?;
         let client = config.client_config().map_err(KafkaSinkError::Client)?;
         let shared = Arc::new(Shared {
@@ -407,6 +479,8 @@ impl KafkaSink {
             health: Arc::new(HealthState::default()),
             stop: AtomicBool::new(false),
             accepted: Mutex::new(std::collections::HashMap::new()),
+            signer,
+            last_confirmed: Mutex::new(Instant::now()),
         });
         shared.report_spool(&lock(&shared.spool));
         let producer = client
@@ -479,6 +553,11 @@ impl KafkaSink {
     /// A cheap handle on this sink's health, for `/readyz`.
     pub fn health(&self) -> KafkaHealth {
         KafkaHealth(self.shared.health.clone())
+    }
+
+    /// How long the oldest message accepted and not yet confirmed has waited.
+    pub fn oldest_pending(&self) -> Option<Duration> {
+        self.shared.oldest_pending()
     }
 
     /// Messages accepted and not yet confirmed by the broker.

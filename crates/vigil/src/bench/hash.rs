@@ -5,6 +5,10 @@
 //!
 //! Queries: half near a banked hash (0–40 bits away), half unrelated. Every index answer
 //! checked against the linear scan is compared, so a fast wrong index cannot report.
+//!
+//! Then the console's allowlist at its caps against an empty one, in the same run: a
+//! frame's whole lookup (the smallest bank, then the allowlist) with 0 entries and with
+//! 10,000, and the ratio.
 
 use super::percentile_ms;
 use anyhow::Context;
@@ -13,9 +17,11 @@ use std::io::Write;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 use vigil_core::SeededRng;
+use vigil_hash::allow::{MAX_DISTANCES_PER_FRAME, MAX_ENTRIES, MAX_ENTRIES_PER_SCOPE, MAX_LIVE_HASHES};
 use vigil_hash::config::DEFAULT_CROP_MAX_DISTANCE;
 use vigil_hash::index::linear_scan;
 use vigil_hash::synthetic::{flip_between, random_hash};
+use vigil_hash::{AllowEntry, Allowlist, Bank, BankConfig, BankSet, DIHEDRAL, FrameHashes, PdqOutput, Variant};
 use vigil_hash::{Hash256, HashIndex};
 
 #[derive(clap::Args)]
@@ -153,8 +159,167 @@ pub fn run(mut args: HashBenchArgs) -> anyhow::Result<ExitCode> {
             drop(index);
         }
     }
+    let smallest = args.sizes.iter().copied().min().unwrap_or(100_000);
+    let record = allowlist_bench(smallest, args.queries.min(1000), &mut SeededRng::new(0xa110));
+    all_exact &= record["exact_vs_scan"] == true;
+    eprintln!("{record}");
     anyhow::ensure!(all_exact, "the index disagreed with the linear scan");
     Ok(ExitCode::SUCCESS)
+}
+
+/// A frame as the worker looks it up: eight dihedral hashes (the seven others unrelated,
+/// as a photo's are) and two crop variants 10-30 bits from the original.
+fn frame_hashes(original: Hash256, rng: &mut SeededRng) -> FrameHashes {
+    let mut variants: Vec<vigil_hash::variants::VariantHash> = DIHEDRAL
+        .iter()
+        .enumerate()
+        .map(|(i, d)| vigil_hash::variants::VariantHash {
+            variant: Variant::Dihedral(*d),
+            hash: if i == 0 { original } else { random_hash(rng) },
+        })
+        .collect();
+    variants.extend([20u16, 50].map(|per_mille| vigil_hash::variants::VariantHash {
+        variant: Variant::Crop { per_mille },
+        hash: flip_between(rng, &original, 10, 30),
+    }));
+    FrameHashes { pdq: PdqOutput { hash: original, quality: 100 }, variants }
+}
+
+/// One frame's whole lookup (a random bank of `bank_size`, every variant, then the
+/// allowlist) with no allowlist entries, and with the caps' worst: 10,000 entries, 1,000
+/// per scope, as many hashes as the caps allow (26 each, random), all at distance 31.
+/// Frames: a third near a banked hash, a third near an entry's hash, a third unrelated.
+/// Timed alternately, frame by frame, in the same run; the allowlist's answers are
+/// checked against comparing every entry's hash with every variant (what it did before
+/// the index), which is also timed on a few frames.
+fn allowlist_bench(bank_size: usize, frames: usize, rng: &mut SeededRng) -> serde_json::Value {
+    let rows: Vec<vigil_hash::format::Row> = (0..bank_size)
+        .map(|i| vigil_hash::format::Row {
+            line: i + 1,
+            id: format!("b{i}"),
+            hash: random_hash(rng),
+            label: String::new(),
+        })
+        .collect();
+    let banked: Vec<Hash256> = rows.iter().step_by(97).map(|r| r.hash).collect();
+    let bank = std::sync::Arc::new(Bank::from_rows(BankConfig::for_path("bench"), rows, 0));
+    let per_entry = MAX_LIVE_HASHES / MAX_ENTRIES;
+    let entries: Vec<AllowEntry> = (0..MAX_ENTRIES)
+        .map(|i| AllowEntry {
+            id: format!("fp/{i}"),
+            scope_kind: vigil_core::ScopeKind::Bank,
+            scope: format!("scope{}", i / MAX_ENTRIES_PER_SCOPE),
+            hashes: (0..per_entry).map(|_| random_hash(rng)).collect(),
+            max_distance: vigil_core::bank_update::MAX_DISTANCE,
+            expires_at_unix_ms: u64::MAX,
+        })
+        .collect();
+    let started = Instant::now();
+    let list = Allowlist::new(entries.clone());
+    let build_s = started.elapsed().as_secs_f64();
+    let empty = BankSet { banks: vec![bank.clone()], allowlist: Default::default() };
+    let full = BankSet { banks: vec![bank], allowlist: std::sync::Arc::new(list) };
+    let frames: Vec<FrameHashes> = (0..frames.max(3))
+        .map(|i| {
+            let original = match i % 3 {
+                0 => {
+                    let near = banked[rng.below(banked.len())];
+                    flip_between(rng, &near, 0, 20)
+                }
+                1 => {
+                    let near = entries[rng.below(entries.len())].hashes[rng.below(per_entry)];
+                    flip_between(rng, &near, 0, 31)
+                }
+                _ => random_hash(rng),
+            };
+            frame_hashes(original, rng)
+        })
+        .collect();
+    for f in frames.iter().take(20) {
+        std::hint::black_box((empty.lookup_at(f, 0), full.lookup_at(f, 0)));
+    }
+    let (mut t_empty, mut t_full, mut t_apply) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut distances, mut worst, mut allowed_frames, mut over_budget) = (0usize, 0usize, 0usize, 0usize);
+    for f in &frames {
+        let t = Instant::now();
+        std::hint::black_box(empty.lookup_at(f, 0));
+        t_empty.push(t.elapsed());
+        let t = Instant::now();
+        std::hint::black_box(full.lookup_at(f, 0));
+        t_full.push(t.elapsed());
+        let mut m = Vec::new();
+        let t = Instant::now();
+        let allowed = full.allowlist.apply(f, &mut m, 0);
+        t_apply.push(t.elapsed());
+        distances += allowed.distances;
+        worst = worst.max(allowed.distances);
+        allowed_frames += usize::from(!m.is_empty());
+        over_budget += usize::from(allowed.over_budget);
+    }
+    // Before the index: every hash of every entry against every variant.
+    let all: Vec<(usize, Hash256)> =
+        entries.iter().enumerate().flat_map(|(i, e)| e.hashes.iter().map(move |h| (i, *h))).collect();
+    let scan_frames = &frames[..frames.len().min(6)];
+    let mut t_scan = Vec::new();
+    let mut exact = true;
+    for f in scan_frames {
+        let t = Instant::now();
+        let mut reached: Vec<usize> = f
+            .variants
+            .iter()
+            .flat_map(|v| all.iter().filter(move |(_, h)| h.distance(&v.hash) <= 31).map(|(i, _)| *i))
+            .collect();
+        t_scan.push(t.elapsed());
+        reached.sort_unstable();
+        reached.dedup();
+        let mut m = Vec::new();
+        full.allowlist.apply(f, &mut m, 0);
+        let mut found: Vec<usize> = m.iter().filter_map(|m| m.id.strip_prefix("fp/")?.parse().ok()).collect();
+        found.sort_unstable();
+        exact &= found == reached;
+    }
+    for t in [&mut t_empty, &mut t_full, &mut t_apply, &mut t_scan] {
+        t.sort_unstable();
+    }
+    let mean_ms = |t: &[Duration]| t.iter().map(Duration::as_secs_f64).sum::<f64>() * 1000.0 / t.len() as f64;
+    let (e50, f50, a50, s50) = (
+        percentile_ms(&t_empty, 50.0),
+        percentile_ms(&t_full, 50.0),
+        percentile_ms(&t_apply, 50.0),
+        percentile_ms(&t_scan, 50.0),
+    );
+    let (e99, f99) = (percentile_ms(&t_empty, 99.0), percentile_ms(&t_full, 99.0));
+    let (emean, fmean) = (mean_ms(&t_empty), mean_ms(&t_full));
+    let n = frames.len();
+    println!();
+    println!(
+        "allowlist: one frame's lookup (bank of {bank_size} hashes, {} variants), {n} frames, timed alternately",
+        frames[0].variants.len()
+    );
+    println!("{:>30} {:>9} {:>9} {:>9}", "", "p50_ms", "p99_ms", "mean_ms");
+    println!("{:>30} {e50:>9.4} {e99:>9.4} {emean:>9.4}", "0 entries");
+    println!("{:>30} {f50:>9.4} {f99:>9.4} {fmean:>9.4}", format!("{MAX_ENTRIES} entries ({} hashes)", all.len()));
+    println!("{:>30} {:>8.2}x {:>8.2}x {:>8.2}x", "ratio", f50 / e50, f99 / e99, fmean / emean);
+    println!(
+        "allowlist alone p50 {a50:.4} ms; distances per frame mean {:.0}, max {worst} (budget {MAX_DISTANCES_PER_FRAME}, {over_budget} over); {allowed_frames} of {n} frames allowed; index built in {build_s:.2} s",
+        distances as f64 / n as f64
+    );
+    println!(
+        "before the index (every hash, every variant: {} distances): p50 {s50:.2} ms per frame, {:.0}x the lookup with 0 entries{}",
+        all.len() * frames[0].variants.len(),
+        s50 / e50,
+        if exact { "" } else { "  NOT EXACT" }
+    );
+    json!({
+        "bench": "allowlist", "bank_hashes": bank_size, "frames": n, "entries": MAX_ENTRIES,
+        "allow_hashes": all.len(), "build_s": build_s,
+        "lookup_0_entries_p50_ms": e50, "lookup_0_entries_p99_ms": e99, "lookup_0_entries_mean_ms": emean,
+        "lookup_full_p50_ms": f50, "lookup_full_p99_ms": f99, "lookup_full_mean_ms": fmean,
+        "ratio_p50": f50 / e50, "ratio_p99": f99 / e99, "ratio_mean": fmean / emean,
+        "allowlist_apply_p50_ms": a50, "distances_mean": distances as f64 / n as f64, "distances_max": worst,
+        "over_budget": over_budget, "frames_allowed": allowed_frames,
+        "scan_p50_ms": s50, "exact_vs_scan": exact,
+    })
 }
 
 /// Batched against one-by-one search on the same index, batches of two shapes:

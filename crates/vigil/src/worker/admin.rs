@@ -33,6 +33,8 @@ pub struct AdminState {
     pub token: AdminToken,
     /// The Kafka sink's health (producer fatal error, spool fill), when Kafka is on.
     pub sink_health: Option<vigil_sink::KafkaHealth>,
+    /// What `/readyz` shows while still ready (unsigned records believed, say).
+    pub warnings: Vec<String>,
 }
 
 /// Requests refused by the admin token check, by why (`no_token`, `bad_token`).
@@ -167,9 +169,12 @@ async fn ready(State(s): State<Arc<AdminState>>) -> impl IntoResponse {
     let code = if reasons.is_empty() { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     (
         code,
-        Json(
-            json!({"ready": reasons.is_empty(), "reasons": reasons, "streams": s.streams.as_ref().map_or(0, |st| st.len())}),
-        ),
+        Json(json!({
+            "ready": reasons.is_empty(),
+            "reasons": reasons,
+            "warnings": s.warnings,
+            "streams": s.streams.as_ref().map_or(0, |st| st.len()),
+        })),
     )
 }
 

@@ -5,18 +5,25 @@
 //! whole topic, from its beginning, outside any consumer group (each worker needs every
 //! entry), and swaps the live entries into its bank set the moment one arrives, so an
 //! entry applies within a poll of being published. Records are hostile input: anything
-//! [`vigil_core::BankUpdate::check`] refuses is logged and counted, never applied.
+//! [`vigil_core::BankUpdate::check`] refuses is logged and counted, never applied; so is
+//! a rule-scoped entry that names no rule of this worker's policy or a rule an entry may
+//! not silence (one a bank match fires: bank matches are allowed per bank, by a
+//! bank-scoped entry), and an entry over a cap ([`vigil_hash::allow::MAX_ENTRIES`] in
+//! all, [`vigil_hash::allow::MAX_ENTRIES_PER_SCOPE`] per bank or rule,
+//! [`vigil_hash::allow::MAX_LIVE_HASHES`] hashes), which bounds what a frame's lookup
+//! costs (see [`vigil_hash::allow`]).
 
 use prometheus::{IntCounterVec, IntGauge, Opts};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
+use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::{Arc, LazyLock};
 use std::time::{Duration, Instant};
-use vigil_core::{BankUpdate, BankUpdateOp};
-use vigil_hash::{AllowEntry, Allowlist, BankStore};
+use vigil_core::{BankUpdate, BankUpdateOp, ScopeKind};
+use vigil_fusion::{Condition, Policy};
+use vigil_hash::{AllowEntry, BankStore, LiveEntries, OverCap};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -43,16 +50,95 @@ impl AllowlistConfig {
     }
 }
 
-/// Live entries at most: each frame is compared with every entry's hashes.
-const MAX_ENTRIES: usize = 10_000;
+const RESULTS: [&str; 5] = ["applied", "revoked", "refused", "over_cap", "expired"];
 
-const RESULTS: [&str; 4] = ["applied", "revoked", "refused", "expired"];
+/// The policy's rules as allowlist scopes: a rule-scoped entry names one of them, and
+/// never one that an entry may not silence.
+#[derive(Debug, Clone, Default)]
+pub struct RuleScopes {
+    /// Rules an entry may silence.
+    silenceable: BTreeSet<String>,
+    /// Rules it may not, with the condition they fire on: a bank match's (a banked
+    /// image is allowed per bank, by a bank-scoped entry) or `unscanned` (nobody looked
+    /// at the frame; fusion never silences it either).
+    protected: Vec<(String, Condition)>,
+}
+
+impl RuleScopes {
+    pub fn of(policy: &Policy) -> RuleScopes {
+        let mut scopes = RuleScopes::default();
+        for r in &policy.rule {
+            match r.condition {
+                Condition::BankInterrupt | Condition::BankReview | Condition::Unscanned => {
+                    scopes.protected.push((r.name.clone(), r.condition))
+                }
+                _ => {
+                    scopes.silenceable.insert(r.name.clone());
+                }
+            }
+        }
+        scopes
+    }
+
+    fn check(&self, kind: ScopeKind, scope: &str) -> Result<(), Refusal> {
+        if kind == ScopeKind::Bank || self.silenceable.contains(scope) {
+            return Ok(());
+        }
+        Err(match self.protected.iter().find(|(name, _)| name == scope) {
+            Some((rule, condition)) => Refusal::ProtectedRule { rule: rule.clone(), condition: *condition },
+            None => Refusal::UnknownRule(scope.to_string()),
+        })
+    }
+}
+
+/// Why a record is not applied: each is logged and counted under its `result`.
+#[derive(Debug, thiserror::Error)]
+enum Refusal {
+    #[error("{0}")]
+    Invalid(String),
+    #[error(
+        "rule-scoped, and rule {rule} fires on {}, which no allowlist entry may silence ({})",
+        .condition.name(),
+        why_protected(*.condition)
+    )]
+    ProtectedRule { rule: String, condition: Condition },
+    #[error("rule-scoped, and this worker's policy has no rule {0:?}")]
+    UnknownRule(String),
+    #[error("over a cap: {0} (revoke some)")]
+    OverCap(#[from] OverCap),
+}
+
+fn why_protected(condition: Condition) -> &'static str {
+    match condition {
+        Condition::Unscanned => "nobody looked at the frame",
+        _ => "a banked image is allowed per bank, by a bank-scoped entry",
+    }
+}
+
+impl Refusal {
+    fn result(&self) -> &'static str {
+        match self {
+            Refusal::OverCap(_) => "over_cap",
+            _ => "refused",
+        }
+    }
+
+    /// Logs and counts it.
+    fn report(&self, key: Option<&[u8]>) {
+        UPDATES.with_label_values(&[self.result()]).inc();
+        let key = key.map(|k| String::from_utf8_lossy(&k[..k.len().min(200)]).into_owned());
+        match self {
+            Refusal::OverCap(_) => tracing::error!(key, "allowlist: record refused: {self}"),
+            _ => tracing::warn!(key, "allowlist: record refused: {self}"),
+        }
+    }
+}
 
 static UPDATES: LazyLock<IntCounterVec> = LazyLock::new(|| {
     IntCounterVec::new(
         Opts::new(
             "vigil_allowlist_updates_total",
-            "Allowlist records read: applied, revoked, refused (invalid), expired (dropped at expiry)",
+            "Allowlist records read: applied, revoked, refused (invalid, or a rule it may not name), over_cap (too many entries in all, for its scope, or hashes), expired (dropped at expiry)",
         ),
         &["result"],
     )
@@ -82,12 +168,22 @@ impl AllowlistReader {
         kafka: &vigil_sink::KafkaConfig,
         worker_id: &str,
         banks: Arc<BankStore>,
+        trust: &vigil_trust::config::Trust,
+        rules: RuleScopes,
     ) -> anyhow::Result<AllowlistReader> {
         let mut client = kafka.consumer_config(&format!("vigil-allowlist-{worker_id}")).map_err(anyhow::Error::msg)?;
         client.set("enable.auto.commit", "false");
         let consumer: BaseConsumer = client.create()?;
         let stop = Arc::new(AtomicBool::new(false));
-        let mut reader = Reader { consumer, topic: cfg.topic.clone(), banks, entries: BTreeMap::new(), partitions: 0 };
+        let mut reader = Reader {
+            consumer,
+            topic: cfg.topic.clone(),
+            banks,
+            rules,
+            entries: LiveEntries::default(),
+            partitions: 0,
+            verifier: trust.verifier(vigil_trust::TopicKind::BankUpdates),
+        };
         let s = stop.clone();
         let thread = std::thread::Builder::new().name("vigil-allowlist".into()).spawn(move || reader.run(&s))?;
         Ok(AllowlistReader { stop, thread: Some(thread) })
@@ -107,9 +203,13 @@ struct Reader {
     consumer: BaseConsumer,
     topic: String,
     banks: Arc<BankStore>,
-    entries: BTreeMap<String, AllowEntry>,
+    /// The policy's rules a rule-scoped entry may name.
+    rules: RuleScopes,
+    entries: LiveEntries,
     /// Partitions assigned so far (a topic that grows is picked up by the next check).
     partitions: usize,
+    /// Only the console's signed records are applied.
+    verifier: vigil_trust::Verifier,
 }
 
 impl Reader {
@@ -141,6 +241,8 @@ impl Reader {
                 let deadline = Instant::now() + Duration::from_millis(200);
                 while let Some(m) = self.consumer.poll(deadline.saturating_duration_since(Instant::now())) {
                     let record = match m {
+                        // Refused and counted by the verifier (vigil_trust_records_total).
+                        Ok(m) if self.verifier.check(&m).is_err() => continue,
                         Ok(m) => (m.key().map(<[u8]>::to_vec), m.payload().map(<[u8]>::to_vec)),
                         Err(e) => {
                             tracing::warn!("allowlist: consumer error: {e}");
@@ -192,15 +294,17 @@ impl Reader {
             Some(Err(e)) => Err(format!("not a vigil.bank_update record: {e}")),
             Some(Ok(u)) => u.check_at(key, crate::output::unix_ms()).map(|_| u),
         };
-        let update = match update.and_then(|u| match u.op {
-            BankUpdateOp::Allow => AllowEntry::from_update(&u).map(|e| (u, Some(e))),
+        let update = update.map_err(Refusal::Invalid).and_then(|u| match u.op {
+            BankUpdateOp::Allow => {
+                self.rules.check(u.scope_kind, &u.scope)?;
+                AllowEntry::from_update(&u).map(|e| (u, Some(e))).map_err(Refusal::Invalid)
+            }
             BankUpdateOp::Revoke => Ok((u, None)),
-        }) {
+        });
+        let update = match update {
             Ok(u) => u,
             Err(why) => {
-                UPDATES.with_label_values(&["refused"]).inc();
-                let key = key.map(|k| String::from_utf8_lossy(&k[..k.len().min(200)]).into_owned());
-                tracing::warn!(key, "allowlist: record refused: {why}");
+                why.report(key);
                 return false;
             }
         };
@@ -208,14 +312,11 @@ impl Reader {
             (u, Some(entry)) => {
                 if entry.expires_at_unix_ms <= crate::output::unix_ms() {
                     UPDATES.with_label_values(&["expired"]).inc();
-                    return self.entries.remove(&u.update_id).is_some();
+                    return self.entries.remove(&u.update_id);
                 }
-                if self.entries.len() >= MAX_ENTRIES && !self.entries.contains_key(&u.update_id) {
-                    UPDATES.with_label_values(&["refused"]).inc();
-                    tracing::error!(
-                        entry = u.update_id,
-                        "allowlist: {MAX_ENTRIES} entries live already: refused (revoke some)"
-                    );
+                let hashes = entry.hashes.len();
+                if let Err(over) = self.entries.insert(entry) {
+                    Refusal::from(over).report(key);
                     return false;
                 }
                 UPDATES.with_label_values(&["applied"]).inc();
@@ -223,33 +324,30 @@ impl Reader {
                     entry = u.update_id,
                     scope_kind = ?u.scope_kind,
                     scope = u.scope,
-                    hashes = entry.hashes.len(),
+                    hashes,
                     created_by = u.created_by,
                     "allowlist: entry applied"
                 );
-                self.entries.insert(u.update_id, entry);
                 true
             }
             (u, None) => {
                 UPDATES.with_label_values(&["revoked"]).inc();
                 tracing::info!(entry = u.update_id, created_by = u.created_by, "allowlist: entry revoked");
-                self.entries.remove(&u.update_id).is_some()
+                self.entries.remove(&u.update_id)
             }
         }
     }
 
     fn drop_expired(&mut self) -> bool {
-        let now = crate::output::unix_ms();
-        let before = self.entries.len();
-        self.entries.retain(|_, e| e.expires_at_unix_ms > now);
-        let gone = before - self.entries.len();
+        let gone = self.entries.drop_expired(crate::output::unix_ms());
         UPDATES.with_label_values(&["expired"]).inc_by(gone as u64);
         gone > 0
     }
 
     fn publish(&self) {
         ENTRIES.set(self.entries.len() as i64);
-        self.banks.set_allowlist(Allowlist { entries: self.entries.values().cloned().collect() });
+        // Indexed here, on the reader's thread; swapped in whole.
+        self.banks.set_allowlist(self.entries.allowlist());
     }
 }
 
@@ -264,15 +362,22 @@ mod tests {
             consumer,
             topic: "t".into(),
             banks: Arc::new(BankStore::open(&[]).0),
-            entries: BTreeMap::new(),
+            rules: RuleScopes::of(&Policy::embedded_default()),
+            entries: LiveEntries::default(),
             partitions: 0,
+            verifier: vigil_trust::config::Trust::with(&Default::default(), None, None)
+                .verifier(vigil_trust::TopicKind::BankUpdates),
         }
     }
 
     fn record(id: &str, op: &str, expires: u64) -> Vec<u8> {
+        scoped(id, op, "bank", "known", expires)
+    }
+
+    fn scoped(id: &str, op: &str, scope_kind: &str, scope: &str, expires: u64) -> Vec<u8> {
         serde_json::to_vec(&serde_json::json!({
             "schema": "vigil.bank_update", "schema_version": 1, "update_id": id, "op": op,
-            "scope_kind": "bank", "scope": "known", "hashes": if op == "allow" { vec!["ab".repeat(32)] } else { vec![] },
+            "scope_kind": scope_kind, "scope": scope, "hashes": if op == "allow" { vec!["ab".repeat(32)] } else { vec![] },
             "max_distance": 10, "created_at_unix_ms": expires.saturating_sub(3_600_000).max(1),
             "expires_at_unix_ms": expires, "created_by": "alice"
         }))
@@ -285,7 +390,7 @@ mod tests {
         let far = crate::output::unix_ms() + 3_600_000;
         assert!(r.read(Some(b"fp/1"), Some(&record("fp/1", "allow", far))));
         r.publish();
-        assert_eq!(r.banks.snapshot().allowlist.entries.len(), 1);
+        assert_eq!(r.banks.snapshot().allowlist.len(), 1);
         assert!(!r.read(Some(b"fp/2"), Some(b"{not json")));
         assert!(!r.read(Some(b"other"), Some(&record("fp/2", "allow", far))), "key mismatch");
         assert!(!r.read(Some(b"fp/3"), None));
@@ -294,5 +399,45 @@ mod tests {
         assert!(r.read(Some(b"fp/1"), Some(&record("fp/1", "revoke", 2))));
         r.publish();
         assert!(r.banks.snapshot().allowlist.is_empty());
+    }
+
+    #[test]
+    fn a_rule_entry_may_not_name_a_bank_rule() {
+        let mut r = reader();
+        let far = crate::output::unix_ms() + 3_600_000;
+        // The default policy's bank rules: known_abuse_material (bank_interrupt) and
+        // known_content_for_review (bank_review). Silencing one would let a banked image
+        // through on every bank at once.
+        for (i, rule) in ["known_abuse_material", "known_content_for_review", "stream_unscannable", "no_such_rule"]
+            .into_iter()
+            .enumerate()
+        {
+            let id = format!("fp/rule-{i}");
+            assert!(!r.read(Some(id.as_bytes()), Some(&scoped(&id, "allow", "rule", rule, far))), "{rule}");
+        }
+        assert!(r.entries.is_empty());
+        // A rule a reviewer may silence, and a bank-scoped entry for the bank itself.
+        assert!(r.read(Some(b"fp/nsfw"), Some(&scoped("fp/nsfw", "allow", "rule", "nsfw_classifier", far))));
+        assert!(r.read(Some(b"fp/bank"), Some(&scoped("fp/bank", "allow", "bank", "known_abuse_material", far))));
+        assert_eq!(r.entries.len(), 2);
+        // Revoking by id needs no scope check.
+        assert!(r.read(Some(b"fp/nsfw"), Some(&scoped("fp/nsfw", "revoke", "rule", "known_abuse_material", 2))));
+    }
+
+    #[test]
+    fn an_entry_over_a_cap_is_refused_and_counted_as_over_cap() {
+        let mut r = reader();
+        let far = crate::output::unix_ms() + 3_600_000;
+        for i in 0..vigil_hash::allow::MAX_ENTRIES_PER_SCOPE {
+            let id = format!("fp/{i}");
+            assert!(r.read(Some(id.as_bytes()), Some(&record(&id, "allow", far))));
+        }
+        let over_cap = || UPDATES.with_label_values(&["over_cap"]).get();
+        let before = over_cap();
+        assert!(!r.read(Some(b"fp/x"), Some(&record("fp/x", "allow", far))), "one scope's cap");
+        assert_eq!(over_cap(), before + 1);
+        assert!(r.read(Some(b"fp/y"), Some(&scoped("fp/y", "allow", "bank", "other", far))), "another scope");
+        assert!(r.read(Some(b"fp/0"), Some(&record("fp/0", "allow", far))), "a replacement");
+        assert_eq!(r.entries.len(), vigil_hash::allow::MAX_ENTRIES_PER_SCOPE + 1);
     }
 }

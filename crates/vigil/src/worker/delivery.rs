@@ -36,8 +36,10 @@ pub enum SinkMsg {
         command_id: String,
         line: serde_json::Value,
     },
-    /// Write this last line, flush Kafka and stop (other senders may still exist).
-    Last(serde_json::Value),
+    /// Flush Kafka until the deadline, then write this last line with what is left in
+    /// the spool (`pending_messages`, `oldest_pending_secs`), and stop (other senders may
+    /// still exist). The drain's deadline covers the flush.
+    Last(serde_json::Value, std::time::Instant),
 }
 
 impl SinkMsg {
@@ -70,21 +72,27 @@ fn write_all(rx: &Receiver<SinkMsg>, kafka: Option<KafkaSink>) {
     let mut sink = JsonlSink::new(std::io::stdout());
     let mut output = OutputState { broken: false };
     for msg in rx {
+        if let SinkMsg::Last(mut line, deadline) = msg {
+            // The flush is part of the drain: it ends at the drain's deadline.
+            if let Some(k) = &kafka {
+                let left = k.flush(deadline.saturating_duration_since(std::time::Instant::now()));
+                let oldest = k.oldest_pending().map_or(0.0, |d| d.as_secs_f64());
+                if left > 0 {
+                    tracing::warn!(
+                        "{left} message(s) not yet confirmed by Kafka stay in the spool for the next start (the oldest waited {oldest:.0} s)"
+                    );
+                }
+                line["pending_messages"] = json!(left);
+                line["oldest_pending_secs"] = json!((oldest * 10.0).round() / 10.0);
+            }
+            output.note(sink.write(&line));
+            break;
+        }
         let started = vigil_core::cpu::thread_cpu();
-        let last = matches!(msg, SinkMsg::Last(_));
         write_one(msg, &mut sink, &mut output, kafka.as_ref());
         vigil_sink::metrics::METRICS
             .cpu_seconds
             .inc_by(vigil_core::cpu::thread_cpu().saturating_sub(started).as_secs_f64());
-        if last {
-            break;
-        }
-    }
-    if let Some(k) = &kafka {
-        let left = k.flush(std::time::Duration::from_secs(30));
-        if left > 0 {
-            tracing::warn!("{left} message(s) not yet confirmed by Kafka stay in the spool for the next start");
-        }
     }
 }
 
@@ -109,7 +117,7 @@ fn write_one(msg: SinkMsg, sink: &mut JsonlSink<std::io::Stdout>, output: &mut O
             let done = deliver(None, &events, &context, sink, kafka);
             output.note(done.output_error.map_or(Ok(()), Err));
         }
-        SinkMsg::Line(v) | SinkMsg::Last(v) => output.note(sink.write(&v)),
+        SinkMsg::Line(v) | SinkMsg::Last(v, _) => output.note(sink.write(&v)),
         SinkMsg::Cut { stream, command_id, line } => {
             if let Some(k) = kafka {
                 let record = vigil_sink::actuate::publish::ActionRecord {

@@ -41,7 +41,7 @@ pub enum Hold {
     /// Keep them back.
     Holding,
     /// The previous owner let go: adopt its incident, then send.
-    Released(Option<Incident>),
+    Released(Option<Box<Incident>>),
     /// No release came in time: send what was held as it is.
     Expired,
 }
@@ -97,7 +97,7 @@ impl HandOver {
         if let Some(prior) = i.released.take() {
             i.hold_until = None;
             OUTCOMES.with_label_values(&[if prior.is_some() { "adopted" } else { "none_open" }]).inc();
-            return Hold::Released(prior);
+            return Hold::Released(prior.map(Box::new));
         }
         if now >= until {
             i.hold_until = None;

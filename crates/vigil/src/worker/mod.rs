@@ -153,13 +153,21 @@ pub fn run(config: Option<&Path>, args: RunArgs) -> anyhow::Result<ExitCode> {
     let store = Arc::new(store);
     let _watch = store.watch(Duration::from_secs(cfg.hash.reload_poll_secs.max(1)));
     let policy = cfg.fusion.load_policy().map_err(|e| anyhow::anyhow!("fusion policy: {}", e.join("; ")))?;
+    let allow_rules = allowlist::RuleScopes::of(&policy);
 
     let registry = prometheus::Registry::new();
     vigil_media::metrics::register(&registry)?;
     vigil_hash::metrics::register(&registry)?;
     vigil_infer::metrics::register(&registry)?;
     vigil_sink::metrics::register(&registry)?;
+    vigil_trust::metrics::register(
+        &registry,
+        &[vigil_trust::TopicKind::Owners, vigil_trust::TopicKind::Lifecycle, vigil_trust::TopicKind::BankUpdates],
+    )?;
     registry.register(Box::new(streams::SAMPLE_AGE.clone()))?;
+    registry.register(Box::new(streams::SESSIONS_RENEWED.clone()))?;
+    registry.register(Box::new(streams::ANALYSIS_PANICS.clone()))?;
+    registry.register(Box::new(crate::output::REISSUED.clone()))?;
     registry.register(Box::new(streams::SAMPLES_DUE.clone()))?;
     registry.register(Box::new(streams::SAMPLES_ANALYSED.clone()))?;
     registry.register(Box::new(capacity::CAPACITY_STREAMS.clone()))?;
@@ -196,6 +204,7 @@ pub fn run(config: Option<&Path>, args: RunArgs) -> anyhow::Result<ExitCode> {
                 shutdown: shutdown.clone(),
                 token,
                 sink_health: None,
+                warnings: Vec::new(),
             };
             let addr = admin::start(&cfg.admin.listen, cfg.admin.control_listen.as_deref(), Arc::new(state))
                 .context("admin server")?
@@ -211,7 +220,16 @@ pub fn run(config: Option<&Path>, args: RunArgs) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::from(2));
         }
     };
-    let kafka = cfg.sink.kafka.clone().map(vigil_sink::KafkaSink::open).transpose().context("kafka sink")?;
+    // Every record written is signed; every record read is checked (see vigil-trust).
+    let reads_kafka = cfg.sink.kafka.is_some() && (cfg.fleet.is_some() || cfg.allowlist.is_some());
+    let trust = cfg.open_trust(vigil_trust::Role::Worker, cfg.sink.kafka.is_some(), reads_kafka).context("[trust]")?;
+    let kafka = cfg
+        .sink
+        .kafka
+        .clone()
+        .map(|k| vigil_sink::KafkaSink::open(k, trust.signer().cloned()))
+        .transpose()
+        .context("kafka sink")?;
     let sink_health = kafka.as_ref().map(vigil_sink::KafkaSink::health);
     let (sink_tx, sink_thread) = delivery::start(kafka)?;
 
@@ -243,6 +261,7 @@ pub fn run(config: Option<&Path>, args: RunArgs) -> anyhow::Result<ExitCode> {
         shutdown: shutdown.clone(),
         token,
         sink_health,
+        warnings: trust.warning().into_iter().collect(),
     });
     let held = streams.clone();
     kube::start(move || held.len(), shutdown.clone()).context("pod-deletion-cost")?;
@@ -310,15 +329,16 @@ pub fn run(config: Option<&Path>, args: RunArgs) -> anyhow::Result<ExitCode> {
     start_pulls(pulls, &mut deferred);
     let _allowlist = match (&cfg.allowlist, &cfg.sink.kafka) {
         (Some(a), Some(k)) => Some(
-            allowlist::AllowlistReader::start(a, k, &worker_id, store.clone())
+            allowlist::AllowlistReader::start(a, k, &worker_id, store.clone(), &trust, allow_rules)
                 .context("reading the console's allowlist")?,
         ),
         _ => None,
     };
     let fleet = match (&cfg.fleet, &cfg.sink.kafka) {
-        (Some(f), Some(k)) => {
-            Some(fleet::Fleet::start(f, k, &worker_id, streams.clone()).context("joining the fleet's consumer group")?)
-        }
+        (Some(f), Some(k)) => Some(
+            fleet::Fleet::start(f, k, &worker_id, streams.clone(), &trust)
+                .context("joining the fleet's consumer group")?,
+        ),
         _ => None,
     };
 
@@ -389,10 +409,13 @@ fn drain(d: Drain<'_>, admin: &AdminConfig) {
     done("publishers_closed", &mut since);
     let unfinished = d.streams.drain_until(deadline);
     done("samples_analysed", &mut since);
-    let _ = d.sink.send(delivery::SinkMsg::Last(serde_json::json!({
-        "type": "worker",
-        "event": "stopped",
-        "drain": phases,
-        "unfinished_streams": unfinished,
-    })));
+    let _ = d.sink.send(delivery::SinkMsg::Last(
+        serde_json::json!({
+            "type": "worker",
+            "event": "stopped",
+            "drain": phases,
+            "unfinished_streams": unfinished,
+        }),
+        deadline,
+    ));
 }

@@ -170,7 +170,14 @@ impl Streams {
         let (streams, h, ctx, cov, ho) = (self.clone(), handle.clone(), context, coverage.clone(), handover.clone());
         let thread = std::thread::Builder::new()
             .name(format!("vigil-analyze-{id}"))
-            .spawn(move || analyze_stream(&streams, &h, ctx, ingest, &cov, &ho))
+            .spawn(move || {
+                let guarded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    analyze_stream(&streams, &h, ctx.clone(), ingest, &cov, &ho)
+                }));
+                if let Err(panic) = guarded {
+                    streams.after_panic(&h, &ctx, &ho, panic.as_ref());
+                }
+            })
             .map_err(|e| StartError::Thread(e.to_string()))?;
         let _ = self.deps.sink.send(SinkMsg::lifecycle(id, "started", Some(&info.source), None));
         let entry = Entry { ingest, handle: handle.clone(), info, coverage, handover, analysis: Some(thread) };
@@ -273,6 +280,56 @@ impl Streams {
         }
     }
 
+    /// An analysis thread panicked (a bug): its cleanup still runs. The stream is stopped
+    /// (its publisher's connection closes, its capacity is given back, a re-publish is a
+    /// new session), and the stretch it could not analyse is reported unscanned, never
+    /// passed as clean.
+    fn after_panic(
+        &self,
+        handle: &StreamHandle,
+        context: &AlertContext,
+        handover: &HandOver,
+        panic: &(dyn std::any::Any + Send),
+    ) {
+        let id = handle.id.0.clone();
+        let why = panic
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "a panic".into());
+        ANALYSIS_PANICS.inc();
+        tracing::error!(stream = %id, "the stream's analysis failed ({why}); the stream is stopped, its gap reported unscanned");
+        handle.stop_because(format!("the analysis failed: {why}"));
+        let deps = &self.deps;
+        let mut analysis = StreamAnalysis::new(
+            deps.policy.clone(),
+            handle.id.clone(),
+            String::new(),
+            &deps.hash,
+            &deps.banks.snapshot(),
+        );
+        let (signals, outcome) = analysis.gap("analysis", &format!("the analysis failed: {why}"));
+        // The decoder's queue is drained unread: its samples are part of the gap.
+        while handle.queue.pop(Duration::from_millis(50)).is_some() {}
+        let _ = deps.sink.send(SinkMsg::Frame(Box::new(FrameMsg {
+            stream: id.clone(),
+            signals,
+            outcome,
+            context: context.clone(),
+            age_ms: None,
+        })));
+        let _ = deps.sink.send(SinkMsg::lifecycle(&id, "ended", None, Some("the analysis failed")));
+        handover.end(None);
+        self.finished(&id);
+    }
+
+    /// A live stream's source came back: `/streams` shows its new session.
+    fn renew_session(&self, id: &str, session: &str) {
+        if let Some(e) = self.lock().get_mut(id) {
+            e.info.session_id = session.to_string();
+        }
+    }
+
     fn finished(&self, id: &str) {
         // The analysis thread removes its own entry; its JoinHandle is simply dropped.
         self.lock().remove(id);
@@ -350,6 +407,30 @@ pub static DECISIONS: std::sync::LazyLock<prometheus::IntCounterVec> = std::sync
     .expect("valid metric");
     for d in ["clear", "unscanned", "review", "interrupt"] {
         let _ = v.with_label_values(&[d]);
+    }
+    v
+});
+/// Analysis threads that panicked (a bug; the stream was stopped and its gap reported).
+pub static ANALYSIS_PANICS: std::sync::LazyLock<prometheus::IntCounter> = std::sync::LazyLock::new(|| {
+    prometheus::IntCounter::new(
+        "vigil_analysis_panics_total",
+        "Stream analyses that failed with a panic (a bug): each stream was stopped and its gap reported unscanned",
+    )
+    .expect("valid metric")
+});
+/// Sessions renewed: a stream's source came back on the same worker (a reconnect after an
+/// end, error or stall, or a decoder restart), by ingest kind.
+pub static SESSIONS_RENEWED: std::sync::LazyLock<prometheus::IntCounterVec> = std::sync::LazyLock::new(|| {
+    let v = prometheus::IntCounterVec::new(
+        prometheus::Opts::new(
+            "vigil_stream_sessions_renewed_total",
+            "Streams whose source came back on this worker and got a new session (new incident and command ids)",
+        ),
+        &["ingest"],
+    )
+    .expect("valid metric");
+    for i in ["rtmp", "whip", "pull"] {
+        let _ = v.with_label_values(&[i]);
     }
     v
 });
@@ -518,7 +599,7 @@ impl whip::WhipAdmission for WhipAdmission {
 fn analyze_stream(
     streams: &Streams,
     handle: &StreamHandle,
-    context: AlertContext,
+    mut context: AlertContext,
     ingest: Ingest,
     coverage: &Coverage,
     handover: &HandOver,
@@ -537,6 +618,12 @@ fn analyze_stream(
         let _ = deps.sink.send(msg);
     };
     let mut held = Held::default();
+    // Tests only (debug builds): make this stream's analysis fail, to prove the cleanup.
+    #[cfg(debug_assertions)]
+    let fail_on_first_frame = std::env::var("VIGIL_FAULT_PANIC_STREAM").is_ok_and(|s| s == id);
+    // Whether a decoder already recognised this stream's video: a second `Started` is
+    // the source coming back after an end, an error, a stall or a restart.
+    let mut decoding = false;
     loop {
         let mut age_ms = None;
         let Some(item) = handle.queue.pop(Duration::from_millis(500)) else {
@@ -548,6 +635,10 @@ fn analyze_stream(
         };
         let (signals, mut outcome) = match item {
             StreamOutput::Frame(frame) => {
+                #[cfg(debug_assertions)]
+                if fail_on_first_frame {
+                    panic!("fault injected by VIGIL_FAULT_PANIC_STREAM");
+                }
                 // Samples dropped since the last one (analysis was behind) are due and
                 // not analysed: the stretch is reported unscanned, never passed as clean.
                 let dropped = handle.queue.dropped();
@@ -586,6 +677,34 @@ fn analyze_stream(
                     "{width}x{height} at {} fps, decoder {decoder}",
                     fps.map_or("?".into(), |f| format!("{f:.1}"))
                 );
+                if decoding {
+                    // The source came back on this worker: a new session, with new
+                    // incident and command ids, so showing the same material again is
+                    // alerted and cut again instead of continuing an incident whose
+                    // command was already acted on (or lost with the old connection).
+                    // What the old session still held goes out first, as it is.
+                    if !held.0.is_empty() {
+                        send(SinkMsg::Events {
+                            events: std::mem::take(&mut held.0),
+                            context: Box::new(context.clone()),
+                        });
+                    }
+                    let session = vigil_core::ids::new_session_id();
+                    context.session_id = Some(session.clone());
+                    analysis = StreamAnalysis::new(
+                        deps.policy.clone(),
+                        handle.id.clone(),
+                        session.clone(),
+                        &deps.hash,
+                        &deps.banks.snapshot(),
+                    );
+                    last_risk = None;
+                    streams.renew_session(&id, &session);
+                    SESSIONS_RENEWED.with_label_values(&[ingest.label()]).inc();
+                    tracing::info!(stream = %id, session, "the source came back: a new session");
+                    send(SinkMsg::lifecycle(&id, "reconnected", Some(&session), None));
+                }
+                decoding = true;
                 send(SinkMsg::lifecycle(&id, "decoding", Some(&detail), None));
                 continue;
             }
@@ -650,7 +769,7 @@ impl Held {
                 self.0.append(events);
                 return;
             }
-            Hold::Released(prior) => analysis.adopt(prior, std::mem::take(&mut self.0)),
+            Hold::Released(prior) => analysis.adopt(prior.map(|p| *p), std::mem::take(&mut self.0)),
             Hold::Off | Hold::Expired => std::mem::take(&mut self.0),
         };
         ready.append(events);

@@ -16,9 +16,15 @@ pub fn http(addr: &str, req: &str) -> (u16, String) {
     (status, out)
 }
 
+/// The audit key every console in the tests runs with.
+pub const AUDIT_KEY: &str = "the console tests' audit key, at least 32 bytes long";
+
 pub fn vigil_console(config: &std::path::Path, args: &[&str], env: &[(&str, &str)]) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_vigil"));
     c.arg("--config").arg(config).arg("console").args(args).env("VIGIL_LOG", "info");
+    // The audit chain's key (`[console]`'s default `audit_key_env`); a test may override it.
+    c.env("VIGIL_CONSOLE_AUDIT_KEY", AUDIT_KEY);
+    super::trust::apply(&mut c);
     for (k, v) in env {
         c.env(k, v);
     }

@@ -6,6 +6,7 @@ pub mod console;
 pub mod metrics_doc;
 pub mod netns;
 pub mod nginx;
+pub mod trust;
 pub mod webdriver;
 pub mod worker;
 
@@ -37,6 +38,7 @@ pub fn vigil_env(args: &[&str], env: &[(&str, &str)]) -> Output {
         .env("VIGIL_CACHE_DIR", cache_dir())
         .env("VIGIL__INFER__MODELS_DIR", root().join("models"))
         .env_remove("VIGIL_CONFIG");
+    trust::apply(&mut cmd);
     for (k, v) in env {
         cmd.env(k, v);
     }

@@ -94,7 +94,7 @@ pub fn fleet_worker_config(bank: &std::path::Path, rtmp_port: u16, broker: &str,
         "[media]\nsampling = \"adaptive\"\n\
          [[hash.banks]]\nname = \"known\"\npath = \"{}\"\naction = \"interrupt\"\n\
          [ingest.rtmp]\nlisten = \"127.0.0.1:{rtmp_port}\"\n[ingest.rtmp.stream_keys]\nalice = \"alice-key-123\"\n\
-         [sink.kafka]\nbrokers = \"{broker}\"\nspool_path = \"{}\"\n[fleet]\nsession_timeout_secs = 6\n",
+         [sink.kafka]\nbrokers = \"{broker}\"\nspool_path = \"{}\"\n[fleet]\nsession_timeout_secs = 6\npull_hosts = [\"127.0.0.1\"]\n",
         bank.display(),
         spool.display()
     )

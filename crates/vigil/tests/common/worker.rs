@@ -57,6 +57,7 @@ impl Worker {
             .env_remove("VIGIL_CONFIG")
             .stdout(Stdio::piped())
             .stderr(std::fs::File::create(dir.path().join("stderr.log")).unwrap());
+        super::trust::apply(&mut cmd);
         for (k, v) in env {
             cmd.env(k, v);
         }

@@ -26,6 +26,7 @@
 
 mod offers;
 mod owners;
+pub mod pull_hosts;
 
 use super::handover::HandOver;
 use super::streams::{StartError, Streams};
@@ -64,6 +65,21 @@ pub struct FleetConfig {
     /// long at most: make-before-break.
     #[serde(default = "default_handoff")]
     pub handoff_secs: u64,
+    /// The hosts pulled streams may come from: `origin.example.org`, `*.edge.example.org`,
+    /// an address, or `*`. A lifecycle start or an offer naming any other host is refused.
+    #[serde(default)]
+    pub pull_hosts: Vec<String>,
+    /// Pull from link-local addresses and cloud metadata names too (refused by default,
+    /// whatever `pull_hosts` says).
+    #[serde(default)]
+    pub allow_link_local: bool,
+}
+
+impl FleetConfig {
+    /// Whether a pull URL's host is one this fleet may pull from.
+    pub fn check_host(&self, url: &str) -> Result<(), pull_hosts::HostRefusal> {
+        pull_hosts::check(url, &self.pull_hosts, self.allow_link_local)
+    }
 }
 
 fn default_topic() -> String {
@@ -105,6 +121,14 @@ impl FleetConfig {
         if !(6..=300).contains(&self.session_timeout_secs) {
             e.push(format!("{prefix}.session_timeout_secs: {} is not within 6..=300", self.session_timeout_secs));
         }
+        if self.pull_hosts.is_empty() {
+            e.push(format!(
+                "{prefix}.pull_hosts: name the hosts pulled streams may come from (patterns like \"origin.example.org\", \"*.edge.example.org\"; \"*\" for any)"
+            ));
+        }
+        for p in self.pull_hosts.iter().filter(|p| !pull_hosts::valid_pattern(p)) {
+            e.push(format!("{prefix}.pull_hosts: {p:?} is not a host, an address, \"*.suffix\" or \"*\""));
+        }
         if self.handoff_secs > 120 {
             e.push(format!("{prefix}.handoff_secs: {} is over 120", self.handoff_secs));
         }
@@ -134,7 +158,12 @@ pub struct Wanted {
 }
 
 /// Every reason [`parse_event`] gives (the rejected counter's label values).
-const REJECT_REASONS: [&str; 9] = [
+const REJECT_REASONS: [&str; 14] = [
+    "untrusted",
+    "bad_host",
+    "link_local_host",
+    "host_not_allowed",
+    "out_of_order",
     "empty",
     "too_large",
     "malformed",
@@ -152,7 +181,12 @@ const MAX_EVENT_BYTES: usize = 16 << 10;
 /// Parses and checks one message: what it asks for, or why it is refused (a metric
 /// label, so a fixed word).
 pub fn parse_event(key: Option<&[u8]>, payload: Option<&[u8]>) -> Result<(String, Option<Wanted>), &'static str> {
-    let payload = payload.ok_or("empty")?;
+    let Some(payload) = payload else {
+        // A tombstone (compaction's delete) for a stream's key stops that stream. Its
+        // signature (checked before this) covers the key.
+        let stream = key.and_then(|k| std::str::from_utf8(k).ok()).ok_or("empty")?;
+        return if valid_stream_id(stream) { Ok((stream.to_string(), None)) } else { Err("bad_stream_id") };
+    };
     if payload.len() > MAX_EVENT_BYTES {
         return Err("too_large");
     }
@@ -208,6 +242,8 @@ struct PartitionState {
     end: Option<i64>,
     next: i64,
     caught_up: bool,
+    /// Stream id → the signing time of its last event believed.
+    signed_at: HashMap<String, u64>,
 }
 
 /// Rebalances seen in the consumer's callback, handled after `poll` returns.
@@ -249,6 +285,7 @@ impl Fleet {
         kafka: &vigil_sink::KafkaConfig,
         worker_id: &str,
         streams: Arc<Streams>,
+        trust: &vigil_trust::config::Trust,
     ) -> anyhow::Result<Fleet> {
         let instance = cfg.instance_id.clone().unwrap_or_else(|| worker_id.to_string());
         let mut client = kafka.consumer_config(&cfg.group_id).map_err(anyhow::Error::msg)?;
@@ -262,7 +299,7 @@ impl Fleet {
             .set("enable.auto.offset.store", "false");
         let consumer: BaseConsumer<FleetContext> = client.create_with_context(FleetContext::default())?;
         consumer.subscribe(&[&cfg.lifecycle_topic])?;
-        let claims = Claims::open(cfg, kafka, &instance)?;
+        let claims = Claims::open(cfg, kafka, &instance, trust)?;
         let (leave, stop, handed_off) =
             (Arc::new(AtomicBool::new(false)), Arc::new(AtomicBool::new(false)), Arc::new(AtomicBool::new(false)));
         let mut member = Member {
@@ -282,6 +319,8 @@ impl Fleet {
             left: false,
             last_rejoin: None,
             claims,
+            verifier: trust.verifier(vigil_trust::TopicKind::Lifecycle),
+            hosts: cfg.clone(),
         };
         let (l, s, h) = (leave.clone(), stop.clone(), handed_off.clone());
         let thread = std::thread::Builder::new().name("vigil-fleet".into()).spawn(move || {
@@ -341,6 +380,10 @@ struct Member {
     /// delivered (see [`Member::rejoin_if_passed_over`]).
     last_rejoin: Option<Instant>,
     claims: Claims,
+    /// Only the platform's signed lifecycle events are believed.
+    verifier: vigil_trust::Verifier,
+    /// Where pulled streams may come from (`check_host`).
+    hosts: FleetConfig,
 }
 
 struct Stopping {
@@ -395,13 +438,21 @@ impl Member {
                 tracing::info!("fleet: left the group; streams handed off in {:?}", self.handoff);
             }
             let left = self.left;
+            let (verifier, partitions) = (&self.verifier, &self.partitions);
             let message = self.consumer.poll(Duration::from_millis(100)).map(|m| {
-                m.map(|m| (m.partition(), m.offset(), m.key().map(<[u8]>::to_vec), m.payload().map(<[u8]>::to_vec)))
+                m.map(|m| {
+                    // Freshness applies to what arrives live, not to the history read
+                    // on assignment (ordered per stream in `on_message` instead).
+                    let live = partitions.get(&m.partition()).is_some_and(|p| p.caught_up);
+                    let signed = verifier.check_with(&m, live).map(|v| v.ts_ms);
+                    let record = (m.key().map(<[u8]>::to_vec), m.payload().map(<[u8]>::to_vec));
+                    (m.partition(), m.offset(), record, signed)
+                })
             });
             self.handle_rebalances(left);
             match message {
-                Some(Ok((partition, offset, key, payload))) if !left => {
-                    self.on_message(partition, offset, key.as_deref(), payload.as_deref())
+                Some(Ok((partition, offset, (key, payload), signed))) if !left => {
+                    self.on_message(partition, offset, key.as_deref(), payload.as_deref(), signed)
                 }
                 Some(Err(e)) => {
                     ERRORS.inc();
@@ -474,8 +525,16 @@ impl Member {
             if assigned && !left {
                 tracing::info!(?parts, "fleet: partitions assigned");
                 for p in parts {
-                    self.partitions
-                        .insert(p, PartitionState { desired: BTreeMap::new(), end: None, next: 0, caught_up: false });
+                    self.partitions.insert(
+                        p,
+                        PartitionState {
+                            desired: BTreeMap::new(),
+                            end: None,
+                            next: 0,
+                            caught_up: false,
+                            signed_at: HashMap::new(),
+                        },
+                    );
                 }
             } else if !assigned {
                 tracing::info!(?parts, "fleet: partitions revoked");
@@ -505,10 +564,34 @@ impl Member {
         self.delegated.retain(|_, d| !parts.contains(&d.partition));
     }
 
-    fn on_message(&mut self, partition: i32, offset: i64, key: Option<&[u8]>, payload: Option<&[u8]>) {
+    fn on_message(
+        &mut self,
+        partition: i32,
+        offset: i64,
+        key: Option<&[u8]>,
+        payload: Option<&[u8]>,
+        signed: Result<Option<u64>, vigil_trust::Refusal>,
+    ) {
         let Some(state) = self.partitions.get_mut(&partition) else { return };
         state.next = offset + 1;
-        let (stream, wanted) = match parse_event(key, payload) {
+        let hosts = &self.hosts;
+        let parsed = signed.map_err(|_| "untrusted").and_then(|signed_at| {
+            let (stream, wanted) = parse_event(key, payload)?;
+            if let Some(w) = &wanted {
+                hosts.check_host(&w.uri).map_err(|r| r.label())?;
+            }
+            // Per stream, signing times only go forward: an old signed `start` written
+            // again after its `stop` is refused, in the history as live.
+            if let Some(at) = signed_at {
+                let last = state.signed_at.entry(stream.clone()).or_insert(0);
+                if at < *last {
+                    return Err("out_of_order");
+                }
+                *last = at;
+            }
+            Ok((stream, wanted))
+        });
+        let (stream, wanted) = match parsed {
             Ok(e) => e,
             Err(reason) => {
                 REJECTED.with_label_values(&[reason]).inc();
@@ -918,6 +1001,9 @@ mod tests {
         let other_key = br#"{"event":"stop","stream_id":"x"}"#;
         assert_eq!(parse_event(Some(b"y"), Some(other_key)), Err("key_mismatch"));
         assert_eq!(parse_event(None, None), Err("empty"));
+        // A tombstone keyed by a stream stops it (its signature is checked before).
+        assert_eq!(parse_event(Some(b"live/alice"), None), Ok(("live/alice".into(), None)));
+        assert_eq!(parse_event(Some(b"rtmp/x"), None), Err("bad_stream_id"));
         assert_eq!(parse_event(None, Some(&vec![b' '; MAX_EVENT_BYTES + 1])), Err("too_large"));
     }
 
@@ -930,8 +1016,12 @@ mod tests {
             instance_id: Some("".into()),
             session_timeout_secs: 1,
             handoff_secs: 500,
+            pull_hosts: vec!["a b".into()],
+            allow_link_local: false,
         };
         let e = cfg.validate("fleet", false);
-        assert_eq!(e.len(), 8, "{e:?}");
+        assert_eq!(e.len(), 9, "{e:?}");
+        let none = FleetConfig { pull_hosts: Vec::new(), ..cfg };
+        assert!(none.validate("fleet", true).iter().any(|m| m.contains("fleet.pull_hosts: name the hosts")));
     }
 }

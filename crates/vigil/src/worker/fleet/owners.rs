@@ -39,6 +39,11 @@ pub struct Claims {
     /// Stream → the worker whose offer claim for it was last read, and when (liveness of
     /// a stream running elsewhere for this worker).
     offer_claims: HashMap<String, (String, Instant)>,
+    /// Signs what this worker says; believes only what workers signed, recently.
+    trust: vigil_trust::config::Trust,
+    verifier: vigil_trust::Verifier,
+    /// Offers are pulled only from the fleet's `pull_hosts`.
+    hosts: super::FleetConfig,
 }
 
 /// The owners topic's records, keyed by stream id. Each kind has its own field names,
@@ -96,7 +101,12 @@ pub enum Notice {
 }
 
 impl Claims {
-    pub fn open(cfg: &super::FleetConfig, kafka: &vigil_sink::KafkaConfig, instance: &str) -> anyhow::Result<Claims> {
+    pub fn open(
+        cfg: &super::FleetConfig,
+        kafka: &vigil_sink::KafkaConfig,
+        instance: &str,
+        trust: &vigil_trust::config::Trust,
+    ) -> anyhow::Result<Claims> {
         let mut pc = kafka.consumer_config("unused").map_err(anyhow::Error::msg)?;
         for k in ["group.id", "enable.auto.commit", "auto.offset.reset", "session.timeout.ms"] {
             pc.remove(k);
@@ -135,12 +145,21 @@ impl Claims {
             unclaimed_handoffs: HashMap::new(),
             offers: HashMap::new(),
             offer_claims: HashMap::new(),
+            trust: trust.clone(),
+            verifier: trust.verifier(vigil_trust::TopicKind::Owners),
+            hosts: cfg.clone(),
         })
     }
 
     fn send(&self, stream: &str, record: &OwnersRecord) {
         let payload = serde_json::to_string(record).unwrap_or_default();
-        let message = rdkafka::producer::BaseRecord::to(&self.topic).key(stream).payload(&payload);
+        let headers = self.trust.sign_into(
+            &self.topic,
+            Some(stream.as_bytes()),
+            Some(payload.as_bytes()),
+            rdkafka::message::OwnedHeaders::new(),
+        );
+        let message = rdkafka::producer::BaseRecord::to(&self.topic).key(stream).payload(&payload).headers(headers);
         if let Err((e, _)) = self.producer.send(message) {
             tracing::warn!(stream, "fleet: owners record not sent: {e}");
         }
@@ -210,6 +229,10 @@ impl Claims {
         let Some(reader) = &self.reader else { return notices };
         while let Some(m) = reader.poll(Duration::ZERO) {
             let Ok(m) = m else { continue };
+            // Unsigned, another role's, stale or replayed: refused and counted.
+            if self.verifier.check(&m).is_err() {
+                continue;
+            }
             let key = m.key();
             let record = m
                 .payload()
@@ -255,15 +278,16 @@ impl Claims {
                     self.offers.insert(stream_id.clone(), (offered_by.clone(), None));
                     let account_ok =
                         account_id.as_ref().is_none_or(|a| a.len() <= 256 && !a.chars().any(char::is_control));
+                    let host_ok = self.hosts.check_host(&source_url).is_ok();
                     match pull_uri(&source_url) {
-                        Some(uri) if offered_by != self.me && valid_stream_id(&stream_id) && account_ok => {
+                        Some(uri) if offered_by != self.me && valid_stream_id(&stream_id) && account_ok && host_ok => {
                             let wanted = Wanted { uri, account_id };
                             notices.push(Notice::Offered { stream: stream_id, from: offered_by, wanted });
                         }
                         Some(_) if offered_by == self.me => {}
                         _ => tracing::warn!(
                             stream = stream_id,
-                            "fleet: an offer refused (bad stream id, URL or account)"
+                            "fleet: an offer refused (bad stream id, URL, host or account)"
                         ),
                     }
                 }
