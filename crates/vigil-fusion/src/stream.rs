@@ -155,6 +155,20 @@ impl StreamFusion {
         self.incident.as_ref()
     }
 
+    /// The stream's source came back (a reconnect, a decoder restart): a new session,
+    /// whose incidents get new ids, so what is seen next is alerted (and cut) anew. The
+    /// evidence gathered so far (the window, the decayed scores) is kept, so a restart
+    /// provoked by the publisher does not wash out a rule that was building up. Returns
+    /// the old session's open incident, closed.
+    pub fn renew_session(&mut self, session: String) -> Option<Event> {
+        self.session = session;
+        self.incidents_opened = 0;
+        self.clear_streak = 0;
+        // Stream time starts over with the new connection.
+        self.last_pts_ms = None;
+        self.incident.take().map(Event::Closed)
+    }
+
     /// Takes over the incident the stream's previous owner still had open when it let
     /// the stream go (a fleet hand-off), given the events this fusion held back while
     /// both owners analysed the stream; returns the events still to send.
@@ -208,8 +222,10 @@ impl StreamFusion {
             }
             None => {
                 let mut prior = prior;
-                // Calm is measured from here, in this owner's stream time.
+                // Calm is measured from here, in this owner's stream time; so is the time
+                // to a reissue of an interrupt issued before the hand-off.
                 prior.last_seen_ms = self.last_pts_ms.unwrap_or(0);
+                prior.interrupt_issued_ms = prior.interrupt_issued_ms.map(|_| prior.last_seen_ms);
                 self.clear_streak = 0;
                 let mut events = Vec::new();
                 if let Some((decision, rule)) = held_top.filter(|(d, _)| *d > prior.decision) {

@@ -341,3 +341,46 @@ fn a_hand_off_over_one_episode_continues_the_old_owners_incident() {
         .collect();
     assert_eq!(ids, [("opened", "s@old#1"), ("closed", "s@old#1")], "{events:?}");
 }
+
+/// A source that comes back renews the session: the old incident is closed, and what is
+/// seen next opens a new incident (new id, new command) at once, with the evidence built
+/// up before (a k-of-n window) kept, so a restart provoked by the publisher dodges
+/// nothing.
+#[test]
+fn a_renewed_session_closes_the_old_incident_and_keeps_the_evidence() {
+    let risky = Sample { bank: 0, exposure: Some(0.9), p_minor: Some(0.9), nsfw: 0.1, unscanned: false };
+    let mut f = StreamFusion::new(Arc::new(Policy::embedded_default()), StreamId("s".into()), "one".into());
+    let first: Vec<Outcome> = (0..3).map(|i| f.observe(&signals(i, &risky))).collect();
+    assert!(first.iter().any(|o| o.events.iter().any(|e| matches!(e, Event::Escalated(_)))), "interrupted");
+    let closed = f.renew_session("two".into()).expect("the old incident is closed");
+    assert!(matches!(&closed, Event::Closed(i) if i.id == "s@one#1"), "{closed:?}");
+    // Stream time starts over; one more risky sample is enough with the window kept.
+    let again = f.observe(&signals(0, &risky));
+    assert!(
+        matches!(&again.events[..], [Event::Opened(i)] if i.id == "s@two#1" && i.decision == vigil_fusion::Decision::Interrupt),
+        "{:?}",
+        again.events
+    );
+}
+
+/// An incident adopted after a hand-off is reissued on the new owner's stream time, not
+/// the previous owner's (whose stream time may be an hour ahead).
+#[test]
+fn an_adopted_interrupt_is_reissued_on_the_new_owners_stream_time() {
+    let abuse = Sample { bank: 1, exposure: None, p_minor: None, nsfw: 0.0, unscanned: false };
+    let policy = Arc::new(Policy::embedded_default());
+    let mut old = StreamFusion::new(policy.clone(), StreamId("s".into()), "old".into());
+    let mut late = signals(0, &abuse);
+    late.pts_ms = 3_600_000;
+    old.observe(&late);
+    let prior = old.open_incident().cloned();
+    let mut new = StreamFusion::new(policy.clone(), StreamId("s".into()), "new".into());
+    let clear = Sample { bank: 0, exposure: None, p_minor: None, nsfw: 0.0, unscanned: false };
+    new.observe(&signals(0, &clear));
+    assert!(new.adopt(prior, Vec::new()).is_empty());
+    let every = policy.incident.reissue_secs as usize;
+    let reissued = (1..=every + 1)
+        .map(|i| new.observe(&signals(i, &abuse)))
+        .position(|o| o.events.iter().any(|e| matches!(e, Event::Reissued(_))));
+    assert_eq!(reissued, Some(every - 1), "reissued {every} s of the new owner's time after the hand-off");
+}

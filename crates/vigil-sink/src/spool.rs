@@ -285,8 +285,26 @@ impl Spool {
         if let Some(r) = self.pending.remove(pos) {
             self.live_bytes -= r.frame_len();
         }
+        if written.is_err() && self.pending.is_empty() {
+            // A full disk refuses the ack, yet nothing is pending: emptying the file in
+            // place needs no space and gives the disk back (compaction would need room
+            // for a new file). Without this the delivered records kept the disk full and
+            // every new message was refused after the broker came back.
+            self.truncate_empty()?;
+            return Ok(());
+        }
         written?;
         self.maybe_compact()
+    }
+
+    /// Empties the file in place (nothing is pending), fsync'd.
+    fn truncate_empty(&mut self) -> Result<(), SpoolError> {
+        let io = |source| SpoolError::Io { path: self.path.clone(), source };
+        self.file.set_len(0).and_then(|()| self.file.sync_all()).map_err(io)?;
+        self.file.seek(SeekFrom::Start(0)).map_err(io)?;
+        self.file_bytes = 0;
+        self.failed = None;
+        Ok(())
     }
 
     /// Appends `bytes` and fsyncs. On failure the file is cut back to where it ended
@@ -658,6 +676,23 @@ mod tests {
         assert_eq!(std::fs::metadata(&p).unwrap().len(), a.len() as u64);
         // Cut from the live file, but kept aside: a torn write and damage look alike.
         assert_eq!(std::fs::read(dir.path().join("a.log.corrupt-0")).unwrap(), &frame_of(&rec("b"))[..5]);
+    }
+
+    #[test]
+    fn when_the_last_ack_cannot_be_written_an_empty_spool_is_truncated_in_place() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("a.log");
+        let mut s = Spool::open(&p, 1 << 20).unwrap();
+        s.append(rec("a")).unwrap();
+        s.append(rec("b")).unwrap();
+        s.ack("a").unwrap();
+        s.fail_next_write_after = Some(0); // the disk is full: the ack of "b" fails
+        assert!(s.ack("b").is_ok(), "delivered, and the disk given back");
+        assert!(s.is_empty());
+        assert_eq!(std::fs::metadata(&p).unwrap().len(), 0, "nothing delivered keeps the disk");
+        s.append(rec("c")).unwrap();
+        drop(s);
+        assert_eq!(keys(&Spool::open(&p, 1 << 20).unwrap()), ["c"]);
     }
 
     #[test]

@@ -32,7 +32,9 @@ pub struct TrustConfig {
 }
 
 fn default_command_max_age_secs() -> u64 {
-    300
+    // Above the actuator's default retry budget (600 s), during which the commands behind
+    // a retried one wait in its paused partition.
+    900
 }
 fn default_max_clock_skew_secs() -> u64 {
     30
@@ -184,6 +186,11 @@ impl Trust {
     pub fn role(&self) -> Role {
         self.role
     }
+
+    /// The clock skew allowed between hosts, in milliseconds.
+    pub fn max_clock_skew_ms(&self) -> u64 {
+        self.cfg.max_clock_skew_secs.saturating_mul(1000)
+    }
 }
 
 #[cfg(test)]
@@ -204,9 +211,11 @@ mod tests {
 
     #[test]
     fn a_part_refuses_another_roles_key() {
+        use std::os::unix::fs::PermissionsExt;
         let dir = tempfile::tempdir().unwrap();
         let s = Signer::generate("c", Role::Console).unwrap();
         std::fs::write(dir.path().join("worker.key"), s.to_file_text()).unwrap();
+        std::fs::set_permissions(dir.path().join("worker.key"), std::fs::Permissions::from_mode(0o600)).unwrap();
         let cfg = TrustConfig { key_dir: Some(dir.path().into()), ..TrustConfig::default() };
         let err = Trust::open(&cfg, Role::Worker, true, false).unwrap_err().to_string();
         assert!(err.contains("console key"), "{err}");

@@ -64,9 +64,18 @@ impl Signer {
         Ok(Signer { id: id.to_string(), role, key: SigningKey::from_bytes(&seed) })
     }
 
+    /// Reads a key file, which must be readable by its owner alone (0600 or 0400).
     pub fn load(path: &Path) -> Result<Signer, TrustError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| TrustError::Io { path: path.display().to_string(), source })?;
+        use std::os::unix::fs::PermissionsExt;
+        let io = |source| TrustError::Io { path: path.display().to_string(), source };
+        let mode = std::fs::metadata(path).map_err(io)?.permissions().mode();
+        if mode & 0o077 != 0 {
+            return Err(TrustError::File {
+                path: path.display().to_string(),
+                why: format!("a secret key readable by others (mode {:o}): chmod 600 it", mode & 0o777),
+            });
+        }
+        let text = std::fs::read_to_string(path).map_err(io)?;
         Self::parse(&path.display().to_string(), &text)
     }
 
@@ -288,6 +297,18 @@ mod tests {
         let ring = Keyring::parse("ring", &format!("# comment\n\n{}\n", s.keyring_line())).unwrap();
         assert_eq!(ring.get("worker-1").unwrap().role, Role::Worker);
         assert!(!format!("{s:?}").contains(&hex::encode(s.key.to_bytes())), "Debug never shows the secret");
+    }
+
+    #[test]
+    fn a_key_file_others_can_read_is_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("worker.key");
+        std::fs::write(&path, Signer::generate("w", Role::Worker).unwrap().to_file_text()).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        assert!(Signer::load(&path).unwrap_err().to_string().contains("chmod 600"));
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o400)).unwrap();
+        assert!(Signer::load(&path).is_ok());
     }
 
     #[test]

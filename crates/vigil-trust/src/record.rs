@@ -147,6 +147,8 @@ pub struct Verifier {
     max_age_ms: u64,
     max_ahead_ms: u64,
     seen: Mutex<Seen>,
+    /// The second a refusal was last logged.
+    last_logged_s: std::sync::atomic::AtomicU64,
 }
 
 /// Where a record sits, so a redelivery of the same record (a consumer reading its
@@ -166,6 +168,7 @@ impl Verifier {
             max_age_ms: cfg.command_max_age_secs.saturating_mul(1000),
             max_ahead_ms: cfg.max_clock_skew_secs.saturating_mul(1000),
             seen: Mutex::new(Seen::new(crate::replay::CAPACITY)),
+            last_logged_s: std::sync::atomic::AtomicU64::new(u64::MAX),
         }
     }
 
@@ -189,7 +192,14 @@ impl Verifier {
         };
         let sig = (header(KEY_ID_HEADER), header(TS_HEADER), header(SIG_HEADER));
         let at = Position { partition: m.partition(), offset: m.offset() };
-        self.check_parts_with(m.topic(), m.key(), m.payload(), sig, Some(at), crate::unix_ms(), live)
+        // The broker's own append time, when the topic keeps one (`LogAppendTime`): the
+        // producer cannot set it, so it dates a copy written again, even one read back
+        // from a compacted history.
+        let appended = match m.timestamp() {
+            rdkafka::Timestamp::LogAppendTime(t) => u64::try_from(t).ok(),
+            _ => None,
+        };
+        self.check_parts_with(m.topic(), m.key(), m.payload(), sig, Some(at), crate::unix_ms(), live, appended)
     }
 
     /// [`Verifier::check`] on a record's parts (`now_ms`: this clock).
@@ -202,7 +212,7 @@ impl Verifier {
         at: Option<Position>,
         now_ms: u64,
     ) -> Result<Verified, Refusal> {
-        self.check_parts_with(topic, key, value, (key_id, ts, sig), at, now_ms, true)
+        self.check_parts_with(topic, key, value, (key_id, ts, sig), at, now_ms, true, None)
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -215,8 +225,9 @@ impl Verifier {
         at: Option<Position>,
         now_ms: u64,
         live: bool,
+        appended_ms: Option<u64>,
     ) -> Result<Verified, Refusal> {
-        let result = self.judge(topic, key, value, key_id, ts, sig, at, now_ms, live);
+        let result = self.judge(topic, key, value, key_id, ts, sig, at, now_ms, live, appended_ms);
         let label = match &result {
             Ok(v) if v.key_id.is_none() => "unsigned_allowed",
             Ok(_) => "accepted",
@@ -224,7 +235,12 @@ impl Verifier {
         };
         crate::metrics::RECORDS.with_label_values(&[self.kind.label(), label]).inc();
         if let Err(r) = result {
-            tracing::warn!(topic, kind = self.kind.label(), why = %r, "trust: record refused");
+            // At most one line a second per reader: a flood of forgeries is counted in
+            // full but cannot flood the log.
+            let now_s = now_ms / 1000;
+            if self.last_logged_s.swap(now_s, std::sync::atomic::Ordering::Relaxed) != now_s {
+                tracing::warn!(topic, kind = self.kind.label(), why = %r, "trust: record refused (counted in vigil_trust_records_total)");
+            }
         }
         result
     }
@@ -241,6 +257,7 @@ impl Verifier {
         at: Option<Position>,
         now_ms: u64,
         live: bool,
+        appended_ms: Option<u64>,
     ) -> Result<Verified, Refusal> {
         let Some(keyring) = self.keyring.as_ref() else {
             return if self.allow_unsigned {
@@ -288,6 +305,14 @@ impl Verifier {
             if now_ms.saturating_sub(ts_ms) > self.max_age_ms {
                 return Err(Refusal::Stale);
             }
+        }
+        // Commands and allowlist entries are written as soon as they are signed: one the
+        // broker appended long after its signing is a copy written again (a replay that
+        // compaction may have left as a stream's only record). Alerts and outcomes are
+        // exempt: a spool may hold them for hours.
+        let appended_late = appended_ms.is_some_and(|a| a.saturating_sub(ts_ms) > self.max_age_ms);
+        if appended_late && (self.kind.is_command() || self.kind == TopicKind::BankUpdates) {
+            return Err(Refusal::Stale);
         }
         let fresh = self.seen.lock().unwrap_or_else(|p| p.into_inner()).first_time(&key_id, &sig_bytes, at);
         if !fresh {
@@ -394,6 +419,30 @@ mod tests {
         // A tombstone signs and verifies as one.
         let tomb = s.sign("i", Some(b"k"), None, now);
         assert!(v.check_parts("i", Some(b"k"), None, parts(&tomb), at(4), now).is_ok());
+    }
+
+    #[test]
+    fn a_copy_the_broker_appended_long_after_its_signing_is_refused_even_in_history() {
+        let s = Signer::generate("p", Role::Lifecycle).unwrap();
+        let v = Verifier::new(TopicKind::Lifecycle, Some(KeyringHandle::fixed(Keyring::of(&[&s]))), &cfg());
+        let now = 1_800_000_000_000;
+        let old = now - 86_400_000;
+        let h = s.sign("l", Some(b"live/a"), None, old);
+        let check = |appended: Option<u64>, offset| {
+            v.check_parts_with("l", Some(b"live/a"), None, parts(&h), at(offset), now, false, appended)
+        };
+        // Read from history (no freshness), but appended a day after it was signed.
+        assert_eq!(check(Some(now - 1000), 1), Err(Refusal::Stale));
+        // Appended when it was signed: genuine history.
+        assert!(check(Some(old + 50), 2).is_ok());
+        // A topic without broker append times: only the other checks apply.
+        let alerts = Verifier::new(TopicKind::Alerts, Some(KeyringHandle::fixed(Keyring::of(&[&s]))), &cfg());
+        let w = Signer::generate("w", Role::Worker).unwrap();
+        let alerts_w = Verifier::new(TopicKind::Alerts, Some(KeyringHandle::fixed(Keyring::of(&[&w]))), &cfg());
+        let hw = w.sign("a", None, Some(b"x"), old);
+        let late_alert = alerts_w.check_parts_with("a", None, Some(b"x"), parts(&hw), at(3), now, true, Some(now));
+        assert!(late_alert.is_ok(), "alerts may sit in a spool for hours");
+        let _ = alerts;
     }
 
     #[test]

@@ -99,6 +99,13 @@ impl StreamAnalysis {
         (signals, outcome)
     }
 
+    /// The source came back: a new session (see [`StreamFusion::renew_session`]); the
+    /// next sample runs the models afresh. Returns the old session's incident, closed.
+    pub fn renew_session(&mut self, session: String) -> Option<vigil_fusion::Event> {
+        self.last = None;
+        self.fusion.renew_session(session)
+    }
+
     /// The incident open on this stream now, if any.
     pub fn open_incident(&self) -> Option<&vigil_fusion::Incident> {
         self.fusion.open_incident()

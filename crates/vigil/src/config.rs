@@ -133,6 +133,14 @@ impl VigilConfig {
             e.extend(c.validate("console"));
         }
         e.extend(self.trust.validate("trust", self.sink.kafka.is_some()));
+        if let Some(a) = &self.actuate
+            && self.trust.command_max_age_secs <= a.retry.budget_secs
+        {
+            e.push(format!(
+                "trust.command_max_age_secs: {} must exceed actuate.retry.budget_secs ({}): commands behind a retried one wait that long, and would be refused as stale",
+                self.trust.command_max_age_secs, a.retry.budget_secs
+            ));
+        }
         e
     }
 

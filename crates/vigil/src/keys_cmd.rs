@@ -68,7 +68,8 @@ pub fn run(cmd: KeysCommand) -> anyhow::Result<ExitCode> {
                 None
             } else {
                 let mut v = Vec::new();
-                std::io::stdin().take(1 << 20).read_to_end(&mut v).context("reading the value from stdin")?;
+                std::io::stdin().take((1 << 20) + 1).read_to_end(&mut v).context("reading the value from stdin")?;
+                anyhow::ensure!(v.len() <= 1 << 20, "the value on stdin is over 1 MiB: not signed");
                 Some(v)
             };
             let h =

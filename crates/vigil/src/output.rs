@@ -35,6 +35,17 @@ pub struct Tagged<'a, T: Serialize> {
     pub message: &'a T,
 }
 
+/// A message the Kafka sink refused (its spool full or its disk failing): printed with
+/// type `alert_refused` or `interrupt_refused` and the reason, never as sent.
+#[derive(Serialize)]
+pub struct Refused<'a, T: Serialize> {
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    pub reason: &'static str,
+    #[serde(flatten)]
+    pub message: &'a T,
+}
+
 pub fn verdict_name_event(e: &Event) -> &'static str {
     match e {
         Event::Opened(_) => "opened",
@@ -139,13 +150,16 @@ pub fn deliver(
 ) -> Delivered {
     let (messages, counts) = outgoing(events, context);
     let mut done = Delivered { counts, ..Delivered::default() };
+    // Per message: why Kafka refused it, if it did (the line then says so).
+    let mut refused: Vec<Option<&'static str>> = vec![None; messages.len()];
     if let Some(k) = kafka {
-        for m in &messages {
+        for (m, why) in messages.iter().zip(refused.iter_mut()) {
             let sent = match m {
                 Outgoing::Alert { message_id, alert } => k.send_alert(message_id, &alert.stream_id.0, alert),
                 Outgoing::Interrupt(cmd) => k.send_interrupt(&cmd.command_id, &cmd.stream_id.0, cmd),
             };
-            done.spool_refused += usize::from(sent.is_err());
+            *why = sent.err().map(|e| e.reason());
+            done.spool_refused += usize::from(why.is_some());
         }
     }
     let mut line = |written: Result<(), SinkError>| {
@@ -156,11 +170,61 @@ pub fn deliver(
     if let Some(frame) = frame {
         line(sink.write(frame));
     }
-    for m in &messages {
-        line(match m {
-            Outgoing::Alert { alert, .. } => sink.write(&Tagged { kind: "alert", message: alert }),
-            Outgoing::Interrupt(cmd) => sink.write(&Tagged { kind: "interrupt", message: cmd }),
+    for (m, why) in messages.iter().zip(refused) {
+        // A message Kafka refused is never printed as sent: its line's type says so.
+        line(match (m, why) {
+            (Outgoing::Alert { alert, .. }, None) => sink.write(&Tagged { kind: "alert", message: alert }),
+            (Outgoing::Interrupt(cmd), None) => sink.write(&Tagged { kind: "interrupt", message: cmd }),
+            (Outgoing::Alert { alert, .. }, Some(reason)) => {
+                sink.write(&Refused { kind: "alert_refused", reason, message: alert })
+            }
+            (Outgoing::Interrupt(cmd), Some(reason)) => {
+                sink.write(&Refused { kind: "interrupt_refused", reason, message: cmd })
+            }
         });
     }
     done
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A message the Kafka sink refuses is printed with type `alert_refused` or
+    /// `interrupt_refused` and the reason, never as an `alert` or `interrupt` line.
+    #[test]
+    fn a_message_kafka_refused_is_never_printed_as_sent() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg: vigil_sink::KafkaConfig = toml::from_str("brokers = \"127.0.0.1:1\"").unwrap();
+        cfg.spool_path = dir.path().join("spool");
+        cfg.spool_max_bytes = 64; // room for nothing: every message is refused
+        let kafka = KafkaSink::open(cfg, None).unwrap();
+        let incident = vigil_fusion::Incident {
+            id: "s@x#1".into(),
+            stream: vigil_core::StreamId("s".into()),
+            decision: vigil_fusion::Decision::Interrupt,
+            rule: "known_abuse_material".into(),
+            started_ms: 0,
+            last_seen_ms: 0,
+            reasons: vec![],
+            frames: vec![],
+            policy: "default".into(),
+            policy_version: "1".into(),
+            interrupt_issued_ms: Some(0),
+            reissues: 0,
+        };
+        let mut sink = JsonlSink::new(Vec::new());
+        let done = deliver(None, &[Event::Opened(incident)], &AlertContext::default(), &mut sink, Some(&kafka));
+        assert_eq!(done.spool_refused, 2);
+        let out = String::from_utf8(sink.into_inner()).unwrap();
+        let types: Vec<(String, String)> = out
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+            .map(|v| (v["type"].as_str().unwrap().to_string(), v["reason"].as_str().unwrap_or("").to_string()))
+            .collect();
+        assert_eq!(
+            types,
+            [("alert_refused".to_string(), "full".to_string()), ("interrupt_refused".to_string(), "full".to_string())]
+        );
+    }
 }

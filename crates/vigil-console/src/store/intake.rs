@@ -64,9 +64,12 @@ pub(crate) fn merge_alert(mut cur: AlertFacts, event: AlertEvent, emitted: i64, 
         cur.detected_ms = cur.detected_ms.min(emitted);
     }
     match event {
+        // A stronger decision wins whatever its time (two workers' clocks across a
+        // hand-off need not agree); between equals the later one names the rule.
         AlertEvent::Opened | AlertEvent::Escalated | AlertEvent::Reissued
-            if emitted >= cur.decision_ms
-                && verdict_rank(verdict_str(alert.decision)) >= verdict_rank(&cur.decision) =>
+            if verdict_rank(verdict_str(alert.decision)) > verdict_rank(&cur.decision)
+                || (verdict_rank(verdict_str(alert.decision)) == verdict_rank(&cur.decision)
+                    && emitted >= cur.decision_ms) =>
         {
             cur.decision = verdict_str(alert.decision).to_string();
             cur.rule = alert.rule.clone();
@@ -483,6 +486,11 @@ mod tests {
         let late_open =
             merge_alert(escalated_first, AlertEvent::Opened, 1_500, &alert_at(AlertEvent::Opened, Verdict::Review));
         assert_eq!((late_open.detected_ms, late_open.decision.as_str()), (1_500, "interrupt"));
+        // A stronger decision stamped earlier (another worker's clock) still wins.
+        let review = AlertFacts { decision: "review".into(), decision_ms: 5_000, ..opened.clone() };
+        let raised =
+            merge_alert(review, AlertEvent::Escalated, 4_000, &alert_at(AlertEvent::Escalated, Verdict::Interrupt));
+        assert_eq!(raised.decision, "interrupt");
         let reissued =
             merge_alert(opened, AlertEvent::Reissued, 9_000, &alert_at(AlertEvent::Reissued, Verdict::Interrupt));
         assert_eq!(reissued.decision_ms, 9_000);

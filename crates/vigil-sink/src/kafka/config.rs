@@ -130,6 +130,9 @@ impl KafkaConfig {
             .set("message.timeout.ms", "0")
             .set("max.in.flight", "5")
             .set("linger.ms", "5")
+            // Back within a second of the broker (librdkafka's default waits up to 10 s,
+            // while the spool fills): overridable under [sink.kafka.librdkafka].
+            .set("reconnect.backoff.max.ms", "1000")
             .set("security.protocol", &self.security_protocol);
         if let Some(m) = &self.sasl_mechanism {
             c.set("sasl.mechanism", m);

@@ -6,6 +6,9 @@ use crate::spool::RESERVE_RATIO;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 
+/// How long `/readyz` names a disk refusal after the last one.
+const DISK_REFUSAL_SHOWN: std::time::Duration = std::time::Duration::from_secs(30);
+
 #[derive(Default)]
 pub(super) struct HealthState {
     /// The spool's fill ratio, as `f64` bits.
@@ -23,6 +26,8 @@ pub(super) struct HealthState {
     pub(super) stalls: AtomicU64,
     /// The oldest pending message's age, in milliseconds.
     oldest_pending_ms: AtomicU64,
+    /// The last time the spool's disk refused a write, and why.
+    disk_refusal: Mutex<Option<(std::time::Instant, String)>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -59,6 +64,10 @@ impl HealthState {
         }
     }
 
+    pub(super) fn disk_refused(&self, why: &str) {
+        *lock(&self.disk_refusal) = Some((std::time::Instant::now(), why.to_string()));
+    }
+
     pub(super) fn set_oldest_pending(&self, age: std::time::Duration) {
         self.oldest_pending_ms.store(age.as_millis() as u64, Relaxed);
     }
@@ -83,6 +92,14 @@ impl KafkaHealth {
         }
         if let Some(reason) = lock(&s.spool_failed).as_ref() {
             reasons.push(format!("kafka spool failed: {reason}"));
+        }
+        // A message the disk refused was an alert or an interrupt lost to Kafka: not
+        // ready while that happens (and for a while after, so a probe sees it).
+        if let Some((at, why)) = lock(&s.disk_refusal).as_ref().filter(|(at, _)| at.elapsed() < DISK_REFUSAL_SHOWN) {
+            reasons.push(format!(
+                "kafka spool: the disk refused a message {} s ago, messages are refused: {why}",
+                at.elapsed().as_secs()
+            ));
         }
         let fill = f64::from_bits(s.fill_bits.load(Relaxed));
         if fill >= SPOOL_ALARM_RATIO {
@@ -148,5 +165,21 @@ impl KafkaHealth {
     /// Producers re-created after a fatal error.
     pub fn recreated(&self) -> u64 {
         self.0.recreated.load(Relaxed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_disk_refusal_is_not_ready_and_old_messages_only_a_warning() {
+        let h = KafkaHealth(Arc::new(HealthState::default()));
+        assert!(h.not_ready().is_empty() && h.warnings().is_empty());
+        h.0.set_oldest_pending(std::time::Duration::from_secs(90));
+        assert!(h.not_ready().is_empty(), "waiting messages alone keep the worker ready");
+        assert!(h.warnings()[0].contains("90 s old"), "{:?}", h.warnings());
+        h.0.disk_refused("No space left on device");
+        assert!(h.not_ready()[0].contains("No space left on device"), "{:?}", h.not_ready());
     }
 }

@@ -35,6 +35,10 @@ pub const STALL_RECREATE: Duration = Duration::from_secs(20);
 /// The oldest pending message's age at which `/readyz` warns (still ready: a Kafka
 /// outage must not empty the push Service across a fleet).
 pub const PENDING_WARN: Duration = Duration::from_secs(60);
+/// The broker confirmed something this recently: the producer is draining the spool.
+const RECOVERING: Duration = Duration::from_secs(5);
+/// How long an interrupt waits for room in a full spool while the producer drains it.
+const INTERRUPT_WAIT: Duration = Duration::from_secs(10);
 
 #[derive(Debug, thiserror::Error)]
 pub enum KafkaSinkError {
@@ -47,7 +51,8 @@ pub enum KafkaSinkError {
 }
 
 impl KafkaSinkError {
-    fn reason(&self) -> &'static str {
+    /// Why, as a fixed word (`vigil_sink_refused_total`'s `reason` label).
+    pub fn reason(&self) -> &'static str {
         match self {
             KafkaSinkError::Spool(e) => e.reason(),
             KafkaSinkError::Client(_) => "client",
@@ -161,6 +166,10 @@ impl Shared {
     fn refused(&self, kind: MessageKind, id: &str, e: KafkaSinkError) -> KafkaSinkError {
         crate::metrics::METRICS.refused.with_label_values(&[kind.label(), e.reason()]).inc();
         self.health.refused.fetch_add(1, Relaxed);
+        if matches!(&e, KafkaSinkError::Spool(crate::spool::SpoolError::Io { .. })) {
+            // The disk refuses writes (full, or failing): /readyz names it while it lasts.
+            self.health.disk_refused(&e.to_string());
+        }
         tracing::error!(message = %id, kind = kind.label(), "kafka sink refused the message: {e}");
         e
     }
@@ -536,14 +545,26 @@ impl KafkaSink {
         let payload = serde_json::to_vec(&m).map_err(|e| s.refused(kind, id, e.into()))?;
         let record = Record { key: id.to_string(), payload };
         let producer = self.link.producer.read().unwrap_or_else(|p| p.into_inner());
-        {
+        let waiting_since = Instant::now();
+        loop {
             let mut spool = lock(&s.spool);
             let appended = match kind {
-                MessageKind::Alert | MessageKind::Action => spool.append(record),
-                MessageKind::Interrupt => spool.append_reserved(record),
+                MessageKind::Alert | MessageKind::Action => spool.append(record.clone()),
+                MessageKind::Interrupt => spool.append_reserved(record.clone()),
             };
             s.report_spool(&spool);
+            drop(spool);
+            // An interrupt that finds the spool full while the broker confirms again (a
+            // recovering producer draining what piled up) waits for room rather than be
+            // refused; analysis slows meanwhile and its queue drops frames, counted.
+            let full = matches!(appended, Err(crate::spool::SpoolError::Full { .. }));
+            let recovering = lock(&s.last_confirmed).elapsed() < RECOVERING;
+            if full && kind == MessageKind::Interrupt && recovering && waiting_since.elapsed() < INTERRUPT_WAIT {
+                std::thread::sleep(Duration::from_millis(20));
+                continue;
+            }
             appended.map_err(|e| s.refused(kind, id, e.into()))?;
+            break;
         }
         lock(&s.accepted).insert(id.to_string(), (std::time::Instant::now(), kind));
         offer(s, &producer, s.generation.load(Relaxed), id, &m);

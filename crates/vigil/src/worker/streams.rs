@@ -301,13 +301,9 @@ impl Streams {
         tracing::error!(stream = %id, "the stream's analysis failed ({why}); the stream is stopped, its gap reported unscanned");
         handle.stop_because(format!("the analysis failed: {why}"));
         let deps = &self.deps;
-        let mut analysis = StreamAnalysis::new(
-            deps.policy.clone(),
-            handle.id.clone(),
-            String::new(),
-            &deps.hash,
-            &deps.banks.snapshot(),
-        );
+        let session = context.session_id.clone().unwrap_or_else(vigil_core::ids::new_session_id);
+        let mut analysis =
+            StreamAnalysis::new(deps.policy.clone(), handle.id.clone(), session, &deps.hash, &deps.banks.snapshot());
         let (signals, outcome) = analysis.gap("analysis", &format!("the analysis failed: {why}"));
         // The decoder's queue is drained unread: its samples are part of the gap.
         while handle.queue.pop(Duration::from_millis(50)).is_some() {}
@@ -690,15 +686,11 @@ fn analyze_stream(
                         });
                     }
                     let session = vigil_core::ids::new_session_id();
+                    // The old session's incident is closed under the old session's ids.
+                    if let Some(closed) = analysis.renew_session(session.clone()) {
+                        send(SinkMsg::Events { events: vec![closed], context: Box::new(context.clone()) });
+                    }
                     context.session_id = Some(session.clone());
-                    analysis = StreamAnalysis::new(
-                        deps.policy.clone(),
-                        handle.id.clone(),
-                        session.clone(),
-                        &deps.hash,
-                        &deps.banks.snapshot(),
-                    );
-                    last_risk = None;
                     streams.renew_session(&id, &session);
                     SESSIONS_RENEWED.with_label_values(&[ingest.label()]).inc();
                     tracing::info!(stream = %id, session, "the source came back: a new session");

@@ -20,7 +20,10 @@ static KEYS: LazyLock<TestKeys> = LazyLock::new(|| {
         Role::ALL.iter().map(|r| Signer::generate(&format!("test-{r}"), *r).expect("a key")).collect();
     let mut ring = String::new();
     for s in &signers {
-        std::fs::write(dir.join(format!("{}.key", s.role())), s.to_file_text()).expect("a key file");
+        let path = dir.join(format!("{}.key", s.role()));
+        std::fs::write(&path, s.to_file_text()).expect("a key file");
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).expect("a private key file");
         ring.push_str(&s.keyring_line());
         ring.push('\n');
     }

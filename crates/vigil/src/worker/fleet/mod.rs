@@ -321,6 +321,7 @@ impl Fleet {
             claims,
             verifier: trust.verifier(vigil_trust::TopicKind::Lifecycle),
             hosts: cfg.clone(),
+            skew_ms: trust.max_clock_skew_ms(),
         };
         let (l, s, h) = (leave.clone(), stop.clone(), handed_off.clone());
         let thread = std::thread::Builder::new().name("vigil-fleet".into()).spawn(move || {
@@ -384,6 +385,8 @@ struct Member {
     verifier: vigil_trust::Verifier,
     /// Where pulled streams may come from (`check_host`).
     hosts: FleetConfig,
+    /// The clock skew allowed between the platform's lifecycle producers.
+    skew_ms: u64,
 }
 
 struct Stopping {
@@ -574,7 +577,7 @@ impl Member {
     ) {
         let Some(state) = self.partitions.get_mut(&partition) else { return };
         state.next = offset + 1;
-        let hosts = &self.hosts;
+        let (hosts, skew_ms) = (&self.hosts, self.skew_ms);
         let parsed = signed.map_err(|_| "untrusted").and_then(|signed_at| {
             let (stream, wanted) = parse_event(key, payload)?;
             if let Some(w) = &wanted {
@@ -584,10 +587,11 @@ impl Member {
             // again after its `stop` is refused, in the history as live.
             if let Some(at) = signed_at {
                 let last = state.signed_at.entry(stream.clone()).or_insert(0);
-                if at < *last {
+                // The platform's producers' clocks may differ by up to the skew allowed.
+                if at.saturating_add(skew_ms) < *last {
                     return Err("out_of_order");
                 }
-                *last = at;
+                *last = (*last).max(at);
             }
             Ok((stream, wanted))
         });
