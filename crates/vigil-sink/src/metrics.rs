@@ -28,6 +28,8 @@ pub struct SinkMetrics {
     pub reoffered: IntCounter,
     /// Producers re-created because messages waited while the broker confirmed nothing.
     pub stall_recreations: IntCounter,
+    /// Times the disk space reserved for interrupt commands was given back for one.
+    pub spool_reserve_released: IntCounter,
 }
 
 fn counter(name: &str, help: &str) -> IntCounter {
@@ -84,6 +86,10 @@ pub static METRICS: LazyLock<SinkMetrics> = LazyLock::new(|| SinkMetrics {
         "vigil_sink_stall_recreations_total",
         "Producers re-created because messages waited while the broker confirmed nothing (a broker that lost the producer id)",
     ),
+    spool_reserve_released: counter(
+        "vigil_sink_spool_reserve_released_total",
+        "Times the disk refused an interrupt command's write and the disk space reserved ahead for interrupts was given back for it",
+    ),
     delivery_seconds: prometheus::HistogramVec::new(
         prometheus::HistogramOpts::new(
             "vigil_sink_delivery_seconds",
@@ -120,6 +126,7 @@ pub fn register(registry: &Registry) -> prometheus::Result<()> {
         &m.output_failed,
         &m.reoffered,
         &m.stall_recreations,
+        &m.spool_reserve_released,
     ] {
         registry.register(Box::new(c.clone()))?;
     }

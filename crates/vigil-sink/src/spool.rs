@@ -89,6 +89,11 @@ pub struct Spool {
     live_bytes: u64,
     /// Set when a failed write could not be rolled back; appends retry the roll-back.
     failed: Option<String>,
+    /// `<spool>.reserve`: disk space allocated ahead for interrupt commands (the spool's
+    /// reserve share of `max_bytes`). When the disk refuses an interrupt's write, it is
+    /// given back to the disk and the write tried again; it is allocated again once the
+    /// spool is empty. `None` when it could not be allocated (a full disk at start).
+    ballast: Option<PathBuf>,
     /// Test hook: the next write stops after this many bytes and fails.
     #[cfg(test)]
     fail_next_write_after: Option<usize>,
@@ -205,9 +210,11 @@ impl Spool {
             file_bytes: data.len() as u64,
             live_bytes,
             failed: None,
+            ballast: None,
             #[cfg(test)]
             fail_next_write_after: None,
         };
+        spool.allocate_ballast();
         if !found.unreadable.is_empty() {
             // The unreadable bytes are safe aside; the live file keeps only valid frames.
             spool.compact()?;
@@ -257,9 +264,49 @@ impl Spool {
         self.append_within(record, self.max_bytes.saturating_sub(reserve))
     }
 
-    /// Like [`Spool::append`], and may use the reserve: for interrupt commands.
+    /// Like [`Spool::append`], and may use the reserve: for interrupt commands. When
+    /// the disk refuses the write (full), the disk space reserved ahead for interrupts
+    /// is given back and the write tried once more.
     pub fn append_reserved(&mut self, record: Record) -> Result<(), SpoolError> {
-        self.append_within(record, self.max_bytes)
+        match self.append_within(record.clone(), self.max_bytes) {
+            Err(SpoolError::Io { .. }) if self.release_ballast() => self.append_within(record, self.max_bytes),
+            other => other,
+        }
+    }
+
+    fn ballast_path(&self) -> PathBuf {
+        PathBuf::from(format!("{}.reserve", self.path.display()))
+    }
+
+    /// Allocates the interrupts' disk reserve (best effort: a full disk at start leaves
+    /// the spool working without it, logged).
+    fn allocate_ballast(&mut self) {
+        if self.ballast.is_some() {
+            return;
+        }
+        let path = self.ballast_path();
+        let len = (self.max_bytes as f64 * RESERVE_RATIO) as u64;
+        let made =
+            OpenOptions::new().create(true).write(true).truncate(false).mode(FILE_MODE).open(&path).and_then(|f| {
+                rustix::fs::fallocate(&f, rustix::fs::FallocateFlags::empty(), 0, len)?;
+                f.sync_all()
+            });
+        match made {
+            Ok(()) => self.ballast = Some(path),
+            Err(e) => {
+                tracing::warn!(spool = %self.path.display(), "cannot reserve {len} bytes of disk for interrupt commands: {e}");
+                let _ = std::fs::remove_file(&path);
+            }
+        }
+    }
+
+    /// Gives the interrupts' disk reserve back; true when there was one.
+    fn release_ballast(&mut self) -> bool {
+        let Some(path) = self.ballast.take() else { return false };
+        let _ = std::fs::remove_file(&path);
+        crate::metrics::METRICS.spool_reserve_released.inc();
+        tracing::error!(spool = %self.path.display(), "the disk refused an interrupt command: its reserved space is given back for it");
+        true
     }
 
     fn append_within(&mut self, record: Record, limit: u64) -> Result<(), SpoolError> {
@@ -291,10 +338,15 @@ impl Spool {
             // for a new file). Without this the delivered records kept the disk full and
             // every new message was refused after the broker came back.
             self.truncate_empty()?;
+            self.allocate_ballast();
             return Ok(());
         }
         written?;
-        self.maybe_compact()
+        self.maybe_compact()?;
+        if self.pending.is_empty() {
+            self.allocate_ballast();
+        }
+        Ok(())
     }
 
     /// Empties the file in place (nothing is pending), fsync'd.
@@ -676,6 +728,25 @@ mod tests {
         assert_eq!(std::fs::metadata(&p).unwrap().len(), a.len() as u64);
         // Cut from the live file, but kept aside: a torn write and damage look alike.
         assert_eq!(std::fs::read(dir.path().join("a.log.corrupt-0")).unwrap(), &frame_of(&rec("b"))[..5]);
+    }
+
+    #[test]
+    fn disk_space_reserved_ahead_takes_an_interrupt_the_full_disk_refuses() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("a.log");
+        let reserve = dir.path().join("a.log.reserve");
+        let mut s = Spool::open(&p, 1 << 20).unwrap();
+        assert_eq!(std::fs::metadata(&reserve).unwrap().len(), (1 << 20) / 10, "allocated at open");
+        // The disk refuses the next write: an alert is refused, an interrupt gets in.
+        s.fail_next_write_after = Some(0);
+        assert!(matches!(s.append(rec("alert")), Err(SpoolError::Io { .. })));
+        s.fail_next_write_after = Some(0);
+        s.append_reserved(rec("interrupt")).unwrap();
+        assert!(!reserve.exists(), "the reserve was given back for it");
+        assert_eq!(keys(&s), ["interrupt"]);
+        // Allocated again once everything pending is delivered.
+        s.ack("interrupt").unwrap();
+        assert!(reserve.exists());
     }
 
     #[test]
