@@ -180,3 +180,93 @@ fn a_broker_restarted_empty_gets_everything_pending_without_restarting_the_sink(
     assert!(health.reoffered() >= 10, "every pending message was offered again, and counted");
     assert_eq!(sink.flush(Duration::from_secs(10)), 0, "nothing left pending");
 }
+
+/// A tmpfs of `bytes` mounted on a fresh folder (the tests run as root, as CI does),
+/// unmounted when dropped.
+struct Tmpfs {
+    dir: tempfile::TempDir,
+}
+
+impl Tmpfs {
+    fn mount(bytes: u64) -> Tmpfs {
+        let dir = tempfile::tempdir().unwrap();
+        let out = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={bytes},mode=0700"), "tmpfs"])
+            .arg(dir.path())
+            .output()
+            .expect("mount runs");
+        assert!(out.status.success(), "mount a tmpfs (root): {}", String::from_utf8_lossy(&out.stderr));
+        Tmpfs { dir }
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg("-l").arg(self.dir.path()).status();
+    }
+}
+
+/// The spool's disk fills while the broker is frozen: alerts are refused (`io`) and
+/// named on readiness. Once the broker is back, everything accepted is delivered (each id
+/// at most twice), the delivered records give the disk back although their
+/// acknowledgements could not be written, and nothing more is refused. When the disk
+/// fills again, an interrupt command still gets in: the disk space reserved ahead for
+/// interrupts is given back for it.
+#[test]
+fn a_full_spool_disk_refuses_alerts_keeps_interrupts_and_recovers_when_the_broker_is_back() {
+    let broker = Broker::start(&["vigil.alerts", "vigil.interrupts"]);
+    let disk = Tmpfs::mount(1 << 20);
+    let mut cfg = config(&broker, disk.dir.path().join("spool/messages.spool"));
+    cfg.spool_max_bytes = 4 << 20; // the disk fills long before the spool's own limit
+    let sink = KafkaSink::open(cfg, None).unwrap();
+    let padding = "x".repeat(4000);
+    let payload = |id: &str| serde_json::json!({"alert_id": id, "stream_id": "s0", "padding": padding});
+    let mut accepted = Vec::new();
+    // Fills the disk while the broker is frozen; returns how many were refused.
+    let fill = |from: usize, accepted: &mut Vec<String>| {
+        let mut refused = 0;
+        for seq in from..from + 400 {
+            let id = format!("s0@{seq}");
+            match sink.send_alert(&id, "s0", &payload(&id)) {
+                Ok(()) => accepted.push(id),
+                Err(e) => {
+                    assert_eq!(e.reason(), "io", "{e}");
+                    refused += 1;
+                    if refused >= 3 {
+                        break;
+                    }
+                }
+            }
+        }
+        refused
+    };
+    broker.signal("-STOP");
+    assert_eq!(fill(0, &mut accepted), 3, "the disk filled");
+    assert!(accepted.len() > 50, "{} accepted", accepted.len());
+    let health = sink.health();
+    assert!(health.not_ready().iter().any(|r| r.contains("disk refused")), "{:?}", health.not_ready());
+    broker.signal("-CONT");
+    assert_eq!(sink.flush(Duration::from_secs(60)), 0, "everything accepted is delivered");
+    for seq in 1000..1050 {
+        let id = format!("s0@{seq}");
+        sink.send_alert(&id, "s0", &payload(&id)).expect("nothing more is refused once the broker is back");
+        accepted.push(id);
+    }
+    assert_eq!(sink.flush(Duration::from_secs(60)), 0);
+
+    // Full again: an interrupt command still gets in.
+    broker.signal("-STOP");
+    assert_eq!(fill(2000, &mut accepted), 3, "the disk filled again");
+    let cmd = serde_json::json!({"command_id": "s0@x/interrupt", "stream_id": "s0"});
+    sink.send_interrupt("s0@x/interrupt", "s0", &cmd).expect("the interrupt gets the reserved space");
+    broker.signal("-CONT");
+    assert_eq!(sink.flush(Duration::from_secs(60)), 0);
+
+    let (_, copies) = consume(&broker, "vigil.alerts", accepted.len(), Duration::from_secs(30));
+    for id in &accepted {
+        let n = copies.get(id).copied().unwrap_or(0);
+        assert!((1..=2).contains(&n), "{id} arrived {n} times");
+    }
+    let (_, commands) = consume(&broker, "vigil.interrupts", 1, Duration::from_secs(30));
+    assert_eq!(commands.get("s0@x/interrupt"), Some(&1));
+}
