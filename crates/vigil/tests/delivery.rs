@@ -120,3 +120,74 @@ fn a_drain_during_an_outage_ends_at_its_deadline_and_says_what_is_left() {
     assert!(stopped["pending_messages"].as_u64().unwrap() >= 1, "{stopped}");
     assert!(stopped["oldest_pending_secs"].as_f64().is_some(), "{stopped}");
 }
+
+/// Every message id a worker printed for `stream` in `kind` lines (alert message ids are
+/// `ALERT_ID/EVENT`, interrupts are their command ids).
+fn printed_ids(records: &[serde_json::Value], kind: &str, stream: &str) -> HashSet<String> {
+    records
+        .iter()
+        .filter(|r| r["type"] == kind && r["stream_id"] == stream)
+        .map(|r| match kind {
+            "alert" => format!("{}/{}", r["alert_id"].as_str().unwrap(), r["event"].as_str().unwrap()),
+            _ => r["command_id"].as_str().unwrap().to_string(),
+        })
+        .collect()
+}
+
+/// A broker restarted on empty storage, its topics re-created a little later: the real
+/// worker delivers what it accepted meanwhile (alert, interrupt command) without a
+/// restart, within 30 s of the topics existing, by re-creating its stalled producer; the
+/// oldest pending message's age shows while it waits, and the re-offers are counted.
+#[test]
+fn a_worker_whose_broker_comes_back_empty_delivers_without_a_restart() {
+    use common::worker::Worker;
+    let dir = tempfile::tempdir().unwrap();
+    let bank = dir.path().join("bank.txt");
+    std::fs::write(&bank, format!("{}\n", pdq_of(&astronaut()))).unwrap();
+    let topics = ["vigil.alerts", "vigil.interrupts", "vigil.actions"];
+    let mut broker = Broker::start(&topics[..2]);
+    let w = Worker::start(
+        &format!(
+            "[media]\nsampling = \"keyframes\"\n\
+             [[hash.banks]]\nname = \"known\"\npath = \"{}\"\naction = \"interrupt\"\n\
+             [ingest.rtmp]\nlisten = \"127.0.0.1:0\"\n[ingest.rtmp.stream_keys]\nalice = \"alice-key-123\"\n\
+             [sink.kafka]\nbrokers = \"{}\"\nspool_path = \"{}\"\n",
+            bank.display(),
+            broker.addr,
+            dir.path().join("spool/messages.spool").display()
+        ),
+        &[],
+        &[],
+    );
+    let url = format!("rtmp://{}/live/alice-key-123", w.rtmp.clone().unwrap());
+    let stream = "rtmp/live/alice";
+    // A first session, delivered: the worker's producer is known to this broker.
+    let mut first = common::nginx::publish_astronaut(&url, 30);
+    let ended = |r: &[serde_json::Value]| r.iter().filter(|x| x["type"] == "stream" && x["event"] == "ended").count();
+    w.wait_for("the first session's end", 60, |r| ended(r) >= 1);
+    let _ = first.kill();
+    let _ = first.wait();
+    wait_until("the first session delivered", 30, || w.metric("vigil_sink_spool_pending", "") == 0.0);
+    let before = w.records().len();
+    broker.restart_empty();
+    // Accepted while the broker knows neither the topics nor the worker's producer.
+    let mut publisher = common::nginx::publish_astronaut(&url, 30);
+    let records =
+        w.wait_for("the second session's interrupt", 60, |r| r[before..].iter().any(|x| x["type"] == "interrupt"));
+    let _ = publisher.kill();
+    let _ = publisher.wait();
+    let second = &records[before..];
+    let (alerts, commands) = (printed_ids(second, "alert", stream), printed_ids(second, "interrupt", stream));
+    assert!(!alerts.is_empty() && !commands.is_empty());
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(w.metric("vigil_sink_oldest_pending_seconds", "") >= 1.0, "the wait shows");
+    broker.create_topics(&topics);
+    let back = Instant::now();
+    let got_alerts = message_ids(&broker, "vigil.alerts", alerts.len(), Duration::from_secs(30));
+    let got_commands = message_ids(&broker, "vigil.interrupts", commands.len(), Duration::from_secs(30));
+    assert!(back.elapsed() < Duration::from_secs(40));
+    assert!(alerts.is_subset(&got_alerts), "alerts {alerts:?}, delivered {got_alerts:?}");
+    assert!(commands.is_subset(&got_commands), "commands {commands:?}, delivered {got_commands:?}");
+    assert!(w.metric("vigil_sink_stall_recreations_total", "") >= 1.0);
+    assert!(w.metric("vigil_sink_reoffered_total", "") >= 1.0, "re-offers are counted");
+}
