@@ -194,7 +194,7 @@ impl Spool {
             tracing::warn!(
                 spool = %path.display(),
                 aside = %aside.display(),
-                message = tail_message_id(tail).as_deref().unwrap_or("unreadable"),
+                message_id = tail_message_id(tail).as_deref().unwrap_or("unreadable"),
                 "spool bytes {}..{} ({} bytes) at the end hold no complete frame (an interrupted write, or damage): copied aside, then cut",
                 found.end,
                 data.len(),

@@ -99,6 +99,72 @@ fn consume(broker: &Broker, topic: &str, want_ids: &[String], timeout: Duration)
     copies
 }
 
+/// The start offset of the last frame of a spool file (`[len u32 LE][crc u32][kind][body]`).
+fn last_frame_at(data: &[u8]) -> usize {
+    let (mut at, mut last) = (0usize, 0usize);
+    while at + 8 <= data.len() {
+        let len = u32::from_le_bytes(data[at..at + 4].try_into().unwrap()) as usize;
+        last = at;
+        at += 8 + len;
+    }
+    last
+}
+
+/// A complete, fsync'd last record whose length field took one flipped bit looks like a
+/// torn write: the restarted worker copies it aside (`<spool>.corrupt-N`), counts it and
+/// names its message id in the log before cutting it, and delivers everything before it.
+#[test]
+fn a_damaged_last_spool_record_is_set_aside_counted_and_named_not_deleted() {
+    let dir = tempfile::tempdir().unwrap();
+    let clip = astronaut_clip(dir.path(), 60);
+    let bank = dir.path().join("bank.txt");
+    std::fs::write(&bank, format!("{}\n", pdq_of(&astronaut()))).unwrap();
+    let broker = Broker::start(&["vigil.alerts", "vigil.interrupts"]);
+    let spool = dir.path().join("spool/messages.spool");
+    let kafka = format!("[sink.kafka]\nbrokers = \"{}\"\nspool_path = \"{}\"\n", broker.addr, spool.display());
+    let w = Worker::start(
+        &format!(
+            "[media]\nsampling = \"fixed\"\nsample_fps = 2.0\n\
+             [[hash.banks]]\nname = \"known\"\npath = \"{}\"\naction = \"interrupt\"\n\
+             [[ingest.pull]]\nname = \"cam\"\nuri = \"file://{}\"\n{kafka}",
+            bank.display(),
+            clip.display()
+        ),
+        &[],
+        &[],
+    );
+    broker.signal("-STOP");
+    let records = w.wait_for("an alert and its interrupt command", 60, |r| r.iter().any(|x| x["type"] == "interrupt"));
+    let alert_ids: Vec<String> =
+        records.iter().filter(|r| r["type"] == "alert").map(|r| r["alert_id"].as_str().unwrap().to_string()).collect();
+    signal(w.pid(), "KILL");
+    drop(w);
+    // One flipped bit in the last record's length: it now runs past the end of the file.
+    let mut data = std::fs::read(&spool).unwrap();
+    let last = last_frame_at(&data);
+    let record = data[last..].to_vec();
+    data[last + 2] ^= 0x01;
+    std::fs::write(&spool, &data).unwrap();
+    broker.signal("-CONT");
+
+    let next = Worker::start(&kafka, &[], &[]);
+    let aside = std::path::PathBuf::from(format!("{}.corrupt-0", spool.display()));
+    let kept = std::fs::read(&aside).expect("the damaged record is set aside");
+    assert_eq!(kept.len(), record.len(), "the whole record is kept");
+    assert_eq!(&kept[8..], &record[8..], "byte for byte but the flipped length");
+    assert!(next.metric("vigil_sink_spool_set_aside_total", "") >= 1.0, "counted");
+    let log = next.stderr();
+    let line = log.lines().find(|l| l.contains("copied aside")).unwrap_or_else(|| panic!("{}", tail(&log, 20)));
+    let key_len = u16::from_le_bytes([record[9], record[10]]) as usize;
+    let message_id = String::from_utf8_lossy(&record[11..11 + key_len]).into_owned();
+    assert!(line.contains(&message_id), "the log names {message_id}: {line}");
+    // What came before it is delivered.
+    let copies = consume(&broker, "vigil.alerts", &alert_ids[..1], Duration::from_secs(60));
+    assert!(!copies.is_empty(), "{copies:?}");
+    let (status, _) = next.stop();
+    assert!(status.success());
+}
+
 #[test]
 fn alerts_accepted_before_a_sigkill_reach_kafka_after_the_restart() {
     let dir = tempfile::tempdir().unwrap();
