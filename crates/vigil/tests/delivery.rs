@@ -115,7 +115,9 @@ fn a_drain_during_an_outage_ends_at_its_deadline_and_says_what_is_left() {
     let took = asked.elapsed();
     broker.signal("-CONT");
     assert!(status.success(), "{status:?}");
-    assert!(took < Duration::from_secs(5 + 5), "the drain took {took:?}, past its 5 s deadline");
+    // Not a fixed 30 s flush after the drain: the deadline (5 s) covers it, plus the
+    // process's own exit on a loaded machine.
+    assert!(took < Duration::from_secs(5 + 10), "the drain took {took:?}, past its 5 s deadline");
     let stopped = records.iter().find(|r| r["event"] == "stopped").expect("the stopped record");
     assert!(stopped["pending_messages"].as_u64().unwrap() >= 1, "{stopped}");
     assert!(stopped["oldest_pending_secs"].as_f64().is_some(), "{stopped}");
