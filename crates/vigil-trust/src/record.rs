@@ -129,6 +129,17 @@ impl Refusal {
     }
 }
 
+/// One record as read: what its signature covers, its signature headers, where it sits,
+/// and the broker's append time when the topic keeps one.
+struct Incoming<'a> {
+    topic: &'a str,
+    key: Option<&'a [u8]>,
+    value: Option<&'a [u8]>,
+    sig: SignatureParts,
+    at: Option<Position>,
+    appended_ms: Option<u64>,
+}
+
 /// Who wrote a record a reader believes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Verified {
@@ -199,7 +210,9 @@ impl Verifier {
             rdkafka::Timestamp::LogAppendTime(t) => u64::try_from(t).ok(),
             _ => None,
         };
-        self.check_parts_with(m.topic(), m.key(), m.payload(), sig, Some(at), crate::unix_ms(), live, appended)
+        let record =
+            Incoming { topic: m.topic(), key: m.key(), value: m.payload(), sig, at: Some(at), appended_ms: appended };
+        self.judge_and_count(record, crate::unix_ms(), live)
     }
 
     /// [`Verifier::check`] on a record's parts (`now_ms`: this clock).
@@ -212,22 +225,17 @@ impl Verifier {
         at: Option<Position>,
         now_ms: u64,
     ) -> Result<Verified, Refusal> {
-        self.check_parts_with(topic, key, value, (key_id, ts, sig), at, now_ms, true, None)
+        self.judge_and_count(
+            Incoming { topic, key, value, sig: (key_id, ts, sig), at, appended_ms: None },
+            now_ms,
+            true,
+        )
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn check_parts_with(
-        &self,
-        topic: &str,
-        key: Option<&[u8]>,
-        value: Option<&[u8]>,
-        (key_id, ts, sig): SignatureParts,
-        at: Option<Position>,
-        now_ms: u64,
-        live: bool,
-        appended_ms: Option<u64>,
-    ) -> Result<Verified, Refusal> {
-        let result = self.judge(topic, key, value, key_id, ts, sig, at, now_ms, live, appended_ms);
+    /// Judges a record, counts the result, and logs a refusal (at most once a second).
+    fn judge_and_count(&self, record: Incoming<'_>, now_ms: u64, live: bool) -> Result<Verified, Refusal> {
+        let topic = record.topic;
+        let result = self.judge(record, now_ms, live);
         let label = match &result {
             Ok(v) if v.key_id.is_none() => "unsigned_allowed",
             Ok(_) => "accepted",
@@ -245,20 +253,8 @@ impl Verifier {
         result
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn judge(
-        &self,
-        topic: &str,
-        key: Option<&[u8]>,
-        value: Option<&[u8]>,
-        key_id: Option<Vec<u8>>,
-        ts: Option<Vec<u8>>,
-        sig: Option<Vec<u8>>,
-        at: Option<Position>,
-        now_ms: u64,
-        live: bool,
-        appended_ms: Option<u64>,
-    ) -> Result<Verified, Refusal> {
+    fn judge(&self, record: Incoming<'_>, now_ms: u64, live: bool) -> Result<Verified, Refusal> {
+        let Incoming { topic, key, value, sig: (key_id, ts, sig), at, appended_ms } = record;
         let Some(keyring) = self.keyring.as_ref() else {
             return if self.allow_unsigned {
                 Ok(Verified { key_id: None, role: None, ts_ms: None })
@@ -429,20 +425,28 @@ mod tests {
         let old = now - 86_400_000;
         let h = s.sign("l", Some(b"live/a"), None, old);
         let check = |appended: Option<u64>, offset| {
-            v.check_parts_with("l", Some(b"live/a"), None, parts(&h), at(offset), now, false, appended)
+            let record = Incoming {
+                topic: "l",
+                key: Some(b"live/a"),
+                value: None,
+                sig: parts(&h),
+                at: at(offset),
+                appended_ms: appended,
+            };
+            v.judge_and_count(record, now, false)
         };
         // Read from history (no freshness), but appended a day after it was signed.
         assert_eq!(check(Some(now - 1000), 1), Err(Refusal::Stale));
         // Appended when it was signed: genuine history.
         assert!(check(Some(old + 50), 2).is_ok());
-        // A topic without broker append times: only the other checks apply.
-        let alerts = Verifier::new(TopicKind::Alerts, Some(KeyringHandle::fixed(Keyring::of(&[&s]))), &cfg());
+        // Alerts are exempt from the append-time check: a spool may hold them for hours.
         let w = Signer::generate("w", Role::Worker).unwrap();
         let alerts_w = Verifier::new(TopicKind::Alerts, Some(KeyringHandle::fixed(Keyring::of(&[&w]))), &cfg());
         let hw = w.sign("a", None, Some(b"x"), old);
-        let late_alert = alerts_w.check_parts_with("a", None, Some(b"x"), parts(&hw), at(3), now, true, Some(now));
+        let record =
+            Incoming { topic: "a", key: None, value: Some(b"x"), sig: parts(&hw), at: at(3), appended_ms: Some(now) };
+        let late_alert = alerts_w.judge_and_count(record, now, true);
         assert!(late_alert.is_ok(), "alerts may sit in a spool for hours");
-        let _ = alerts;
     }
 
     #[test]
