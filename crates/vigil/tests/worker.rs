@@ -99,22 +99,18 @@ fn consume(broker: &Broker, topic: &str, want_ids: &[String], timeout: Duration)
     copies
 }
 
-/// The start offset of the last frame of a spool file (`[len u32 LE][crc u32][kind][body]`).
-fn last_frame_at(data: &[u8]) -> usize {
-    let (mut at, mut last) = (0usize, 0usize);
-    while at + 8 <= data.len() {
-        let len = u32::from_le_bytes(data[at..at + 4].try_into().unwrap()) as usize;
-        last = at;
-        at += 8 + len;
-    }
-    last
+/// A worker with a banked clip whose broker froze: its alert and interrupt command wait
+/// in the spool, and it is killed (no chance to flush). The broker stays frozen.
+struct Outage {
+    dir: tempfile::TempDir,
+    broker: Broker,
+    spool: std::path::PathBuf,
+    /// The `[sink.kafka]` section, for the next worker.
+    kafka: String,
+    alert_ids: Vec<String>,
 }
 
-/// A complete, fsync'd last record whose length field took one flipped bit looks like a
-/// torn write: the restarted worker copies it aside (`<spool>.corrupt-N`), counts it and
-/// names its message id in the log before cutting it, and delivers everything before it.
-#[test]
-fn a_damaged_last_spool_record_is_set_aside_counted_and_named_not_deleted() {
+fn killed_during_an_outage() -> Outage {
     let dir = tempfile::tempdir().unwrap();
     let clip = astronaut_clip(dir.path(), 60);
     let bank = dir.path().join("bank.txt");
@@ -133,12 +129,35 @@ fn a_damaged_last_spool_record_is_set_aside_counted_and_named_not_deleted() {
         &[],
         &[],
     );
+    // The broker freezes: nothing can be delivered, everything waits in the spool.
     broker.signal("-STOP");
     let records = w.wait_for("an alert and its interrupt command", 60, |r| r.iter().any(|x| x["type"] == "interrupt"));
     let alert_ids: Vec<String> =
         records.iter().filter(|r| r["type"] == "alert").map(|r| r["alert_id"].as_str().unwrap().to_string()).collect();
+    assert!(!alert_ids.is_empty());
+    // Killed mid-stream, with no chance to flush.
     signal(w.pid(), "KILL");
     drop(w);
+    Outage { dir, broker, spool, kafka, alert_ids }
+}
+
+/// The start offset of the last frame of a spool file (`[len u32 LE][crc u32][kind][body]`).
+fn last_frame_at(data: &[u8]) -> usize {
+    let (mut at, mut last) = (0usize, 0usize);
+    while at + 8 <= data.len() {
+        let len = u32::from_le_bytes(data[at..at + 4].try_into().unwrap()) as usize;
+        last = at;
+        at += 8 + len;
+    }
+    last
+}
+
+/// A complete, fsync'd last record whose length field took one flipped bit looks like a
+/// torn write: the restarted worker copies it aside (`<spool>.corrupt-N`), counts it and
+/// names its message id in the log before cutting it, and delivers everything before it.
+#[test]
+fn a_damaged_last_spool_record_is_set_aside_counted_and_named_not_deleted() {
+    let Outage { dir: _dir, broker, spool, kafka, alert_ids } = killed_during_an_outage();
     // One flipped bit in the last record's length: it now runs past the end of the file.
     let mut data = std::fs::read(&spool).unwrap();
     let last = last_frame_at(&data);
@@ -167,33 +186,7 @@ fn a_damaged_last_spool_record_is_set_aside_counted_and_named_not_deleted() {
 
 #[test]
 fn alerts_accepted_before_a_sigkill_reach_kafka_after_the_restart() {
-    let dir = tempfile::tempdir().unwrap();
-    let clip = astronaut_clip(dir.path(), 60);
-    let bank = dir.path().join("bank.txt");
-    std::fs::write(&bank, format!("{}\n", pdq_of(&astronaut()))).unwrap();
-    let broker = Broker::start(&["vigil.alerts", "vigil.interrupts"]);
-    let spool = dir.path().join("spool/messages.spool");
-    let kafka = format!("[sink.kafka]\nbrokers = \"{}\"\nspool_path = \"{}\"\n", broker.addr, spool.display());
-    let w = Worker::start(
-        &format!(
-            "[media]\nsampling = \"fixed\"\nsample_fps = 2.0\n\
-             [[hash.banks]]\nname = \"known\"\npath = \"{}\"\naction = \"interrupt\"\n\
-             [[ingest.pull]]\nname = \"cam\"\nuri = \"file://{}\"\n{kafka}",
-            bank.display(),
-            clip.display()
-        ),
-        &[],
-        &[],
-    );
-    // The broker freezes: nothing can be delivered, everything waits in the spool.
-    broker.signal("-STOP");
-    let records = w.wait_for("an alert and its interrupt command", 60, |r| r.iter().any(|x| x["type"] == "interrupt"));
-    let alert_ids: Vec<String> =
-        records.iter().filter(|r| r["type"] == "alert").map(|r| r["alert_id"].as_str().unwrap().to_string()).collect();
-    assert!(!alert_ids.is_empty());
-    // Killed mid-stream, with no chance to flush.
-    signal(w.pid(), "KILL");
-    drop(w);
+    let Outage { dir: _dir, broker, spool: _, kafka, alert_ids } = killed_during_an_outage();
     broker.signal("-CONT");
 
     // The next worker (no streams) replays the spool on start.
