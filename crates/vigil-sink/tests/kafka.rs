@@ -255,7 +255,9 @@ fn full_spool_disk(disk_bytes: u64) {
     assert_eq!(fill(0, &mut accepted), 3, "the disk filled");
     assert!(accepted.len() > 50, "{} accepted", accepted.len());
     let health = sink.health();
-    assert!(health.not_ready().iter().any(|r| r.contains("disk refused")), "{:?}", health.not_ready());
+    // Named on readiness as a warning: interrupts still have their disk reserve.
+    assert!(health.warnings().iter().any(|r| r.contains("alerts are refused")), "{:?}", health.warnings());
+    assert!(health.not_ready().is_empty(), "{:?}", health.not_ready());
     broker.signal("-CONT");
     assert_eq!(sink.flush(Duration::from_secs(60)), 0, "everything accepted is delivered");
     for seq in 1_000_000..1_000_050 {
@@ -280,4 +282,68 @@ fn full_spool_disk(disk_bytes: u64) {
     }
     let (_, commands) = consume(&broker, "vigil.interrupts", 1, Duration::from_secs(30));
     assert_eq!(commands.get("s0@x/interrupt"), Some(&1));
+}
+
+/// A recovering producer drains the spool before new interrupts are refused. The broker
+/// confirms again, then stalls for a moment while the spool is full: an interrupt that
+/// finds no room waits for the drain and is accepted, never refused; everything accepted
+/// is delivered once. (Without the wait the interrupt that found the spool full was
+/// refused at once.)
+#[test]
+fn an_interrupt_that_finds_the_spool_full_while_the_producer_recovers_waits_for_room() {
+    let broker = Broker::start(&["vigil.alerts", "vigil.interrupts"]);
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(&broker, dir.path().join("spool"));
+    cfg.spool_max_bytes = 64 << 10;
+    let sink = KafkaSink::open(cfg, None).unwrap();
+    let padding = "x".repeat(3000);
+    let interrupt = |id: &str| serde_json::json!({"command_id": id, "stream_id": "s0", "padding": padding});
+
+    // An outage: alerts fill the spool up to the interrupts' reserve.
+    broker.signal("-STOP");
+    let mut alerts = 0;
+    while sink.send_alert(&format!("a@{alerts}"), "s0", &alert(0, alerts)).is_ok() {
+        alerts += 1;
+        assert!(alerts < 10_000, "alerts must be refused once the spool is full");
+    }
+    // The broker is back: as soon as it confirms, it stalls again for 1.5 s, the spool
+    // not yet drained.
+    broker.signal("-CONT");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while sink.delivered() == 0 {
+        assert!(Instant::now() < deadline, "the broker confirmed nothing after its return");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    broker.signal("-STOP");
+    let stalled_at = Instant::now();
+    std::thread::scope(|scope| {
+        scope.spawn(|| {
+            std::thread::sleep(Duration::from_millis(1500));
+            broker.signal("-CONT");
+        });
+        let mut sent = Vec::new();
+        loop {
+            let id = format!("i@{}", sent.len());
+            let started = Instant::now();
+            if let Err(e) = sink.send_interrupt(&id, "s0", &interrupt(&id)) {
+                panic!("interrupt {id} refused while the producer was recovering: {e}");
+            }
+            sent.push(id);
+            if started.elapsed() > Duration::from_millis(500) {
+                break; // it found the spool full and waited for room
+            }
+            assert!(
+                stalled_at.elapsed() < Duration::from_secs(10),
+                "the spool never filled ({} interrupts)",
+                sent.len()
+            );
+        }
+        assert!(sent.len() >= 2, "the first interrupt already waited: the spool was not refilled");
+        assert!(sink.health().not_ready().is_empty(), "no interrupt was refused: {:?}", sink.health().not_ready());
+        assert_eq!(sink.flush(Duration::from_secs(60)), 0, "everything accepted is delivered");
+        let (_, copies) = consume(&broker, "vigil.interrupts", sent.len(), Duration::from_secs(30));
+        assert_eq!(copies.len(), sent.len(), "every accepted interrupt arrived");
+    });
+    let (_, copies) = consume(&broker, "vigil.alerts", alerts, Duration::from_secs(30));
+    assert_eq!(copies.len(), alerts, "every accepted alert arrived");
 }

@@ -140,7 +140,7 @@ fn a_fatal_producer_error_is_counted_reported_and_the_producer_re_created() {
     mock.request_errors(RDKafkaApiKey::Produce, &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_OUT_OF_ORDER_SEQUENCE_NUMBER; 3]);
     send_alerts(&sink, "s0", 0..10);
     wait_until("the fatal error on /readyz", Duration::from_secs(20), || {
-        health.not_ready().iter().any(|r| r.contains("fatal error"))
+        health.warnings().iter().any(|r| r.contains("fatal error"))
     });
     assert!(health.fatal_errors() >= 1);
     assert_eq!(sink.flush(Duration::from_secs(60)), 0, "a re-created producer delivered everything pending");
@@ -151,7 +151,8 @@ fn a_fatal_producer_error_is_counted_reported_and_the_producer_re_created() {
     assert_eq!(sink.flush(Duration::from_secs(30)), 0);
     let ids = message_ids(&mock.bootstrap_servers(), TOPIC, 15);
     assert_eq!(ids.len(), 15, "{ids:?}");
-    assert!(health.not_ready().is_empty(), "ready again: {:?}", health.not_ready());
+    assert!(!health.warnings().iter().any(|r| r.contains("fatal error")), "over: {:?}", health.warnings());
+    assert!(health.not_ready().is_empty(), "{:?}", health.not_ready());
 }
 
 #[test]
@@ -193,14 +194,24 @@ fn a_full_spool_refuses_alerts_and_still_takes_the_interrupt_command() {
         assert!(accepted < 100, "the spool never filled");
     };
     assert!(matches!(refused, KafkaSinkError::Spool(SpoolError::Full { .. })), "{refused}");
-    assert!(health.not_ready().iter().any(|r| r.contains("spool")), "{:?}", health.not_ready());
+    // Refused alerts and a full spool are warnings: the worker stays ready while it
+    // takes interrupt commands.
+    assert!(health.warnings().iter().any(|r| r.contains("spool")), "{:?}", health.warnings());
+    assert!(health.not_ready().is_empty(), "{:?}", health.not_ready());
     let cmd = serde_json::json!({"command_id": "s2@0/interrupt", "stream_id": "s2", "pad": pad});
     sink.send_interrupt("s2@0/interrupt", "s2", &cmd).expect("the interrupt command uses the reserve");
     assert!(sink.send_alert("s2@late", "s2", &serde_json::json!({"alert_id": "s2@late"})).is_err());
     assert_eq!(health.refused(), 2, "both refused alerts counted");
+    // The reserve full too: interrupts are refused, and only that makes it not ready.
+    let mut n = 1;
+    while sink.send_interrupt(&format!("s2@{n}/interrupt"), "s2", &cmd).is_ok() {
+        n += 1;
+        assert!(n < 100, "the reserve never filled");
+    }
+    assert!(health.not_ready().iter().any(|r| r.contains("interrupt command was refused")), "{:?}", health.not_ready());
     mock.broker_up(1).unwrap();
     assert_eq!(sink.flush(Duration::from_secs(60)), 0);
     assert!(health.not_ready().is_empty(), "{:?}", health.not_ready());
-    assert_eq!(message_ids(&mock.bootstrap_servers(), "vigil.interrupts", 1).len(), 1);
+    assert_eq!(message_ids(&mock.bootstrap_servers(), "vigil.interrupts", n).len(), n);
     assert_eq!(message_ids(&mock.bootstrap_servers(), TOPIC, accepted).len(), accepted);
 }

@@ -165,7 +165,7 @@ fn broker_comes_back_empty(topics_after: Duration) {
             "[media]\nsampling = \"keyframes\"\n\
              [[hash.banks]]\nname = \"known\"\npath = \"{}\"\naction = \"interrupt\"\n\
              [ingest.rtmp]\nlisten = \"127.0.0.1:0\"\n[ingest.rtmp.stream_keys]\nalice = \"alice-key-123\"\n\
-             [sink.kafka]\nbrokers = \"{}\"\nspool_path = \"{}\"\n",
+             [sink.kafka]\nbrokers = \"{}\"\nspool_path = \"{}\"\npending_warn_secs = 2\n",
             bank.display(),
             broker.addr,
             dir.path().join("spool/messages.spool").display()
@@ -195,6 +195,15 @@ fn broker_comes_back_empty(topics_after: Duration) {
     assert!(!alerts.is_empty() && !commands.is_empty());
     std::thread::sleep(topics_after);
     assert!(w.metric("vigil_sink_oldest_pending_seconds", "") >= 1.0, "the wait shows");
+    // On /readyz as a warning past pending_warn_secs, still ready: an outage must not
+    // empty the push Service.
+    let (status, ready) = w.http("GET", "/readyz");
+    assert_eq!(status, 200, "{ready}");
+    let ready: serde_json::Value = serde_json::from_str(&ready).unwrap();
+    assert!(
+        ready["warnings"].as_array().unwrap().iter().any(|w| w.as_str().unwrap().contains("oldest message waiting")),
+        "{ready}"
+    );
     broker.create_topics(&topics);
     let back = Instant::now();
     let got_alerts = message_ids(&broker, "vigil.alerts", alerts.len(), Duration::from_secs(30));

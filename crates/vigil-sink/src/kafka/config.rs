@@ -25,6 +25,10 @@ pub struct KafkaConfig {
     pub spool_path: PathBuf,
     #[serde(default = "default_spool_max_bytes")]
     pub spool_max_bytes: u64,
+    /// The oldest pending message's age (seconds) from which `/readyz` warns, still
+    /// ready: warn on age, not on fill (a 256 MiB spool is hours of traffic).
+    #[serde(default = "default_pending_warn_secs")]
+    pub pending_warn_secs: u64,
     /// `plaintext`, `ssl`, `sasl_plaintext` or `sasl_ssl`.
     #[serde(default = "default_security_protocol")]
     pub security_protocol: String,
@@ -56,6 +60,9 @@ fn default_spool_path() -> PathBuf {
 }
 fn default_spool_max_bytes() -> u64 {
     256 << 20
+}
+fn default_pending_warn_secs() -> u64 {
+    60
 }
 fn default_security_protocol() -> String {
     "plaintext".into()
@@ -100,6 +107,9 @@ impl KafkaConfig {
         }
         if self.spool_max_bytes < 1 << 20 {
             e.push(format!("{prefix}.spool_max_bytes: {} is under 1 MiB", self.spool_max_bytes));
+        }
+        if self.pending_warn_secs == 0 {
+            e.push(format!("{prefix}.pending_warn_secs: must be at least 1"));
         }
         for k in self.librdkafka.keys() {
             if OWNED_SETTINGS.contains(&k.as_str()) {

@@ -6,8 +6,8 @@ use crate::spool::RESERVE_RATIO;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 
-/// How long `/readyz` names a disk refusal after the last one.
-const DISK_REFUSAL_SHOWN: std::time::Duration = std::time::Duration::from_secs(30);
+/// How long `/readyz` names a refusal after the last one (so a probe sees it).
+const REFUSAL_SHOWN: std::time::Duration = std::time::Duration::from_secs(30);
 
 #[derive(Default)]
 pub(super) struct HealthState {
@@ -26,8 +26,12 @@ pub(super) struct HealthState {
     pub(super) stalls: AtomicU64,
     /// The oldest pending message's age, in milliseconds.
     oldest_pending_ms: AtomicU64,
-    /// The last time the spool's disk refused a write, and why.
-    disk_refusal: Mutex<Option<(std::time::Instant, String)>>,
+    /// The age from which `/readyz` warns of it (`pending_warn_secs`), in milliseconds.
+    pending_warn_ms: AtomicU64,
+    /// The last time an alert or action record was refused, and why.
+    alert_refusal: Mutex<Option<(std::time::Instant, String)>>,
+    /// The last time an interrupt command was refused, and why; cleared by a confirmation.
+    interrupt_refusal: Mutex<Option<(std::time::Instant, String)>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -35,6 +39,12 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl HealthState {
+    pub(super) fn warning_from(pending_warn: std::time::Duration) -> HealthState {
+        let s = HealthState::default();
+        s.pending_warn_ms.store(pending_warn.as_millis() as u64, Relaxed);
+        s
+    }
+
     pub(super) fn set_spool(&self, fill: f64, failed: Option<&str>) {
         self.fill_bits.store(fill.to_bits(), Relaxed);
         let mut f = lock(&self.spool_failed);
@@ -55,8 +65,10 @@ impl HealthState {
         new
     }
 
-    /// A delivery of `generation` was confirmed: a fatal error of an older producer is over.
+    /// A delivery of `generation` was confirmed: a fatal error of an older producer is
+    /// over, and the spool has room again (interrupts wait for a draining producer).
     pub(super) fn confirmed(&self, generation: u64) {
+        *lock(&self.interrupt_refusal) = None;
         let mut f = lock(&self.fatal);
         if f.as_ref().is_some_and(|(g, _)| *g < generation) {
             tracing::info!("kafka: the re-created producer delivers again");
@@ -64,8 +76,11 @@ impl HealthState {
         }
     }
 
-    pub(super) fn disk_refused(&self, why: &str) {
-        *lock(&self.disk_refusal) = Some((std::time::Instant::now(), why.to_string()));
+    /// A message was refused: an interrupt command makes the worker not ready, anything
+    /// else is a warning.
+    pub(super) fn refused(&self, interrupt: bool, why: &str) {
+        let slot = if interrupt { &self.interrupt_refusal } else { &self.alert_refusal };
+        *lock(slot) = Some((std::time::Instant::now(), why.to_string()));
     }
 
     pub(super) fn set_oldest_pending(&self, age: std::time::Duration) {
@@ -83,48 +98,56 @@ impl HealthState {
 pub struct KafkaHealth(pub(super) Arc<HealthState>);
 
 impl KafkaHealth {
-    /// Why the worker should not take new streams now; empty when healthy.
+    /// Why the worker should not take new streams now; empty when healthy. Only a
+    /// worker that refuses interrupt commands (the spool cannot keep one) is not ready: a
+    /// Kafka outage alone must not empty the push Service across a fleet, so everything
+    /// short of that is a [`warnings`](Self::warnings) entry.
     pub fn not_ready(&self) -> Vec<String> {
+        let s = &self.0;
+        let mut reasons = Vec::new();
+        if let Some(reason) = lock(&s.spool_failed).as_ref() {
+            reasons.push(format!("kafka spool failed: {reason}"));
+        }
+        // Until the broker confirms again (the spool has room then).
+        if let Some((at, why)) = lock(&s.interrupt_refusal).as_ref() {
+            reasons
+                .push(format!("kafka sink: an interrupt command was refused {} s ago: {why}", at.elapsed().as_secs()));
+        }
+        reasons
+    }
+
+    /// What `/readyz` shows while the worker stays ready: the broker is not confirming,
+    /// the spool fills, alerts are refused (interrupts still have their own reserve).
+    pub fn warnings(&self) -> Vec<String> {
         let s = &self.0;
         let mut reasons = Vec::new();
         if let Some((_, reason)) = lock(&s.fatal).as_ref() {
             reasons.push(format!("kafka producer fatal error (producer re-created, not yet delivering): {reason}"));
         }
-        if let Some(reason) = lock(&s.spool_failed).as_ref() {
-            reasons.push(format!("kafka spool failed: {reason}"));
-        }
-        // A message the disk refused was an alert or an interrupt lost to Kafka: not
-        // ready while that happens (and for a while after, so a probe sees it).
-        if let Some((at, why)) = lock(&s.disk_refusal).as_ref().filter(|(at, _)| at.elapsed() < DISK_REFUSAL_SHOWN) {
+        if let Some((at, why)) = lock(&s.alert_refusal).as_ref().filter(|(at, _)| at.elapsed() < REFUSAL_SHOWN) {
             reasons.push(format!(
-                "kafka spool: the disk refused a message {} s ago, messages are refused: {why}",
+                "kafka sink: alerts are refused (last {} s ago; interrupt commands keep their reserve): {why}",
                 at.elapsed().as_secs()
             ));
         }
         let fill = f64::from_bits(s.fill_bits.load(Relaxed));
         if fill >= SPOOL_ALARM_RATIO {
             reasons.push(format!(
-                "kafka spool {:.0}% full: the broker is not confirming (not ready from {:.0}%, alerts refused from {:.0}%)",
+                "kafka spool {:.0}% full: the broker is not confirming (warned from {:.0}%, alerts refused from {:.0}%)",
                 fill * 100.0,
                 SPOOL_ALARM_RATIO * 100.0,
                 (1.0 - RESERVE_RATIO) * 100.0
             ));
         }
-        reasons
-    }
-
-    /// What `/readyz` shows while the worker stays ready: messages waiting long for the
-    /// broker (an outage: the worker keeps taking streams, the spool keeps everything).
-    pub fn warnings(&self) -> Vec<String> {
-        let age = self.0.oldest_pending_ms.load(Relaxed) / 1000;
-        if age >= super::sink::PENDING_WARN.as_secs() {
-            vec![format!(
-                "kafka: the oldest message waiting for the broker is {age} s old (kept in the spool; the producer is re-created after {} s without a confirmation)",
+        let age = s.oldest_pending_ms.load(Relaxed);
+        if age >= s.pending_warn_ms.load(Relaxed) {
+            reasons.push(format!(
+                "kafka: the oldest message waiting for the broker is {} s old (kept in the spool; the producer is re-created after {} s without a confirmation)",
+                age / 1000,
                 super::sink::STALL_RECREATE.as_secs()
-            )]
-        } else {
-            Vec::new()
+            ));
         }
+        reasons
     }
 
     /// How long the oldest pending message has waited.
@@ -173,13 +196,18 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_disk_refusal_is_not_ready_and_old_messages_only_a_warning() {
-        let h = KafkaHealth(Arc::new(HealthState::default()));
+    fn only_a_refused_interrupt_is_not_ready_the_rest_are_warnings() {
+        let h = KafkaHealth(Arc::new(HealthState::warning_from(std::time::Duration::from_secs(60))));
         assert!(h.not_ready().is_empty() && h.warnings().is_empty());
         h.0.set_oldest_pending(std::time::Duration::from_secs(90));
         assert!(h.not_ready().is_empty(), "waiting messages alone keep the worker ready");
         assert!(h.warnings()[0].contains("90 s old"), "{:?}", h.warnings());
-        h.0.disk_refused("No space left on device");
-        assert!(h.not_ready()[0].contains("No space left on device"), "{:?}", h.not_ready());
+        h.0.refused(false, "No space left on device");
+        assert!(h.not_ready().is_empty(), "refused alerts alone keep the worker ready");
+        assert!(h.warnings().iter().any(|w| w.contains("No space left on device")), "{:?}", h.warnings());
+        h.0.refused(true, "spool full");
+        assert!(h.not_ready()[0].contains("interrupt command was refused"), "{:?}", h.not_ready());
+        h.0.confirmed(0);
+        assert!(h.not_ready().is_empty(), "the broker confirms again: the spool has room");
     }
 }

@@ -32,9 +32,6 @@ const IDLE_WAIT: Duration = Duration::from_secs(1);
 /// came back empty refuses the old producer id forever ("unknown producer") while
 /// librdkafka retries without end and reports nothing; only a new producer delivers.
 pub const STALL_RECREATE: Duration = Duration::from_secs(20);
-/// The oldest pending message's age at which `/readyz` warns (still ready: a Kafka
-/// outage must not empty the push Service across a fleet).
-pub const PENDING_WARN: Duration = Duration::from_secs(60);
 /// The broker confirmed something this recently: the producer is draining the spool.
 const RECOVERING: Duration = Duration::from_secs(5);
 /// How long an interrupt waits for room in a full spool while the producer drains it.
@@ -166,10 +163,8 @@ impl Shared {
     fn refused(&self, kind: MessageKind, id: &str, e: KafkaSinkError) -> KafkaSinkError {
         crate::metrics::METRICS.refused.with_label_values(&[kind.label(), e.reason()]).inc();
         self.health.refused.fetch_add(1, Relaxed);
-        if matches!(&e, KafkaSinkError::Spool(crate::spool::SpoolError::Io { .. })) {
-            // The disk refuses writes (full, or failing): /readyz names it while it lasts.
-            self.health.disk_refused(&e.to_string());
-        }
+        // `/readyz` names it while it lasts: not ready for an interrupt, a warning else.
+        self.health.refused(kind == MessageKind::Interrupt, &e.to_string());
         tracing::error!(message = %id, kind = kind.label(), "kafka sink refused the message: {e}");
         e
     }
@@ -485,7 +480,7 @@ impl KafkaSink {
             retries: Mutex::new(Retries::default()),
             wake: Condvar::new(),
             generation: AtomicU64::new(0),
-            health: Arc::new(HealthState::default()),
+            health: Arc::new(HealthState::warning_from(Duration::from_secs(config.pending_warn_secs))),
             stop: AtomicBool::new(false),
             accepted: Mutex::new(std::collections::HashMap::new()),
             signer,

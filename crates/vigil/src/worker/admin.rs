@@ -148,7 +148,8 @@ async fn watch_signals(shutdown: Arc<AtomicBool>) {
 
 /// Why the worker is not ready now (none: ready). Ready means warm (models loaded and
 /// run once before the server started), not draining, below capacity, every bank
-/// loaded, and the Kafka producer healthy with room in its spool.
+/// loaded, and the Kafka sink taking interrupt commands (an outage short of refusing
+/// them is a warning: see `KafkaHealth::warnings`).
 fn not_ready(s: &AdminState) -> Vec<String> {
     let mut reasons: Vec<String> = s.not_ready.iter().cloned().collect();
     if s.streams.as_ref().is_some_and(|st| st.draining.load(Relaxed)) || s.shutdown.load(Relaxed) {
@@ -166,13 +167,15 @@ fn not_ready(s: &AdminState) -> Vec<String> {
 
 async fn ready(State(s): State<Arc<AdminState>>) -> impl IntoResponse {
     let reasons = not_ready(&s);
+    let mut warnings = s.warnings.clone();
+    warnings.extend(s.sink_health.iter().flat_map(vigil_sink::KafkaHealth::warnings));
     let code = if reasons.is_empty() { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     (
         code,
         Json(json!({
             "ready": reasons.is_empty(),
             "reasons": reasons,
-            "warnings": s.warnings,
+            "warnings": warnings,
             "streams": s.streams.as_ref().map_or(0, |st| st.len()),
         })),
     )
