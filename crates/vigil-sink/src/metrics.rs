@@ -133,6 +133,6 @@ pub fn register(registry: &Registry) -> prometheus::Result<()> {
     Ok(())
 }
 
-/// Fill ratio from which the spool logs an error on every change and the worker
-/// reports not ready (before alerts are refused at 0.9).
+/// Fill ratio from which the spool logs an error on every change and `/readyz` warns
+/// (before alerts are refused at 0.9).
 pub const SPOOL_ALARM_RATIO: f64 = 0.8;

@@ -120,3 +120,37 @@ impl Drop for Broker {
         let _ = self.child.wait();
     }
 }
+
+/// A tmpfs of `bytes` mounted on `dir` (the tests run as root, as CI does), unmounted
+/// when dropped: a spool disk that fills.
+pub struct Tmpfs {
+    dir: PathBuf,
+}
+
+impl Tmpfs {
+    pub fn mount(dir: &std::path::Path, bytes: u64) -> Tmpfs {
+        let out = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={bytes},mode=0700"), "tmpfs"])
+            .arg(dir)
+            .output()
+            .expect("mount runs");
+        assert!(out.status.success(), "mount a tmpfs (root): {}", String::from_utf8_lossy(&out.stderr));
+        Tmpfs { dir: dir.to_path_buf() }
+    }
+
+    /// Writes `name` until the disk refuses more: the disk is full.
+    pub fn fill(&self, name: &str) -> PathBuf {
+        use std::io::Write;
+        let path = self.dir.join(name);
+        let mut f = std::fs::File::create(&path).expect("filler file");
+        let block = [0u8; 4096];
+        while f.write_all(&block).and_then(|()| f.sync_all()).is_ok() {}
+        path
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.dir).status();
+    }
+}

@@ -6,7 +6,7 @@ use rdkafka::message::{Headers, Message};
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
-use vigil_sink::testing::{Broker, read_from_beginning};
+use vigil_sink::testing::{Broker, Tmpfs, read_from_beginning};
 use vigil_sink::{KafkaConfig, KafkaSink, Record, Spool};
 
 fn config(broker: &Broker, spool: PathBuf) -> KafkaConfig {
@@ -181,31 +181,6 @@ fn a_broker_restarted_empty_gets_everything_pending_without_restarting_the_sink(
     assert_eq!(sink.flush(Duration::from_secs(10)), 0, "nothing left pending");
 }
 
-/// A tmpfs of `bytes` mounted on a fresh folder (the tests run as root, as CI does),
-/// unmounted when dropped.
-struct Tmpfs {
-    dir: tempfile::TempDir,
-}
-
-impl Tmpfs {
-    fn mount(bytes: u64) -> Tmpfs {
-        let dir = tempfile::tempdir().unwrap();
-        let out = std::process::Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={bytes},mode=0700"), "tmpfs"])
-            .arg(dir.path())
-            .output()
-            .expect("mount runs");
-        assert!(out.status.success(), "mount a tmpfs (root): {}", String::from_utf8_lossy(&out.stderr));
-        Tmpfs { dir }
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("umount").arg("-l").arg(self.dir.path()).status();
-    }
-}
-
 /// The spool's disk fills while the broker is frozen: alerts are refused (`io`) and
 /// named on readiness. Once the broker is back, everything accepted is delivered (each id
 /// at most twice), the delivered records give the disk back although their
@@ -226,8 +201,9 @@ fn full_length_a_full_spool_disk_refuses_alerts_keeps_interrupts_and_recovers() 
 
 fn full_spool_disk(disk_bytes: u64) {
     let broker = Broker::start(&["vigil.alerts", "vigil.interrupts"]);
-    let disk = Tmpfs::mount(disk_bytes);
-    let mut cfg = config(&broker, disk.dir.path().join("spool/messages.spool"));
+    let dir = tempfile::tempdir().unwrap();
+    let _disk = Tmpfs::mount(dir.path(), disk_bytes);
+    let mut cfg = config(&broker, dir.path().join("spool/messages.spool"));
     cfg.spool_max_bytes = 4 * disk_bytes; // the disk fills long before the spool's own limit
     let sink = KafkaSink::open(cfg, None).unwrap();
     let padding = "x".repeat(4000);

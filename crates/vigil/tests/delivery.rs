@@ -214,3 +214,84 @@ fn broker_comes_back_empty(topics_after: Duration) {
     assert!(w.metric("vigil_sink_stall_recreations_total", "") >= 1.0);
     assert!(w.metric("vigil_sink_reoffered_total", "") >= 1.0, "re-offers are counted");
 }
+
+/// The spool's disk full with the real worker: the alert the disk refuses is printed as
+/// `alert_refused` (never as sent), counted and named in `/readyz`'s warnings while the
+/// worker stays ready; the interrupt command gets the disk space reserved ahead for it
+/// and reaches Kafka; once the disk has room again nothing more is refused, and every
+/// message printed as sent is delivered.
+#[test]
+fn a_worker_whose_spool_disk_fills_prints_refusals_keeps_interrupts_and_recovers() {
+    use common::worker::Worker;
+    use vigil_sink::testing::Tmpfs;
+    let dir = tempfile::tempdir().unwrap();
+    let bank = dir.path().join("bank.txt");
+    std::fs::write(&bank, format!("{}\n", pdq_of(&astronaut()))).unwrap();
+    let disk_dir = dir.path().join("disk");
+    std::fs::create_dir(&disk_dir).unwrap();
+    let disk = Tmpfs::mount(&disk_dir, 2 << 20);
+    let broker = Broker::start(&["vigil.alerts", "vigil.interrupts", "vigil.actions"]);
+    let w = Worker::start(
+        &format!(
+            "[media]\nsampling = \"keyframes\"\n\
+             [[hash.banks]]\nname = \"known\"\npath = \"{}\"\naction = \"interrupt\"\n\
+             [ingest.rtmp]\nlisten = \"127.0.0.1:0\"\n[ingest.rtmp.stream_keys]\nalice = \"alice-key-123\"\n\
+             [sink.kafka]\nbrokers = \"{}\"\nspool_path = \"{}\"\nspool_max_bytes = 1048576\n",
+            bank.display(),
+            broker.addr,
+            disk_dir.join("spool/messages.spool").display()
+        ),
+        &[],
+        &[],
+    );
+    // The spool allocated its interrupts' reserve at start; now the disk fills up.
+    let filler = disk.fill("filler");
+    let url = format!("rtmp://{}/live/alice-key-123", w.rtmp.clone().unwrap());
+    let stream = "rtmp/live/alice";
+    let mut publisher = common::nginx::publish_astronaut(&url, 30);
+    let records = w.wait_for("the interrupt command", 60, |r| {
+        r.iter().any(|x| x["type"] == "interrupt" || x["type"] == "interrupt_refused")
+    });
+    let refused: Vec<&serde_json::Value> = records.iter().filter(|x| x["type"] == "alert_refused").collect();
+    assert!(!refused.is_empty(), "the full disk refused the opening alert: {records:?}");
+    assert!(refused.iter().all(|r| r["reason"] == "io"), "{refused:?}");
+    assert!(!records.iter().any(|x| x["type"] == "interrupt_refused"), "the interrupt had its reserve");
+    let refused_ids: HashSet<String> = refused
+        .iter()
+        .map(|r| format!("{}/{}", r["alert_id"].as_str().unwrap(), r["event"].as_str().unwrap()))
+        .collect();
+    assert!(
+        printed_ids(&records, "alert", stream).is_disjoint(&refused_ids),
+        "a refused alert is never printed as sent"
+    );
+    assert!(w.metric("vigil_sink_refused_total", "kind=\"alert\",reason=\"io\"") >= 1.0);
+    assert!(w.metric("vigil_sink_spool_reserve_released_total", "") >= 1.0);
+    let (status, ready) = w.http("GET", "/readyz");
+    assert_eq!(status, 200, "alerts refused, interrupts kept: still ready: {ready}");
+    assert!(ready.contains("alerts are refused"), "{ready}");
+
+    // Room again: the next session (the publisher comes back) is accepted and delivered.
+    std::fs::remove_file(&filler).unwrap();
+    let refusals = w.metric("vigil_sink_refused_total", "kind=\"alert\",reason=\"io\"");
+    let ended = |r: &[serde_json::Value]| r.iter().filter(|x| x["type"] == "stream" && x["event"] == "ended").count();
+    w.wait_for("the first session's end", 60, |r| ended(r) >= 1);
+    let _ = publisher.kill();
+    let _ = publisher.wait();
+    let before = w.records().len();
+    let mut publisher = common::nginx::publish_astronaut(&url, 30);
+    let records =
+        w.wait_for("the second session's interrupt", 60, |r| r[before..].iter().any(|x| x["type"] == "interrupt"));
+    let _ = publisher.kill();
+    let _ = publisher.wait();
+    assert_eq!(w.metric("vigil_sink_refused_total", "kind=\"alert\",reason=\"io\""), refusals, "nothing more refused");
+    assert!(!records[before..].iter().any(|x| x["type"] == "alert_refused"), "nothing more refused");
+    assert!(!printed_ids(&records[before..], "alert", stream).is_empty(), "the second opening alert was sent");
+    let (alerts, commands) = (printed_ids(&records, "alert", stream), printed_ids(&records, "interrupt", stream));
+    assert!(!commands.is_empty());
+    let got_alerts = message_ids(&broker, "vigil.alerts", alerts.len(), Duration::from_secs(30));
+    let got_commands = message_ids(&broker, "vigil.interrupts", commands.len(), Duration::from_secs(30));
+    assert!(alerts.is_subset(&got_alerts), "printed as sent {alerts:?}, delivered {got_alerts:?}");
+    assert!(commands.is_subset(&got_commands), "printed as sent {commands:?}, delivered {got_commands:?}");
+    assert!(got_alerts.is_disjoint(&refused_ids), "a refused alert was never accepted, so never sent");
+    w.stop();
+}
