@@ -73,30 +73,20 @@ pub async fn open_existing_store(cfg: &ConsoleConfig) -> anyhow::Result<store::S
     }
 }
 
-type BoxFuture = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
-
-/// The HTTP accept loop: `(listener, app, shutdown)`. The caller brings it, so the
-/// console runs behind the same hardened loop as the worker's listeners (header-read
-/// deadline, connection caps; `vigil_media::ingest::http::serve`) without this stage
-/// depending on the media stage. Handlers need axum's `ConnectInfo<SocketAddr>`.
-pub type Server = Box<dyn FnOnce(tokio::net::TcpListener, axum::Router, BoxFuture) -> BoxFuture + Send>;
-
 /// `vigil console`: serves until SIGTERM or Ctrl-C, then stops intake (committing what
 /// the store took) and the delivery loops.
 pub fn run(
     cfg: ConsoleConfig,
     kafka: Option<vigil_sink::KafkaConfig>,
-    server: Server,
     trust: vigil_trust::config::Trust,
 ) -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
-    rt.block_on(serve(cfg, kafka, server, trust))
+    rt.block_on(serve(cfg, kafka, trust))
 }
 
 async fn serve(
     cfg: ConsoleConfig,
     kafka: Option<vigil_sink::KafkaConfig>,
-    server: Server,
     trust: vigil_trust::config::Trust,
 ) -> anyhow::Result<()> {
     let paging = cfg.paging.resolve_secrets().map_err(|e| anyhow::anyhow!("console.paging: {}", e.join("; ")))?;
@@ -157,7 +147,10 @@ async fn serve(
 
     let listener = tokio::net::TcpListener::bind(&listen).await.with_context(|| format!("console.listen {listen}"))?;
     tracing::info!(address = %listener.local_addr()?, public_url = shared.cfg.public_url, "console listening");
-    server(listener, web::router(shared.clone()), Box::pin(shutdown_signal())).await;
+    // The hardened accept loop every Vigil listener runs (header-read deadline,
+    // connection caps); handlers read the peer through `ConnectInfo<SocketAddr>`.
+    vigil_http::serve(listener, web::router(shared.clone()), vigil_http::HttpLimits::default(), shutdown_signal())
+        .await;
 
     tracing::info!("stopping: intake commits what the store took");
     shared.stop.store(true, Relaxed);

@@ -72,8 +72,8 @@ fn serve_metrics(listen: &str) -> anyhow::Result<std::net::SocketAddr> {
             );
             match tokio::net::TcpListener::from_std(std_listener) {
                 Ok(l) => {
-                    let limits = vigil_media::ingest::http::HttpLimits::default();
-                    vigil_media::ingest::http::serve(l, app, limits, std::future::pending()).await
+                    let limits = vigil_http::HttpLimits::default();
+                    vigil_http::serve(l, app, limits, std::future::pending()).await
                 }
                 Err(e) => tracing::error!("metrics server: {e}"),
             }

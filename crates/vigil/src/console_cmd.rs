@@ -46,16 +46,12 @@ pub fn run(path: Option<&Path>, cmd: ConsoleCommand) -> anyhow::Result<ExitCode>
     let (cfg, console) = config(path)?;
     match cmd {
         ConsoleCommand::Serve => {
-            // The worker's hardened accept loop (header-read deadline, connection caps).
-            let server: vigil_console::Server = Box::new(|listener, app, stop| {
-                Box::pin(vigil_media::ingest::http::serve(listener, app, Default::default(), stop))
-            });
             // It signs the commands and allowlist entries it writes, and believes only
             // workers' alerts, workers' and its own commands, and workers' and
             // actuators' outcomes.
             let has_kafka = cfg.sink.kafka.is_some();
             let trust = cfg.open_trust(vigil_trust::Role::Console, has_kafka, has_kafka).context("[trust]")?;
-            vigil_console::run(console, cfg.sink.kafka.clone(), server, trust)?;
+            vigil_console::run(console, cfg.sink.kafka.clone(), trust)?;
             Ok(ExitCode::SUCCESS)
         }
         ConsoleCommand::User { name, role } => {

@@ -4,15 +4,12 @@
 //! - [`keys`]: who may publish (static keys or HMAC-signed ones with an expiry).
 //! - [`guard`]: a strict chunk-stream check in front of the protocol library.
 //! - [`whip`]: the WHIP endpoint (WebRTC publishes; `webrtcbin` runs in the child).
-//! - [`http`]: the accept loop of the worker's HTTP listeners (WHIP and admin), with a
-//!   header-read deadline and a connection cap.
 //!
 //! Pulled sources (rtmp://, rtsp://, srt://, HLS, file://) need no server: their decode
 //! child opens the URL itself (see [`crate::isolate`]).
 
 pub mod fuzz;
 pub mod guard;
-pub mod http;
 pub mod keys;
 pub mod revoked;
 pub mod rtmp;
@@ -152,7 +149,7 @@ pub struct WhipConfig {
 }
 
 fn default_whip_connections_per_ip() -> usize {
-    http::HttpLimits::default().max_connections_per_ip
+    vigil_http::HttpLimits::default().max_connections_per_ip
 }
 
 /// Current time for key expiry checks.
@@ -273,7 +270,7 @@ impl IngestConfig {
                     e.push(format!("{prefix}.whip.cors_allowed_origins[{i}]: {origin:?} {why}"));
                 }
             }
-            let most = http::HttpLimits::default().max_connections;
+            let most = vigil_http::HttpLimits::default().max_connections;
             if !(1..=most).contains(&w.max_connections_per_ip) {
                 e.push(format!(
                     "{prefix}.whip.max_connections_per_ip: {} is outside 1..={most} (the listener's whole cap)",

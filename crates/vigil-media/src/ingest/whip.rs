@@ -123,8 +123,8 @@ impl WhipServer {
                 // Drains within stop()'s wait, so a clean drain is not reported as stuck.
                 let drain_timeout = STOP_GRACE.saturating_sub(std::time::Duration::from_secs(1));
                 let limits =
-                    super::http::HttpLimits { drain_timeout, max_connections_per_ip: per_ip, ..Default::default() };
-                super::http::serve(listener, app, limits, async {
+                    vigil_http::HttpLimits { drain_timeout, max_connections_per_ip: per_ip, ..Default::default() };
+                vigil_http::serve(listener, app, limits, async {
                     let _ = rx.await;
                 })
                 .await;

@@ -20,7 +20,7 @@ use std::sync::Arc;
 use std::sync::LazyLock;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use vigil_hash::BankStore;
-use vigil_media::ingest::http::{HttpLimits, serve};
+use vigil_http::{HttpLimits, serve};
 
 pub struct AdminState {
     /// `None` when the worker could not start its pipeline (see `not_ready`).

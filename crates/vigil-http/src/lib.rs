@@ -1,4 +1,5 @@
-//! The accept loop both of the worker's HTTP listeners run (WHIP ingest, admin).
+//! The accept loop every Vigil HTTP listener runs: the worker's WHIP ingest and admin
+//! server, the on-call console and the actuator's health server.
 //!
 //! `axum::serve` installs no timer, so hyper's header-read timeout never fires: a client
 //! that opens a connection and dribbles a request head (or sends nothing) holds it for
