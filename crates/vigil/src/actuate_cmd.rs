@@ -2,7 +2,6 @@
 //! `vigil_sink::actuate`). Reads `[sink.kafka]` for the cluster and topic and
 //! `[actuate]` for the platform adapter, dead-letter and action topics and retries.
 
-use crate::config::VigilConfig;
 use anyhow::Context;
 use axum::Router;
 use axum::routing::get;
@@ -10,6 +9,7 @@ use prometheus::Encoder;
 use std::path::Path;
 use std::process::ExitCode;
 use std::time::Duration;
+use vigil_worker::config::VigilConfig;
 
 #[derive(clap::Args)]
 pub struct ActuateArgs {

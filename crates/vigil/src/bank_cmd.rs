@@ -1,6 +1,5 @@
 //! `vigil bank stats|check|lookup`: inspect hash banks (the configured ones, or files).
 
-use crate::config::VigilConfig;
 use crate::source::Input;
 use anyhow::Context;
 use std::path::{Path, PathBuf};
@@ -8,6 +7,7 @@ use std::process::ExitCode;
 use std::time::Instant;
 use vigil_hash::variants::VariantHash;
 use vigil_hash::{Bank, BankConfig, FrameHashes, Hash256, Variant, VariantHasher};
+use vigil_worker::config::VigilConfig;
 
 #[derive(clap::Subcommand)]
 pub enum BankCommand {

@@ -1,13 +1,13 @@
 //! `vigil console`: the on-call console (see `vigil_console`). Reads `[console]` for
 //! itself and `[sink.kafka]` for the cluster and the alerts and interrupts topics.
 
-use crate::config::VigilConfig;
 use anyhow::Context;
 use std::io::Read;
 use std::path::Path;
 use std::process::ExitCode;
 use std::time::Duration;
 use vigil_console::model::{Role, now_ms};
+use vigil_worker::config::VigilConfig;
 
 #[derive(clap::Subcommand)]
 pub enum ConsoleCommand {

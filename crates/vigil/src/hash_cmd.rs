@@ -1,11 +1,11 @@
 //! `vigil hash`: PDQ hash and quality per image or sampled frame, as JSON lines.
 
-use crate::config::VigilConfig;
 use crate::source::Input;
 use anyhow::Context;
 use std::path::Path;
 use std::process::ExitCode;
 use vigil_hash::VariantHasher;
+use vigil_worker::config::VigilConfig;
 
 #[derive(clap::Args)]
 pub struct HashArgs {

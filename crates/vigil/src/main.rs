@@ -3,18 +3,16 @@
 //! exit codes: 0 clean, 1 at least one alert, 2 error.
 
 mod actuate_cmd;
-mod analysis;
 mod bank_cmd;
 mod bench;
-mod config;
 mod console_cmd;
 mod hash_cmd;
 mod keys_cmd;
 mod models_cmd;
-mod output;
 mod scan;
 mod source;
-mod worker;
+
+use vigil_worker as worker;
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -101,7 +99,7 @@ fn main() -> ExitCode {
         Command::Actuate(args) => actuate_cmd::run(cli.config.as_deref(), args),
         Command::Bank(cmd) => bank_cmd::run(cli.config.as_deref(), cmd),
         Command::Console(cmd) => console_cmd::run(cli.config.as_deref(), cmd),
-        Command::Bench(cmd) => config::VigilConfig::load(cli.config.as_deref())
+        Command::Bench(cmd) => worker::config::VigilConfig::load(cli.config.as_deref())
             .map_err(anyhow::Error::from)
             .and_then(|cfg| bench::run(cmd, &cfg)),
         Command::Keys(cmd) => keys_cmd::run(cmd),
@@ -151,7 +149,7 @@ fn validate(files: Vec<PathBuf>) -> anyhow::Result<ExitCode> {
             }
             continue;
         }
-        match config::VigilConfig::load(f.as_deref()) {
+        match worker::config::VigilConfig::load(f.as_deref()) {
             Ok(_) => {
                 println!("{}: ok", f.as_ref().map_or("embedded default config".into(), |p| p.display().to_string()))
             }

@@ -1,12 +1,12 @@
 //! `vigil models list|verify|info`: what models are configured, whether their files
 //! hold their checksums, and what a loaded model runs on.
 
-use crate::config::VigilConfig;
 use anyhow::Context;
 use sha2::{Digest, Sha256};
 use std::path::Path;
 use std::process::ExitCode;
 use vigil_infer::{Analyzer, ModelManifest};
+use vigil_worker::config::VigilConfig;
 
 #[derive(clap::Subcommand)]
 pub enum ModelsCommand {

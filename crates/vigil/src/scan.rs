@@ -2,9 +2,6 @@
 //! Decode + sample (GStreamer threads) → PDQ + bank match → models → fusion policy →
 //! JSON lines on stdout, a progress bar on stderr when it is a terminal.
 
-use crate::analysis::StreamAnalysis;
-use crate::config::VigilConfig;
-use crate::output::{FrameRecord, deliver, host_name, verdict_name};
 use crate::source::Input;
 use anyhow::Context;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -16,6 +13,9 @@ use std::time::Instant;
 use vigil_core::{AlertContext, ModelRef};
 use vigil_hash::{BankAction, BankConfig, BankState, BankStore};
 use vigil_infer::Analyzer;
+use vigil_worker::analysis::StreamAnalysis;
+use vigil_worker::config::VigilConfig;
+use vigil_worker::output::{FrameRecord, deliver, host_name, verdict_name};
 
 #[derive(clap::Args)]
 pub struct ScanArgs {

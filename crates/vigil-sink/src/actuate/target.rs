@@ -1,6 +1,6 @@
 //! What a stream id says about where the stream is published.
 //!
-//! The worker names its streams by how they arrived (`crates/vigil/src/worker/streams.rs`):
+//! The worker names its streams by how they arrived (`crates/vigil-worker/src/streams.rs`):
 //! - `rtmp/APP/NAME`: pushed to the worker's RTMP server under application `APP`;
 //! - `whip/NAME`: pushed to the worker's WHIP endpoint;
 //! - anything else: a pulled stream, by its `[[ingest.pull]]` `name`.

@@ -3,13 +3,13 @@
 //! the same frames, in the same run.
 
 use super::percentile_ms;
-use crate::config::VigilConfig;
 use serde_json::json;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Instant;
 use vigil_core::{Frame, StreamId};
 use vigil_infer::{Analyzer, Batcher, ModelKind, time_model_runs};
+use vigil_worker::config::VigilConfig;
 
 #[derive(clap::Args)]
 pub struct InferBenchArgs {

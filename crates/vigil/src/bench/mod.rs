@@ -30,7 +30,7 @@ pub enum BenchCommand {
     Streams(streams::StreamsBenchArgs),
 }
 
-pub fn run(cmd: BenchCommand, config: &crate::config::VigilConfig) -> anyhow::Result<ExitCode> {
+pub fn run(cmd: BenchCommand, config: &vigil_worker::config::VigilConfig) -> anyhow::Result<ExitCode> {
     match cmd {
         BenchCommand::Hash(args) => hash::run(args),
         BenchCommand::Robustness(args) => robustness::run(args, &config.infer.cache_dir()),

@@ -77,7 +77,7 @@ pub fn run(mut args: StreamsBenchArgs) -> anyhow::Result<ExitCode> {
         anyhow::ensure!(["keyframes", "adaptive", "fixed"].contains(&m.as_str()), "unknown mode {m:?}");
     }
     let dir = tempfile::tempdir()?;
-    let cache = crate::config::VigilConfig::load(None)?.infer.cache_dir();
+    let cache = vigil_worker::config::VigilConfig::load(None)?.infer.cache_dir();
     let photo = cache.join("testdata/astronaut.png");
     let banked = cache.join("testdata/skimage/coffee.png");
     for p in [&photo, &banked] {
@@ -173,7 +173,7 @@ fn markdown(report: &Value, tables: &str) -> String {
 /// virtualenv only costs the picture.
 fn plot(json: &Path, png: &Path) {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../bench/plot_streams.py");
-    let python = crate::config::VigilConfig::load(None).map(|c| c.infer.cache_dir().join("venv/bin/python"));
+    let python = vigil_worker::config::VigilConfig::load(None).map(|c| c.infer.cache_dir().join("venv/bin/python"));
     let drawn = python.ok().filter(|p| p.exists()).map(|p| Command::new(p).arg(&script).arg(json).arg(png).status());
     if !matches!(drawn, Some(Ok(s)) if s.success()) {
         eprintln!("bench streams: no plot ({} or the test virtualenv is missing: make setup)", script.display());
@@ -278,7 +278,7 @@ impl Worker {
     /// also go there.
     fn start(mode: &str, names: &[String], bank: &Path, dir: &Path, kafka: Option<&str>) -> anyhow::Result<Worker> {
         let keys: String = names.iter().map(|n| format!("{n} = \"{}\"\n", key(n))).collect();
-        let spool = dir.join(format!("spool-{mode}-{}-{}", names.len(), crate::output::unix_ms()));
+        let spool = dir.join(format!("spool-{mode}-{}-{}", names.len(), vigil_worker::output::unix_ms()));
         let kafka = kafka.map_or(String::new(), |b| {
             format!("[sink.kafka]\nbrokers = \"{b}\"\nspool_path = \"{}\"\n", spool.join("messages.spool").display())
         });
@@ -852,7 +852,7 @@ fn ffmpeg_publish(clip: &Path, url: &str, looped: bool) -> anyhow::Result<Child>
 fn baseline(work: &str, n: usize, secs: u64, motion: &Path, calm: &Path, dir: &Path) -> anyhow::Result<Value> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
     let script = root.join("bench/baseline/python_worker.py");
-    let cache = crate::config::VigilConfig::load(None)?.infer.cache_dir();
+    let cache = vigil_worker::config::VigilConfig::load(None)?.infer.cache_dir();
     let python = cache.join("venv/bin/python");
     anyhow::ensure!(
         script.exists() && python.exists(),

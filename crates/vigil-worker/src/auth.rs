@@ -71,7 +71,7 @@ fn bearer(value: &[u8]) -> Option<&[u8]> {
 /// Middleware for the protected routes.
 pub async fn require_token(State(token): State<AdminToken>, request: Request, next: Next) -> Response {
     if !token.is_set() {
-        crate::worker::admin::refused("no_token");
+        crate::admin::refused("no_token");
         return (
             StatusCode::FORBIDDEN,
             "no admin token is configured on this worker (admin.token_file or the token environment variable)\n",
@@ -82,7 +82,7 @@ pub async fn require_token(State(token): State<AdminToken>, request: Request, ne
     if token.admits(authorization) {
         return next.run(request).await;
     }
-    crate::worker::admin::refused("bad_token");
+    crate::admin::refused("bad_token");
     (StatusCode::UNAUTHORIZED, [(header::WWW_AUTHENTICATE, "Bearer")], "a valid admin bearer token is required\n")
         .into_response()
 }

@@ -11,7 +11,7 @@
 //! runner claims it, like any other hand-off.
 
 use super::{Member, OFFERS, Stopping, Wanted};
-use crate::worker::streams::StartError;
+use crate::streams::StartError;
 use std::time::{Duration, Instant};
 
 /// A stream waits this long for room here before it is offered.

@@ -33,13 +33,13 @@ pub struct VigilConfig {
     pub fusion: vigil_fusion::FusionConfig,
     pub sink: vigil_sink::SinkConfig,
     /// Only `vigil run` reads it.
-    pub admin: crate::worker::AdminConfig,
+    pub admin: crate::AdminConfig,
     /// Only `vigil actuate` reads it.
     pub actuate: Option<vigil_sink::actuate::ActuateConfig>,
     /// Only `vigil run` reads it: pulled streams shared with a consumer group.
-    pub fleet: Option<crate::worker::FleetConfig>,
+    pub fleet: Option<crate::FleetConfig>,
     /// Only `vigil run` reads it: the console's allowlist, from the bank-updates topic.
-    pub allowlist: Option<crate::worker::AllowlistConfig>,
+    pub allowlist: Option<crate::AllowlistConfig>,
     /// Only `vigil console` reads it.
     pub console: Option<vigil_console::ConsoleConfig>,
     /// Every part that reads or writes Kafka: its signing key and the keyring it believes.

@@ -1,4 +1,4 @@
-//! `vigil run`: the worker. Streams come in (RTMP and WHIP publishes, pulled URLs), each decodes
+//! The Vigil worker as a library (`vigil run` is a thin call into [`run`]). Streams come in (RTMP and WHIP publishes, pulled URLs), each decodes
 //! in its own confined child process, frames go through hashing, the cross-stream
 //! inference batcher and fusion, and alerts leave through the sinks. An admin HTTP
 //! server reports health, readiness, metrics and streams. SIGTERM drains: no new
@@ -10,6 +10,13 @@
 //! - [`fleet`]: pulled streams shared across workers through a Kafka consumer group.
 //! - [`allowlist`]: the console's reviewed false positives, applied to matching live.
 //! - [`kube`]: the pod's deletion cost kept equal to its streams (emptiest goes first).
+//! - [`analysis`]: the per-frame pipeline (hash, bank match, inference, fusion) shared
+//!   with `vigil scan`; [`output`]: the JSON lines it writes; [`config`]: the whole
+//!   `vigil.toml`, validated as one.
+
+pub mod analysis;
+pub mod config;
+pub mod output;
 
 mod admin;
 mod allowlist;
