@@ -6,6 +6,7 @@ pub mod actuate;
 pub mod kafka;
 pub mod metrics;
 pub mod spool;
+#[cfg(feature = "test-support")]
 pub mod testing;
 
 pub use kafka::{KafkaConfig, KafkaHealth, KafkaSink, KafkaSinkError, MessageKind};

@@ -1,6 +1,7 @@
 //! Test support: a real Kafka-compatible broker (tansu, installed by `make setup` into
 //! the cache) on a free 127.0.0.1 port, with topics created, stopped when dropped. Used
-//! by this crate's tests and the end-to-end tests; never by the worker.
+//! by this crate's tests, the end-to-end tests and the benchmarks; behind the
+//! `test-support` feature, so never built into the worker.
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};

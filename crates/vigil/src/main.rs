@@ -4,7 +4,6 @@
 
 mod actuate_cmd;
 mod bank_cmd;
-mod bench;
 mod console_cmd;
 mod hash_cmd;
 mod keys_cmd;
@@ -60,7 +59,8 @@ enum Command {
     Models(models_cmd::ModelsCommand),
     /// Benchmarks (ratios against a baseline measured in the same run).
     #[command(subcommand)]
-    Bench(bench::BenchCommand),
+    #[cfg(feature = "bench")]
+    Bench(vigil_bench::BenchCommand),
     /// Signing keys for the records Vigil's parts write to Kafka, and signing by hand.
     #[command(subcommand)]
     Keys(keys_cmd::KeysCommand),
@@ -99,9 +99,10 @@ fn main() -> ExitCode {
         Command::Actuate(args) => actuate_cmd::run(cli.config.as_deref(), args),
         Command::Bank(cmd) => bank_cmd::run(cli.config.as_deref(), cmd),
         Command::Console(cmd) => console_cmd::run(cli.config.as_deref(), cmd),
+        #[cfg(feature = "bench")]
         Command::Bench(cmd) => worker::config::VigilConfig::load(cli.config.as_deref())
             .map_err(anyhow::Error::from)
-            .and_then(|cfg| bench::run(cmd, &cfg)),
+            .and_then(|cfg| vigil_bench::run(cmd, &cfg)),
         Command::Keys(cmd) => keys_cmd::run(cmd),
         Command::Validate { files } => validate(files),
     };
