@@ -59,7 +59,7 @@ check() {
   if [ -d "$ADVISORY_DBS/$ADVISORY_DB_DIR/.git" ]; then
     deny deny.toml --disable-fetch advisories
   else
-    echo "deny: advisories skipped: no RustSec copy at $ADVISORY_DBS/$ADVISORY_DB_DIR (see the README's \"Supply chain\" to check them online)"
+    echo "deny: advisories skipped: no RustSec copy at $ADVISORY_DBS/$ADVISORY_DB_DIR (see docs/supply-chain.md to check them online)"
   fi
   t1=$(date +%s%N)
   echo "deny: done in $(((t1 - t0) / 1000000)) ms"

@@ -46,7 +46,7 @@ pub struct StreamsBenchArgs {
     #[arg(long)]
     no_baselines: bool,
     /// Also rewrite the section between `<!-- bench-streams:begin -->` and `:end -->`
-    /// of this file (the README) with the report's tables.
+    /// of the given file (docs/performance.md) with the report's tables.
     #[arg(long)]
     readme: Option<PathBuf>,
     /// Where the JSON report goes (with .md and .png beside it).
@@ -157,7 +157,7 @@ pub fn run(mut args: StreamsBenchArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// The report as the README shows it: the machine, the content, every table.
+/// The report as docs/performance.md shows it: the machine, the content, every table.
 fn markdown(report: &Value, tables: &str) -> String {
     let m = &report["machine"];
     format!(

@@ -70,7 +70,7 @@ pub struct BankConfig {
     /// Distance at or below which a crop-reach variant matches (default 46, never below
     /// `max_distance`). A crop loses the border for good, so a 5%-per-side crop lands
     /// 14–46 bits from its banked original even after the reach (`vigil bench
-    /// robustness`, README): 46 reaches all of them while unrelated photos stay 100+
+    /// robustness`, docs/performance.md): 46 reaches all of them while unrelated photos stay 100+
     /// bits away, and up to 47 the index still probes cheaply.
     ///
     /// A crop match beyond `max_distance` is a *reach* match and is never acted on

@@ -1,6 +1,7 @@
-//! `vigil`: the command-line tool and (later) the worker. Each subcommand lives in its
-//! own module; this file only parses arguments, sets up logging and maps outcomes to
-//! exit codes: 0 clean, 1 at least one alert, 2 error.
+//! `vigil`: the command-line tool, a thin layer over the library crates (`vigil run` is
+//! `vigil_worker::run`). Each subcommand lives in its own module; this file only parses
+//! arguments, sets up logging and maps outcomes to exit codes: 0 clean, 1 at least one
+//! alert, 2 error.
 
 mod actuate_cmd;
 mod bank_cmd;

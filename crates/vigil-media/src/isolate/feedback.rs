@@ -10,7 +10,7 @@
 //! the child will decode. With it negotiated, the RTP session sends transport-cc
 //! feedback by itself; it goes out with the scheduled RTCP, so the RTCP interval is
 //! lowered from the 5 s default to what a video receiver uses. Keyframe requests go as
-//! PLI (the README's promise, and what every sender honours): `ccm fir` is taken out of
+//! PLI (docs/worker.md's promise, and what every sender honours): `ccm fir` is taken out of
 //! the answer, since the RTP session prefers FIR whenever it was negotiated.
 
 use gstreamer as gst;
