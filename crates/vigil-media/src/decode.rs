@@ -5,6 +5,7 @@
 //! GStreamer. For files the appsink's bounded queue gives backpressure (nothing is
 //! dropped); live sources will use the drop-oldest mode.
 
+use crate::events::StreamFailure;
 use crate::{MediaError, SampleConfig, metrics::METRICS};
 use gstreamer as gst;
 use gstreamer::prelude::*;
@@ -194,9 +195,9 @@ impl FrameSource {
         self.frames
     }
 
-    fn fail(&mut self, kind: &str, err: MediaError) -> Option<Result<Frame, MediaError>> {
+    fn fail(&mut self, kind: StreamFailure, err: MediaError) -> Option<Result<Frame, MediaError>> {
         self.done = true;
-        METRICS.errors.with_label_values(&[kind]).inc();
+        crate::events::stream_failed(kind);
         let _ = self.pipeline.set_state(gst::State::Null);
         Some(Err(err))
     }
@@ -210,16 +211,18 @@ impl FrameSource {
                     let no_video = lock(&self.no_video).take();
                     let input = self.input.clone();
                     return match (refused, no_video) {
-                        (Some(reason), _) => self.fail("refused", MediaError::Refused { input, reason }),
-                        (None, Some(found)) => self.fail("no_video", MediaError::NoVideo { input, found }),
-                        (None, None) => self.fail("decode", MediaError::Decode { input, reason: describe(err) }),
+                        (Some(reason), _) => self.fail(StreamFailure::Refused, MediaError::Refused { input, reason }),
+                        (None, Some(found)) => self.fail(StreamFailure::NoVideo, MediaError::NoVideo { input, found }),
+                        (None, None) => {
+                            self.fail(StreamFailure::Decode, MediaError::Decode { input, reason: describe(err) })
+                        }
                     };
                 }
                 // The source ended without any video reaching the sampling chain.
                 gst::MessageView::Eos(_) if !self.sink.is_eos() && self.frames == 0 => {
                     let input = self.input.clone();
                     let reason = "no video stream found".into();
-                    return self.fail("no_video", MediaError::Decode { input, reason });
+                    return self.fail(StreamFailure::NoVideo, MediaError::Decode { input, reason });
                 }
                 _ => {}
             }
@@ -281,7 +284,7 @@ impl Iterator for FrameSource {
                         METRICS.frames_sampled.inc();
                         Some(Ok(frame))
                     }
-                    Err(e) => self.fail("frame", e),
+                    Err(e) => self.fail(StreamFailure::Frame, e),
                 };
             }
             if let Some(err) = self.check_bus() {
@@ -293,14 +296,16 @@ impl Iterator for FrameSource {
                 if self.frames == 0 {
                     let input = self.input.clone();
                     self.done = false;
-                    return self
-                        .fail("no_video", MediaError::Decode { input, reason: "no frames could be decoded".into() });
+                    return self.fail(
+                        StreamFailure::NoVideo,
+                        MediaError::Decode { input, reason: "no frames could be decoded".into() },
+                    );
                 }
                 return None;
             }
             if started.elapsed() > self.stall_timeout {
                 let (input, secs) = (self.input.clone(), self.stall_timeout.as_secs());
-                return self.fail("stalled", MediaError::Stalled { input, secs });
+                return self.fail(StreamFailure::Stalled, MediaError::Stalled { input, secs });
             }
         }
     }

@@ -13,6 +13,7 @@
 pub mod config;
 pub mod decode;
 mod error;
+pub mod events;
 pub mod flv;
 pub mod ingest;
 pub mod isolate;

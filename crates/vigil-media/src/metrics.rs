@@ -54,10 +54,7 @@ pub static METRICS: LazyLock<MediaMetrics> = LazyLock::new(|| MediaMetrics {
 pub fn register(registry: &Registry) -> prometheus::Result<()> {
     let m = &*METRICS;
     // The series alerting reads exist from the start, at zero.
-    for reason in ["crash", "hung", "stalled", "decode", "protocol", "spawn", "source_ended"] {
-        let _ = m.restarts.with_label_values(&[reason]);
-    }
-    let _ = m.errors.with_label_values(&["refused"]);
+    crate::events::precreate();
     for pass in ["offer", "decoder"] {
         let _ = m.whip_candidates_dropped.with_label_values(&[pass, "private"]);
     }

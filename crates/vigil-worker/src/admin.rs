@@ -252,7 +252,7 @@ async fn start_stream(State(s): State<Arc<AdminState>>, body: axum::body::Bytes)
     let (id, wanted) = match super::fleet::parse_event(None, Some(event.to_string().as_bytes())) {
         Ok((id, Some(w))) => (id, w),
         Ok((_, None)) => unreachable!("a start event"),
-        Err(reason) => return (StatusCode::BAD_REQUEST, Json(json!({"error": reason}))),
+        Err(reason) => return (StatusCode::BAD_REQUEST, Json(json!({"error": reason.as_str()}))),
     };
     let shown = vigil_core::redact::uri(&wanted.uri);
     let started = tokio::task::spawn_blocking(move || {

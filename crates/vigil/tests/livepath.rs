@@ -226,7 +226,7 @@ fn a_decode_child_that_cannot_read_its_input_fails_instead_of_ending() {
         }
     };
     assert!(
-        matches!(&last, ChildEvent::Failed { kind, .. } if kind == "protocol"),
+        matches!(&last, ChildEvent::Failed { kind, .. } if *kind == vigil_media::events::ChildFailure::Protocol),
         "a protocol failure, not an end: {last:?}"
     );
     assert!(started.elapsed() < Duration::from_secs(10));

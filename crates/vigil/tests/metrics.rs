@@ -1,10 +1,11 @@
 //! `/metrics` against `docs/metrics.md`, both ways, during a live run: every documented
 //! metric is exported with its documented type and labels, and nothing undocumented is.
-//! No label may carry a stream id (unbounded: per-stream detail is on `/streams`).
+//! No label may carry a stream id (unbounded: per-stream detail is on `/streams`), and
+//! the typed failure labels show exactly their documented values.
 
 mod common;
 
-use common::metrics_doc::{check_both_ways, documented, exported};
+use common::metrics_doc::{check_both_ways, documented, documented_label_values, exported, exported_label_values};
 
 use common::nginx::{Nginx, publish};
 use common::worker::*;
@@ -36,6 +37,12 @@ fn metrics_match_their_documentation_both_ways() {
     let docs = documented("Worker");
     assert!(docs.len() > 40, "the table was read: {} rows", docs.len());
     check_both_ways(&seen, &docs);
+    // The typed failure labels: exactly the documented values, every one from the start.
+    let values = documented_label_values();
+    assert!(values.len() >= 5, "the label values table was read");
+    for ((metric, label), want) in &values {
+        assert_eq!(&exported_label_values(&body, metric, label), want, "{metric}{{{label}}}");
+    }
     let _ = banked.kill();
     let _ = publisher.kill();
     let _ = banked.wait();

@@ -137,7 +137,7 @@ fn run_child(file: &Path, tally: &Mutex<Tally>) {
         (None, _) => t.timed_out += 1,
         (Some(s), _) if s.signal().is_some() => t.crashed += 1,
         (Some(_), Some(ChildEvent::Ended)) => t.ended += 1,
-        (Some(_), Some(ChildEvent::Failed { kind, .. })) if kind == "stalled" => t.stalled += 1,
+        (Some(_), Some(ChildEvent::Failed { kind: vigil_media::events::ChildFailure::Stalled, .. })) => t.stalled += 1,
         (Some(_), Some(ChildEvent::Failed { .. })) => t.failed += 1,
         (Some(s), other) => t.protocol_errors.push(format!("{}: exit {s:?} after {other:?}", file.display())),
     }

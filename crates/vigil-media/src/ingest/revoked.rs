@@ -113,7 +113,7 @@ impl Revoked {
                     match (Revoked { inner }).replace_from(&path) {
                         Ok(n) => tracing::info!(entries = n, "revoked stream keys reloaded"),
                         Err(e) => {
-                            crate::metrics::METRICS.errors.with_label_values(&["revoked_keys_reload"]).inc();
+                            crate::events::ingest_refused(crate::events::IngestRefusal::RevokedKeysReload);
                             tracing::error!("revoked stream keys not reloaded, the previous list stays: {e}");
                         }
                     }

@@ -16,9 +16,9 @@
 
 use super::guard::ChunkGuard;
 use super::keys::{KeyError, StreamKeys};
+use crate::events::{self, IngestRefusal};
 use crate::flv;
 use crate::isolate::FlvTag;
-use crate::metrics::METRICS;
 use crate::{LimitsConfig, SampleConfig};
 use rml_rtmp::handshake::{Handshake, HandshakeProcessResult, PeerType};
 use rml_rtmp::sessions::{ServerSession, ServerSessionConfig, ServerSessionEvent, ServerSessionResult, StreamMetadata};
@@ -174,15 +174,15 @@ struct Slot {
 
 impl Slot {
     /// Takes a slot for `peer`, or says why there is none.
-    fn take(ctx: &Arc<Context>, peer: SocketAddr) -> Result<Slot, &'static str> {
+    fn take(ctx: &Arc<Context>, peer: SocketAddr) -> Result<Slot, IngestRefusal> {
         let mut per_ip = ctx.per_ip.lock().unwrap_or_else(|p| p.into_inner());
         let held = per_ip.get(&peer.ip()).copied().unwrap_or(0);
         if held >= ctx.max_per_ip {
-            return Err("rtmp_per_ip");
+            return Err(IngestRefusal::RtmpPerIp);
         }
         if ctx.pending.fetch_add(1, Relaxed) >= ctx.max_pending {
             ctx.pending.fetch_sub(1, Relaxed);
-            return Err("rtmp_busy");
+            return Err(IngestRefusal::RtmpBusy);
         }
         per_ip.insert(peer.ip(), held + 1);
         Ok(Slot { ctx: ctx.clone(), ip: peer.ip(), pending: true })
@@ -213,9 +213,9 @@ fn accept(sock: TcpStream, peer: SocketAddr, ctx: &Arc<Context>) {
     let slot = match Slot::take(ctx, peer) {
         Ok(slot) => slot,
         Err(kind) => {
-            METRICS.errors.with_label_values(&[kind]).inc();
+            events::ingest_refused(kind);
             if ctx.refusal_log.allow() {
-                tracing::warn!(%peer, "rtmp: connection refused ({kind}: too many connections)");
+                tracing::warn!(%peer, "rtmp: connection refused ({}: too many connections)", kind.as_str());
             }
             return;
         }
@@ -231,7 +231,7 @@ fn accept(sock: TcpStream, peer: SocketAddr, ctx: &Arc<Context>) {
             Err(_) => Some("the RTMP library failed on this connection's input".into()),
         };
         if let Some(r) = &reason {
-            METRICS.errors.with_label_values(&["rtmp"]).inc();
+            events::ingest_refused(IngestRefusal::Rtmp);
             if ctx.refusal_log.allow() || conn.published.is_some() {
                 tracing::warn!(%peer, stream = conn.name.as_deref().unwrap_or("-"), "rtmp: {r}");
             }
@@ -275,13 +275,13 @@ impl Connection<'_> {
             if let (Some(key), Some(name)) = (&self.key, &self.name)
                 && self.ctx.keys.is_revoked(key, name)
             {
-                METRICS.errors.with_label_values(&["rtmp_key_revoked"]).inc();
+                events::ingest_refused(IngestRefusal::RtmpKeyRevoked);
                 return Err("closed: the stream key was revoked".to_string());
             }
             // Before every read too: a client trickling a byte faster than the poll
             // interval must not keep a slot it never publishes on.
             if self.published.is_none() && connected.elapsed() >= self.ctx.publish_deadline {
-                METRICS.errors.with_label_values(&["rtmp_deadline"]).inc();
+                events::ingest_refused(IngestRefusal::RtmpDeadline);
                 return Err(format!("no publish within {} s of connecting", self.ctx.publish_deadline.as_secs()));
             }
             match sock.read(buf) {
@@ -389,7 +389,7 @@ impl Connection<'_> {
                     return Err("a second publish on one connection".into());
                 }
                 if self.ctx.key_failures.blocked(self.peer.ip()) {
-                    METRICS.errors.with_label_values(&["rtmp_key_limited"]).inc();
+                    events::ingest_refused(IngestRefusal::RtmpKeyLimited);
                     let _ = session.reject_request(request_id, "NetStream.Publish.BadName", "too many failed keys");
                     return Err("refused publish: too many failed key attempts from this address".into());
                 }
@@ -397,9 +397,9 @@ impl Connection<'_> {
                     Ok(name) => name,
                     Err(why) => {
                         self.ctx.key_failures.failed(self.peer.ip(), &why);
-                        METRICS.errors.with_label_values(&["rtmp_key"]).inc();
+                        events::ingest_refused(IngestRefusal::RtmpKey);
                         if why == KeyError::Revoked {
-                            METRICS.errors.with_label_values(&["rtmp_key_revoked"]).inc();
+                            events::ingest_refused(IngestRefusal::RtmpKeyRevoked);
                         }
                         let _ = session.reject_request(request_id, "NetStream.Publish.BadName", &why.to_string());
                         // The key itself is never logged.
@@ -433,7 +433,7 @@ impl Connection<'_> {
                     Err(refusal) => {
                         // Nothing the publisher sends may bypass the decoder: a message
                         // that cannot reach it ends the publish.
-                        METRICS.errors.with_label_values(&["rtmp_video"]).inc();
+                        events::ingest_refused(IngestRefusal::RtmpVideo);
                         return Err(format!("refused: {refusal}"));
                     }
                 }

@@ -17,7 +17,6 @@
 use super::keys::{KeyError, KeyFailures, StreamKeys};
 use crate::isolate::StreamHandle;
 use crate::isolate::candidates::{self, DroppedCounts, Pass};
-use crate::metrics::METRICS;
 use axum::Router;
 use axum::extract::{ConnectInfo, Path, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
@@ -163,7 +162,7 @@ fn plain(status: StatusCode, text: impl Into<String>) -> Response {
 }
 
 fn unauthorized(why: &str) -> Response {
-    METRICS.errors.with_label_values(&["whip_key"]).inc();
+    crate::events::ingest_refused(crate::events::IngestRefusal::WhipKey);
     (StatusCode::UNAUTHORIZED, [(header::WWW_AUTHENTICATE, "Bearer")], format!("{why}\n")).into_response()
 }
 
@@ -172,7 +171,7 @@ fn unauthorized(why: &str) -> Response {
 /// has used up its failed attempts.
 fn authorize(ep: &Endpoint, peer: IpAddr, headers: &HeaderMap) -> Result<(String, String), Box<Response>> {
     if ep.key_failures.blocked(peer) {
-        METRICS.errors.with_label_values(&["whip_key_limited"]).inc();
+        crate::events::ingest_refused(crate::events::IngestRefusal::WhipKeyLimited);
         let mut resp = plain(StatusCode::TOO_MANY_REQUESTS, "too many failed stream keys from this address");
         resp.headers_mut().insert(header::RETRY_AFTER, header::HeaderValue::from_static("60"));
         return Err(Box::new(resp));
@@ -191,7 +190,7 @@ fn authorize(ep: &Endpoint, peer: IpAddr, headers: &HeaderMap) -> Result<(String
     match ep.keys.check(token, crate::ingest::unix_secs()) {
         Ok(name) => Ok((name, token.to_string())),
         Err(KeyError::Revoked) => {
-            METRICS.errors.with_label_values(&["whip_key_revoked"]).inc();
+            crate::events::ingest_refused(crate::events::IngestRefusal::WhipKeyRevoked);
             Err(Box::new(plain(StatusCode::FORBIDDEN, "the stream key was revoked")))
         }
         Err(why) => {
@@ -286,7 +285,7 @@ async fn close_revoked_sessions(ep: Arc<Endpoint>) {
             ids.iter().filter_map(|id| sessions.remove(id)).collect()
         };
         for session in revoked {
-            METRICS.errors.with_label_values(&["whip_key_revoked"]).inc();
+            crate::events::ingest_refused(crate::events::IngestRefusal::WhipKeyRevoked);
             tracing::warn!(stream = %session.name, "whip: closing the session: its stream key was revoked");
             let handle = session.handle;
             let _ = tokio::task::spawn_blocking(move || handle.stop_because("the stream key was revoked".into())).await;
@@ -382,7 +381,7 @@ async fn publish(
             o.sdp
         }
         Err(reason) => {
-            METRICS.errors.with_label_values(&["whip_offer"]).inc();
+            crate::events::ingest_refused(crate::events::IngestRefusal::WhipOffer);
             return plain(StatusCode::BAD_REQUEST, reason);
         }
     };

@@ -10,6 +10,7 @@
 use super::jail::Network;
 use super::protocol::{ChildEvent, Command, FromChild, ToChild};
 use crate::SampleConfig;
+use crate::events::ChildFailure;
 use crate::sampling::{SamplingGate, Unit};
 use gstreamer as gst;
 use gstreamer::prelude::*;
@@ -68,7 +69,7 @@ struct Shared {
     gate: SamplingGate,
     counters: Counters,
     /// Set by a probe that found the stream over a limit: (kind, reason).
-    refusal: Mutex<Option<(String, String)>>,
+    refusal: Mutex<Option<(ChildFailure, String)>>,
     started: Mutex<Option<ChildEvent>>,
     video_linked: AtomicBool,
     /// The parsed video pad feeding the decoder (where keyframe requests go upstream).
@@ -106,9 +107,9 @@ fn unix_ms() -> u64 {
 }
 
 impl Shared {
-    fn refuse(&self, kind: &str, reason: String) {
+    fn refuse(&self, kind: ChildFailure, reason: String) {
         let mut r = self.refusal.lock().unwrap_or_else(|p| p.into_inner());
-        r.get_or_insert((kind.to_string(), reason));
+        r.get_or_insert((kind, reason));
     }
 }
 
@@ -147,8 +148,10 @@ pub fn run_from_stdin() -> i32 {
         Ok(spec) => run(&spec),
         Err(reason) => {
             let mut out = BufWriter::new(std::io::stdout().lock());
-            let _ =
-                send(&mut out, ChildEvent::Failed { kind: "pipeline".into(), reason: format!("bad spec: {reason}") });
+            let _ = send(
+                &mut out,
+                ChildEvent::Failed { kind: ChildFailure::Pipeline, reason: format!("bad spec: {reason}") },
+            );
             EXIT_FAILED
         }
     }
@@ -158,7 +161,7 @@ pub fn run_from_stdin() -> i32 {
 pub fn run(spec: &ChildSpec) -> i32 {
     let mut out = BufWriter::new(std::io::stdout().lock());
     if let Err(e) = confine(&spec.media.isolation) {
-        let _ = send(&mut out, ChildEvent::Failed { kind: "confine".into(), reason: e.to_string() });
+        let _ = send(&mut out, ChildEvent::Failed { kind: ChildFailure::Confine, reason: e.to_string() });
         return EXIT_CONFINE;
     }
     match decode(spec, &mut out) {
@@ -178,14 +181,14 @@ fn send(out: &mut impl Write, event: ChildEvent) -> std::io::Result<()> {
     out.flush()
 }
 
-pub(super) type Failure = (String, String);
+pub(super) type Failure = (ChildFailure, String);
 
-pub(super) fn fail(kind: &str) -> impl Fn(String) -> Failure + '_ {
-    move |reason| (kind.to_string(), reason)
+pub(super) fn fail(kind: ChildFailure) -> impl Fn(String) -> Failure {
+    move |reason| (kind, reason)
 }
 
 fn decode(spec: &ChildSpec, out: &mut impl Write) -> Result<(), Failure> {
-    gst::init().map_err(|e| ("init".to_string(), e.to_string()))?;
+    gst::init().map_err(|e| (ChildFailure::Init, e.to_string()))?;
     if spec.media.hardware_decode {
         prefer_hardware_decoders();
     }
@@ -198,7 +201,7 @@ fn decode(spec: &ChildSpec, out: &mut impl Write) -> Result<(), Failure> {
             ChildSource::Whip { .. } => Network::Udp,
             ChildSource::Uri(_) => Network::Any,
         };
-        super::jail::install(network).map_err(fail("confine"))?;
+        super::jail::install(network).map_err(fail(ChildFailure::Confine))?;
     }
     let m = &spec.media;
     let shared = Arc::new(Shared {
@@ -214,16 +217,16 @@ fn decode(spec: &ChildSpec, out: &mut impl Write) -> Result<(), Failure> {
     });
     let pipeline = gst::Pipeline::new();
     let parse = make("parsebin")?;
-    let chain =
-        gst::parse::bin_from_description(SAMPLE_CHAIN.trim(), true).map_err(|e| fail("pipeline")(e.to_string()))?;
+    let chain = gst::parse::bin_from_description(SAMPLE_CHAIN.trim(), true)
+        .map_err(|e| fail(ChildFailure::Pipeline)(e.to_string()))?;
     let sink = chain
         .by_name("frames")
         .and_then(|e| e.downcast::<gst_app::AppSink>().ok())
-        .ok_or_else(|| fail("pipeline")("sample-live.gst has no appsink named frames".into()))?;
+        .ok_or_else(|| fail(ChildFailure::Pipeline)("sample-live.gst has no appsink named frames".into()))?;
     let live_pace = m.pace_files && matches!(&spec.source, ChildSource::Uri(u) if u.starts_with("file:"));
     // A file is paced like a live stream; live sources arrive at their own pace.
     sink.set_property("sync", live_pace);
-    pipeline.add_many([&parse, chain.upcast_ref()]).map_err(|e| fail("pipeline")(e.to_string()))?;
+    pipeline.add_many([&parse, chain.upcast_ref()]).map_err(|e| fail(ChildFailure::Pipeline)(e.to_string()))?;
 
     let mut webrtc = None;
     let appsrc = match &spec.source {
@@ -231,10 +234,10 @@ fn decode(spec: &ChildSpec, out: &mut impl Write) -> Result<(), Failure> {
             let src = gst::ElementFactory::make("urisourcebin")
                 .property("uri", uri)
                 .build()
-                .map_err(|e| fail("pipeline")(format!("urisourcebin: {e}")))?;
-            pipeline.add(&src).map_err(|e| fail("pipeline")(e.to_string()))?;
+                .map_err(|e| fail(ChildFailure::Pipeline)(format!("urisourcebin: {e}")))?;
+            pipeline.add(&src).map_err(|e| fail(ChildFailure::Pipeline)(e.to_string()))?;
             let parse_sink =
-                parse.static_pad("sink").ok_or_else(|| fail("pipeline")("parsebin without sink".into()))?;
+                parse.static_pad("sink").ok_or_else(|| fail(ChildFailure::Pipeline)("parsebin without sink".into()))?;
             let pipeline_weak = pipeline.downgrade();
             src.connect_pad_added(move |_, pad| {
                 if parse_sink.is_linked() {
@@ -255,8 +258,8 @@ fn decode(spec: &ChildSpec, out: &mut impl Write) -> Result<(), Failure> {
                 .block(true)
                 .max_bytes(16 * 1024 * 1024)
                 .build();
-            pipeline.add(&src).map_err(|e| fail("pipeline")(e.to_string()))?;
-            src.link(&parse).map_err(|e| fail("pipeline")(e.to_string()))?;
+            pipeline.add(&src).map_err(|e| fail(ChildFailure::Pipeline)(e.to_string()))?;
+            src.link(&parse).map_err(|e| fail(ChildFailure::Pipeline)(e.to_string()))?;
             Some(src)
         }
         ChildSource::Whip { stun_server, .. } => {
@@ -265,8 +268,10 @@ fn decode(spec: &ChildSpec, out: &mut impl Write) -> Result<(), Failure> {
         }
     };
 
-    let chain_sink = chain.static_pad("sink").ok_or_else(|| fail("pipeline")("chain has no sink pad".into()))?;
-    let size_caps = chain.by_name("size_caps").ok_or_else(|| fail("pipeline")("chain has no size_caps".into()))?;
+    let chain_sink =
+        chain.static_pad("sink").ok_or_else(|| fail(ChildFailure::Pipeline)("chain has no sink pad".into()))?;
+    let size_caps =
+        chain.by_name("size_caps").ok_or_else(|| fail(ChildFailure::Pipeline)("chain has no size_caps".into()))?;
     {
         let shared = shared.clone();
         let pipeline_weak = pipeline.downgrade();
@@ -280,16 +285,19 @@ fn decode(spec: &ChildSpec, out: &mut impl Write) -> Result<(), Failure> {
     let offer = match &webrtc {
         Some(_) => match ToChild::read(&mut std::io::stdin().lock()) {
             Ok(Some(ToChild::Offer(sdp))) => Some(sdp),
-            Ok(_) => return Err(fail("whip")("the worker sent no offer".into())),
-            Err(e) => return Err(fail("whip")(format!("reading the offer: {e}"))),
+            Ok(_) => return Err(fail(ChildFailure::Whip)("the worker sent no offer".into())),
+            Err(e) => return Err(fail(ChildFailure::Whip)(format!("reading the offer: {e}"))),
         },
         None => None,
     };
-    pipeline.set_state(gst::State::Playing).map_err(|_| fail("decode")(crate::decode::first_bus_error(&pipeline)))?;
+    pipeline
+        .set_state(gst::State::Playing)
+        .map_err(|_| fail(ChildFailure::Decode)(crate::decode::first_bus_error(&pipeline)))?;
     if let (Some(webrtc), Some(offer)) = (&webrtc, offer) {
         let private = matches!(spec.source, ChildSource::Whip { private_candidates: true, .. });
         let (sdp, dropped_candidates) = super::webrtc::answer(webrtc, &offer, private)?;
-        send(out, ChildEvent::Answer { sdp, dropped_candidates }).map_err(|e| fail("pipe")(e.to_string()))?;
+        send(out, ChildEvent::Answer { sdp, dropped_candidates })
+            .map_err(|e| fail(ChildFailure::Pipe)(e.to_string()))?;
     }
     spawn_stdin_reader(appsrc, shared.clone());
     let result = main_loop(&pipeline, &sink, &shared, webrtc.as_ref(), out);
@@ -298,7 +306,7 @@ fn decode(spec: &ChildSpec, out: &mut impl Write) -> Result<(), Failure> {
 }
 
 fn make(factory: &str) -> Result<gst::Element, Failure> {
-    gst::ElementFactory::make(factory).build().map_err(|e| fail("pipeline")(format!("{factory}: {e}")))
+    gst::ElementFactory::make(factory).build().map_err(|e| fail(ChildFailure::Pipeline)(format!("{factory}: {e}")))
 }
 
 /// NVIDIA decoders, when this machine's GStreamer has them, outrank the software ones.
@@ -352,17 +360,17 @@ fn on_parsed_pad(
         return;
     }
     if let Err(reason) = caps_limits(&caps, &shared.media) {
-        shared.refuse("refused", reason);
+        shared.refuse(ChildFailure::Refused, reason);
         return;
     }
     add_unit_gate(pad, shared);
     *shared.video_pad.lock().unwrap_or_else(|p| p.into_inner()) = Some(pad.clone());
     let decoder = match gst::ElementFactory::make("decodebin").build() {
         Ok(d) => d,
-        Err(e) => return shared.refuse("pipeline", format!("decodebin: {e}")),
+        Err(e) => return shared.refuse(ChildFailure::Pipeline, format!("decodebin: {e}")),
     };
     if pipeline.add(&decoder).is_err() || decoder.sync_state_with_parent().is_err() {
-        return shared.refuse("pipeline", "cannot start decodebin".into());
+        return shared.refuse(ChildFailure::Pipeline, "cannot start decodebin".into());
     }
     {
         let shared = shared.clone();
@@ -384,7 +392,7 @@ fn on_parsed_pad(
         on_decoded_pad(&pipeline, bin, pad, &chain_sink, &size_caps, &shared2);
     });
     if let Err(e) = pad.link(&decoder_sink) {
-        shared.refuse("pipeline", format!("cannot link parser to decoder: {e:?}"));
+        shared.refuse(ChildFailure::Pipeline, format!("cannot link parser to decoder: {e:?}"));
     }
 }
 
@@ -404,8 +412,8 @@ fn on_decoded_pad(
     }
     let (w, h, fps) = match caps_limits(&caps, &shared.media) {
         Ok((w, h, fps)) if w > 0 && h > 0 => (w, h, fps),
-        Ok((w, h, _)) => return shared.refuse("refused", format!("decoded video is {w}x{h}")),
-        Err(reason) => return shared.refuse("refused", reason),
+        Ok((w, h, _)) => return shared.refuse(ChildFailure::Refused, format!("decoded video is {w}x{h}")),
+        Err(reason) => return shared.refuse(ChildFailure::Refused, reason),
     };
     size_caps.set_property("caps", crate::decode::analysis_caps(&shared.media, w, h));
     let decoder = decoder_name(decodebin);
@@ -413,7 +421,7 @@ fn on_decoded_pad(
         Some(ChildEvent::Started { width: w, height: h, fps, decoder });
     add_frame_gate(pad, shared);
     if let Err(e) = pad.link(chain_sink) {
-        shared.refuse("pipeline", format!("cannot link decoder to sampling chain: {e:?}"));
+        shared.refuse(ChildFailure::Pipeline, format!("cannot link decoder to sampling chain: {e:?}"));
     }
 }
 
@@ -456,13 +464,16 @@ fn add_unit_gate(pad: &gst::Pad, shared: &Arc<Shared>) {
             let changes = shared.counters.caps_seen.fetch_add(1, Relaxed);
             let limit = shared.media.limits.max_caps_changes;
             if changes > limit {
-                shared.refuse("refused", format!("the stream changed format {changes} times, the limit is {limit}"));
+                shared.refuse(
+                    ChildFailure::Refused,
+                    format!("the stream changed format {changes} times, the limit is {limit}"),
+                );
                 return gst::PadProbeReturn::Drop;
             }
             match caps_limits(caps.caps(), &shared.media) {
                 Ok(_) => gst::PadProbeReturn::Ok,
                 Err(reason) => {
-                    shared.refuse("refused", reason);
+                    shared.refuse(ChildFailure::Refused, reason);
                     gst::PadProbeReturn::Drop
                 }
             }
@@ -535,7 +546,7 @@ fn spawn_stdin_reader(appsrc: Option<gst_app::AppSrc>, shared: Arc<Shared>) {
                 Err(e) => {
                     // Broken input is a failure, never the end of the stream: the
                     // supervisor reports the gap and starts a new child.
-                    shared.refuse("protocol", format!("reading the worker's messages: {e}"));
+                    shared.refuse(ChildFailure::Protocol, format!("reading the worker's messages: {e}"));
                     return;
                 }
                 Ok(None) => {
@@ -562,7 +573,7 @@ fn main_loop(
 ) -> Result<(), Failure> {
     let mut last_keyframe_request = Instant::now();
     let (mut units_seen, mut units_moved) = (0u64, Instant::now());
-    let bus = pipeline.bus().ok_or_else(|| fail("pipeline")("pipeline without bus".into()))?;
+    let bus = pipeline.bus().ok_or_else(|| fail(ChildFailure::Pipeline)("pipeline without bus".into()))?;
     let mut last_beat = Instant::now();
     let mut started_sent = false;
     let window = Duration::from_secs(10);
@@ -571,7 +582,7 @@ fn main_loop(
     // corpus): no unit in and no frame out for the stall timeout ends the child.
     let stall = Duration::from_secs(shared.media.stall_timeout_secs);
     let (mut last_progress, mut progress_mark) = (Instant::now(), (0u64, 0u64));
-    let io = |e: std::io::Error| fail("pipe")(e.to_string());
+    let io = |e: std::io::Error| fail(ChildFailure::Pipe)(e.to_string());
     loop {
         if !started_sent && let Some(ev) = shared.started.lock().unwrap_or_else(|p| p.into_inner()).take() {
             send(out, ev).map_err(io)?;
@@ -583,7 +594,8 @@ fn main_loop(
                 send(out, ev).map_err(io)?;
                 started_sent = true;
             }
-            let mut frame = crate::decode::packed_rgb(&sample).map_err(|e| fail("decode")(e.to_string()))?;
+            let mut frame =
+                crate::decode::packed_rgb(&sample).map_err(|e| fail(ChildFailure::Decode)(e.to_string()))?;
             frame.arrived_unix_ms = shared.arrival_of(frame.pts_ms);
             shared.counters.frames_out.fetch_add(1, Relaxed);
             FromChild::Frame(frame).write(out).map_err(io)?;
@@ -594,7 +606,7 @@ fn main_loop(
         }
         while let Some(msg) = bus.pop_filtered(&[gst::MessageType::Error, gst::MessageType::Eos]) {
             match msg.view() {
-                gst::MessageView::Error(err) => return Err(fail("decode")(crate::decode::describe(err))),
+                gst::MessageView::Error(err) => return Err(fail(ChildFailure::Decode)(crate::decode::describe(err))),
                 gst::MessageView::Eos(_) => return Ok(()),
                 _ => {}
             }
@@ -604,7 +616,7 @@ fn main_loop(
         }
         if let Some(webrtc) = webrtc {
             if super::webrtc::connection_lost(webrtc) {
-                return Err(fail("whip")("the publisher's WebRTC connection was lost".into()));
+                return Err(fail(ChildFailure::Whip)("the publisher's WebRTC connection was lost".into()));
             }
             let pad = shared.video_pad.lock().unwrap_or_else(|p| p.into_inner()).clone();
             if let (Some(pad), Some(every)) = (pad, shared.gate.keyframe_request_interval())
@@ -619,12 +631,12 @@ fn main_loop(
             if units != units_seen {
                 (units_seen, units_moved) = (units, Instant::now());
             } else if units > 0 && units_moved.elapsed() > super::webrtc::PUBLISHER_SILENCE {
-                return Err(fail("whip")(format!(
+                return Err(fail(ChildFailure::Whip)(format!(
                     "no media from the publisher for {} s: it left without ending the session",
                     super::webrtc::PUBLISHER_SILENCE.as_secs()
                 )));
             } else if units == 0 && units_moved.elapsed() > super::webrtc::CONNECT_TIMEOUT {
-                return Err(fail("whip")(format!(
+                return Err(fail(ChildFailure::Whip)(format!(
                     "the publisher sent no media in the {} s after its answer",
                     super::webrtc::CONNECT_TIMEOUT.as_secs()
                 )));
@@ -637,7 +649,7 @@ fn main_loop(
             if mark != progress_mark {
                 (progress_mark, last_progress) = (mark, Instant::now());
             } else if last_progress.elapsed() > stall {
-                return Err(fail("stalled")(format!("no data for {} s", stall.as_secs())));
+                return Err(fail(ChildFailure::Stalled)(format!("no data for {} s", stall.as_secs())));
             }
             let input_bytes = c.input_bytes.load(Relaxed);
             send(
@@ -654,7 +666,9 @@ fn main_loop(
                 let kbps = (input_bytes - window_bytes) * 8 / window_start.elapsed().as_millis().max(1) as u64;
                 let limit = shared.media.limits.max_bitrate_kbps;
                 if kbps > limit {
-                    return Err(fail("refused")(format!("the stream sends {kbps} kbit/s, the limit is {limit}")));
+                    return Err(fail(ChildFailure::Refused)(format!(
+                        "the stream sends {kbps} kbit/s, the limit is {limit}"
+                    )));
                 }
                 (window_start, window_bytes) = (Instant::now(), input_bytes);
             }

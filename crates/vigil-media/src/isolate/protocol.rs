@@ -46,7 +46,7 @@ pub enum ChildEvent {
     /// Once a second: the child's main loop is alive, with its running totals.
     Heartbeat { input_bytes: u64, units_in: u64, units_decoded: u64, frames_out: u64 },
     /// The source was refused (over a limit) or failed; the child exits after this.
-    Failed { kind: String, reason: String },
+    Failed { kind: crate::events::ChildFailure, reason: String },
     /// The source ended normally; the child exits after this.
     Ended,
     /// WHIP: the SDP answer to the publisher's offer, with every ICE candidate, and the
@@ -288,7 +288,10 @@ mod tests {
             arrived_unix_ms: 1_795_000_000_123,
         });
         assert_eq!(roundtrip_from(&f, 640).unwrap(), Some(f));
-        let e = FromChild::Event(ChildEvent::Failed { kind: "refused".into(), reason: "too big".into() });
+        let e = FromChild::Event(ChildEvent::Failed {
+            kind: crate::events::ChildFailure::Refused,
+            reason: "too big".into(),
+        });
         assert_eq!(roundtrip_from(&e, 640).unwrap(), Some(e));
         for m in [
             ToChild::Media(vec![1, 2, 3]),

@@ -8,6 +8,7 @@ use super::child::{ChildSource, ChildSpec};
 use super::feed::{Feed, FeedTx, Refused};
 use super::protocol::{ChildEvent, Command, FromChild, ToChild};
 use crate::SampleConfig;
+use crate::events::{self, ChildFailure, Restart, StreamFailure};
 use crate::metrics::METRICS;
 use crate::queue::{StreamOutput, StreamQueue};
 use std::io::{BufRead, BufReader, Read, Write};
@@ -384,7 +385,7 @@ enum Exit {
     Refused(String),
     /// Crashed, hung, stalled or failed: retry.
     Failed {
-        kind: &'static str,
+        kind: StreamFailure,
         reason: String,
     },
     Stopped,
@@ -426,17 +427,18 @@ impl Supervisor {
                     break self.shared.end_reason.lock().unwrap_or_else(|p| p.into_inner()).take();
                 }
                 Exit::Refused(reason) => {
-                    METRICS.errors.with_label_values(&["refused"]).inc();
+                    events::stream_failed(StreamFailure::Refused);
                     break Some(reason);
                 }
                 Exit::Ended => {
                     // A live pulled source ended: it may come back (a publisher restarting).
                     self.queue.push(StreamOutput::Gap { reason: "the source ended; reconnecting".into() });
-                    METRICS.restarts.with_label_values(&["source_ended"]).inc();
+                    events::decoder_restarted(Restart::SourceEnded);
                 }
                 Exit::Failed { kind, reason } if self.is_whip() => {
                     // A WebRTC session cannot be resumed: the publisher must come again.
-                    METRICS.errors.with_label_values(&[kind]).inc();
+                    events::stream_failed(kind);
+                    let kind = kind.as_str();
                     let answered = self.shared.answer.lock().unwrap_or_else(|p| p.into_inner()).is_none();
                     if answered {
                         tracing::warn!(stream = %self.id, kind, "decoder: {reason}; the session ends");
@@ -445,9 +447,9 @@ impl Supervisor {
                     break Some(format!("{kind}: {reason}"));
                 }
                 Exit::Failed { kind, reason } => {
+                    events::decoder_restarted(Restart::Failed(kind));
+                    let kind = kind.as_str();
                     tracing::warn!(stream = %self.id, kind, "decoder: {reason}; restarting");
-                    METRICS.restarts.with_label_values(&[kind]).inc();
-                    METRICS.errors.with_label_values(&[kind]).inc();
                     self.queue.push(StreamOutput::Gap { reason: format!("{kind}: {reason}") });
                 }
             }
@@ -519,7 +521,7 @@ impl Supervisor {
     fn run_child(&mut self) -> (Exit, bool) {
         let mut child = match self.spawn() {
             Ok(c) => c,
-            Err(e) => return (Exit::Failed { kind: "spawn", reason: e.to_string() }, false),
+            Err(e) => return (Exit::Failed { kind: StreamFailure::Spawn, reason: e.to_string() }, false),
         };
         let pid = child.id();
         let (tx, rx) = sync_channel::<Msg>(64);
@@ -569,26 +571,24 @@ impl Supervisor {
                     }
                 }
                 Ok(Msg::Event(ChildEvent::Failed { kind, reason })) => {
-                    self.offer_refused |= kind == "offer";
-                    reported = Some(match kind.as_str() {
-                        "refused" | "offer" | "confine" | "init" | "pipeline" => Exit::Refused(reason),
-                        "stalled" => Exit::Failed { kind: "stalled", reason },
-                        "whip" => Exit::Failed { kind: "whip", reason },
-                        // The child could not read the worker's messages: its input is
-                        // broken, not over. A gap, and a new child.
-                        "protocol" => Exit::Failed { kind: "protocol", reason },
-                        _ => Exit::Failed { kind: "decode", reason },
+                    self.offer_refused |= kind == ChildFailure::Offer;
+                    // A child that could not read the worker's messages (`protocol`) or
+                    // write its own (`pipe`): its input is broken, not over. A gap, and a
+                    // new child.
+                    reported = Some(match kind.restart() {
+                        None => Exit::Refused(reason),
+                        Some(kind) => Exit::Failed { kind, reason },
                     });
                 }
                 Ok(Msg::Closed(err)) => {
                     break match (reported.take(), err) {
                         (Some(exit), _) => exit,
-                        (None, Some(e)) => Exit::Failed { kind: "protocol", reason: e },
-                        (None, None) => Exit::Failed { kind: "crash", reason: describe_exit(&mut child) },
+                        (None, Some(e)) => Exit::Failed { kind: StreamFailure::Protocol, reason: e },
+                        (None, None) => Exit::Failed { kind: StreamFailure::Crash, reason: describe_exit(&mut child) },
                     };
                 }
                 Err(RecvTimeoutError::Disconnected) => {
-                    break Exit::Failed { kind: "crash", reason: describe_exit(&mut child) };
+                    break Exit::Failed { kind: StreamFailure::Crash, reason: describe_exit(&mut child) };
                 }
                 Err(RecvTimeoutError::Timeout) => {}
             }
@@ -599,7 +599,10 @@ impl Supervisor {
                 continue;
             }
             if last_beat.elapsed() > watchdog {
-                break Exit::Failed { kind: "hung", reason: format!("no heartbeat for {} s", watchdog.as_secs()) };
+                break Exit::Failed {
+                    kind: StreamFailure::Hung,
+                    reason: format!("no heartbeat for {} s", watchdog.as_secs()),
+                };
             }
             // Pulled sources must produce; pushed ones only while they are being fed.
             let starved =
@@ -610,13 +613,16 @@ impl Supervisor {
             } else if starved && !self.shared.push_ended.load(Relaxed) {
                 last_frame = Instant::now();
             } else if last_frame.elapsed() > stall {
-                break Exit::Failed { kind: "stalled", reason: format!("no frame for {} s", stall.as_secs()) };
+                break Exit::Failed {
+                    kind: StreamFailure::Stalled,
+                    reason: format!("no frame for {} s", stall.as_secs()),
+                };
             }
             let over = cpu.over_limit(iso.max_cpu_cores, watchdog);
             self.shared.decoder_cpu_ms.store(self.ended_children_cpu_ms + cpu.last_ms(), Relaxed);
             if let Some(cores) = over {
                 break Exit::Failed {
-                    kind: "cpu",
+                    kind: StreamFailure::Cpu,
                     reason: format!("used {cores:.2} cores, the limit is {}", iso.max_cpu_cores),
                 };
             }

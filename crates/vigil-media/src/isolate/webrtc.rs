@@ -12,6 +12,7 @@
 use super::candidates::{self, DroppedCounts};
 use super::child::{Failure, fail};
 use super::feedback;
+use crate::events::ChildFailure;
 use crate::ingest::whip::MAX_LINE_BYTES;
 use gstreamer as gst;
 use gstreamer::glib;
@@ -38,7 +39,7 @@ pub(super) fn add_webrtcbin(
     let webrtc = gst::ElementFactory::make("webrtcbin")
         .property_from_str("bundle-policy", "max-bundle")
         .build()
-        .map_err(|e| fail("pipeline")(format!("webrtcbin: {e} (is gstreamer1.0-nice installed?)")))?;
+        .map_err(|e| fail(ChildFailure::Pipeline)(format!("webrtcbin: {e} (is gstreamer1.0-nice installed?)")))?;
     if let Some(stun) = stun_server {
         webrtc.set_property("stun-server", stun);
     }
@@ -56,8 +57,9 @@ pub(super) fn add_webrtcbin(
             _ => eprintln!("vigil-media-child: cannot turn UPnP off: no libnice agent found"),
         }
     }
-    pipeline.add(&webrtc).map_err(|e| fail("pipeline")(e.to_string()))?;
-    let parse_sink = parse.static_pad("sink").ok_or_else(|| fail("pipeline")("parsebin without sink".into()))?;
+    pipeline.add(&webrtc).map_err(|e| fail(ChildFailure::Pipeline)(e.to_string()))?;
+    let parse_sink =
+        parse.static_pad("sink").ok_or_else(|| fail(ChildFailure::Pipeline)("parsebin without sink".into()))?;
     let pipeline_weak = pipeline.downgrade();
     webrtc.connect_pad_added(move |_, pad| {
         if pad.direction() != gst::PadDirection::Src {
@@ -90,10 +92,10 @@ fn await_promise(
     emit(&promise);
     let reply = rx
         .recv_timeout(deadline.saturating_duration_since(Instant::now()))
-        .map_err(|_| fail("whip")(format!("{what}: no reply in {} s", NEGOTIATION.as_secs())))?
-        .map_err(|e| fail("whip")(format!("{what}: {e}")))?;
+        .map_err(|_| fail(ChildFailure::Whip)(format!("{what}: no reply in {} s", NEGOTIATION.as_secs())))?
+        .map_err(|e| fail(ChildFailure::Whip)(format!("{what}: {e}")))?;
     if let Some(err) = reply.as_ref().and_then(|s| s.get::<glib::Error>("error").ok()) {
-        return Err(fail("whip")(format!("{what}: {err}")));
+        return Err(fail(ChildFailure::Whip)(format!("{what}: {err}")));
     }
     Ok(reply)
 }
@@ -109,7 +111,7 @@ pub(super) fn answer(
     let (sdp, dropped) = parse_offer(offer, private_candidates)?;
     let videos = sdp.medias().filter(|m| m.media() == Some("video")).count();
     if videos == 0 {
-        return Err(fail("offer")("the offer has no video".into()));
+        return Err(fail(ChildFailure::Offer)("the offer has no video".into()));
     }
     let preferences = feedback::video_preferences(&sdp);
     let offer = gst_webrtc::WebRTCSessionDescription::new(gst_webrtc::WebRTCSDPType::Offer, sdp);
@@ -117,7 +119,7 @@ pub(super) fn answer(
     await_promise("set-remote-description", deadline, |p| {
         webrtc.emit_by_name::<()>("set-remote-description", &[&offer, p]);
     })
-    .map_err(|(kind, reason)| (if kind == "whip" { "offer".into() } else { kind }, reason))?;
+    .map_err(|(kind, reason)| (if kind == ChildFailure::Whip { ChildFailure::Offer } else { kind }, reason))?;
     refuse_audio(webrtc);
     feedback::prefer(webrtc, &preferences);
     feedback::report_often(webrtc);
@@ -126,7 +128,7 @@ pub(super) fn answer(
     })?;
     let answer = reply
         .and_then(|s| s.get::<gst_webrtc::WebRTCSessionDescription>("answer").ok())
-        .ok_or_else(|| fail("whip")("webrtcbin made no answer".into()))?;
+        .ok_or_else(|| fail(ChildFailure::Whip)("webrtcbin made no answer".into()))?;
     let answer = feedback::shape_answer(&answer);
     await_promise("set-local-description", deadline, |p| {
         webrtc.emit_by_name::<()>("set-local-description", &[&answer, p]);
@@ -135,14 +137,14 @@ pub(super) fn answer(
         != gst_webrtc::WebRTCICEGatheringState::Complete
     {
         if Instant::now() >= deadline {
-            return Err(fail("whip")(format!("ICE gathering took over {} s", NEGOTIATION.as_secs())));
+            return Err(fail(ChildFailure::Whip)(format!("ICE gathering took over {} s", NEGOTIATION.as_secs())));
         }
         std::thread::sleep(Duration::from_millis(20));
     }
     let local = webrtc
         .property::<Option<gst_webrtc::WebRTCSessionDescription>>("local-description")
-        .ok_or_else(|| fail("whip")("no local description".into()))?;
-    let answer = local.sdp().as_text().map_err(|e| fail("whip")(e.to_string()))?;
+        .ok_or_else(|| fail(ChildFailure::Whip)("no local description".into()))?;
+    let answer = local.sdp().as_text().map_err(|e| fail(ChildFailure::Whip)(e.to_string()))?;
     Ok((answer, dropped))
 }
 
@@ -155,11 +157,11 @@ pub(super) fn parse_offer(
 ) -> Result<(gst_sdp::SDPMessage, DroppedCounts), Failure> {
     // Longer lines could be cut inside a UTF-8 character by the parser (see filter_sdp).
     if offer.split('\n').any(|l| l.len() > MAX_LINE_BYTES) {
-        return Err(fail("offer")(format!("the offer has a line over {MAX_LINE_BYTES} bytes")));
+        return Err(fail(ChildFailure::Offer)(format!("the offer has a line over {MAX_LINE_BYTES} bytes")));
     }
     let mut sdp = gst_sdp::SDPMessage::parse_buffer(offer.as_bytes())
-        .map_err(|_| fail("offer")("the offer is not valid SDP".into()))?;
-    let dropped = candidates::filter_sdp(&mut sdp, private_candidates).map_err(fail("whip"))?;
+        .map_err(|_| fail(ChildFailure::Offer)("the offer is not valid SDP".into()))?;
+    let dropped = candidates::filter_sdp(&mut sdp, private_candidates).map_err(fail(ChildFailure::Whip))?;
     Ok((sdp, dropped))
 }
 

@@ -24,12 +24,14 @@
 //! - Drain: the worker unsubscribes, which (unlike closing, for a static member) sends
 //!   LeaveGroup, so its partitions move at once; its streams then run out the hand-off.
 
+pub mod events;
 mod offers;
 mod owners;
 pub mod pull_hosts;
 
 use super::handover::HandOver;
 use super::streams::{StartError, Streams};
+use events::{FleetRefusal, Handoff, OfferOutcome};
 use offers::{Delegate, Delegated, PendingOffer, Waiting};
 use owners::{Claims, Notice};
 use rdkafka::ClientContext;
@@ -157,60 +159,42 @@ pub struct Wanted {
     pub account_id: Option<String>,
 }
 
-/// Every reason [`parse_event`] gives (the rejected counter's label values).
-const REJECT_REASONS: [&str; 14] = [
-    "untrusted",
-    "bad_host",
-    "link_local_host",
-    "host_not_allowed",
-    "out_of_order",
-    "empty",
-    "too_large",
-    "malformed",
-    "bad_stream_id",
-    "key_mismatch",
-    "bad_platform_id",
-    "no_source_url",
-    "bad_source_url",
-    "unknown_event",
-];
-
 /// Largest lifecycle message read; anything bigger is refused unread.
 const MAX_EVENT_BYTES: usize = 16 << 10;
 
 /// Parses and checks one message: what it asks for, or why it is refused (a metric
 /// label, so a fixed word).
-pub fn parse_event(key: Option<&[u8]>, payload: Option<&[u8]>) -> Result<(String, Option<Wanted>), &'static str> {
+pub fn parse_event(key: Option<&[u8]>, payload: Option<&[u8]>) -> Result<(String, Option<Wanted>), FleetRefusal> {
     let Some(payload) = payload else {
         // A tombstone (compaction's delete) for a stream's key stops that stream. Its
         // signature (checked before this) covers the key.
-        let stream = key.and_then(|k| std::str::from_utf8(k).ok()).ok_or("empty")?;
-        return if valid_stream_id(stream) { Ok((stream.to_string(), None)) } else { Err("bad_stream_id") };
+        let stream = key.and_then(|k| std::str::from_utf8(k).ok()).ok_or(FleetRefusal::Empty)?;
+        return if valid_stream_id(stream) { Ok((stream.to_string(), None)) } else { Err(FleetRefusal::BadStreamId) };
     };
     if payload.len() > MAX_EVENT_BYTES {
-        return Err("too_large");
+        return Err(FleetRefusal::TooLarge);
     }
-    let e: LifecycleEvent = serde_json::from_slice(payload).map_err(|_| "malformed")?;
+    let e: LifecycleEvent = serde_json::from_slice(payload).map_err(|_| FleetRefusal::Malformed)?;
     if !valid_stream_id(&e.stream_id) {
-        return Err("bad_stream_id");
+        return Err(FleetRefusal::BadStreamId);
     }
     if key.is_some_and(|k| k != e.stream_id.as_bytes()) {
         // Keyed otherwise, it would sit in another stream's partition history.
-        return Err("key_mismatch");
+        return Err(FleetRefusal::KeyMismatch);
     }
     for id in [&e.account_id, &e.session_id].into_iter().flatten() {
         if id.len() > 256 || id.chars().any(char::is_control) {
-            return Err("bad_platform_id");
+            return Err(FleetRefusal::BadPlatformId);
         }
     }
     match e.event.as_str() {
         "stop" => Ok((e.stream_id, None)),
         "start" => {
-            let url = e.source_url.ok_or("no_source_url")?;
-            let uri = pull_uri(&url).ok_or("bad_source_url")?;
+            let url = e.source_url.ok_or(FleetRefusal::NoSourceUrl)?;
+            let uri = pull_uri(&url).ok_or(FleetRefusal::BadSourceUrl)?;
             Ok((e.stream_id, Some(Wanted { uri, account_id: e.account_id })))
         }
-        _ => Err("unknown_event"),
+        _ => Err(FleetRefusal::UnknownEvent),
     }
 }
 
@@ -578,10 +562,10 @@ impl Member {
         let Some(state) = self.partitions.get_mut(&partition) else { return };
         state.next = offset + 1;
         let (hosts, skew_ms) = (&self.hosts, self.skew_ms);
-        let parsed = signed.map_err(|_| "untrusted").and_then(|signed_at| {
+        let parsed = signed.map_err(|_| FleetRefusal::Untrusted).and_then(|signed_at| {
             let (stream, wanted) = parse_event(key, payload)?;
             if let Some(w) = &wanted {
-                hosts.check_host(&w.uri).map_err(|r| r.label())?;
+                hosts.check_host(&w.uri).map_err(FleetRefusal::from)?;
             }
             // Per stream, signing times only go forward: an old signed `start` written
             // again after its `stop` is refused, in the history as live.
@@ -589,7 +573,7 @@ impl Member {
                 let last = state.signed_at.entry(stream.clone()).or_insert(0);
                 // The platform's producers' clocks may differ by up to the skew allowed.
                 if at.saturating_add(skew_ms) < *last {
-                    return Err("out_of_order");
+                    return Err(FleetRefusal::OutOfOrder);
                 }
                 *last = (*last).max(at);
             }
@@ -597,11 +581,7 @@ impl Member {
         });
         let (stream, wanted) = match parsed {
             Ok(e) => e,
-            Err(reason) => {
-                REJECTED.with_label_values(&[reason]).inc();
-                tracing::warn!(partition, offset, reason, "fleet: lifecycle event refused");
-                return;
-            }
+            Err(reason) => return events::refused(partition, offset, reason),
         };
         EVENTS.with_label_values(&[if wanted.is_some() { "start" } else { "stop" }]).inc();
         state.desired.insert(stream.clone(), wanted.clone());
@@ -660,7 +640,7 @@ impl Member {
                 // before this worker owned the partition: whoever runs it stops.
                 if self.delegated.remove(stream).is_some() || self.claims.offer_known(stream) {
                     self.claims.withdraw(stream);
-                    OFFERS.with_label_values(&["withdrawn"]).inc();
+                    events::offer(OfferOutcome::Withdrawn);
                 } else if self.claims.handed_over_lately(stream, self.handoff) {
                     // Its previous owner still runs it, waiting for this worker's claim.
                     self.claims.withdraw(stream);
@@ -822,7 +802,7 @@ impl Member {
         for (id, taken) in due {
             if let Some(s) = self.stopping.get_mut(&id).filter(|s| taken.is_none() && s.partition.is_some() && keep) {
                 (s.kept, s.give_up) = (true, now);
-                HANDOFFS.with_label_values(&["kept"]).inc();
+                events::handoff(Handoff::Kept);
                 tracing::warn!(
                     stream = id,
                     partition = s.partition,
@@ -832,7 +812,7 @@ impl Member {
             }
             self.stopping.remove(&id);
             let why = if taken.is_some() { "handed off to another worker" } else { "no other worker took it in time" };
-            HANDOFFS.with_label_values(&[if taken.is_some() { "taken" } else { "timed_out" }]).inc();
+            events::handoff(if taken.is_some() { Handoff::Taken } else { Handoff::TimedOut });
             tracing::info!(stream = id, "fleet: let go: {why}");
             if let (Some(to), Some(handover)) = (taken, self.streams.handover(&id)) {
                 self.releasing.insert(id.clone(), Releasing { handover, to, give_up: now + 2 * RELEASE_WAIT });
@@ -932,7 +912,6 @@ static OFFERS: LazyLock<prometheus::IntCounterVec> = LazyLock::new(|| {
     )
     .expect("valid metric")
 });
-const OFFER_OUTCOMES: [&str; 5] = ["made", "taken", "lost", "withdrawn", "timed_out"];
 static KEPT: LazyLock<prometheus::IntGauge> = LazyLock::new(|| {
     prometheus::IntGauge::new(
         "vigil_fleet_streams_kept_unowned",
@@ -947,17 +926,12 @@ static PARTITIONS: LazyLock<prometheus::IntGauge> = LazyLock::new(|| {
 
 /// Registers the fleet metrics (always: a worker outside a fleet shows them at zero).
 pub fn register(registry: &prometheus::Registry) -> prometheus::Result<()> {
-    for (vec, labels) in [
-        (&*REBALANCES, &["assign", "revoke", "rejoin"][..]),
-        (&*EVENTS, &["start", "stop"]),
-        (&*HANDOFFS, &["taken", "timed_out", "kept"]),
-        (&*REJECTED, &REJECT_REASONS),
-        (&*OFFERS, &OFFER_OUTCOMES),
-    ] {
+    for (vec, labels) in [(&*REBALANCES, &["assign", "revoke", "rejoin"][..]), (&*EVENTS, &["start", "stop"])] {
         for l in labels {
             let _ = vec.with_label_values(&[*l]);
         }
     }
+    events::precreate();
     registry.register(Box::new(REBALANCES.clone()))?;
     registry.register(Box::new(EVENTS.clone()))?;
     registry.register(Box::new(HANDOFFS.clone()))?;
@@ -988,27 +962,27 @@ mod tests {
 
     #[test]
     fn hostile_events_are_refused_with_a_reason() {
-        let cases: [(&[u8], &str); 9] = [
-            (br#"{"event":"start","stream_id":"x","source_url":"file:///etc/shadow"}"#, "bad_source_url"),
-            (br#"{"event":"start","stream_id":"x","source_url":"/etc/shadow"}"#, "bad_source_url"),
-            (br#"{"event":"start","stream_id":"x"}"#, "no_source_url"),
-            (br#"{"event":"start","stream_id":"rtmp/live/x","source_url":"rtmp://o/l/x"}"#, "bad_stream_id"),
-            (br#"{"event":"start","stream_id":"../x","source_url":"rtmp://o/l/x"}"#, "bad_stream_id"),
-            (br#"{"event":"start","stream_id":"a b","source_url":"rtmp://o/l/x"}"#, "bad_stream_id"),
-            (br#"{"event":"pause","stream_id":"x"}"#, "unknown_event"),
-            (br#"{"event":"stop","stream_id":"x","extra":1}"#, "malformed"),
-            (b"\xff\xfe", "malformed"),
+        let cases: [(&[u8], FleetRefusal); 9] = [
+            (br#"{"event":"start","stream_id":"x","source_url":"file:///etc/shadow"}"#, FleetRefusal::BadSourceUrl),
+            (br#"{"event":"start","stream_id":"x","source_url":"/etc/shadow"}"#, FleetRefusal::BadSourceUrl),
+            (br#"{"event":"start","stream_id":"x"}"#, FleetRefusal::NoSourceUrl),
+            (br#"{"event":"start","stream_id":"rtmp/live/x","source_url":"rtmp://o/l/x"}"#, FleetRefusal::BadStreamId),
+            (br#"{"event":"start","stream_id":"../x","source_url":"rtmp://o/l/x"}"#, FleetRefusal::BadStreamId),
+            (br#"{"event":"start","stream_id":"a b","source_url":"rtmp://o/l/x"}"#, FleetRefusal::BadStreamId),
+            (br#"{"event":"pause","stream_id":"x"}"#, FleetRefusal::UnknownEvent),
+            (br#"{"event":"stop","stream_id":"x","extra":1}"#, FleetRefusal::Malformed),
+            (b"\xff\xfe", FleetRefusal::Malformed),
         ];
         for (payload, reason) in cases {
             assert_eq!(parse_event(None, Some(payload)), Err(reason), "{}", String::from_utf8_lossy(payload));
         }
         let other_key = br#"{"event":"stop","stream_id":"x"}"#;
-        assert_eq!(parse_event(Some(b"y"), Some(other_key)), Err("key_mismatch"));
-        assert_eq!(parse_event(None, None), Err("empty"));
+        assert_eq!(parse_event(Some(b"y"), Some(other_key)), Err(FleetRefusal::KeyMismatch));
+        assert_eq!(parse_event(None, None), Err(FleetRefusal::Empty));
         // A tombstone keyed by a stream stops it (its signature is checked before).
         assert_eq!(parse_event(Some(b"live/alice"), None), Ok(("live/alice".into(), None)));
-        assert_eq!(parse_event(Some(b"rtmp/x"), None), Err("bad_stream_id"));
-        assert_eq!(parse_event(None, Some(&vec![b' '; MAX_EVENT_BYTES + 1])), Err("too_large"));
+        assert_eq!(parse_event(Some(b"rtmp/x"), None), Err(FleetRefusal::BadStreamId));
+        assert_eq!(parse_event(None, Some(&vec![b' '; MAX_EVENT_BYTES + 1])), Err(FleetRefusal::TooLarge));
     }
 
     #[test]

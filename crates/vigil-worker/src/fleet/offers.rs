@@ -10,7 +10,7 @@
 //! again. A taker that drains announces the hand-off and runs the stream until the next
 //! runner claims it, like any other hand-off.
 
-use super::{Member, OFFERS, Stopping, Wanted};
+use super::{Member, Stopping, Wanted};
 use crate::streams::StartError;
 use std::time::{Duration, Instant};
 
@@ -82,7 +82,7 @@ impl Member {
         tracing::info!(stream, "fleet: at capacity: offering the stream to the other workers");
         self.claims.offer(stream, &waits.wanted);
         waits.offered_at = Some(Instant::now());
-        OFFERS.with_label_values(&["made"]).inc();
+        super::events::offer(super::events::OfferOutcome::Made);
     }
 
     /// Another worker offers a stream: take it if there is room, when due.
@@ -147,7 +147,7 @@ impl Member {
         if by == self.claims.me() {
             if let Some(d) = self.delegates.get_mut(stream) {
                 d.won = true;
-                OFFERS.with_label_values(&["taken"]).inc();
+                super::events::offer(super::events::OfferOutcome::Taken);
                 tracing::info!(stream, from = d.from, "fleet: running the stream for the worker that offered it");
             }
             return;
@@ -157,7 +157,7 @@ impl Member {
         // elsewhere, the other worker runs it now.
         if self.delegates.remove(stream).is_some() {
             self.unclaimed.remove(stream);
-            OFFERS.with_label_values(&["lost"]).inc();
+            super::events::offer(super::events::OfferOutcome::Lost);
             if self.streams.has_analysed(stream) {
                 // It was being analysed here already: let go once the winner has
                 // analysed a sample too, like any hand-off.
@@ -213,7 +213,7 @@ impl Member {
                 to = d.to,
                 "fleet: the worker running an offered stream went silent: due here again"
             );
-            OFFERS.with_label_values(&["timed_out"]).inc();
+            super::events::offer(super::events::OfferOutcome::TimedOut);
             self.waiting.insert(stream, Waiting::new(d.partition, d.wanted));
         }
     }

@@ -10,7 +10,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 /// Names that reach a cloud's instance metadata service.
 const METADATA_NAMES: [&str; 4] = ["metadata", "metadata.google.internal", "metadata.goog", "instance-data"];
 
-/// Why a URL's host is refused (a metric label: fixed words).
+/// Why a URL's host is refused (counted as a [`super::events::FleetRefusal`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum HostRefusal {
     /// No host could be read, or it is spelled in a way a resolver may read otherwise
@@ -18,16 +18,6 @@ pub enum HostRefusal {
     BadHost,
     LinkLocal,
     NotAllowed,
-}
-
-impl HostRefusal {
-    pub fn label(self) -> &'static str {
-        match self {
-            HostRefusal::BadHost => "bad_host",
-            HostRefusal::LinkLocal => "link_local_host",
-            HostRefusal::NotAllowed => "host_not_allowed",
-        }
-    }
 }
 
 /// The host of `scheme://[user@]host[:port]/…`, lowercased; an IPv6 literal without

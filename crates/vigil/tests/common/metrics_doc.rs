@@ -70,3 +70,37 @@ pub fn check_both_ways(seen: &BTreeMap<String, Doc>, docs: &BTreeMap<String, Doc
         assert!(got.labels.is_subset(&doc.labels), "{name}: labels {:?}, documented {:?}", got.labels, doc.labels);
     }
 }
+
+/// The `## Label values` table: (metric, label) → the values documented.
+pub fn documented_label_values() -> BTreeMap<(String, String), BTreeSet<String>> {
+    let text = std::fs::read_to_string(root().join("docs/metrics.md")).expect("docs/metrics.md");
+    let table = text.split("\n## Label values").nth(1).expect("a Label values section");
+    let table = table.split("\n## ").next().unwrap();
+    let mut out = BTreeMap::new();
+    for line in table.lines().filter(|l| l.starts_with("| `vigil_")) {
+        let cells: Vec<&str> = line.split('|').map(str::trim).collect();
+        let values = cells[3].split(',').map(|v| v.trim().trim_matches('`').to_string()).collect();
+        let key = (cells[1].trim_matches('`').to_string(), cells[2].trim_matches('`').to_string());
+        assert!(out.insert(key.clone(), values).is_none(), "{key:?} twice");
+    }
+    out
+}
+
+/// The values a scrape shows for `metric`'s `label`.
+pub fn exported_label_values(body: &str, metric: &str, label: &str) -> BTreeSet<String> {
+    let prefix = format!("{metric}{{");
+    body.lines()
+        .filter_map(|l| l.strip_prefix(&prefix))
+        .filter_map(|rest| rest.split_once('}').map(|(labels, _)| labels.to_string()))
+        .flat_map(|labels| {
+            labels
+                .split("\",")
+                .filter_map(|pair| {
+                    pair.split_once("=\"").map(|(k, v)| (k.to_string(), v.trim_end_matches('"').to_string()))
+                })
+                .collect::<Vec<_>>()
+        })
+        .filter(|(k, _)| k == label)
+        .map(|(_, v)| v)
+        .collect()
+}
