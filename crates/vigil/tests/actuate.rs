@@ -132,17 +132,13 @@ fn publish_to(nginx: &Nginx, name: &str) -> std::process::Child {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    std::thread::sleep(Duration::from_secs(3));
+    wait_until("the publisher on nginx", 30, || nginx.publishing(name));
     assert!(publisher.try_wait().unwrap().is_none(), "the publisher is live");
     publisher
 }
 
 fn assert_cut(publisher: &mut std::process::Child) {
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while publisher.try_wait().unwrap().is_none() {
-        assert!(Instant::now() < deadline, "the publisher is still live after the interrupt");
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    wait_until("the publisher's end after the interrupt", 15, || publisher.try_wait().unwrap().is_some());
 }
 
 /// The worker names a stream pushed to it over RTMP `rtmp/APP/NAME`: the cut must reach
@@ -408,15 +404,13 @@ fn a_dead_letter_raises_the_alarm_metric() {
         .spawn()
         .unwrap();
     let want = "vigil_actuate_dead_letters_total{reason=\"rejected\"} 1";
-    let deadline = Instant::now() + Duration::from_secs(25);
     let mut last = String::new();
-    while !last.contains(want) && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(300));
+    wait_until("the rejected command's dead letter on /metrics", 25, || {
         last = scrape(port).unwrap_or_default();
-    }
+        last.contains(want)
+    });
     let _ = actuator.kill();
     let _ = actuator.wait();
-    assert!(last.contains(want), "{last}");
     assert!(last.contains("vigil_actuate_dead_letters_total{reason=\"no_publisher\"} 0"), "{last}");
 }
 

@@ -266,11 +266,14 @@ fn a_fleet_shares_streams_survives_a_kill_and_hands_off_on_drain() {
         r.iter().any(|x| x["type"] == "frame" && x["stream"] == early && x["verdict"] == "interrupt")
     });
     let handover = |outcome: &str| c.metric("vigil_fleet_handover_incidents_total", &format!("outcome=\"{outcome}\""));
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while handover("adopted") + handover("hold_expired") + handover("none_open") < 1.0 && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(250));
-    }
-    std::thread::sleep(Duration::from_secs(2));
+    wait_until("the new owner's hand-over outcome", 20, || {
+        handover("adopted") + handover("hold_expired") + handover("none_open") >= 1.0
+    });
+    // Two more decisions on the stream after it: an alert the new owner would open is
+    // out by then.
+    let decisions = |r: &[Value]| r.iter().filter(|x| x["type"] == "frame" && x["stream"] == early).count();
+    let after = decisions(&c.records());
+    c.wait_for("two more decisions on the banked stream", 30, |r| decisions(r) >= after + 2);
     let c_records = c.records();
     assert_eq!(opened_on(&survivor_records, early).last(), Some(&survivor_incident));
     assert!(
@@ -361,10 +364,9 @@ fn a_worker_at_capacity_offers_its_streams_to_one_with_room() {
     let delegated = |w: &Worker| w.metric("vigil_fleet_streams_delegated", "");
     let taken = |w: &Worker| w.metric("vigil_fleet_offers_total", "outcome=\"taken\"");
     // The owner and the taker learn who took the offer from the claim, a moment later.
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while (delegated(&a) + delegated(&b) < 1.0 || taken(&a) + taken(&b) < 1.0) && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    wait_until("the owner and the taker learning who took the offer", 20, || {
+        delegated(&a) + delegated(&b) >= 1.0 && taken(&a) + taken(&b) >= 1.0
+    });
     let (owner, runner, runner_streams) = if delegated(&a) == 1.0 { (&a, &b, &each[1]) } else { (&b, &a, &each[0]) };
     let logs = || format!("a:\n{}\nb:\n{}", tail(&a.stderr(), 25), tail(&b.stderr(), 25));
     assert_eq!(delegated(owner), 1.0, "one stream runs elsewhere for its partition's owner\n{}", logs());

@@ -38,7 +38,8 @@ impl Nginx {
                  events {{ worker_connections 64; }}\n\
                  rtmp {{ server {{ listen 127.0.0.1:{rtmp}; application live {{ live on; }} }} }}\n\
                  http {{ access_log off;\n\
-                   server {{ listen 127.0.0.1:{http}; location /control {{ rtmp_control all; }} }} }}\n"
+                   server {{ listen 127.0.0.1:{http}; location /control {{ rtmp_control all; }}\n\
+                     location /stat {{ rtmp_stat all; }} }} }}\n"
             ),
         )
         .unwrap();
@@ -51,6 +52,21 @@ impl Nginx {
         wait_for(&format!("127.0.0.1:{rtmp}"));
         wait_for(&format!("127.0.0.1:{http}"));
         Nginx { child, rtmp, http, _dir: dir }
+    }
+}
+
+impl Nginx {
+    /// Whether a publisher is on `live/{name}` now (nginx's `rtmp_stat` page).
+    pub fn publishing(&self, name: &str) -> bool {
+        use std::io::{Read, Write};
+        let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", self.http)) else { return false };
+        let _ = s.set_read_timeout(Some(std::time::Duration::from_secs(5)));
+        if s.write_all(b"GET /stat HTTP/1.0\r\nHost: x\r\n\r\n").is_err() {
+            return false;
+        }
+        let mut page = String::new();
+        let _ = s.read_to_string(&mut page);
+        page.split("<stream>").any(|st| st.contains(&format!("<name>{name}</name>")) && st.contains("<publishing/>"))
     }
 }
 
