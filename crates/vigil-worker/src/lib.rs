@@ -22,6 +22,7 @@ mod admin;
 mod allowlist;
 mod auth;
 mod capacity;
+mod commands;
 mod delivery;
 mod fleet;
 mod handover;
@@ -169,8 +170,14 @@ pub fn run(config: Option<&Path>, args: RunArgs) -> anyhow::Result<ExitCode> {
     vigil_sink::metrics::register(&registry)?;
     vigil_trust::metrics::register(
         &registry,
-        &[vigil_trust::TopicKind::Owners, vigil_trust::TopicKind::Lifecycle, vigil_trust::TopicKind::BankUpdates],
+        &[
+            vigil_trust::TopicKind::Owners,
+            vigil_trust::TopicKind::Lifecycle,
+            vigil_trust::TopicKind::BankUpdates,
+            vigil_trust::TopicKind::Interrupts,
+        ],
     )?;
+    registry.register(Box::new(commands::COMMANDS.clone()))?;
     registry.register(Box::new(streams::SAMPLE_AGE.clone()))?;
     registry.register(Box::new(streams::SESSIONS_RENEWED.clone()))?;
     registry.register(Box::new(streams::ANALYSIS_PANICS.clone()))?;
@@ -228,7 +235,9 @@ pub fn run(config: Option<&Path>, args: RunArgs) -> anyhow::Result<ExitCode> {
         }
     };
     // Every record written is signed; every record read is checked (see vigil-trust).
-    let reads_kafka = cfg.sink.kafka.is_some() && (cfg.fleet.is_some() || cfg.allowlist.is_some());
+    // With Kafka a worker reads at least the interrupt commands (it cuts its own
+    // publishers), and the fleet's and allowlist's topics when configured.
+    let reads_kafka = cfg.sink.kafka.is_some();
     let trust = cfg.open_trust(vigil_trust::Role::Worker, cfg.sink.kafka.is_some(), reads_kafka).context("[trust]")?;
     let kafka = cfg
         .sink
@@ -341,6 +350,15 @@ pub fn run(config: Option<&Path>, args: RunArgs) -> anyhow::Result<ExitCode> {
         ),
         _ => None,
     };
+    // Every interrupt command (the console's "Cut now" included) reaches the publishers
+    // connected to this worker's own listeners.
+    let commands = match &cfg.sink.kafka {
+        Some(k) => Some(
+            commands::CommandReader::start(k, &worker_id, streams.clone(), sink_tx.clone(), &trust)
+                .context("reading interrupt commands")?,
+        ),
+        None => None,
+    };
     let fleet = match (&cfg.fleet, &cfg.sink.kafka) {
         (Some(f), Some(k)) => Some(
             fleet::Fleet::start(f, k, &worker_id, streams.clone(), &trust)
@@ -367,6 +385,8 @@ pub fn run(config: Option<&Path>, args: RunArgs) -> anyhow::Result<ExitCode> {
             break;
         }
     }
+    // No more cuts from commands once draining (its clone of the sink goes with it).
+    drop(commands);
     drain(Drain { streams: &streams, fleet, rtmp: rtmp.as_mut(), whip: whip.as_mut(), sink: &sink_tx }, &cfg.admin);
     drop(streams);
     drop(sink_tx);

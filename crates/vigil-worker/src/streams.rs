@@ -78,6 +78,15 @@ pub struct Streams {
     coverage_mark: Mutex<(u64, u64)>,
 }
 
+/// What [`Streams::cut_direct`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CutHere {
+    Cut,
+    /// Pulled by this worker: cut at its origin.
+    Pulled,
+    NotHere,
+}
+
 /// Why a stream was not started.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum StartError {
@@ -277,6 +286,22 @@ impl Streams {
                 true
             }
             None => false,
+        }
+    }
+
+    /// Cuts a stream whose publisher is connected to this worker (pushed RTMP, WHIP):
+    /// its decoder stops and its connection closes. A pulled stream is left running
+    /// (its origin cuts it).
+    pub fn cut_direct(&self, id: &str, reason: &str) -> CutHere {
+        let entry = self.lock().get(id).map(|e| (e.ingest, e.handle.clone()));
+        match entry {
+            Some((ingest, h)) if ingest.is_direct() => {
+                // The supervisor joins its thread: not under the streams' lock.
+                h.stop_because(reason.to_string());
+                CutHere::Cut
+            }
+            Some(_) => CutHere::Pulled,
+            None => CutHere::NotHere,
         }
     }
 

@@ -511,3 +511,90 @@ fn keys_made_by_vigil_keys_gen_sign_records_from_the_cli_and_from_python() {
         assert_eq!(check(&headers, v, offset), Ok(Some(Role::Lifecycle)), "python, value {v:?}");
     }
 }
+
+/// A `vigil.interrupt` command as the console's "Cut now" writes it.
+fn console_command(stream: &str, n: u32) -> String {
+    serde_json::json!({
+        "schema": "vigil.interrupt", "schema_version": 1,
+        "command_id": format!("{stream}@console#{n}/interrupt"), "alert_id": format!("{stream}@console#{n}"),
+        "stream_id": stream, "rule": "console", "issued_at_unix_ms": 1, "worker_id": "console:alice",
+    })
+    .to_string()
+}
+
+/// "Cut now" reaches a publisher connected to a worker (issue 29, point 1): the worker
+/// reads every interrupt command, cuts the pushed stream it holds, says so on stdout and
+/// on the actions topic (signed, outcome `cut`, so the console shows the cut), and ignores
+/// a forged command and one for a stream it does not hold, counting each.
+#[test]
+fn a_console_cut_reaches_a_publisher_connected_to_the_worker_and_a_forged_one_does_not() {
+    use vigil_sink::testing::{Broker, read_from_beginning};
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Broker::start(&["vigil.alerts", "vigil.interrupts", "vigil.actions"]);
+    let w = Worker::start(
+        &format!(
+            "[ingest.rtmp]\nlisten = \"127.0.0.1:0\"\n[ingest.rtmp.stream_keys]\nalice = \"alice-key-123\"\nbob = \"bob-key-4567\"\n\
+             [sink.kafka]\nbrokers = \"{}\"\nspool_path = \"{}\"\n",
+            broker.addr,
+            dir.path().join("spool/messages.spool").display()
+        ),
+        &[],
+        &[],
+    );
+    let rtmp = w.rtmp.clone().unwrap();
+    let mut alice = common::nginx::publish(&format!("rtmp://{rtmp}/live/alice-key-123"), 60, "ball");
+    let mut bob = common::nginx::publish(&format!("rtmp://{rtmp}/live/bob-key-4567"), 60, "ball");
+    w.wait_for("both publishers decoding", 60, |r| {
+        r.iter().filter(|x| x["type"] == "stream" && x["event"] == "decoding").count() >= 2
+    });
+    wait_until("the worker reading commands", 30, || w.stderr().contains("commands: reading interrupt commands"));
+    let count = |result: &str| w.metric("vigil_worker_commands_total", &format!("result=\"{result}\""));
+
+    let p = producer(&broker.addr);
+    // Forged (another key) for bob, and one for a stream this worker does not hold.
+    let forged = console_command("rtmp/live/bob", 1);
+    let forger = common::trust::forger();
+    let h = forger.sign_into("vigil.interrupts", Some(b"rtmp/live/bob"), Some(forged.as_bytes()), OwnedHeaders::new());
+    write(&p, "vigil.interrupts", "rtmp/live/bob", Some(&forged), Some(h));
+    let elsewhere = console_command("rtmp/live/carol", 1);
+    let h =
+        common::trust::signed(Role::Console, "vigil.interrupts", Some("rtmp/live/carol"), Some(elsewhere.as_bytes()));
+    write(&p, "vigil.interrupts", "rtmp/live/carol", Some(&elsewhere), Some(h));
+    // The console's "Cut now" for alice.
+    let cut = console_command("rtmp/live/alice", 2);
+    let h = common::trust::signed(Role::Console, "vigil.interrupts", Some("rtmp/live/alice"), Some(cut.as_bytes()));
+    write(&p, "vigil.interrupts", "rtmp/live/alice", Some(&cut), Some(h));
+
+    wait_until("alice's publisher cut", 20, || alice.try_wait().unwrap().is_some());
+    let records = w.wait_for("the cut on stdout", 10, |r| {
+        r.iter().any(|x| x["type"] == "stream" && x["event"] == "cut" && x["stream"] == "rtmp/live/alice")
+    });
+    let line = records.iter().find(|x| x["event"] == "cut").unwrap();
+    assert_eq!(line["detail"], "rtmp/live/alice@console#2/interrupt", "{line}");
+    wait_until("every command counted", 20, || count("cut") + count("untrusted") + count("not_here") >= 3.0);
+    assert_eq!((count("cut"), count("untrusted"), count("not_here")), (1.0, 1.0, 1.0));
+    assert!(bob.try_wait().unwrap().is_none(), "a forged command cut nobody");
+    assert!(!records.iter().any(|x| x["event"] == "cut" && x["stream"] == "rtmp/live/bob"));
+
+    // The outcome on the actions topic, signed by the worker: what the console shows.
+    let consumer = read_from_beginning(&broker.addr, "vigil.actions");
+    let ring = vigil_trust::KeyringHandle::fixed(common::trust::keyring());
+    let verifier = vigil_trust::config::Trust::with(&Default::default(), None, Some(ring))
+        .verifier(vigil_trust::TopicKind::Actions);
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let action = loop {
+        assert!(std::time::Instant::now() < deadline, "no cut on the actions topic");
+        let Some(m) = consumer.poll(Duration::from_millis(200)) else { continue };
+        let m = m.unwrap();
+        use rdkafka::Message;
+        let v: Value = serde_json::from_slice(m.payload().unwrap()).unwrap();
+        if v["command_id"] == "rtmp/live/alice@console#2/interrupt" {
+            assert!(verifier.check(&m).is_ok(), "signed by the worker");
+            break v;
+        }
+    };
+    assert_eq!((action["outcome"].as_str(), action["stream_id"].as_str()), (Some("cut"), Some("rtmp/live/alice")));
+    let _ = bob.kill();
+    let _ = bob.wait();
+    let _ = alice.wait();
+}
