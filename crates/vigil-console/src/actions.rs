@@ -128,7 +128,8 @@ pub async fn cut_now(shared: &Shared, id: &str, user: &str) -> Result<(), Action
     hold(shared, id, user).await?;
     let d = shared.store.incident(id).await?.ok_or_else(|| ActionError::Refused(format!("no incident {id}")))?;
     let i = &d.incident;
-    if matches!(i.interrupt_state, InterruptState::Issued | InterruptState::CutConfirmed) {
+    let not_found = i.interrupt_state.not_found(i.interrupt_issued_ms, now_ms());
+    if matches!(i.interrupt_state, InterruptState::Issued | InterruptState::CutConfirmed) && !not_found {
         return Err(ActionError::Refused(format!(
             "the stream's interrupt is already {}",
             i.interrupt_state.as_str().replace('_', " ")
@@ -138,10 +139,12 @@ pub async fn cut_now(shared: &Shared, id: &str, user: &str) -> Result<(), Action
         return Err(ActionError::Refused("the incident is resolved".into()));
     }
     let out = shared.outbound.as_ref().ok_or_else(|| ActionError::Refused("no Kafka cluster is configured".into()))?;
-    // The worker's command id, so the actuator cuts once whoever asks; after a failed or
-    // dead-lettered cut a new one (the actuator skips an id it has finished with).
+    // The worker's command id, so the actuator cuts once whoever asks; after a failed,
+    // dead-lettered or unanswered one a new one (the actuator skips an id it has
+    // finished with).
     let command_id = match i.interrupt_state {
         InterruptState::CutFailed | InterruptState::DeadLettered => format!("{id}/interrupt/console-{}", now_ms()),
+        InterruptState::Issued => format!("{id}/interrupt/console-{}", now_ms()),
         _ => format!("{id}/interrupt"),
     };
     let cmd = InterruptCommand {

@@ -69,6 +69,30 @@ impl InterruptState {
     }
 }
 
+/// No worker or actuator answered an interrupt command in this long: nobody holds the
+/// stream (every worker reads every command and cuts its own publishers; the actuator
+/// cuts at the origin), so the command is shown as not found.
+pub const NOT_FOUND_AFTER_MS: i64 = 10_000;
+
+impl InterruptState {
+    /// How the interrupt reads on the queue and the incident page at `now_ms`: an
+    /// `issued` command never stays unexplained.
+    pub fn shown(self, issued_ms: Option<i64>, now_ms: i64) -> String {
+        match (self, issued_ms.map(|t| now_ms.saturating_sub(t))) {
+            (InterruptState::Issued, Some(age)) if age >= NOT_FOUND_AFTER_MS => {
+                format!("not found: no worker or actuator answered in {} s", age / 1000)
+            }
+            (InterruptState::Issued, _) => "issued: waiting for a worker or the actuator".into(),
+            (other, _) => other.as_str().replace('_', " "),
+        }
+    }
+
+    /// Issued, and nobody answered in [`NOT_FOUND_AFTER_MS`].
+    pub fn not_found(self, issued_ms: Option<i64>, now_ms: i64) -> bool {
+        self == InterruptState::Issued && issued_ms.is_some_and(|t| now_ms.saturating_sub(t) >= NOT_FOUND_AFTER_MS)
+    }
+}
+
 /// How a resolved incident ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -217,4 +241,24 @@ pub struct OutboxItem {
     pub attempts: u32,
     pub next_attempt_ms: UnixMs,
     pub last_error: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_issued_command_nobody_answers_reads_as_not_found_after_ten_seconds() {
+        let issued = Some(1_000_000);
+        let waiting = InterruptState::Issued.shown(issued, 1_000_000 + NOT_FOUND_AFTER_MS - 1);
+        assert_eq!(waiting, "issued: waiting for a worker or the actuator");
+        assert!(!InterruptState::Issued.not_found(issued, 1_000_000 + NOT_FOUND_AFTER_MS - 1));
+        let late = 1_000_000 + 35_000;
+        assert_eq!(InterruptState::Issued.shown(issued, late), "not found: no worker or actuator answered in 35 s");
+        assert!(InterruptState::Issued.not_found(issued, late));
+        // An answer ends the wait: a confirmed cut is never "not found".
+        assert_eq!(InterruptState::CutConfirmed.shown(issued, late), "cut confirmed");
+        assert!(!InterruptState::CutConfirmed.not_found(issued, late));
+        assert_eq!(InterruptState::DeadLettered.shown(issued, late), "dead lettered");
+    }
 }

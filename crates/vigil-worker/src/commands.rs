@@ -1,6 +1,7 @@
 //! Interrupt commands from Kafka, read by every worker: a publisher connected to this
 //! worker's own listeners (pushed RTMP, WHIP) can be cut by nobody else, so each worker
-//! reads every command (a consumer group of its own) and cuts the ones it holds. The cut
+//! reads every command (every partition, outside any consumer group) and cuts the ones
+//! it holds. The cut
 //! is reported like the worker's own (a `stream cut` line and a signed `vigil.action`
 //! record with outcome `cut`, which the console shows). A pulled stream is cut at its
 //! origin by `vigil actuate`; the worker leaves it running until the origin ends it.
@@ -11,7 +12,9 @@
 use crate::delivery::{SinkMsg, lifecycle_line};
 use crate::streams::{CutHere, Streams};
 use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::KafkaResult;
 use rdkafka::message::Message;
+use rdkafka::{Offset, TopicPartitionList};
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::mpsc::SyncSender;
 use std::sync::{Arc, LazyLock};
@@ -89,24 +92,40 @@ impl CommandReader {
         sink: SyncSender<SinkMsg>,
         trust: &vigil_trust::config::Trust,
     ) -> anyhow::Result<CommandReader> {
-        // A group of this process alone (every worker must see every command, two
-        // workers on one host included), reading what is issued from now on: this
-        // process's publishers all connected after it started. Nothing is committed,
-        // so the group leaves nothing behind on the broker.
-        let group = format!("vigil-cut-{worker_id}-{}", std::process::id());
-        let mut client = kafka.consumer_config(&group).map_err(anyhow::Error::msg)?;
-        client.set("auto.offset.reset", "latest");
+        // No consumer group: every worker must see every command (two on one host
+        // included), so each assigns itself every partition, from the time it started
+        // (its publishers all connected after that; an older command's stream was
+        // judged long ago). Nothing is committed and nothing is left on the broker.
+        let client = kafka.consumer_config(&format!("vigil-cut-{worker_id}")).map_err(anyhow::Error::msg)?;
         let consumer: BaseConsumer = client.create()?;
-        consumer.subscribe(&[&kafka.interrupts_topic])?;
+        let topic = kafka.interrupts_topic.clone();
+        let since_ms = crate::output::unix_ms() as i64;
         let verifier = trust.verifier(vigil_trust::TopicKind::Interrupts);
         let stop = Arc::new(AtomicBool::new(false));
         let s = stop.clone();
         let thread = std::thread::Builder::new().name("vigil-commands".into()).spawn(move || {
-            let mut assigned = false;
+            let mut partitions = 0;
+            let mut next_check = std::time::Instant::now();
             while !s.load(Relaxed) {
-                if !assigned && consumer.assignment().is_ok_and(|a| a.count() > 0) {
-                    assigned = true;
-                    tracing::info!("commands: reading interrupt commands (publishers connected here are cut)");
+                if std::time::Instant::now() >= next_check {
+                    // A topic that grows (or appears) is picked up by the next check.
+                    next_check = std::time::Instant::now() + Duration::from_secs(if partitions == 0 { 2 } else { 30 });
+                    match assign_from(&consumer, &topic, since_ms, partitions) {
+                        Ok(n) if n > partitions => {
+                            partitions = n;
+                            tracing::info!(
+                                topic,
+                                partitions,
+                                "commands: reading interrupt commands (publishers connected here are cut)"
+                            );
+                        }
+                        Ok(_) => {}
+                        Err(e) => tracing::warn!(topic, "commands: cannot read the topic's partitions: {e}"),
+                    }
+                }
+                if partitions == 0 {
+                    std::thread::sleep(Duration::from_millis(200));
+                    continue;
                 }
                 match consumer.poll(Duration::from_millis(200)) {
                     Some(Ok(m)) => {
@@ -132,6 +151,37 @@ impl Drop for CommandReader {
             let _ = t.join();
         }
     }
+}
+
+/// Assigns every partition of `topic` (when it has more than `had`), each from the first
+/// record written at or after `since_ms`. Returns the partition count.
+fn assign_from(consumer: &BaseConsumer, topic: &str, since_ms: i64, had: usize) -> KafkaResult<usize> {
+    let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(5))?;
+    let n = metadata.topics().iter().find(|t| t.name() == topic).map_or(0, |t| t.partitions().len());
+    if n <= had {
+        return Ok(had);
+    }
+    // Each partition's end first: where no record is as new as `since_ms` yet (the
+    // answer is "the end", resolved only when fetching starts), reading starts at this
+    // end, so a command written meanwhile is not skipped.
+    let ends: Vec<i64> = (0..n as i32)
+        .map(|p| consumer.fetch_watermarks(topic, p, Duration::from_secs(5)).map(|(_, high)| high))
+        .collect::<KafkaResult<_>>()?;
+    let mut wanted = TopicPartitionList::new();
+    for p in 0..n as i32 {
+        wanted.add_partition_offset(topic, p, Offset::Offset(since_ms))?;
+    }
+    let found = consumer.offsets_for_times(wanted, Duration::from_secs(5))?;
+    let mut from = TopicPartitionList::new();
+    for (p, end) in ends.iter().enumerate() {
+        let offset = match found.find_partition(topic, p as i32).map(|e| e.offset()) {
+            Some(Offset::Offset(o)) => Offset::Offset(o),
+            _ => Offset::Offset(*end),
+        };
+        from.add_partition_offset(topic, p as i32, offset)?;
+    }
+    consumer.assign(&from)?;
+    Ok(n)
 }
 
 /// Cuts the command's stream when its publisher is connected here.

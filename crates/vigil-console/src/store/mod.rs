@@ -145,6 +145,8 @@ pub struct QueueRow {
     /// `None` when nobody holds it or the lock has expired.
     pub holder: Option<String>,
     pub interrupt_state: InterruptState,
+    /// The first interrupt command's issue time.
+    pub interrupt_issued_ms: Option<UnixMs>,
 }
 
 /// An alert event as received.

@@ -237,7 +237,8 @@ pub async fn queue(State(shared): S, ConnectInfo(peer): ConnectInfo<SocketAddr>,
         Ok(c) => c,
         Err(r) => return r,
     };
-    let rows = match shared.store.queue(now_ms()).await {
+    let now = now_ms();
+    let rows = match shared.store.queue(now).await {
         Ok(r) => r,
         Err(e) => return store_down(e),
     };
@@ -259,7 +260,7 @@ pub async fn queue(State(shared): S, ConnectInfo(peer): ConnectInfo<SocketAddr>,
             pages::duration(r.age_ms),
             esc(r.state.as_str()),
             esc(r.holder.as_deref().unwrap_or("nobody")),
-            esc(&r.interrupt_state.as_str().replace('_', " ")),
+            esc(&r.interrupt_state.shown(r.interrupt_issued_ms, now)),
         ));
     }
     body.push_str("</tbody></table>");

@@ -58,7 +58,7 @@ pub fn render(d: &IncidentDetail, trail: &AuditTrail, c: &Caller, now: UnixMs) -
         duration(now - i.detected_ms),
         i.state.as_str(),
         esc(holder.unwrap_or("nobody")),
-        i.interrupt_state.as_str().replace('_', " "),
+        esc(&i.interrupt_state.shown(i.interrupt_issued_ms, now)),
         step(i.acknowledged_ms, &i.acknowledged_by, None, &None),
         step(i.escalated_ms, &i.escalated_by, None, &i.escalation_note),
         step(i.resolved_ms, &i.resolved_by, i.resolution.map(Resolution::as_str), &i.resolution_note),
@@ -97,7 +97,9 @@ fn actions(d: &IncidentDetail, c: &Caller, holder: Option<&str>) -> String {
             form_start("acknowledge", &c.csrf, id, "Acknowledge")
         ));
     }
-    if !matches!(i.interrupt_state, InterruptState::Issued | InterruptState::CutConfirmed) {
+    // Offered again once an issued command went unanswered (nobody held the stream).
+    let unanswered = i.interrupt_state.not_found(i.interrupt_issued_ms, crate::model::now_ms());
+    if !matches!(i.interrupt_state, InterruptState::Issued | InterruptState::CutConfirmed) || unanswered {
         h.push_str(&format!(
             "{}<p>Sends an interrupt command for this stream now.</p><button type=\"submit\" class=\"danger\">Cut now</button></form>",
             form_start("cut", &c.csrf, id, "Cut now")
