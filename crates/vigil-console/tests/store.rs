@@ -38,6 +38,7 @@ fn alert(id: &str, event: AlertEvent, emitted: u64, decision: Verdict, rule: &st
         },
         worker_id: "worker-a".into(),
         reissue: None,
+        origin: None,
     }
 }
 

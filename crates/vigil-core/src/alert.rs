@@ -56,6 +56,17 @@ pub struct AlertContext {
     pub account_id: Option<String>,
     pub session_id: Option<String>,
     pub models: Vec<ModelRef>,
+    /// Where the analysed video came from when it was not a live stream.
+    pub origin: Option<AlertOrigin>,
+}
+
+/// An alert that is not about a live stream: it must never become a live incident or
+/// cut anything.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AlertOrigin {
+    /// `vigil scan --publish` of a file or URL.
+    FileScan,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -81,6 +92,9 @@ pub struct Alert {
     /// How many times this incident's interrupt was issued again (`reissued` events).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reissue: Option<u32>,
+    /// Set when the video was not a live stream (`file_scan`); absent for live streams.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub origin: Option<AlertOrigin>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

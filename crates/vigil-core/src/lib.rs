@@ -13,7 +13,7 @@ pub mod redact;
 pub mod seeded;
 mod signals;
 
-pub use alert::{Alert, AlertContext, AlertEvent, EvidenceFrame, Explanation, InterruptCommand, ModelRef};
+pub use alert::{Alert, AlertContext, AlertEvent, AlertOrigin, EvidenceFrame, Explanation, InterruptCommand, ModelRef};
 pub use bank_update::{BankUpdate, BankUpdateOp, ScopeKind};
 pub use frame::{Frame, StreamId};
 pub use seeded::SeededRng;

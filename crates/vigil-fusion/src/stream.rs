@@ -72,6 +72,7 @@ impl Incident {
             },
             worker_id: ctx.worker_id.clone(),
             reissue: (event == AlertEvent::Reissued).then_some(self.reissues),
+            origin: ctx.origin,
         }
     }
 }

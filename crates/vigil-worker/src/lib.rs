@@ -255,6 +255,7 @@ pub fn run(config: Option<&Path>, args: RunArgs) -> anyhow::Result<ExitCode> {
         account_id: None,
         session_id: None,
         models: models.iter().map(|m| ModelRef { name: m.name.clone(), version: m.version.clone() }).collect(),
+        origin: None,
     };
     let streams = streams::Streams::new(streams::Deps {
         media: cfg.media.clone(),

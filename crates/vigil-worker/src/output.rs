@@ -156,6 +156,8 @@ pub fn deliver(
         for (m, why) in messages.iter().zip(refused.iter_mut()) {
             let sent = match m {
                 Outgoing::Alert { message_id, alert } => k.send_alert(message_id, &alert.stream_id.0, alert),
+                // A file scan's command cuts nothing: it never reaches the interrupts topic.
+                Outgoing::Interrupt(_) if context.origin.is_some() => continue,
                 Outgoing::Interrupt(cmd) => k.send_interrupt(&cmd.command_id, &cmd.stream_id.0, cmd),
             };
             *why = sent.err().map(|e| e.reason());

@@ -39,6 +39,11 @@ pub struct ScanArgs {
     /// This worker's id on alerts (default: the host name).
     #[arg(long, env = "VIGIL_WORKER_ID")]
     worker_id: Option<String>,
+    /// Also publish the scan's alerts to Kafka (`[sink.kafka]`), labelled as a file
+    /// scan (`origin: file_scan`), never as a live stream; no interrupt command is
+    /// published. Without it a scan writes to stdout only, whatever the config says.
+    #[arg(long)]
+    publish: bool,
 }
 
 #[derive(Serialize, Default)]
@@ -106,13 +111,18 @@ pub fn run(config: Option<&Path>, args: ScanArgs) -> anyhow::Result<ExitCode> {
     // The input first: one that cannot be scanned (no video, unreachable) fails before
     // the models load.
     let mut input = Input::open(&args.input, &cfg.media)?;
-    let kafka = match cfg.sink.kafka.clone() {
+    let kafka = match cfg.sink.kafka.clone().filter(|_| args.publish) {
         Some(k) => {
             // A scan writes alerts like a worker does, signed with the worker's key.
             let trust = cfg.open_trust(vigil_trust::Role::Worker, true, false).context("[trust]")?;
             Some(vigil_sink::KafkaSink::open(k, trust.signer().cloned()).context("kafka sink")?)
         }
-        None => None,
+        None => {
+            if cfg.sink.kafka.is_some() {
+                eprintln!("vigil scan: not publishing to Kafka (a scan is not a live stream; --publish sends its alerts, labelled as a file scan)");
+            }
+            None
+        }
     };
     let mut analyzer = Analyzer::load(&cfg.infer).context("loading models")?;
     let context = AlertContext {
@@ -120,6 +130,7 @@ pub fn run(config: Option<&Path>, args: ScanArgs) -> anyhow::Result<ExitCode> {
         account_id: args.account_id.clone(),
         session_id: Some(session),
         models: analyzer.models().into_iter().map(|m| ModelRef { name: m.name, version: m.version }).collect(),
+        origin: Some(vigil_core::AlertOrigin::FileScan),
     };
 
     let progress = progress_bar(input.duration_ms());

@@ -50,6 +50,7 @@ fn alert_with_frame(stream: &str, pdq: Option<&str>) -> String {
         },
         worker_id: "worker-a".into(),
         reissue: None,
+        origin: None,
     })
     .unwrap()
 }

@@ -598,3 +598,50 @@ fn a_console_cut_reaches_a_publisher_connected_to_the_worker_and_a_forged_one_do
     let _ = bob.wait();
     let _ = alice.wait();
 }
+
+/// Messages on `topic` (all partitions, from the start) within `secs`.
+fn topic_values(broker: &vigil_sink::testing::Broker, topic: &str, want: usize, secs: u64) -> Vec<Value> {
+    use rdkafka::Message;
+    let consumer = vigil_sink::testing::read_from_beginning(&broker.addr, topic);
+    let deadline = std::time::Instant::now() + Duration::from_secs(secs);
+    let mut got = Vec::new();
+    while got.len() < want && std::time::Instant::now() < deadline {
+        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(200)) {
+            got.push(serde_json::from_slice(m.payload().unwrap()).unwrap());
+        }
+    }
+    got
+}
+
+/// A `vigil scan` is never a live incident (issue 29, point 2): with a config that has
+/// Kafka it publishes nothing unless told to (`--publish`), and then its alerts say
+/// `origin: file_scan` and no interrupt command is published (nothing live to cut).
+#[test]
+fn a_scan_publishes_only_when_told_to_and_then_as_a_file_scan_that_cuts_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = vigil_sink::testing::Broker::start(&["vigil.alerts", "vigil.interrupts", "vigil.actions"]);
+    let clip = still_clip(dir.path(), &astronaut(), "astronaut.mp4", 3, 1500, 360, "mp4mux");
+    let bank = dir.path().join("bank.txt");
+    std::fs::write(&bank, format!("{}\n", pdq_of(&astronaut()))).unwrap();
+    let kafka =
+        format!("{{ brokers = \"{}\", spool_path = \"{}\" }}", broker.addr, dir.path().join("spool/s").display());
+    let scan = |extra: &[&str]| {
+        let mut args = vec!["scan", clip.to_str().unwrap(), "--bank", bank.to_str().unwrap()];
+        args.extend_from_slice(extra);
+        vigil_env(&args, &[("VIGIL__SINK__KAFKA", &kafka)])
+    };
+    let quiet = scan(&[]);
+    assert_eq!(quiet.status.code(), Some(1), "an alert: {}", String::from_utf8_lossy(&quiet.stderr));
+    assert!(String::from_utf8_lossy(&quiet.stderr).contains("not publishing to Kafka"));
+    let printed = stdout_json(&quiet);
+    assert!(of_type(&printed, "alert").iter().all(|a| a["origin"] == "file_scan"), "labelled on stdout too");
+    assert!(topic_values(&broker, "vigil.alerts", 1, 3).is_empty(), "a scan without --publish sent an alert");
+
+    let published = scan(&["--publish"]);
+    assert_eq!(published.status.code(), Some(1), "{}", String::from_utf8_lossy(&published.stderr));
+    let alerts = topic_values(&broker, "vigil.alerts", 1, 30);
+    assert!(!alerts.is_empty(), "--publish sends the scan's alerts");
+    assert!(alerts.iter().all(|a| a["origin"] == "file_scan" && a["decision"] == "interrupt"), "{alerts:?}");
+    assert!(of_type(&stdout_json(&published), "interrupt").len() == 1, "the scan still reports its decision");
+    assert!(topic_values(&broker, "vigil.interrupts", 1, 3).is_empty(), "a file scan published a command");
+}
