@@ -119,7 +119,9 @@ pub fn run(config: Option<&Path>, args: ScanArgs) -> anyhow::Result<ExitCode> {
         }
         None => {
             if cfg.sink.kafka.is_some() {
-                eprintln!("vigil scan: not publishing to Kafka (a scan is not a live stream; --publish sends its alerts, labelled as a file scan)");
+                eprintln!(
+                    "vigil scan: not publishing to Kafka (a scan is not a live stream; --publish sends its alerts, labelled as a file scan)"
+                );
             }
             None
         }
