@@ -65,6 +65,8 @@ pub enum Parsed {
     Alert(Box<Alert>),
     Command(InterruptCommand),
     Outcome(ActionOutcome),
+    /// A worker's stream lifecycle event (the actions topic carries both).
+    StreamEvent(crate::model::StreamEvent),
 }
 
 pub fn parse(kind: Kind, payload: Option<&[u8]>) -> Result<Parsed, &'static str> {
@@ -92,6 +94,17 @@ pub fn parse(kind: Kind, payload: Option<&[u8]>) -> Result<Parsed, &'static str>
             }
             Ok(Parsed::Command(c))
         }
+        Kind::Outcome if is_stream_event(bytes) => {
+            let e: crate::model::StreamEvent = serde_json::from_slice(bytes).map_err(|_| "malformed")?;
+            if e.stream_id.is_empty()
+                || e.worker_id.is_empty()
+                || !crate::model::STREAM_EVENTS.contains(&e.event.as_str())
+                || e.at_unix_ms > now_ms().max(0) as u64 + MAX_CLOCK_SKEW_MS
+            {
+                return Err("wrong_schema");
+            }
+            Ok(Parsed::StreamEvent(e))
+        }
         Kind::Outcome => {
             let o: ActionOutcome = serde_json::from_slice(bytes).map_err(|_| "malformed")?;
             if o.schema != "vigil.action"
@@ -103,6 +116,15 @@ pub fn parse(kind: Kind, payload: Option<&[u8]>) -> Result<Parsed, &'static str>
             Ok(Parsed::Outcome(o))
         }
     }
+}
+
+/// A `vigil.stream` record rather than a `vigil.action` one.
+fn is_stream_event(bytes: &[u8]) -> bool {
+    #[derive(serde::Deserialize)]
+    struct Schema {
+        schema: String,
+    }
+    serde_json::from_slice::<Schema>(bytes).is_ok_and(|s| s.schema == "vigil.stream")
 }
 
 /// Runs until `shared.stop` is set.
@@ -244,6 +266,7 @@ async fn apply(shared: &Shared, p: &Parsed) -> Result<Applied, crate::store::Sto
         }
         Parsed::Command(c) => shared.store.record_command(c, &c.worker_id, now).await,
         Parsed::Outcome(o) => shared.store.record_outcome(o, now).await,
+        Parsed::StreamEvent(e) => shared.store.record_stream_event(e, now).await,
     }
 }
 

@@ -75,8 +75,9 @@ impl InterruptState {
 pub const NOT_FOUND_AFTER_MS: i64 = 10_000;
 
 impl InterruptState {
-    /// How the interrupt reads on the queue and the incident page at `now_ms`: an
-    /// `issued` command never stays unexplained.
+    /// How the interrupt reads on the queue and the incident page at `now_ms`, given
+    /// when the latest command was received: an `issued` command never stays
+    /// unexplained.
     pub fn shown(self, issued_ms: Option<i64>, now_ms: i64) -> String {
         match (self, issued_ms.map(|t| now_ms.saturating_sub(t))) {
             (InterruptState::Issued, Some(age)) if age >= NOT_FOUND_AFTER_MS => {
@@ -144,6 +145,40 @@ impl Role {
     }
     pub fn parse(s: &str) -> Option<Self> {
         Self::ALL.into_iter().find(|v| v.as_str() == s)
+    }
+}
+
+/// A `vigil.stream` v1 record: a worker's stream lifecycle event (`started`, `decoding`,
+/// `reconnected`, `cut`, `ended`, `deferred`), on the actions topic.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StreamEvent {
+    pub schema: String,
+    pub schema_version: u32,
+    pub stream_id: String,
+    pub event: String,
+    pub at_unix_ms: u64,
+    pub worker_id: String,
+    #[serde(default)]
+    pub detail: Option<String>,
+    #[serde(default)]
+    pub reason: Option<String>,
+}
+
+/// The stream lifecycle events a worker writes.
+pub const STREAM_EVENTS: [&str; 6] = ["started", "decoding", "reconnected", "cut", "ended", "deferred"];
+
+/// Whether a stream is live, from its latest lifecycle events (oldest first): an end
+/// that follows a cut (since the stream last started) reads as the cut.
+pub fn liveness(events: &[(&str, UnixMs)], time: impl Fn(UnixMs) -> String) -> String {
+    let since_start = events.iter().rposition(|(e, _)| *e == "started").map_or(events, |i| &events[i..]);
+    let cut = since_start.iter().rev().find(|(e, _)| *e == "cut");
+    match (events.last(), cut) {
+        (None, _) => "not reported".into(),
+        (Some(("ended" | "cut", _)), Some((_, t))) => format!("cut at {}", time(*t)),
+        (Some(("started" | "decoding", _)), _) => "live now".into(),
+        (Some(("reconnected", t)), _) => format!("live now (reconnected {})", time(*t)),
+        (Some(("ended", t)), None) => format!("ended at {}", time(*t)),
+        (Some((other, t)), _) => format!("{other} at {}", time(*t)),
     }
 }
 
@@ -260,5 +295,18 @@ mod tests {
         assert_eq!(InterruptState::CutConfirmed.shown(issued, late), "cut confirmed");
         assert!(!InterruptState::CutConfirmed.not_found(issued, late));
         assert_eq!(InterruptState::DeadLettered.shown(issued, late), "dead lettered");
+    }
+
+    #[test]
+    fn liveness_reads_the_latest_events_a_cut_outranks_the_end_it_caused() {
+        let t = |ms: UnixMs| format!("t{ms}");
+        assert_eq!(liveness(&[], t), "not reported");
+        assert_eq!(liveness(&[("started", 1), ("decoding", 2)], t), "live now");
+        assert_eq!(liveness(&[("started", 1), ("decoding", 2), ("cut", 3), ("ended", 4)], t), "cut at t3");
+        assert_eq!(liveness(&[("started", 1), ("ended", 4)], t), "ended at t4");
+        assert_eq!(liveness(&[("started", 1), ("decoding", 2), ("reconnected", 5)], t), "live now (reconnected t5)");
+        // A cut of an earlier session does not mark the next one.
+        assert_eq!(liveness(&[("cut", 3), ("ended", 4), ("started", 6), ("ended", 9)], t), "ended at t9");
+        assert_eq!(liveness(&[("cut", 3), ("ended", 4), ("started", 6)], t), "live now");
     }
 }

@@ -31,8 +31,11 @@ pub enum CommandResult {
     Cut,
     /// Its stream is pulled here: cut at the origin by the actuator, not here.
     Pulled,
-    /// Its stream is not on this worker.
+    /// Its stream is not on this worker (or is already ending here).
     NotHere,
+    /// Its stream is live here in another session than the command's (a publisher who
+    /// came back): not cut.
+    OtherSession,
     /// Not a command a worker or the console signed recently.
     Untrusted,
     /// Not a readable `vigil.interrupt` record.
@@ -40,10 +43,11 @@ pub enum CommandResult {
 }
 
 impl CommandResult {
-    pub const ALL: [CommandResult; 5] = [
+    pub const ALL: [CommandResult; 6] = [
         CommandResult::Cut,
         CommandResult::Pulled,
         CommandResult::NotHere,
+        CommandResult::OtherSession,
         CommandResult::Untrusted,
         CommandResult::Malformed,
     ];
@@ -53,6 +57,7 @@ impl CommandResult {
             CommandResult::Cut => "cut",
             CommandResult::Pulled => "pulled",
             CommandResult::NotHere => "not_here",
+            CommandResult::OtherSession => "other_session",
             CommandResult::Untrusted => "untrusted",
             CommandResult::Malformed => "malformed",
         }
@@ -63,7 +68,7 @@ pub static COMMANDS: LazyLock<prometheus::IntCounterVec> = LazyLock::new(|| {
     let v = prometheus::IntCounterVec::new(
         prometheus::Opts::new(
             "vigil_worker_commands_total",
-            "Interrupt commands read from Kafka, by result: cut (its publisher was connected here), pulled (cut at the origin by the actuator), not_here, untrusted, malformed",
+            "Interrupt commands read from Kafka, by result: cut (its publisher was connected here), pulled (cut at the origin by the actuator), not_here, other_session (a publisher who came back is not cut for an earlier session), untrusted, malformed",
         ),
         &["result"],
     )
@@ -99,7 +104,9 @@ impl CommandReader {
         let client = kafka.consumer_config(&format!("vigil-cut-{worker_id}")).map_err(anyhow::Error::msg)?;
         let consumer: BaseConsumer = client.create()?;
         let topic = kafka.interrupts_topic.clone();
-        let since_ms = crate::output::unix_ms() as i64;
+        // Less the clock skew allowed between Vigil's parts: a console a little behind
+        // this worker's clock writes commands dated before the worker started.
+        let since_ms = crate::output::unix_ms() as i64 - trust.max_clock_skew_ms() as i64;
         let verifier = trust.verifier(vigil_trust::TopicKind::Interrupts);
         let stop = Arc::new(AtomicBool::new(false));
         let s = stop.clone();
@@ -156,6 +163,7 @@ impl Drop for CommandReader {
 /// Assigns every partition of `topic` (when it has more than `had`), each from the first
 /// record written at or after `since_ms`. Returns the partition count.
 fn assign_from(consumer: &BaseConsumer, topic: &str, since_ms: i64, had: usize) -> KafkaResult<usize> {
+    // Partitions already read keep their place: only the new ones are added.
     let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(5))?;
     let n = metadata.topics().iter().find(|t| t.name() == topic).map_or(0, |t| t.partitions().len());
     if n <= had {
@@ -164,23 +172,24 @@ fn assign_from(consumer: &BaseConsumer, topic: &str, since_ms: i64, had: usize) 
     // Each partition's end first: where no record is as new as `since_ms` yet (the
     // answer is "the end", resolved only when fetching starts), reading starts at this
     // end, so a command written meanwhile is not skipped.
-    let ends: Vec<i64> = (0..n as i32)
+    let ends: Vec<i64> = (had as i32..n as i32)
         .map(|p| consumer.fetch_watermarks(topic, p, Duration::from_secs(5)).map(|(_, high)| high))
         .collect::<KafkaResult<_>>()?;
     let mut wanted = TopicPartitionList::new();
-    for p in 0..n as i32 {
+    for p in had as i32..n as i32 {
         wanted.add_partition_offset(topic, p, Offset::Offset(since_ms))?;
     }
     let found = consumer.offsets_for_times(wanted, Duration::from_secs(5))?;
     let mut from = TopicPartitionList::new();
-    for (p, end) in ends.iter().enumerate() {
-        let offset = match found.find_partition(topic, p as i32).map(|e| e.offset()) {
+    for (i, end) in ends.iter().enumerate() {
+        let p = (had + i) as i32;
+        let offset = match found.find_partition(topic, p).map(|e| e.offset()) {
             Some(Offset::Offset(o)) => Offset::Offset(o),
             _ => Offset::Offset(*end),
         };
-        from.add_partition_offset(topic, p as i32, offset)?;
+        from.add_partition_offset(topic, p, offset)?;
     }
-    consumer.assign(&from)?;
+    consumer.incremental_assign(&from)?;
     Ok(n)
 }
 
@@ -193,7 +202,8 @@ fn act(payload: Option<&[u8]>, streams: &Streams, sink: &SyncSender<SinkMsg>) ->
         return CommandResult::Malformed;
     };
     let stream = cmd.stream_id.0.as_str();
-    match streams.cut_direct(stream, &format!("cut by command {}", cmd.command_id)) {
+    let reason = format!("cut by command {}", cmd.command_id);
+    match streams.cut_direct(stream, cmd.session_id.as_deref(), &reason) {
         CutHere::Cut => {
             tracing::warn!(stream, command = cmd.command_id, "cutting the publisher for a command from Kafka");
             let line = lifecycle_line(stream, "cut", Some(&cmd.command_id), Some("interrupted by a command"));
@@ -203,6 +213,10 @@ fn act(payload: Option<&[u8]>, streams: &Streams, sink: &SyncSender<SinkMsg>) ->
         CutHere::Pulled => {
             tracing::info!(stream, command = cmd.command_id, "a command for a stream pulled here: its origin cuts it");
             CommandResult::Pulled
+        }
+        CutHere::OtherSession => {
+            tracing::info!(stream, command = cmd.command_id, "a command about an earlier session: not cut");
+            CommandResult::OtherSession
         }
         CutHere::NotHere => CommandResult::NotHere,
     }

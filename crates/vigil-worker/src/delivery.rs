@@ -62,13 +62,48 @@ pub fn lifecycle_line(stream: &str, event: &str, detail: Option<&str>, reason: O
 
 const CHANNEL: usize = 1024;
 
-pub fn start(kafka: Option<KafkaSink>) -> std::io::Result<(SyncSender<SinkMsg>, std::thread::JoinHandle<()>)> {
+pub fn start(
+    kafka: Option<KafkaSink>,
+    worker_id: &str,
+) -> std::io::Result<(SyncSender<SinkMsg>, std::thread::JoinHandle<()>)> {
     let (tx, rx) = sync_channel(CHANNEL);
-    let thread = std::thread::Builder::new().name("vigil-sink".into()).spawn(move || write_all(&rx, kafka))?;
+    let mut events = StreamEvents { worker_id: worker_id.to_string(), seq: 0 };
+    let thread =
+        std::thread::Builder::new().name("vigil-sink".into()).spawn(move || write_all(&rx, kafka, &mut events))?;
     Ok((tx, thread))
 }
 
-fn write_all(rx: &Receiver<SinkMsg>, kafka: Option<KafkaSink>) {
+/// Publishes the worker's stream lifecycle lines on the actions topic as `vigil.stream`
+/// v1 records, signed like the rest, so the console knows whether a stream is live, when
+/// it was cut or ended and when its source came back.
+struct StreamEvents {
+    worker_id: String,
+    /// Makes each record's message id unique within the process.
+    seq: u64,
+}
+
+impl StreamEvents {
+    fn publish(&mut self, kafka: &KafkaSink, line: &serde_json::Value) {
+        let (Some("stream"), Some(stream), Some(event)) =
+            (line["type"].as_str(), line["stream"].as_str(), line["event"].as_str())
+        else {
+            return;
+        };
+        let at = line["unix_ms"].as_u64().unwrap_or_else(crate::output::unix_ms);
+        let mut record = json!({"schema": "vigil.stream", "schema_version": 1, "stream_id": stream,
+                                "event": event, "at_unix_ms": at, "worker_id": self.worker_id});
+        for field in ["detail", "reason"] {
+            if let Some(v) = line[field].as_str() {
+                record[field] = json!(v);
+            }
+        }
+        self.seq += 1;
+        // Refusals are logged and counted by the sink.
+        let _ = kafka.send_stream_event(&format!("{stream}/{event}/{at}/{}", self.seq), stream, &record);
+    }
+}
+
+fn write_all(rx: &Receiver<SinkMsg>, kafka: Option<KafkaSink>, events: &mut StreamEvents) {
     let mut sink = JsonlSink::new(std::io::stdout());
     let mut output = OutputState { broken: false };
     for msg in rx {
@@ -89,6 +124,9 @@ fn write_all(rx: &Receiver<SinkMsg>, kafka: Option<KafkaSink>) {
             break;
         }
         let started = vigil_core::cpu::thread_cpu();
+        if let (Some(k), SinkMsg::Line(line) | SinkMsg::Cut { line, .. }) = (&kafka, &msg) {
+            events.publish(k, line);
+        }
         write_one(msg, &mut sink, &mut output, kafka.as_ref());
         vigil_sink::metrics::METRICS
             .cpu_seconds

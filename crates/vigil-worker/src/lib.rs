@@ -247,9 +247,9 @@ pub fn run(config: Option<&Path>, args: RunArgs) -> anyhow::Result<ExitCode> {
         .transpose()
         .context("kafka sink")?;
     let sink_health = kafka.as_ref().map(vigil_sink::KafkaSink::health);
-    let (sink_tx, sink_thread) = delivery::start(kafka)?;
-
     let worker_id = args.worker_id.clone().unwrap_or_else(crate::output::host_name);
+    let (sink_tx, sink_thread) = delivery::start(kafka, &worker_id)?;
+
     let context = AlertContext {
         worker_id: worker_id.clone(),
         account_id: None,
@@ -353,7 +353,8 @@ pub fn run(config: Option<&Path>, args: RunArgs) -> anyhow::Result<ExitCode> {
     };
     // Every interrupt command (the console's "Cut now" included) reaches the publishers
     // connected to this worker's own listeners.
-    let commands = match &cfg.sink.kafka {
+    // Not with `cut_direct_publishers = false`: the platform makes every cut then.
+    let commands = match cfg.sink.kafka.as_ref().filter(|_| cfg.ingest.cut_direct_publishers) {
         Some(k) => Some(
             commands::CommandReader::start(k, &worker_id, streams.clone(), sink_tx.clone(), &trust)
                 .context("reading interrupt commands")?,
@@ -386,9 +387,10 @@ pub fn run(config: Option<&Path>, args: RunArgs) -> anyhow::Result<ExitCode> {
             break;
         }
     }
-    // No more cuts from commands once draining (its clone of the sink goes with it).
-    drop(commands);
-    drain(Drain { streams: &streams, fleet, rtmp: rtmp.as_mut(), whip: whip.as_mut(), sink: &sink_tx }, &cfg.admin);
+    drain(
+        Drain { streams: &streams, fleet, commands, rtmp: rtmp.as_mut(), whip: whip.as_mut(), sink: &sink_tx },
+        &cfg.admin,
+    );
     drop(streams);
     drop(sink_tx);
     let flushing = std::time::Instant::now();
@@ -401,6 +403,8 @@ pub fn run(config: Option<&Path>, args: RunArgs) -> anyhow::Result<ExitCode> {
 struct Drain<'a> {
     streams: &'a Arc<streams::Streams>,
     fleet: Option<fleet::Fleet>,
+    /// Read until the publishers are closed (a Cut now still reaches them meanwhile).
+    commands: Option<commands::CommandReader>,
     rtmp: Option<&'a mut RtmpServer>,
     whip: Option<&'a mut WhipServer>,
     sink: &'a std::sync::mpsc::SyncSender<delivery::SinkMsg>,
@@ -435,6 +439,8 @@ fn drain(d: Drain<'_>, admin: &AdminConfig) {
         w.stop();
     }
     done("publishers_closed", &mut since);
+    // Nobody left to cut (its clone of the sink goes with it).
+    drop(d.commands);
     let unfinished = d.streams.drain_until(deadline);
     done("samples_analysed", &mut since);
     let _ = d.sink.send(delivery::SinkMsg::Last(

@@ -84,6 +84,8 @@ pub enum CutHere {
     Cut,
     /// Pulled by this worker: cut at its origin.
     Pulled,
+    /// Live here, but in a session the command is not about.
+    OtherSession,
     NotHere,
 }
 
@@ -292,10 +294,15 @@ impl Streams {
     /// Cuts a stream whose publisher is connected to this worker (pushed RTMP, WHIP):
     /// its decoder stops and its connection closes. A pulled stream is left running
     /// (its origin cuts it).
-    pub fn cut_direct(&self, id: &str, reason: &str) -> CutHere {
-        let entry = self.lock().get(id).map(|e| (e.ingest, e.handle.clone()));
+    /// With `session`, only that session of the stream is cut: a command about an
+    /// earlier session (a late or replayed one) never cuts a publisher who came back.
+    pub fn cut_direct(&self, id: &str, session: Option<&str>, reason: &str) -> CutHere {
+        let entry = self.lock().get(id).map(|e| (e.ingest, e.handle.clone(), e.info.session_id.clone()));
         match entry {
-            Some((ingest, h)) if ingest.is_direct() => {
+            Some((_, _, current)) if session.is_some_and(|s| s != current) => CutHere::OtherSession,
+            // Already on its way out (cut by the worker's own command, or ending).
+            Some((_, h, _)) if h.is_leaving() => CutHere::NotHere,
+            Some((ingest, h, _)) if ingest.is_direct() => {
                 // The supervisor joins its thread: not under the streams' lock.
                 h.stop_because(reason.to_string());
                 CutHere::Cut

@@ -111,6 +111,10 @@ pub fn run(config: Option<&Path>, args: ScanArgs) -> anyhow::Result<ExitCode> {
     // The input first: one that cannot be scanned (no video, unreachable) fails before
     // the models load.
     let mut input = Input::open(&args.input, &cfg.media)?;
+    anyhow::ensure!(
+        !args.publish || cfg.sink.kafka.is_some(),
+        "--publish needs a Kafka cluster: [sink.kafka] in the config (or VIGIL__SINK__KAFKA)"
+    );
     let kafka = match cfg.sink.kafka.clone().filter(|_| args.publish) {
         Some(k) => {
             // A scan writes alerts like a worker does, signed with the worker's key.

@@ -171,6 +171,13 @@ fn a_reviewer_acknowledges_and_clears_a_false_positive_in_a_real_browser() {
         b.open(&incident_url);
         b.text().contains("Interrupt\ncut confirmed") || b.text().contains("Interrupt cut confirmed")
     });
+    // The worker's stream events reached the console: the stream's lifecycle, and that
+    // it was cut (issue 29, point 2).
+    wait_until("the stream's lifecycle on the incident page", 30, || {
+        b.open(&incident_url);
+        let t = b.text();
+        t.contains("stream started on") && t.contains("stream cut on") && t.contains("The stream: cut at")
+    });
     std::fs::write(shots.join("incident.png"), b.screenshot()).unwrap();
 
     // Acknowledge with the keyboard alone: Tab to the button, Enter.

@@ -522,6 +522,13 @@ fn console_command(stream: &str, n: u32) -> String {
     .to_string()
 }
 
+/// The same about one session of the stream.
+fn console_command_for_session(stream: &str, n: u32, session: &str) -> String {
+    let mut v: Value = serde_json::from_str(&console_command(stream, n)).unwrap();
+    v["session_id"] = serde_json::json!(session);
+    v.to_string()
+}
+
 /// "Cut now" reaches a publisher connected to a worker (issue 29, point 1): the worker
 /// reads every interrupt command, cuts the pushed stream it holds, says so on stdout and
 /// on the actions topic (signed, outcome `cut`, so the console shows the cut), and ignores
@@ -556,6 +563,10 @@ fn a_console_cut_reaches_a_publisher_connected_to_the_worker_and_a_forged_one_do
     let forger = common::trust::forger();
     let h = forger.sign_into("vigil.interrupts", Some(b"rtmp/live/bob"), Some(forged.as_bytes()), OwnedHeaders::new());
     write(&p, "vigil.interrupts", "rtmp/live/bob", Some(&forged), Some(h));
+    // About a session of bob's that is not the live one (a publisher who came back).
+    let earlier = console_command_for_session("rtmp/live/bob", 3, "1700000000000-0000000000000000");
+    let h = common::trust::signed(Role::Console, "vigil.interrupts", Some("rtmp/live/bob"), Some(earlier.as_bytes()));
+    write(&p, "vigil.interrupts", "rtmp/live/bob", Some(&earlier), Some(h));
     let elsewhere = console_command("rtmp/live/carol", 1);
     let h =
         common::trust::signed(Role::Console, "vigil.interrupts", Some("rtmp/live/carol"), Some(elsewhere.as_bytes()));
@@ -571,9 +582,11 @@ fn a_console_cut_reaches_a_publisher_connected_to_the_worker_and_a_forged_one_do
     });
     let line = records.iter().find(|x| x["event"] == "cut").unwrap();
     assert_eq!(line["detail"], "rtmp/live/alice@console#2/interrupt", "{line}");
-    wait_until("every command counted", 20, || count("cut") + count("untrusted") + count("not_here") >= 3.0);
-    assert_eq!((count("cut"), count("untrusted"), count("not_here")), (1.0, 1.0, 1.0));
-    assert!(bob.try_wait().unwrap().is_none(), "a forged command cut nobody");
+    wait_until("every command counted", 20, || {
+        count("cut") + count("untrusted") + count("not_here") + count("other_session") >= 4.0
+    });
+    assert_eq!((count("cut"), count("untrusted"), count("not_here"), count("other_session")), (1.0, 1.0, 1.0, 1.0));
+    assert!(bob.try_wait().unwrap().is_none(), "neither a forged command nor one about another session cut bob");
     assert!(!records.iter().any(|x| x["event"] == "cut" && x["stream"] == "rtmp/live/bob"));
 
     // The outcome on the actions topic, signed by the worker: what the console shows.

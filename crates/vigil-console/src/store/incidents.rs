@@ -133,7 +133,8 @@ impl Store {
     pub async fn queue(&self, now_ms: UnixMs) -> Result<Vec<QueueRow>, StoreError> {
         let rows = sqlx::query(
             "SELECT id, stream_id, account_id, decision, rule, state, detected_ms, holder, hold_until_ms, \
-             interrupt_state, interrupt_issued_ms FROM incidents WHERE state <> 'resolved' ORDER BY detected_ms, id",
+             interrupt_state, (SELECT MAX(c.received_ms) FROM commands c WHERE c.incident_id = incidents.id) AS last_command_ms \
+             FROM incidents WHERE state <> 'resolved' ORDER BY detected_ms, id",
         )
         .fetch_all(&self.pool)
         .await
@@ -160,7 +161,7 @@ impl Store {
                     detected_ms,
                     age_ms: now_ms.saturating_sub(detected_ms),
                     holder,
-                    interrupt_issued_ms: row.opt_int("interrupt_issued_ms")?,
+                    last_command_ms: row.opt_int("last_command_ms")?,
                     id,
                 })
             })

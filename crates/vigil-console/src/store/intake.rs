@@ -3,7 +3,7 @@
 
 use super::error::{StoreError, query};
 use super::{Applied, Backend, RowExt, Store, ms};
-use crate::model::{ActionOutcome, InterruptState, UnixMs};
+use crate::model::{ActionOutcome, InterruptState, StreamEvent, UnixMs};
 use sha2::{Digest, Sha256};
 use sqlx::AnyConnection;
 use vigil_core::Verdict;
@@ -365,6 +365,75 @@ impl Store {
         self.write_interrupt(&mut tx, &cmd.alert_id, facts).await?;
         tx.commit().await.map_err(query("commands: commit"))?;
         Ok(Applied::New)
+    }
+
+    /// Keeps one stream lifecycle event (a repeat of the same event, time and worker is
+    /// a duplicate).
+    pub async fn record_stream_event(&self, e: &StreamEvent, received_ms: UnixMs) -> Result<Applied, StoreError> {
+        if e.stream_id.is_empty() || e.worker_id.is_empty() {
+            return Err(StoreError::Invalid("stream event: empty stream or worker id".into()));
+        }
+        let fresh = sqlx::query(
+            "INSERT INTO stream_events (stream_id, at_ms, event, worker_id, detail, reason, received_ms) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (stream_id, at_ms, event, worker_id) DO NOTHING",
+        )
+        .bind(&e.stream_id)
+        .bind(ms(e.at_unix_ms))
+        .bind(&e.event)
+        .bind(&e.worker_id)
+        .bind(&e.detail)
+        .bind(&e.reason)
+        .bind(received_ms)
+        .execute(&self.pool)
+        .await
+        .map_err(query("stream_events: insert"))?
+        .rows_affected();
+        Ok(if fresh == 0 { Applied::Duplicate } else { Applied::New })
+    }
+
+    /// A stream's lifecycle events since `since_ms`, oldest first (at most 200, the newest).
+    pub async fn stream_events(&self, stream_id: &str, since_ms: UnixMs) -> Result<Vec<StreamEvent>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT stream_id, at_ms, event, worker_id, detail, reason FROM stream_events \
+             WHERE stream_id = $1 AND at_ms >= $2 ORDER BY at_ms DESC, event LIMIT 200",
+        )
+        .bind(stream_id)
+        .bind(since_ms)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(query("stream_events: read"))?;
+        let mut events = rows
+            .iter()
+            .map(|r| {
+                Ok(StreamEvent {
+                    schema: "vigil.stream".into(),
+                    schema_version: 1,
+                    stream_id: r.text("stream_id")?,
+                    at_unix_ms: r.int("at_ms")?.max(0) as u64,
+                    event: r.text("event")?,
+                    worker_id: r.text("worker_id")?,
+                    detail: r.opt_text("detail")?,
+                    reason: r.opt_text("reason")?,
+                })
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        events.reverse();
+        Ok(events)
+    }
+
+    /// A stream's latest lifecycle events (at most 8) and their times, oldest first.
+    pub async fn recent_stream_events(&self, stream_id: &str) -> Result<Vec<(String, UnixMs)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT event, at_ms FROM stream_events WHERE stream_id = $1 ORDER BY at_ms DESC, event LIMIT 8",
+        )
+        .bind(stream_id)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(query("stream_events: read the latest"))?;
+        let mut events =
+            rows.iter().map(|r| Ok((r.text("event")?, r.int("at_ms")?))).collect::<Result<Vec<_>, StoreError>>()?;
+        events.reverse();
+        Ok(events)
     }
 
     /// Applies one action outcome (message id

@@ -22,6 +22,7 @@ pub struct Migration {
 pub const MIGRATIONS: &[Migration] = &[
     Migration { version: 1, name: "initial", sql: V1_INITIAL },
     Migration { version: 2, name: "audit_keyed", sql: V2_AUDIT_KEYED },
+    Migration { version: 3, name: "stream_events", sql: V3_STREAM_EVENTS },
 ];
 
 /// The version from which the audit chain is keyed: applying it seals the plain SHA-256
@@ -160,6 +161,22 @@ CREATE INDEX audit_log_by_target ON audit_log (target, seq);
 /// this index finds.
 const V2_AUDIT_KEYED: &str = r#"
 CREATE INDEX audit_log_views ON audit_log (target, action, actor, at_ms);
+"#;
+
+/// The workers' stream lifecycle events (`vigil.stream` records on the actions topic):
+/// whether a stream is live, when it was cut or ended, when its publisher came back.
+const V3_STREAM_EVENTS: &str = r#"
+CREATE TABLE stream_events (
+    stream_id TEXT NOT NULL,
+    at_ms BIGINT NOT NULL,
+    event TEXT NOT NULL,
+    worker_id TEXT NOT NULL,
+    detail TEXT,
+    reason TEXT,
+    received_ms BIGINT NOT NULL,
+    PRIMARY KEY (stream_id, at_ms, event, worker_id)
+);
+CREATE INDEX stream_events_by_stream ON stream_events (stream_id, at_ms);
 "#;
 
 /// Brings the store up to [`latest_version`], in one transaction, one replica at a time;

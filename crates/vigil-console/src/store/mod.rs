@@ -145,8 +145,8 @@ pub struct QueueRow {
     /// `None` when nobody holds it or the lock has expired.
     pub holder: Option<String>,
     pub interrupt_state: InterruptState,
-    /// The first interrupt command's issue time.
-    pub interrupt_issued_ms: Option<UnixMs>,
+    /// When the console received the incident's latest interrupt command.
+    pub last_command_ms: Option<UnixMs>,
 }
 
 /// An alert event as received.
@@ -185,6 +185,14 @@ pub struct IncidentDetail {
     pub allow_entries: Vec<AllowEntry>,
     /// Audit entries whose target is this incident, oldest first.
     pub audit: Vec<AuditEntry>,
+}
+
+impl IncidentDetail {
+    /// When the console received the incident's latest interrupt command: a command
+    /// nobody answered is "not found" counted from here (a late-arriving one included).
+    pub fn last_command_ms(&self) -> Option<UnixMs> {
+        self.commands.iter().map(|c| c.received_ms).max()
+    }
 }
 
 /// Per UTC day of detection: how many incidents, and the median time from detection to

@@ -245,12 +245,18 @@ pub async fn queue(State(shared): S, ConnectInfo(peer): ConnectInfo<SocketAddr>,
     let mut body = format!(
         "<table><caption>{} open incident(s), oldest first</caption><thead><tr><th scope=\"col\">Incident</th><th scope=\"col\">Stream</th>\
          <th scope=\"col\">Account</th><th scope=\"col\">Decision</th><th scope=\"col\">Rule</th><th scope=\"col\">Age</th>\
-         <th scope=\"col\">State</th><th scope=\"col\">Held by</th><th scope=\"col\">Interrupt</th></tr></thead><tbody>",
+         <th scope=\"col\">State</th><th scope=\"col\">Held by</th><th scope=\"col\">Interrupt</th><th scope=\"col\">Stream now</th></tr></thead><tbody>",
         rows.len()
     );
     for r in &rows {
+        let recent = match shared.store.recent_stream_events(&r.stream_id).await {
+            Ok(l) => l,
+            Err(e) => return store_down(e),
+        };
+        let recent: Vec<(&str, i64)> = recent.iter().map(|(e, t)| (e.as_str(), *t)).collect();
+        let live = crate::model::liveness(&recent, pages::time);
         body.push_str(&format!(
-            "<tr><td><a href=\"/incident?id={}\">{}</a></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            "<tr><td><a href=\"/incident?id={}\">{}</a></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
             url_arg(&r.id),
             esc(&r.id),
             esc(&r.stream_id),
@@ -260,7 +266,8 @@ pub async fn queue(State(shared): S, ConnectInfo(peer): ConnectInfo<SocketAddr>,
             pages::duration(r.age_ms),
             esc(r.state.as_str()),
             esc(r.holder.as_deref().unwrap_or("nobody")),
-            esc(&r.interrupt_state.shown(r.interrupt_issued_ms, now)),
+            esc(&r.interrupt_state.shown(r.last_command_ms, now)),
+            esc(&live),
         ));
     }
     body.push_str("</tbody></table>");
@@ -313,11 +320,16 @@ pub async fn incident(
         Ok((entries, total)) => super::incident_page::AuditTrail { entries, total, page: wanted },
         Err(e) => return store_down(e),
     };
+    // The stream's lifecycle from an hour before the detection on.
+    let events = match shared.store.stream_events(&d.incident.stream_id, d.incident.detected_ms - 3_600_000).await {
+        Ok(e) => e,
+        Err(e) => return store_down(e),
+    };
     page(
         &shared,
         &c,
         &format!("Incident on {}", d.incident.stream_id),
-        &super::incident_page::render(&d, &trail, &c, now_ms()),
+        &super::incident_page::render(&d, &events, &trail, &c, now_ms()),
     )
 }
 

@@ -4,7 +4,7 @@
 
 use super::auth::Caller;
 use super::pages::{duration, esc, esc_attr, form_start, time};
-use crate::model::{IncidentState, InterruptState, Resolution, Role, UnixMs};
+use crate::model::{IncidentState, InterruptState, Resolution, Role, StreamEvent, UnixMs};
 use crate::store::{AuditEntry, IncidentDetail};
 use serde_json::{Value, json};
 
@@ -21,7 +21,7 @@ pub struct AuditTrail {
     pub page: i64,
 }
 
-pub fn render(d: &IncidentDetail, trail: &AuditTrail, c: &Caller, now: UnixMs) -> String {
+pub fn render(d: &IncidentDetail, events: &[StreamEvent], trail: &AuditTrail, c: &Caller, now: UnixMs) -> String {
     let i = &d.incident;
     let holder = i.holder_at(now);
     let opt = |v: &Option<String>| esc(v.as_deref().unwrap_or("—"));
@@ -58,7 +58,7 @@ pub fn render(d: &IncidentDetail, trail: &AuditTrail, c: &Caller, now: UnixMs) -
         duration(now - i.detected_ms),
         i.state.as_str(),
         esc(holder.unwrap_or("nobody")),
-        esc(&i.interrupt_state.shown(i.interrupt_issued_ms, now)),
+        esc(&i.interrupt_state.shown(d.last_command_ms(), now)),
         step(i.acknowledged_ms, &i.acknowledged_by, None, &None),
         step(i.escalated_ms, &i.escalated_by, None, &i.escalation_note),
         step(i.resolved_ms, &i.resolved_by, i.resolution.map(Resolution::as_str), &i.resolution_note),
@@ -67,7 +67,7 @@ pub fn render(d: &IncidentDetail, trail: &AuditTrail, c: &Caller, now: UnixMs) -
         h.push_str(&actions(d, c, holder));
     }
     h.push_str(&timeline(d));
-    h.push_str(&lifecycle(d));
+    h.push_str(&lifecycle(d, events));
     h.push_str(&commands(d));
     h.push_str(&allow_entries(d, c));
     h.push_str(&audit(&d.incident.id, trail));
@@ -98,7 +98,7 @@ fn actions(d: &IncidentDetail, c: &Caller, holder: Option<&str>) -> String {
         ));
     }
     // Offered again once an issued command went unanswered (nobody held the stream).
-    let unanswered = i.interrupt_state.not_found(i.interrupt_issued_ms, crate::model::now_ms());
+    let unanswered = i.interrupt_state.not_found(d.last_command_ms(), crate::model::now_ms());
     if !matches!(i.interrupt_state, InterruptState::Issued | InterruptState::CutConfirmed) || unanswered {
         h.push_str(&format!(
             "{}<p>Sends an interrupt command for this stream now.</p><button type=\"submit\" class=\"danger\">Cut now</button></form>",
@@ -170,9 +170,16 @@ fn timeline(d: &IncidentDetail) -> String {
     h
 }
 
-fn lifecycle(d: &IncidentDetail) -> String {
+fn lifecycle(d: &IncidentDetail, events: &[StreamEvent]) -> String {
     let i = &d.incident;
     let mut rows = vec![(i.detected_ms, "detected by the worker".to_string())];
+    for e in events {
+        let mut what = format!("stream {} on {}", e.event, e.worker_id);
+        for part in [&e.detail, &e.reason].into_iter().flatten() {
+            what.push_str(&format!(" ({part})"));
+        }
+        rows.push((e.at_unix_ms as i64, what));
+    }
     for a in &d.alerts {
         rows.push((
             a.alert.emitted_at_unix_ms as i64,
@@ -190,6 +197,8 @@ fn lifecycle(d: &IncidentDetail) -> String {
         h.push_str(&format!("<tr><td>{}</td><td>{}</td></tr>", time(t), esc(&what)));
     }
     h.push_str("</tbody></table>");
+    let recent: Vec<(&str, i64)> = events.iter().map(|e| (e.event.as_str(), e.at_unix_ms as i64)).collect();
+    h.push_str(&format!("<p>The stream: <strong>{}</strong></p>", esc(&crate::model::liveness(&recent, time))));
     h
 }
 

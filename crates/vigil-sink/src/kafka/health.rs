@@ -76,6 +76,11 @@ impl HealthState {
         }
     }
 
+    /// An interrupt command was taken: the sink takes them again.
+    pub(super) fn interrupt_taken(&self) {
+        *lock(&self.interrupt_refusal) = None;
+    }
+
     /// A message was refused: an interrupt command makes the worker not ready, anything
     /// else is a warning.
     pub(super) fn refused(&self, interrupt: bool, why: &str) {
@@ -108,8 +113,12 @@ impl KafkaHealth {
         if let Some(reason) = lock(&s.spool_failed).as_ref() {
             reasons.push(format!("kafka spool failed: {reason}"));
         }
-        // Until the broker confirms again (the spool has room then).
-        if let Some((at, why)) = lock(&s.interrupt_refusal).as_ref() {
+        // Until the broker confirms again (the spool has room then) or the next interrupt
+        // is taken; with nothing pending (nothing to confirm), for 30 s.
+        let pending = f64::from_bits(s.fill_bits.load(Relaxed)) > 0.0;
+        if let Some((at, why)) =
+            lock(&s.interrupt_refusal).as_ref().filter(|(at, _)| pending || at.elapsed() < REFUSAL_SHOWN)
+        {
             reasons
                 .push(format!("kafka sink: an interrupt command was refused {} s ago: {why}", at.elapsed().as_secs()));
         }

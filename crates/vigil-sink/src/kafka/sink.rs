@@ -525,6 +525,12 @@ impl KafkaSink {
         self.send(MessageKind::Action, id, self.config.actions_topic.clone(), stream, "vigil.action/1", value)
     }
 
+    /// Accepts a `vigil.stream` record (a stream's lifecycle event) for the actions
+    /// topic, like an alert.
+    pub fn send_stream_event(&self, id: &str, stream: &str, value: &impl Serialize) -> Result<(), KafkaSinkError> {
+        self.send(MessageKind::Action, id, self.config.actions_topic.clone(), stream, "vigil.stream/1", value)
+    }
+
     fn send(
         &self,
         kind: MessageKind,
@@ -559,6 +565,9 @@ impl KafkaSink {
                 continue;
             }
             appended.map_err(|e| s.refused(kind, id, e.into()))?;
+            if kind == MessageKind::Interrupt {
+                s.health.interrupt_taken();
+            }
             break;
         }
         lock(&s.accepted).insert(id.to_string(), (std::time::Instant::now(), kind));
