@@ -138,6 +138,9 @@ pub async fn cut_now(shared: &Shared, id: &str, user: &str) -> Result<(), Action
     if i.state == IncidentState::Resolved {
         return Err(ActionError::Refused("the incident is resolved".into()));
     }
+    if i.origin.is_some() {
+        return Err(ActionError::Refused("a file scan is not a live stream: there is nothing to cut".into()));
+    }
     let out = shared.outbound.as_ref().ok_or_else(|| ActionError::Refused("no Kafka cluster is configured".into()))?;
     // The worker's command id, so the actuator cuts once whoever asks; after a failed,
     // dead-lettered or unanswered one a new one (the actuator skips an id it has

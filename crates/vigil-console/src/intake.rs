@@ -259,7 +259,8 @@ async fn apply(shared: &Shared, p: &Parsed) -> Result<Applied, crate::store::Sto
             let applied = shared.store.record_alert(a, now).await?;
             // Also on a redelivery: the page may not have been queued the first time
             // (queueing the same page again is a no-op).
-            if a.event == AlertEvent::Opened {
+            // A file scan is not a live stream: nobody is paged for it.
+            if a.event == AlertEvent::Opened && a.origin.is_none() {
                 crate::actions::page(shared, PageAction::Trigger, &a.alert_id).await?;
             }
             Ok(applied)

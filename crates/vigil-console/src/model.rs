@@ -164,6 +164,16 @@ pub struct StreamEvent {
     pub reason: Option<String>,
 }
 
+/// A decision as the console shows it: a file scan's is labelled so, never taken for a
+/// live stream's.
+pub fn decision_shown(decision: &str, origin: Option<&str>) -> String {
+    match origin {
+        Some("file_scan") => format!("{decision} (file scan, not a live stream)"),
+        Some(other) => format!("{decision} ({other})"),
+        None => decision.to_string(),
+    }
+}
+
 /// The stream lifecycle events a worker writes.
 pub const STREAM_EVENTS: [&str; 6] = ["started", "decoding", "reconnected", "cut", "ended", "deferred"];
 

@@ -130,7 +130,46 @@ both!(
     the_audit_chain_is_keyed,
     a_chain_from_before_the_key_is_sealed_and_stays_verifiable,
     repeated_views_are_one_entry_per_user_per_hour,
+    stream_events_and_file_scans,
 );
+
+/// A worker's stream events are kept once each and read back in order; a file scan's
+/// incident keeps its origin, on the incident and in the queue.
+async fn stream_events_and_file_scans(db: &TestDb) {
+    use vigil_console::model::StreamEvent;
+    let store = db.open().await;
+    let event = |name: &str, at: u64| StreamEvent {
+        schema: "vigil.stream".into(),
+        schema_version: 1,
+        stream_id: "rtmp/live/x".into(),
+        event: name.into(),
+        at_unix_ms: at,
+        worker_id: "worker-a".into(),
+        detail: Some("rtmp publish from 127.0.0.1:5000".into()),
+        reason: None,
+    };
+    for (name, at) in [("started", 1_000), ("decoding", 1_100), ("cut", 5_000), ("ended", 5_200)] {
+        assert_eq!(store.record_stream_event(&event(name, at), at as i64 + 5).await.unwrap(), Applied::New);
+    }
+    assert_eq!(store.record_stream_event(&event("cut", 5_000), 9_999).await.unwrap(), Applied::Duplicate);
+    let events = store.stream_events("rtmp/live/x", 0).await.unwrap();
+    let names: Vec<&str> = events.iter().map(|e| e.event.as_str()).collect();
+    assert_eq!(names, ["started", "decoding", "cut", "ended"]);
+    assert_eq!(events[0].detail.as_deref(), Some("rtmp publish from 127.0.0.1:5000"));
+    let recent = store.recent_stream_events("rtmp/live/x").await.unwrap();
+    let recent: Vec<(&str, i64)> = recent.iter().map(|(e, t)| (e.as_str(), *t)).collect();
+    assert_eq!(vigil_console::model::liveness(&recent, |t| t.to_string()), "cut at 5000");
+
+    let mut scan = opened("scan-1", 2_000);
+    scan.origin = Some(vigil_core::AlertOrigin::FileScan);
+    store.record_alert(&scan, 2_010).await.unwrap();
+    store.record_alert(&opened("live-1", 2_000), 2_010).await.unwrap();
+    assert_eq!(state(&store, "scan-1").await.origin.as_deref(), Some("file_scan"));
+    assert_eq!(state(&store, "live-1").await.origin, None);
+    let queue = store.queue(3_000).await.unwrap();
+    let origin = |id: &str| queue.iter().find(|r| r.id == id).unwrap().origin.clone();
+    assert_eq!((origin("scan-1").as_deref(), origin("live-1")), (Some("file_scan"), None));
+}
 
 /// `$N` is bound by number on both backends (SQLite included), reused or out of order.
 async fn dollar_placeholders_bind_by_number(db: &TestDb) {

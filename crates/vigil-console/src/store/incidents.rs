@@ -132,7 +132,7 @@ impl Store {
     /// Every unresolved incident, oldest detection first.
     pub async fn queue(&self, now_ms: UnixMs) -> Result<Vec<QueueRow>, StoreError> {
         let rows = sqlx::query(
-            "SELECT id, stream_id, account_id, decision, rule, state, detected_ms, holder, hold_until_ms, \
+            "SELECT id, stream_id, account_id, decision, rule, origin, state, detected_ms, holder, hold_until_ms, \
              interrupt_state, (SELECT MAX(c.received_ms) FROM commands c WHERE c.incident_id = incidents.id) AS last_command_ms \
              FROM incidents WHERE state <> 'resolved' ORDER BY detected_ms, id",
         )
@@ -158,6 +158,7 @@ impl Store {
                     account_id: row.opt_text("account_id")?,
                     decision: row.text("decision")?,
                     rule: row.text("rule")?,
+                    origin: row.opt_text("origin")?,
                     detected_ms,
                     age_ms: now_ms.saturating_sub(detected_ms),
                     holder,

@@ -240,8 +240,8 @@ impl Store {
         }
         let created = sqlx::query(
             "INSERT INTO incidents (id, stream_id, account_id, session_id, worker_id, decision, rule, decision_ms, \
-             detected_ms, state, interrupt_state, stream_closed_ms) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8, 'open', 'none', $9) ON CONFLICT (id) DO NOTHING",
+             detected_ms, state, interrupt_state, stream_closed_ms, origin) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8, 'open', 'none', $9, $10) ON CONFLICT (id) DO NOTHING",
         )
         .bind(&alert.alert_id)
         .bind(&alert.stream_id.0)
@@ -252,6 +252,9 @@ impl Store {
         .bind(&alert.rule)
         .bind(emitted)
         .bind(closed)
+        .bind(alert.origin.map(|o| match o {
+            vigil_core::AlertOrigin::FileScan => "file_scan",
+        }))
         .execute(&mut *tx)
         .await
         .map_err(query("incidents: insert from an alert"))?

@@ -164,7 +164,8 @@ CREATE INDEX audit_log_views ON audit_log (target, action, actor, at_ms);
 "#;
 
 /// The workers' stream lifecycle events (`vigil.stream` records on the actions topic):
-/// whether a stream is live, when it was cut or ended, when its publisher came back.
+/// whether a stream is live, when it was cut or ended, when its publisher came back; and
+/// an incident's origin when it is not a live stream (`file_scan`).
 const V3_STREAM_EVENTS: &str = r#"
 CREATE TABLE stream_events (
     stream_id TEXT NOT NULL,
@@ -177,6 +178,7 @@ CREATE TABLE stream_events (
     PRIMARY KEY (stream_id, at_ms, event, worker_id)
 );
 CREATE INDEX stream_events_by_stream ON stream_events (stream_id, at_ms);
+ALTER TABLE incidents ADD COLUMN origin TEXT;
 "#;
 
 /// Brings the store up to [`latest_version`], in one transaction, one replica at a time;

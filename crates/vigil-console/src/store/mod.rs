@@ -97,6 +97,9 @@ pub struct Incident {
     /// `review` or `interrupt` (the latest alert event's).
     pub decision: String,
     pub rule: String,
+    /// `file_scan` for an alert from `vigil scan --publish` (not a live stream: nothing to
+    /// cut, nobody paged); `None` for a live stream.
+    pub origin: Option<String>,
     /// The `opened` alert's emission time (the earliest event seen until it arrives).
     pub detected_ms: UnixMs,
     pub state: IncidentState,
@@ -139,6 +142,8 @@ pub struct QueueRow {
     pub account_id: Option<String>,
     pub decision: String,
     pub rule: String,
+    /// `file_scan` for a scan's alert; `None` for a live stream.
+    pub origin: Option<String>,
     pub state: IncidentState,
     pub detected_ms: UnixMs,
     pub age_ms: i64,
@@ -505,7 +510,7 @@ pub(crate) fn ms(v: u64) -> i64 {
 pub(crate) const INCIDENT_COLUMNS: &str = "id, stream_id, account_id, session_id, worker_id, decision, rule, \
     detected_ms, state, interrupt_state, interrupt_issued_ms, cut_ms, stream_closed_ms, holder, hold_until_ms, \
     acknowledged_ms, acknowledged_by, escalated_ms, escalated_by, escalation_note, resolved_ms, resolved_by, \
-    resolution, resolution_note";
+    resolution, resolution_note, origin";
 
 pub(crate) fn incident_from_row(row: &AnyRow) -> Result<Incident, StoreError> {
     let id = row.text("id")?;
@@ -526,6 +531,7 @@ pub(crate) fn incident_from_row(row: &AnyRow) -> Result<Incident, StoreError> {
         worker_id: row.text("worker_id")?,
         decision: row.text("decision")?,
         rule: row.text("rule")?,
+        origin: row.opt_text("origin")?,
         detected_ms: row.int("detected_ms")?,
         interrupt_issued_ms: row.opt_int("interrupt_issued_ms")?,
         cut_ms: row.opt_int("cut_ms")?,

@@ -254,14 +254,17 @@ pub async fn queue(State(shared): S, ConnectInfo(peer): ConnectInfo<SocketAddr>,
             Err(e) => return store_down(e),
         };
         let recent: Vec<(&str, i64)> = recent.iter().map(|(e, t)| (e.as_str(), *t)).collect();
-        let live = crate::model::liveness(&recent, pages::time);
+        let live = match r.origin.as_deref() {
+            Some("file_scan") => "a file scan".to_string(),
+            _ => crate::model::liveness(&recent, pages::time),
+        };
         body.push_str(&format!(
             "<tr><td><a href=\"/incident?id={}\">{}</a></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
             url_arg(&r.id),
             esc(&r.id),
             esc(&r.stream_id),
             esc(r.account_id.as_deref().unwrap_or("—")),
-            esc(&r.decision),
+            esc(&crate::model::decision_shown(&r.decision, r.origin.as_deref())),
             esc(&r.rule),
             pages::duration(r.age_ms),
             esc(r.state.as_str()),

@@ -52,7 +52,7 @@ pub fn render(d: &IncidentDetail, events: &[StreamEvent], trail: &AuditTrail, c:
         opt(&i.account_id),
         opt(&i.session_id),
         esc(&i.worker_id),
-        esc(&i.decision),
+        esc(&crate::model::decision_shown(&i.decision, i.origin.as_deref())),
         esc(&i.rule),
         time(i.detected_ms),
         duration(now - i.detected_ms),
@@ -99,7 +99,8 @@ fn actions(d: &IncidentDetail, c: &Caller, holder: Option<&str>) -> String {
     }
     // Offered again once an issued command went unanswered (nobody held the stream).
     let unanswered = i.interrupt_state.not_found(d.last_command_ms(), crate::model::now_ms());
-    if !matches!(i.interrupt_state, InterruptState::Issued | InterruptState::CutConfirmed) || unanswered {
+    let live = i.origin.is_none();
+    if live && (!matches!(i.interrupt_state, InterruptState::Issued | InterruptState::CutConfirmed) || unanswered) {
         h.push_str(&format!(
             "{}<p>Sends an interrupt command for this stream now.</p><button type=\"submit\" class=\"danger\">Cut now</button></form>",
             form_start("cut", &c.csrf, id, "Cut now")
