@@ -1,7 +1,7 @@
 //! Interrupt commands from Kafka, read by every worker: a publisher connected to this
 //! worker's own listeners (pushed RTMP, WHIP) can be cut by nobody else, so each worker
-//! reads every command (every partition, outside any consumer group) and cuts the ones
-//! it holds. The cut
+//! reads every command (in a consumer group of its own process) and cuts the ones it
+//! holds. The cut
 //! is reported like the worker's own (a `stream cut` line and a signed `vigil.action`
 //! record with outcome `cut`, which the console shows). A pulled stream is cut at its
 //! origin by `vigil actuate`; the worker leaves it running until the origin ends it.
@@ -12,9 +12,7 @@
 use crate::delivery::{SinkMsg, lifecycle_line};
 use crate::streams::{CutHere, Streams};
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::error::KafkaResult;
 use rdkafka::message::Message;
-use rdkafka::{Offset, TopicPartitionList};
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::mpsc::SyncSender;
 use std::sync::{Arc, LazyLock};
@@ -97,13 +95,16 @@ impl CommandReader {
         sink: SyncSender<SinkMsg>,
         trust: &vigil_trust::config::Trust,
     ) -> anyhow::Result<CommandReader> {
-        // No consumer group: every worker must see every command (two on one host
-        // included), so each assigns itself every partition, from the time it started
-        // (its publishers all connected after that; an older command's stream was
-        // judged long ago). Nothing is committed and nothing is left on the broker.
-        let client = kafka.consumer_config(&format!("vigil-cut-{worker_id}")).map_err(anyhow::Error::msg)?;
+        // A consumer group of this process alone: every worker must see every command
+        // (two on one host included). It reads the topic from its start and acts only on
+        // what was written since this process started (its publishers all connected
+        // after that; an older command's stream was judged long ago), so nothing issued
+        // while the group formed is skipped. Nothing is committed.
+        let group = format!("vigil-cut-{worker_id}-{}", std::process::id());
+        let mut client = kafka.consumer_config(&group).map_err(anyhow::Error::msg)?;
+        client.set("auto.offset.reset", "earliest");
         let consumer: BaseConsumer = client.create()?;
-        let topic = kafka.interrupts_topic.clone();
+        consumer.subscribe(&[&kafka.interrupts_topic])?;
         // Less the clock skew allowed between Vigil's parts: a console a little behind
         // this worker's clock writes commands dated before the worker started.
         let since_ms = crate::output::unix_ms() as i64 - trust.max_clock_skew_ms() as i64;
@@ -111,30 +112,15 @@ impl CommandReader {
         let stop = Arc::new(AtomicBool::new(false));
         let s = stop.clone();
         let thread = std::thread::Builder::new().name("vigil-commands".into()).spawn(move || {
-            let mut partitions = 0;
-            let mut next_check = std::time::Instant::now();
+            let mut assigned = false;
             while !s.load(Relaxed) {
-                if std::time::Instant::now() >= next_check {
-                    // A topic that grows (or appears) is picked up by the next check.
-                    next_check = std::time::Instant::now() + Duration::from_secs(if partitions == 0 { 2 } else { 30 });
-                    match assign_from(&consumer, &topic, since_ms, partitions) {
-                        Ok(n) if n > partitions => {
-                            partitions = n;
-                            tracing::info!(
-                                topic,
-                                partitions,
-                                "commands: reading interrupt commands (publishers connected here are cut)"
-                            );
-                        }
-                        Ok(_) => {}
-                        Err(e) => tracing::warn!(topic, "commands: cannot read the topic's partitions: {e}"),
-                    }
-                }
-                if partitions == 0 {
-                    std::thread::sleep(Duration::from_millis(200));
-                    continue;
+                if !assigned && consumer.assignment().is_ok_and(|a| a.count() > 0) {
+                    assigned = true;
+                    tracing::info!("commands: reading interrupt commands (publishers connected here are cut)");
                 }
                 match consumer.poll(Duration::from_millis(200)) {
+                    // Written before this process started: history, not for it.
+                    Some(Ok(m)) if m.timestamp().to_millis().is_some_and(|t| t < since_ms) => {}
                     Some(Ok(m)) => {
                         let result = match verifier.check(&m) {
                             Err(_) => CommandResult::Untrusted,
@@ -158,39 +144,6 @@ impl Drop for CommandReader {
             let _ = t.join();
         }
     }
-}
-
-/// Assigns every partition of `topic` (when it has more than `had`), each from the first
-/// record written at or after `since_ms`. Returns the partition count.
-fn assign_from(consumer: &BaseConsumer, topic: &str, since_ms: i64, had: usize) -> KafkaResult<usize> {
-    // Partitions already read keep their place: only the new ones are added.
-    let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(5))?;
-    let n = metadata.topics().iter().find(|t| t.name() == topic).map_or(0, |t| t.partitions().len());
-    if n <= had {
-        return Ok(had);
-    }
-    // Each partition's end first: where no record is as new as `since_ms` yet (the
-    // answer is "the end", resolved only when fetching starts), reading starts at this
-    // end, so a command written meanwhile is not skipped.
-    let ends: Vec<i64> = (had as i32..n as i32)
-        .map(|p| consumer.fetch_watermarks(topic, p, Duration::from_secs(5)).map(|(_, high)| high))
-        .collect::<KafkaResult<_>>()?;
-    let mut wanted = TopicPartitionList::new();
-    for p in had as i32..n as i32 {
-        wanted.add_partition_offset(topic, p, Offset::Offset(since_ms))?;
-    }
-    let found = consumer.offsets_for_times(wanted, Duration::from_secs(5))?;
-    let mut from = TopicPartitionList::new();
-    for (i, end) in ends.iter().enumerate() {
-        let p = (had + i) as i32;
-        let offset = match found.find_partition(topic, p).map(|e| e.offset()) {
-            Some(Offset::Offset(o)) => Offset::Offset(o),
-            _ => Offset::Offset(*end),
-        };
-        from.add_partition_offset(topic, p, offset)?;
-    }
-    consumer.incremental_assign(&from)?;
-    Ok(n)
 }
 
 /// Cuts the command's stream when its publisher is connected here.

@@ -208,8 +208,9 @@ fn broker_comes_back_empty(topics_after: Duration) {
     let back = Instant::now();
     let got_alerts = message_ids(&broker, "vigil.alerts", alerts.len(), Duration::from_secs(30));
     let got_commands = message_ids(&broker, "vigil.interrupts", commands.len(), Duration::from_secs(30));
-    assert!(back.elapsed() < Duration::from_secs(40));
-    assert!(alerts.is_subset(&got_alerts), "alerts {alerts:?}, delivered {got_alerts:?}");
+    let log = || common::worker::tail(&w.stderr(), 30);
+    assert!(alerts.is_subset(&got_alerts), "alerts {alerts:?}, delivered {got_alerts:?}\n{}", log());
+    assert!(back.elapsed() < Duration::from_secs(40), "{}", log());
     assert!(commands.is_subset(&got_commands), "commands {commands:?}, delivered {got_commands:?}");
     assert!(w.metric("vigil_sink_stall_recreations_total", "") >= 1.0);
     assert!(w.metric("vigil_sink_reoffered_total", "") >= 1.0, "re-offers are counted");
