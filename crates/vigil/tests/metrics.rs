@@ -10,7 +10,6 @@ use common::metrics_doc::{check_both_ways, documented, documented_label_values, 
 use common::nginx::{Nginx, publish};
 use common::worker::*;
 use common::*;
-use std::time::Duration;
 use vigil_sink::testing::Broker;
 
 #[test]
@@ -31,10 +30,16 @@ fn metrics_match_their_documentation_both_ways() {
     let url = format!("rtmp://{}/live/alice-key-123", w.rtmp.clone().unwrap());
     let mut banked = common::nginx::publish_astronaut(&url, 20);
     w.wait_for("the banked stream's cut", 60, |r| r.iter().any(|x| x["event"] == "cut"));
-    std::thread::sleep(Duration::from_secs(2));
-    let (_, body) = w.http("GET", "/metrics");
-    let seen = exported(&body);
+    // Series with labels appear with their first observation (the pulled stream's
+    // samples among them): wait until every documented family shows.
     let docs = documented("Worker");
+    let mut body = String::new();
+    wait_until("every documented metric on /metrics", 60, || {
+        body = w.http("GET", "/metrics").1;
+        let seen = exported(&body);
+        docs.keys().all(|name| seen.contains_key(name))
+    });
+    let seen = exported(&body);
     assert!(docs.len() > 40, "the table was read: {} rows", docs.len());
     check_both_ways(&seen, &docs);
     // The typed failure labels: exactly the documented values, every one from the start.
