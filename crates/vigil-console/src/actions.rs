@@ -128,7 +128,7 @@ pub async fn cut_now(shared: &Shared, id: &str, user: &str) -> Result<(), Action
     hold(shared, id, user).await?;
     let d = shared.store.incident(id).await?.ok_or_else(|| ActionError::Refused(format!("no incident {id}")))?;
     let i = &d.incident;
-    let not_found = i.interrupt_state.not_found(d.last_command_ms(), now_ms());
+    let not_found = i.interrupt_state.not_found(d.last_command_ms(), d.seen_ms(), now_ms());
     if matches!(i.interrupt_state, InterruptState::Issued | InterruptState::CutConfirmed) && !not_found {
         return Err(ActionError::Refused(format!(
             "the stream's interrupt is already {}",

@@ -109,7 +109,7 @@ pub fn parse(kind: Kind, payload: Option<&[u8]>) -> Result<Parsed, &'static str>
             let o: ActionOutcome = serde_json::from_slice(bytes).map_err(|_| "malformed")?;
             if o.schema != "vigil.action"
                 || o.command_id.is_empty()
-                || !["cut", "failed", "dead_lettered"].contains(&o.outcome.as_str())
+                || !["cut", "failed", "dead_lettered", "seen"].contains(&o.outcome.as_str())
             {
                 return Err("wrong_schema");
             }

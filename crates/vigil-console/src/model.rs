@@ -78,7 +78,10 @@ impl InterruptState {
     /// How the interrupt reads on the queue and the incident page at `now_ms`, given
     /// when the latest command was received: an `issued` command never stays
     /// unexplained.
-    pub fn shown(self, issued_ms: Option<i64>, now_ms: i64) -> String {
+    pub fn shown(self, issued_ms: Option<i64>, seen_ms: Option<i64>, now_ms: i64) -> String {
+        if self == InterruptState::Issued && seen_after(issued_ms, seen_ms) {
+            return "issued: seen by the worker pulling the stream, waiting for its origin's cut".into();
+        }
         match (self, issued_ms.map(|t| now_ms.saturating_sub(t))) {
             (InterruptState::Issued, Some(age)) if age >= NOT_FOUND_AFTER_MS => {
                 format!("not found: no worker or actuator answered in {} s", age / 1000)
@@ -89,9 +92,16 @@ impl InterruptState {
     }
 
     /// Issued, and nobody answered in [`NOT_FOUND_AFTER_MS`].
-    pub fn not_found(self, issued_ms: Option<i64>, now_ms: i64) -> bool {
-        self == InterruptState::Issued && issued_ms.is_some_and(|t| now_ms.saturating_sub(t) >= NOT_FOUND_AFTER_MS)
+    pub fn not_found(self, issued_ms: Option<i64>, seen_ms: Option<i64>, now_ms: i64) -> bool {
+        self == InterruptState::Issued
+            && !seen_after(issued_ms, seen_ms)
+            && issued_ms.is_some_and(|t| now_ms.saturating_sub(t) >= NOT_FOUND_AFTER_MS)
     }
+}
+
+/// A worker reported `seen` for the latest command (received after it).
+fn seen_after(issued_ms: Option<i64>, seen_ms: Option<i64>) -> bool {
+    seen_ms.is_some_and(|s| issued_ms.is_none_or(|i| s >= i))
 }
 
 /// How a resolved incident ended.
@@ -295,16 +305,22 @@ mod tests {
     #[test]
     fn an_issued_command_nobody_answers_reads_as_not_found_after_ten_seconds() {
         let issued = Some(1_000_000);
-        let waiting = InterruptState::Issued.shown(issued, 1_000_000 + NOT_FOUND_AFTER_MS - 1);
+        let waiting = InterruptState::Issued.shown(issued, None, 1_000_000 + NOT_FOUND_AFTER_MS - 1);
         assert_eq!(waiting, "issued: waiting for a worker or the actuator");
-        assert!(!InterruptState::Issued.not_found(issued, 1_000_000 + NOT_FOUND_AFTER_MS - 1));
+        assert!(!InterruptState::Issued.not_found(issued, None, 1_000_000 + NOT_FOUND_AFTER_MS - 1));
         let late = 1_000_000 + 35_000;
-        assert_eq!(InterruptState::Issued.shown(issued, late), "not found: no worker or actuator answered in 35 s");
-        assert!(InterruptState::Issued.not_found(issued, late));
+        assert_eq!(
+            InterruptState::Issued.shown(issued, None, late),
+            "not found: no worker or actuator answered in 35 s"
+        );
+        assert!(InterruptState::Issued.not_found(issued, None, late));
         // An answer ends the wait: a confirmed cut is never "not found".
-        assert_eq!(InterruptState::CutConfirmed.shown(issued, late), "cut confirmed");
-        assert!(!InterruptState::CutConfirmed.not_found(issued, late));
-        assert_eq!(InterruptState::DeadLettered.shown(issued, late), "dead lettered");
+        assert_eq!(InterruptState::CutConfirmed.shown(issued, None, late), "cut confirmed");
+        assert!(!InterruptState::CutConfirmed.not_found(issued, None, late));
+        assert_eq!(InterruptState::DeadLettered.shown(issued, None, late), "dead lettered");
+        // A worker pulling the stream saw it: answered, waiting for the origin.
+        assert!(!InterruptState::Issued.not_found(issued, Some(1_000_500), late));
+        assert!(InterruptState::Issued.shown(issued, Some(1_000_500), late).contains("seen by the worker"));
     }
 
     #[test]

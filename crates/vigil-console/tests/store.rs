@@ -169,6 +169,17 @@ async fn stream_events_and_file_scans(db: &TestDb) {
     let queue = store.queue(3_000).await.unwrap();
     let origin = |id: &str| queue.iter().find(|r| r.id == id).unwrap().origin.clone();
     assert_eq!((origin("scan-1").as_deref(), origin("live-1")), (Some("file_scan"), None));
+
+    // A worker pulling the stream saw the command: it arrived; nothing is decided yet.
+    let cmd = command("live-1", 2_100);
+    store.record_command(&cmd, "console:alice", 2_110).await.unwrap();
+    assert_eq!(store.record_outcome(&outcome(&cmd.command_id, "seen", 1, 2_200), 2_210).await.unwrap(), Applied::New);
+    assert_eq!(state(&store, "live-1").await.interrupt_state, InterruptState::Issued);
+    let row = store.queue(3_000).await.unwrap().into_iter().find(|r| r.id == "live-1").unwrap();
+    assert_eq!((row.last_command_ms, row.seen_ms), (Some(2_110), Some(2_210)));
+    assert!(!row.interrupt_state.not_found(row.last_command_ms, row.seen_ms, 60_000), "answered: not 'not found'");
+    store.record_outcome(&outcome(&cmd.command_id, "cut", 1, 2_300), 2_310).await.unwrap();
+    assert_eq!(state(&store, "live-1").await.interrupt_state, InterruptState::CutConfirmed);
 }
 
 /// `$N` is bound by number on both backends (SQLite included), reused or out of order.

@@ -165,6 +165,7 @@ fn act(payload: Option<&[u8]>, streams: &Streams, sink: &SyncSender<SinkMsg>) ->
         }
         CutHere::Pulled => {
             tracing::info!(stream, command = cmd.command_id, "a command for a stream pulled here: its origin cuts it");
+            let _ = sink.send(SinkMsg::Seen { stream: stream.to_string(), command_id: cmd.command_id });
             CommandResult::Pulled
         }
         CutHere::OtherSession => {

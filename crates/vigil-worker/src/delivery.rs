@@ -36,6 +36,12 @@ pub enum SinkMsg {
         command_id: String,
         line: serde_json::Value,
     },
+    /// A command for a stream this worker pulls: a `vigil.action` record with outcome
+    /// `seen` (the origin's cut is the actuator's), so the console knows it arrived.
+    Seen {
+        stream: String,
+        command_id: String,
+    },
     /// Flush Kafka until the deadline, then write this last line with what is left in
     /// the spool (`pending_messages`, `oldest_pending_secs`), and stop (other senders may
     /// still exist). The drain's deadline covers the flush.
@@ -156,6 +162,22 @@ fn write_one(msg: SinkMsg, sink: &mut JsonlSink<std::io::Stdout>, output: &mut O
             output.note(done.output_error.map_or(Ok(()), Err));
         }
         SinkMsg::Line(v) | SinkMsg::Last(v, _) => output.note(sink.write(&v)),
+        SinkMsg::Seen { stream, command_id } => {
+            if let Some(k) = kafka {
+                let record = vigil_sink::actuate::publish::ActionRecord {
+                    schema: vigil_sink::actuate::publish::ACTION_SCHEMA,
+                    schema_version: vigil_sink::actuate::publish::ACTION_SCHEMA_VERSION,
+                    command_id: &command_id,
+                    stream_id: &stream,
+                    outcome: vigil_sink::actuate::publish::Outcome::Seen,
+                    reason: None,
+                    detail: "pulled by this worker, which keeps analysing it until its origin cuts it",
+                    attempts: 1,
+                    at_unix_ms: crate::output::unix_ms(),
+                };
+                let _ = k.send_action(&format!("{command_id}/seen/{}", record.at_unix_ms), &stream, &record);
+            }
+        }
         SinkMsg::Cut { stream, command_id, line } => {
             if let Some(k) = kafka {
                 let record = vigil_sink::actuate::publish::ActionRecord {

@@ -538,6 +538,9 @@ fn a_console_cut_reaches_a_publisher_connected_to_the_worker_and_a_forged_one_do
     use vigil_sink::testing::{Broker, read_from_beginning};
     let dir = tempfile::tempdir().unwrap();
     let broker = Broker::start(&["vigil.alerts", "vigil.interrupts", "vigil.actions"]);
+    // And a pulled stream: its origin is cut by the actuator, the worker says it saw it.
+    let clip = test_pattern_clip(dir.path(), "pulled.mp4", 60, "mp4mux");
+    let pulled_uri = format!("file://{}", clip.display());
     let w = Worker::start(
         &format!(
             "[ingest.rtmp]\nlisten = \"127.0.0.1:0\"\n[ingest.rtmp.stream_keys]\nalice = \"alice-key-123\"\nbob = \"bob-key-4567\"\n\
@@ -545,15 +548,20 @@ fn a_console_cut_reaches_a_publisher_connected_to_the_worker_and_a_forged_one_do
             broker.addr,
             dir.path().join("spool/messages.spool").display()
         ),
-        &[],
+        &["--pull", &pulled_uri],
         &[],
     );
     let rtmp = w.rtmp.clone().unwrap();
     let mut alice = common::nginx::publish(&format!("rtmp://{rtmp}/live/alice-key-123"), 60, "ball");
     let mut bob = common::nginx::publish(&format!("rtmp://{rtmp}/live/bob-key-4567"), 60, "ball");
-    w.wait_for("both publishers decoding", 60, |r| {
-        r.iter().filter(|x| x["type"] == "stream" && x["event"] == "decoding").count() >= 2
+    let records = w.wait_for("both publishers and the pull decoding", 60, |r| {
+        r.iter().filter(|x| x["type"] == "stream" && x["event"] == "decoding").count() >= 3
     });
+    let pulled = records
+        .iter()
+        .find(|x| x["event"] == "decoding" && !x["stream"].as_str().unwrap().starts_with("rtmp/"))
+        .map(|x| x["stream"].as_str().unwrap().to_string())
+        .unwrap();
     wait_until("the worker reading commands", 30, || w.stderr().contains("commands: reading interrupt commands"));
     let count = |result: &str| w.metric("vigil_worker_commands_total", &format!("result=\"{result}\""));
 
@@ -571,6 +579,10 @@ fn a_console_cut_reaches_a_publisher_connected_to_the_worker_and_a_forged_one_do
     let h =
         common::trust::signed(Role::Console, "vigil.interrupts", Some("rtmp/live/carol"), Some(elsewhere.as_bytes()));
     write(&p, "vigil.interrupts", "rtmp/live/carol", Some(&elsewhere), Some(h));
+    // The console's "Cut now" for the pulled stream: left to its origin, reported seen.
+    let on_pull = console_command(&pulled, 4);
+    let h = common::trust::signed(Role::Console, "vigil.interrupts", Some(&pulled), Some(on_pull.as_bytes()));
+    write(&p, "vigil.interrupts", &pulled, Some(&on_pull), Some(h));
     // The console's "Cut now" for alice.
     let cut = console_command("rtmp/live/alice", 2);
     let h = common::trust::signed(Role::Console, "vigil.interrupts", Some("rtmp/live/alice"), Some(cut.as_bytes()));
@@ -583,9 +595,16 @@ fn a_console_cut_reaches_a_publisher_connected_to_the_worker_and_a_forged_one_do
     let line = records.iter().find(|x| x["event"] == "cut").unwrap();
     assert_eq!(line["detail"], "rtmp/live/alice@console#2/interrupt", "{line}");
     wait_until("every command counted", 20, || {
-        count("cut") + count("untrusted") + count("not_here") + count("other_session") >= 4.0
+        count("cut") + count("untrusted") + count("not_here") + count("other_session") + count("pulled") >= 5.0
     });
-    assert_eq!((count("cut"), count("untrusted"), count("not_here"), count("other_session")), (1.0, 1.0, 1.0, 1.0));
+    assert_eq!(
+        (count("cut"), count("untrusted"), count("not_here"), count("other_session"), count("pulled")),
+        (1.0, 1.0, 1.0, 1.0, 1.0)
+    );
+    assert!(
+        !w.records().iter().any(|x| x["event"] == "cut" && x["stream"] == pulled.as_str()),
+        "the worker does not cut what it pulls"
+    );
     assert!(bob.try_wait().unwrap().is_none(), "neither a forged command nor one about another session cut bob");
     assert!(!records.iter().any(|x| x["event"] == "cut" && x["stream"] == "rtmp/live/bob"));
 
@@ -595,18 +614,24 @@ fn a_console_cut_reaches_a_publisher_connected_to_the_worker_and_a_forged_one_do
     let verifier = vigil_trust::config::Trust::with(&Default::default(), None, Some(ring))
         .verifier(vigil_trust::TopicKind::Actions);
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    let action = loop {
-        assert!(std::time::Instant::now() < deadline, "no cut on the actions topic");
+    let (mut cut, mut seen) = (None, None);
+    while cut.is_none() || seen.is_none() {
+        assert!(std::time::Instant::now() < deadline, "no cut or no seen on the actions topic: {cut:?} {seen:?}");
         let Some(m) = consumer.poll(Duration::from_millis(200)) else { continue };
         let m = m.unwrap();
         use rdkafka::Message;
         let v: Value = serde_json::from_slice(m.payload().unwrap()).unwrap();
         if v["command_id"] == "rtmp/live/alice@console#2/interrupt" {
             assert!(verifier.check(&m).is_ok(), "signed by the worker");
-            break v;
+            cut = Some(v);
+        } else if v["command_id"] == format!("{pulled}@console#4/interrupt") {
+            assert!(verifier.check(&m).is_ok(), "signed by the worker");
+            seen = Some(v);
         }
-    };
+    }
+    let (action, seen) = (cut.unwrap(), seen.unwrap());
     assert_eq!((action["outcome"].as_str(), action["stream_id"].as_str()), (Some("cut"), Some("rtmp/live/alice")));
+    assert_eq!((seen["outcome"].as_str(), seen["stream_id"].as_str()), (Some("seen"), Some(pulled.as_str())));
     let _ = bob.kill();
     let _ = bob.wait();
     let _ = alice.wait();

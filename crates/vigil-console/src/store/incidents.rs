@@ -133,7 +133,9 @@ impl Store {
     pub async fn queue(&self, now_ms: UnixMs) -> Result<Vec<QueueRow>, StoreError> {
         let rows = sqlx::query(
             "SELECT id, stream_id, account_id, decision, rule, origin, state, detected_ms, holder, hold_until_ms, \
-             interrupt_state, (SELECT MAX(c.received_ms) FROM commands c WHERE c.incident_id = incidents.id) AS last_command_ms \
+             interrupt_state, (SELECT MAX(c.received_ms) FROM commands c WHERE c.incident_id = incidents.id) AS last_command_ms, \
+             (SELECT MAX(o.received_ms) FROM outcomes o JOIN commands c ON o.command_id = c.command_id \
+              WHERE c.incident_id = incidents.id AND o.outcome = 'seen') AS seen_ms \
              FROM incidents WHERE state <> 'resolved' ORDER BY detected_ms, id",
         )
         .fetch_all(&self.pool)
@@ -163,6 +165,7 @@ impl Store {
                     age_ms: now_ms.saturating_sub(detected_ms),
                     holder,
                     last_command_ms: row.opt_int("last_command_ms")?,
+                    seen_ms: row.opt_int("seen_ms")?,
                     id,
                 })
             })

@@ -97,6 +97,8 @@ pub(crate) enum OutcomeKind {
     Cut,
     Failed,
     DeadLettered,
+    /// A worker pulling the stream read the command: it arrived, nothing is decided.
+    Seen,
 }
 
 impl OutcomeKind {
@@ -105,6 +107,7 @@ impl OutcomeKind {
             "cut" => Some(OutcomeKind::Cut),
             "failed" => Some(OutcomeKind::Failed),
             "dead_lettered" => Some(OutcomeKind::DeadLettered),
+            "seen" => Some(OutcomeKind::Seen),
             _ => None,
         }
     }
@@ -124,7 +127,7 @@ impl InterruptFacts {
     /// the outcome with the latest actuator time wins (a late `failed` never overwrites
     /// the `dead_lettered` that followed it).
     pub fn on_outcome(mut self, kind: OutcomeKind, at_ms: i64) -> Self {
-        if self.state == InterruptState::CutConfirmed {
+        if self.state == InterruptState::CutConfirmed || kind == OutcomeKind::Seen {
             return self;
         }
         if kind != OutcomeKind::Cut && self.outcome_at_ms.is_some_and(|last| at_ms < last) {
@@ -134,6 +137,7 @@ impl InterruptFacts {
             OutcomeKind::Cut => InterruptState::CutConfirmed,
             OutcomeKind::Failed => InterruptState::CutFailed,
             OutcomeKind::DeadLettered => InterruptState::DeadLettered,
+            OutcomeKind::Seen => self.state,
         };
         self.outcome_at_ms = Some(at_ms);
         if kind == OutcomeKind::Cut {
@@ -447,7 +451,7 @@ impl Store {
     pub async fn record_outcome(&self, outcome: &ActionOutcome, received_ms: UnixMs) -> Result<Applied, StoreError> {
         let kind = OutcomeKind::parse(&outcome.outcome).ok_or_else(|| {
             StoreError::Invalid(format!(
-                "action outcome {:?} for command {}: expected cut, failed or dead_lettered",
+                "action outcome {:?} for command {}: expected cut, failed, dead_lettered or seen",
                 outcome.outcome, outcome.command_id
             ))
         })?;

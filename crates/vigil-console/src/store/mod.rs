@@ -152,6 +152,9 @@ pub struct QueueRow {
     pub interrupt_state: InterruptState,
     /// When the console received the incident's latest interrupt command.
     pub last_command_ms: Option<UnixMs>,
+    /// When the console last received a `seen` outcome (a worker pulling the stream read
+    /// a command).
+    pub seen_ms: Option<UnixMs>,
 }
 
 /// An alert event as received.
@@ -197,6 +200,11 @@ impl IncidentDetail {
     /// nobody answered is "not found" counted from here (a late-arriving one included).
     pub fn last_command_ms(&self) -> Option<UnixMs> {
         self.commands.iter().map(|c| c.received_ms).max()
+    }
+
+    /// When the console last received a `seen` outcome for one of its commands.
+    pub fn seen_ms(&self) -> Option<UnixMs> {
+        self.outcomes.iter().filter(|o| o.outcome.outcome == "seen").map(|o| o.received_ms).max()
     }
 }
 

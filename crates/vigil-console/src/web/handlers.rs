@@ -269,7 +269,7 @@ pub async fn queue(State(shared): S, ConnectInfo(peer): ConnectInfo<SocketAddr>,
             pages::duration(r.age_ms),
             esc(r.state.as_str()),
             esc(r.holder.as_deref().unwrap_or("nobody")),
-            esc(&r.interrupt_state.shown(r.last_command_ms, now)),
+            esc(&r.interrupt_state.shown(r.last_command_ms, r.seen_ms, now)),
             esc(&live),
         ));
     }

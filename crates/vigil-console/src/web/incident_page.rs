@@ -58,7 +58,7 @@ pub fn render(d: &IncidentDetail, events: &[StreamEvent], trail: &AuditTrail, c:
         duration(now - i.detected_ms),
         i.state.as_str(),
         esc(holder.unwrap_or("nobody")),
-        esc(&i.interrupt_state.shown(d.last_command_ms(), now)),
+        esc(&i.interrupt_state.shown(d.last_command_ms(), d.seen_ms(), now)),
         step(i.acknowledged_ms, &i.acknowledged_by, None, &None),
         step(i.escalated_ms, &i.escalated_by, None, &i.escalation_note),
         step(i.resolved_ms, &i.resolved_by, i.resolution.map(Resolution::as_str), &i.resolution_note),
@@ -98,7 +98,7 @@ fn actions(d: &IncidentDetail, c: &Caller, holder: Option<&str>) -> String {
         ));
     }
     // Offered again once an issued command went unanswered (nobody held the stream).
-    let unanswered = i.interrupt_state.not_found(d.last_command_ms(), crate::model::now_ms());
+    let unanswered = i.interrupt_state.not_found(d.last_command_ms(), d.seen_ms(), crate::model::now_ms());
     let live = i.origin.is_none();
     if live && (!matches!(i.interrupt_state, InterruptState::Issued | InterruptState::CutConfirmed) || unanswered) {
         h.push_str(&format!(

@@ -41,6 +41,9 @@ pub enum Outcome {
     Cut,
     Failed,
     DeadLettered,
+    /// A worker pulling the stream read the command; the origin's cut (the actuator's)
+    /// is still to come. Changes nothing but says the command reached its stream.
+    Seen,
 }
 
 /// A `vigil.action` v1 record.
@@ -250,7 +253,7 @@ mod tests {
             serde_json::from_str(include_str!("../../../vigil-core/schema/action-v1.schema.json")).unwrap();
         assert_eq!(schema["properties"]["schema"]["const"], ACTION_SCHEMA);
         let outcomes = schema["properties"]["outcome"]["enum"].as_array().unwrap();
-        for o in [Outcome::Cut, Outcome::Failed, Outcome::DeadLettered] {
+        for o in [Outcome::Cut, Outcome::Failed, Outcome::DeadLettered, Outcome::Seen] {
             assert!(outcomes.contains(&serde_json::to_value(o).unwrap()), "{o:?}");
         }
         let reasons = schema["properties"]["reason"]["enum"].as_array().unwrap();
