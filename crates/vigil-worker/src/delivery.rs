@@ -10,6 +10,7 @@ use serde_json::json;
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use vigil_core::{AlertContext, FrameSignals};
 use vigil_fusion::Outcome;
+use vigil_sink::actuate::publish::Outcome as ActionOutcome;
 use vigil_sink::{JsonlSink, KafkaSink, SinkError};
 
 pub struct FrameMsg {
@@ -164,39 +165,54 @@ fn write_one(msg: SinkMsg, sink: &mut JsonlSink<std::io::Stdout>, output: &mut O
         SinkMsg::Line(v) | SinkMsg::Last(v, _) => output.note(sink.write(&v)),
         SinkMsg::Seen { stream, command_id } => {
             if let Some(k) = kafka {
-                let record = vigil_sink::actuate::publish::ActionRecord {
-                    schema: vigil_sink::actuate::publish::ACTION_SCHEMA,
-                    schema_version: vigil_sink::actuate::publish::ACTION_SCHEMA_VERSION,
-                    command_id: &command_id,
-                    stream_id: &stream,
-                    outcome: vigil_sink::actuate::publish::Outcome::Seen,
-                    reason: None,
-                    detail: "pulled by this worker, which keeps analysing it until its origin cuts it",
-                    attempts: 1,
-                    at_unix_ms: crate::output::unix_ms(),
-                };
-                let _ = k.send_action(&format!("{command_id}/seen/{}", record.at_unix_ms), &stream, &record);
+                let detail = "pulled by this worker, which keeps analysing it until its origin cuts it";
+                let at = crate::output::unix_ms();
+                send_outcome(
+                    k,
+                    &format!("{command_id}/seen/{at}"),
+                    &command_id,
+                    &stream,
+                    ActionOutcome::Seen,
+                    detail,
+                    at,
+                );
             }
         }
         SinkMsg::Cut { stream, command_id, line } => {
             if let Some(k) = kafka {
-                let record = vigil_sink::actuate::publish::ActionRecord {
-                    schema: vigil_sink::actuate::publish::ACTION_SCHEMA,
-                    schema_version: vigil_sink::actuate::publish::ACTION_SCHEMA_VERSION,
-                    command_id: &command_id,
-                    stream_id: &stream,
-                    outcome: vigil_sink::actuate::publish::Outcome::Cut,
-                    reason: None,
-                    detail: "the publisher was connected to this worker, which cut it",
-                    attempts: 1,
-                    at_unix_ms: crate::output::unix_ms(),
-                };
-                // Refusals are logged and counted by the sink.
-                let _ = k.send_action(&format!("{command_id}/cut/1"), &stream, &record);
+                let detail = "the publisher was connected to this worker, which cut it";
+                let at = crate::output::unix_ms();
+                send_outcome(k, &format!("{command_id}/cut/1"), &command_id, &stream, ActionOutcome::Cut, detail, at);
             }
             output.note(sink.write(&line))
         }
     }
+}
+
+/// A `vigil.action` v1 record of what this worker did with a command, on the actions
+/// topic under `message_id` (refusals are logged and counted by the sink).
+fn send_outcome(
+    k: &KafkaSink,
+    message_id: &str,
+    command_id: &str,
+    stream: &str,
+    outcome: ActionOutcome,
+    detail: &str,
+    at: u64,
+) {
+    use vigil_sink::actuate::publish::{ACTION_SCHEMA, ACTION_SCHEMA_VERSION, ActionRecord};
+    let record = ActionRecord {
+        schema: ACTION_SCHEMA,
+        schema_version: ACTION_SCHEMA_VERSION,
+        command_id,
+        stream_id: stream,
+        outcome,
+        reason: None,
+        detail,
+        attempts: 1,
+        at_unix_ms: at,
+    };
+    let _ = k.send_action(message_id, stream, &record);
 }
 
 /// Whether stdout is broken: a reader gone (EPIPE) fails every line, so the error is
