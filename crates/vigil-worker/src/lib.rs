@@ -24,7 +24,7 @@ mod auth;
 mod capacity;
 mod commands;
 mod delivery;
-mod fleet;
+pub mod fleet;
 mod handover;
 mod kube;
 mod streams;

@@ -158,3 +158,18 @@ pub(super) fn precreate() {
         let _ = super::HANDOFFS.with_label_values(&[h.as_str()]);
     }
 }
+
+/// Counts what the fleet's state machine reports.
+pub fn count(c: super::machine::Count) {
+    use super::machine::Count;
+    match c {
+        Count::Event { start } => super::EVENTS.with_label_values(&[if start { "start" } else { "stop" }]).inc(),
+        Count::Refused(reason) => {
+            super::REJECTED.with_label_values(&[reason.as_str()]).inc();
+            tracing::warn!(reason = reason.as_str(), "fleet: lifecycle event refused");
+        }
+        Count::Handoff(h) => handoff(h),
+        Count::Offer(o) => offer(o),
+        Count::Rejoin => super::REBALANCES.with_label_values(&["rejoin"]).inc(),
+    }
+}

@@ -25,20 +25,20 @@
 //!   LeaveGroup, so its partitions move at once; its streams then run out the hand-off.
 
 pub mod events;
-mod offers;
+pub mod machine;
 mod owners;
 pub mod pull_hosts;
 
 use super::handover::HandOver;
 use super::streams::{StartError, Streams};
-use events::{FleetRefusal, Handoff, OfferOutcome};
-use offers::{Delegate, Delegated, PendingOffer, Waiting};
-use owners::{Claims, Notice};
+use events::FleetRefusal;
+use machine::{Action, Input, Machine, Purpose, Settings};
+use owners::Claims;
 use rdkafka::ClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
 use rdkafka::message::Message;
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::{Arc, LazyLock, Mutex};
 use std::time::{Duration, Instant};
@@ -219,15 +219,11 @@ pub fn pull_uri(url: &str) -> Option<String> {
     ok.then(|| url.to_string())
 }
 
-struct PartitionState {
-    /// Stream id → what its last event wants (`None`: stopped).
-    desired: BTreeMap<String, Option<Wanted>>,
+/// Where the reading of one assigned lifecycle partition stands.
+struct Reading {
     /// The end of the partition at assignment: reading up to it replays the history.
     end: Option<i64>,
     next: i64,
-    caught_up: bool,
-    /// Stream id → the signing time of its last event believed.
-    signed_at: HashMap<String, u64>,
 }
 
 /// Rebalances seen in the consumer's callback, handled after `poll` returns.
@@ -284,28 +280,25 @@ impl Fleet {
         let consumer: BaseConsumer<FleetContext> = client.create_with_context(FleetContext::default())?;
         consumer.subscribe(&[&cfg.lifecycle_topic])?;
         let claims = Claims::open(cfg, kafka, &instance, trust)?;
+        let settings = Settings {
+            me: instance.clone(),
+            handoff: Duration::from_secs(cfg.handoff_secs),
+            sees_claims: claims.sees_claims(),
+            skew_ms: trust.max_clock_skew_ms(),
+        };
         let (leave, stop, handed_off) =
             (Arc::new(AtomicBool::new(false)), Arc::new(AtomicBool::new(false)), Arc::new(AtomicBool::new(false)));
         let mut member = Member {
             consumer,
             topic: cfg.lifecycle_topic.clone(),
-            handoff: Duration::from_secs(cfg.handoff_secs),
             streams,
-            partitions: HashMap::new(),
-            owned: HashMap::new(),
-            waiting: BTreeMap::new(),
-            stopping: HashMap::new(),
-            unclaimed: HashMap::new(),
-            releasing: HashMap::new(),
-            delegated: HashMap::new(),
-            delegates: HashMap::new(),
-            pending_offers: HashMap::new(),
-            left: false,
-            last_rejoin: None,
+            machine: Machine::new(settings),
+            origin: Instant::now(),
+            reading: HashMap::new(),
+            ending: HashMap::new(),
             claims,
             verifier: trust.verifier(vigil_trust::TopicKind::Lifecycle),
             hosts: cfg.clone(),
-            skew_ms: trust.max_clock_skew_ms(),
         };
         let (l, s, h) = (leave.clone(), stop.clone(), handed_off.clone());
         let thread = std::thread::Builder::new().name("vigil-fleet".into()).spawn(move || {
@@ -335,102 +328,41 @@ impl Drop for Fleet {
     }
 }
 
+/// The I/O around the [`Machine`]: moves lifecycle and owners records in, carries its
+/// actions out to the streams and the owners topic.
 struct Member {
     consumer: BaseConsumer<FleetContext>,
     topic: String,
-    handoff: Duration,
     streams: Arc<Streams>,
-    partitions: HashMap<i32, PartitionState>,
-    /// Streams this member started → their partition.
-    owned: HashMap<String, i32>,
-    /// Streams due here that the worker could not take yet (at capacity): retried, and
-    /// offered to the other workers.
-    waiting: BTreeMap<String, Waiting>,
-    /// Streams let go, stopped once their new owner holds them (make-before-break).
-    stopping: HashMap<String, Stopping>,
-    /// Streams started here and not yet claimed: claimed once a sample is analysed.
-    unclaimed: HashMap<String, Instant>,
-    /// Streams handed off and stopping here: released (with the incident left open)
-    /// once their analysis has ended.
-    releasing: HashMap<String, Releasing>,
-    /// Streams due here that another worker runs for this one (it took the offer).
-    delegated: HashMap<String, Delegated>,
-    /// Streams this worker runs for another's offer.
-    delegates: HashMap<String, Delegate>,
-    /// Offers this worker will take when due (the less loaded a worker, the sooner).
-    pending_offers: HashMap<String, PendingOffer>,
-    /// This worker left the group (draining).
-    left: bool,
-    /// When this worker last left and rejoined the group to get a share it was never
-    /// delivered (see [`Member::rejoin_if_passed_over`]).
-    last_rejoin: Option<Instant>,
+    machine: Machine,
+    /// The machine's clock starts here.
+    origin: Instant,
+    reading: HashMap<i32, Reading>,
+    /// Streams stopped after a hand-off whose analysis must end before they are released.
+    ending: HashMap<String, Arc<HandOver>>,
     claims: Claims,
     /// Only the platform's signed lifecycle events are believed.
     verifier: vigil_trust::Verifier,
     /// Where pulled streams may come from (`check_host`).
     hosts: FleetConfig,
-    /// The clock skew allowed between the platform's lifecycle producers.
-    skew_ms: u64,
 }
 
-struct Stopping {
-    since: Instant,
-    give_up: Instant,
-    /// The lifecycle partition it was revoked with (a stream let go for a partition
-    /// move, not for an offer).
-    partition: Option<i32>,
-    /// Nobody claimed it in time and this worker stays in the group: it keeps running
-    /// the stream rather than leave it unwatched (see [`Member::stop_due`]).
-    kept: bool,
-}
-
-impl Stopping {
-    fn new(since: Instant, give_up: Instant) -> Stopping {
-        Stopping { since, give_up, partition: None, kept: false }
-    }
-}
-
-struct Releasing {
-    handover: Arc<HandOver>,
-    to: String,
-    give_up: Instant,
-}
-
-/// A stream started here is claimed after this long even before a sample is analysed
-/// (a source that shows nothing must not keep two workers pulling it).
-const CLAIM_AFTER: Duration = Duration::from_secs(10);
-/// How long a new owner, having claimed a stream, waits for the old owner's release
-/// before it sends the alerts it held.
-const RELEASE_WAIT: Duration = Duration::from_secs(5);
-/// The least time between two rejoins of a worker passed over by a rebalance.
-const REJOIN_EVERY: Duration = Duration::from_secs(60);
 impl Member {
     fn run(&mut self, leave: &AtomicBool, stop: &AtomicBool, handed_off: &AtomicBool) {
-        let mut last_retry = Instant::now();
         while !stop.load(Relaxed) {
-            let left = self.left;
-            if leave.load(Relaxed) && !left {
-                self.left = true;
+            if leave.load(Relaxed) && !self.machine.left() {
                 // For a static member, unsubscribing (unlike closing) sends LeaveGroup.
                 self.consumer.unsubscribe();
-                let all: Vec<i32> = self.partitions.keys().copied().collect();
-                self.revoke(&all);
-                let give_up = Instant::now() + self.handoff;
-                for (id, s) in self.stopping.iter_mut().filter(|(_, s)| s.kept) {
-                    (s.kept, s.give_up) = (false, give_up);
-                    self.claims.handing_off(id);
-                }
-                self.waiting.clear();
-                self.hand_back_delegates();
-                tracing::info!("fleet: left the group; streams handed off in {:?}", self.handoff);
+                self.reading.clear();
+                self.feed(Input::Leave);
             }
-            let left = self.left;
-            let (verifier, partitions) = (&self.verifier, &self.partitions);
+            let left = self.machine.left();
+            let (verifier, machine) = (&self.verifier, &self.machine);
             let message = self.consumer.poll(Duration::from_millis(100)).map(|m| {
                 m.map(|m| {
                     // Freshness applies to what arrives live, not to the history read
-                    // on assignment (ordered per stream in `on_message` instead).
-                    let live = partitions.get(&m.partition()).is_some_and(|p| p.caught_up);
+                    // on assignment (ordered per stream by the machine instead).
+                    let live = machine.caught_up(m.partition());
                     let signed = verifier.check_with(&m, live).map(|v| v.ts_ms);
                     let record = (m.key().map(<[u8]>::to_vec), m.payload().map(<[u8]>::to_vec));
                     (m.partition(), m.offset(), record, signed)
@@ -448,61 +380,126 @@ impl Member {
                 _ => {}
             }
             self.check_caught_up();
-            if last_retry.elapsed() >= Duration::from_secs(1) {
-                last_retry = Instant::now();
-                self.retry_waiting();
-                self.check_delegated();
-                self.refresh_delegates();
-                self.rejoin_if_passed_over();
+            for heard in self.claims.poll() {
+                self.feed(Input::Heard(heard));
             }
-            self.claim_ready();
-            self.handle_notices();
-            self.take_due_offers();
-            self.stop_due();
-            self.publish_releases();
-            let idle = self.stopping.is_empty() && self.owned.is_empty() && self.releasing.is_empty();
-            if left && idle && self.delegates.is_empty() {
+            self.observe_streams();
+            let (running, full) = (self.streams.len(), self.streams.at_capacity().is_some());
+            self.feed(Input::Tick { running, full });
+            if self.machine.handed_off() {
                 handed_off.store(true, Relaxed);
             }
-            OWNED.set((self.owned.len() + self.delegates.len()) as i64);
-            WAITING.set(self.waiting.len() as i64);
-            DELEGATED.set(self.delegated.len() as i64);
-            KEPT.set(self.stopping.values().filter(|s| s.kept).count() as i64);
-            PARTITIONS.set(self.partitions.len() as i64);
+            let g = self.machine.gauges();
+            OWNED.set(g.owned as i64);
+            WAITING.set(g.waiting as i64);
+            DELEGATED.set(g.delegated as i64);
+            KEPT.set(g.kept as i64);
+            PARTITIONS.set(g.partitions as i64);
         }
         self.claims.flush();
-        if !self.left {
+        if !self.machine.left() {
             // A restart or a kill: no LeaveGroup (static membership keeps the partitions
             // for `session_timeout_secs`, long enough for a restarted pod to take them back).
             tracing::info!("fleet: closing without leaving the group");
         }
     }
 
-    /// A worker holding no partition while another keeps streams that nobody took after
-    /// a rebalance was most likely passed over: the group gave it a partition that was
-    /// never delivered. tansu 0.6 does this to every static member that joins a running
-    /// group (a cooperative rebalance's second round never reaches it). Leaving and
-    /// joining again makes the group rebalance with this worker as a new member, and the
-    /// unowned partition comes to it in one round. At most once a minute: where there
-    /// are more workers than partitions, holding none is right and this changes nothing.
-    fn rejoin_if_passed_over(&mut self) {
-        let passed_over = !self.left
-            && self.partitions.is_empty()
-            && self.claims.handoff_unclaimed(self.handoff, self.handoff)
-            && self.last_rejoin.is_none_or(|t| t.elapsed() >= REJOIN_EVERY);
-        if !passed_over {
-            return;
+    /// Gives the machine one input, carries out what it asks, and gives it the answers.
+    fn feed(&mut self, input: Input) {
+        let mut queue: VecDeque<Action> = self.machine.step(input, self.origin.elapsed()).into();
+        while let Some(action) = queue.pop_front() {
+            if let Some(answer) = self.act(action) {
+                queue.extend(self.machine.step(answer, self.origin.elapsed()));
+            }
         }
-        tracing::warn!(
-            "fleet: holding no partition while another worker keeps streams nobody took; leaving and joining the group again"
-        );
-        REBALANCES.with_label_values(&["rejoin"]).inc();
-        self.last_rejoin = Some(Instant::now());
-        // For a static member, unsubscribing (unlike closing) sends LeaveGroup.
-        self.consumer.unsubscribe();
-        if let Err(e) = self.consumer.subscribe(&[&self.topic]) {
-            ERRORS.inc();
-            tracing::error!("fleet: could not subscribe again: {e}");
+    }
+
+    fn act(&mut self, action: Action) -> Option<Input> {
+        match action {
+            Action::Start { stream, wanted, purpose } => {
+                let shown = vigil_core::redact::uri(&wanted.uri);
+                let source = ChildSource::Uri(wanted.uri.clone());
+                return Some(match self.streams.start(&stream, source, shown, wanted.account_id.clone()) {
+                    Ok(_) => Input::Started { stream, purpose },
+                    Err(StartError::AlreadyLive(_)) => Input::AlreadyRunning { stream, purpose },
+                    Err(e) => {
+                        let full = matches!(e, StartError::AtCapacity(_) | StartError::Full(_));
+                        match (&purpose, full) {
+                            (Purpose::Own { .. }, false) => tracing::error!(stream, "fleet: not started: {e}"),
+                            (Purpose::Offer { .. }, _) => tracing::info!(stream, "fleet: offer not taken: {e}"),
+                            _ => {}
+                        }
+                        Input::StartRefused { stream, purpose, full }
+                    }
+                });
+            }
+            Action::Stop { stream, why, release } => {
+                if release && let Some(h) = self.streams.handover(&stream) {
+                    self.ending.insert(stream.clone(), h);
+                }
+                self.streams.stop(&stream, why);
+            }
+            Action::Say(say) => self.claims.say(say),
+            Action::Hold { stream, at_most } => {
+                if let Some(h) = self.streams.handover(&stream) {
+                    tracing::info!(
+                        stream,
+                        "fleet: taken over from a live owner: alerts held until it releases the stream"
+                    );
+                    h.hold(Instant::now() + at_most);
+                }
+            }
+            Action::Shorten { stream, within } => {
+                if let Some(h) = self.streams.handover(&stream) {
+                    h.shorten(Instant::now() + within);
+                }
+            }
+            Action::Continue { stream, incident } => {
+                let adopted = incident.as_ref().map(|i| i.id.clone());
+                match self.streams.handover(&stream) {
+                    Some(h) if h.release(incident) => {
+                        tracing::info!(stream, ?adopted, "fleet: the previous owner released the stream")
+                    }
+                    _ => tracing::info!(stream, ?adopted, "fleet: a release came after its hold ended; ignored"),
+                }
+            }
+            Action::Rejoin => {
+                // For a static member, unsubscribing (unlike closing) sends LeaveGroup.
+                self.consumer.unsubscribe();
+                if let Err(e) = self.consumer.subscribe(&[&self.topic]) {
+                    ERRORS.inc();
+                    tracing::error!("fleet: could not subscribe again: {e}");
+                }
+            }
+            Action::Count(c) => events::count(c),
+        }
+        None
+    }
+
+    /// Tells the machine what changed in the streams it runs: a first sample analysed,
+    /// a stream gone, a stopped stream's analysis ended.
+    fn observe_streams(&mut self) {
+        let analysed: Vec<String> =
+            self.machine.awaiting_sample().filter(|s| self.streams.has_analysed(s)).cloned().collect();
+        for s in analysed {
+            self.feed(Input::Analysed(s));
+        }
+        let gone: Vec<String> = self
+            .machine
+            .streams()
+            .filter(|(s, f)| f.runs_here() && self.streams.handover(s).is_none())
+            .map(|(s, _)| s.clone())
+            .collect();
+        for s in gone {
+            self.feed(Input::Gone(s));
+        }
+        let machine = &self.machine;
+        self.ending.retain(|s, _| machine.releasing(s));
+        let ended: Vec<(String, Option<vigil_fusion::Incident>)> =
+            self.ending.iter().filter_map(|(s, h)| h.ended().map(|open| (s.clone(), open))).collect();
+        for (stream, open) in ended {
+            self.ending.remove(&stream);
+            self.feed(Input::AnalysisEnded { stream, open });
         }
     }
 
@@ -511,44 +508,18 @@ impl Member {
         for (assigned, parts) in events {
             if assigned && !left {
                 tracing::info!(?parts, "fleet: partitions assigned");
-                for p in parts {
-                    self.partitions.insert(
-                        p,
-                        PartitionState {
-                            desired: BTreeMap::new(),
-                            end: None,
-                            next: 0,
-                            caught_up: false,
-                            signed_at: HashMap::new(),
-                        },
-                    );
+                for p in &parts {
+                    self.reading.insert(*p, Reading { end: None, next: 0 });
                 }
+                self.feed(Input::Assigned(parts));
             } else if !assigned {
                 tracing::info!(?parts, "fleet: partitions revoked");
-                self.revoke(&parts);
+                for p in &parts {
+                    self.reading.remove(p);
+                }
+                self.feed(Input::Revoked(parts));
             }
         }
-    }
-
-    /// Lets go of these partitions' streams after the hand-off.
-    fn revoke(&mut self, parts: &[i32]) {
-        let give_up = Instant::now() + self.handoff;
-        for p in parts {
-            self.partitions.remove(p);
-        }
-        let gone: Vec<(String, i32)> =
-            self.owned.iter().filter(|(_, p)| parts.contains(p)).map(|(s, p)| (s.clone(), *p)).collect();
-        for (s, p) in gone {
-            self.owned.remove(&s);
-            self.unclaimed.remove(&s);
-            // Whoever takes it holds its alerts until this worker releases it.
-            self.claims.handing_off(&s);
-            self.stopping.insert(s, Stopping { partition: Some(p), ..Stopping::new(Instant::now(), give_up) });
-        }
-        self.waiting.retain(|_, w| !parts.contains(&w.partition));
-        // Their new partition owner runs them; the worker running them for this one
-        // lets go once it reads that owner's claim.
-        self.delegated.retain(|_, d| !parts.contains(&d.partition));
     }
 
     fn on_message(
@@ -559,43 +530,28 @@ impl Member {
         payload: Option<&[u8]>,
         signed: Result<Option<u64>, vigil_trust::Refusal>,
     ) {
-        let Some(state) = self.partitions.get_mut(&partition) else { return };
-        state.next = offset + 1;
-        let (hosts, skew_ms) = (&self.hosts, self.skew_ms);
+        let Some(reading) = self.reading.get_mut(&partition) else { return };
+        reading.next = offset + 1;
+        let hosts = &self.hosts;
         let parsed = signed.map_err(|_| FleetRefusal::Untrusted).and_then(|signed_at| {
             let (stream, wanted) = parse_event(key, payload)?;
             if let Some(w) = &wanted {
                 hosts.check_host(&w.uri).map_err(FleetRefusal::from)?;
             }
-            // Per stream, signing times only go forward: an old signed `start` written
-            // again after its `stop` is refused, in the history as live.
-            if let Some(at) = signed_at {
-                let last = state.signed_at.entry(stream.clone()).or_insert(0);
-                // The platform's producers' clocks may differ by up to the skew allowed.
-                if at.saturating_add(skew_ms) < *last {
-                    return Err(FleetRefusal::OutOfOrder);
-                }
-                *last = (*last).max(at);
-            }
-            Ok((stream, wanted))
+            Ok((stream, wanted, signed_at))
         });
-        let (stream, wanted) = match parsed {
-            Ok(e) => e,
-            Err(reason) => return events::refused(partition, offset, reason),
-        };
-        EVENTS.with_label_values(&[if wanted.is_some() { "start" } else { "stop" }]).inc();
-        state.desired.insert(stream.clone(), wanted.clone());
-        if state.caught_up {
-            self.apply(partition, &stream, wanted);
+        match parsed {
+            Ok((stream, wanted, signed_at)) => self.feed(Input::Lifecycle { partition, stream, wanted, signed_at }),
+            Err(reason) => events::refused(partition, offset, reason),
         }
     }
 
-    /// Once a partition's history up to its end at assignment has been read, starts
-    /// what it says is live.
+    /// Tells the machine which partitions' history, up to their end at assignment, has
+    /// been read.
     fn check_caught_up(&mut self) {
-        let pending: Vec<i32> = self.partitions.iter().filter(|(_, s)| !s.caught_up).map(|(p, _)| *p).collect();
+        let pending: Vec<i32> = self.reading.keys().copied().filter(|p| !self.machine.caught_up(*p)).collect();
         for p in pending {
-            let end = match self.partitions[&p].end {
+            let end = match self.reading[&p].end {
                 Some(end) => end,
                 None => match self.consumer.fetch_watermarks(&self.topic, p, Duration::from_secs(2)) {
                     Ok((_, high)) => high,
@@ -605,242 +561,12 @@ impl Member {
                     }
                 },
             };
-            let Some(state) = self.partitions.get_mut(&p) else { continue };
-            state.end = Some(end);
-            if state.next >= end || self.consumer.position().ok().is_some_and(|pos| reached(&pos, &self.topic, p, end))
+            let Some(reading) = self.reading.get_mut(&p) else { continue };
+            reading.end = Some(end);
+            if reading.next >= end
+                || self.consumer.position().ok().is_some_and(|pos| reached(&pos, &self.topic, p, end))
             {
-                state.caught_up = true;
-                let live: Vec<(String, Option<Wanted>)> =
-                    state.desired.iter().map(|(s, w)| (s.clone(), w.clone())).collect();
-                tracing::info!(partition = p, streams = live.len(), "fleet: partition history read");
-                for (s, w) in live {
-                    self.apply(p, &s, w);
-                }
-            }
-        }
-    }
-
-    fn apply(&mut self, partition: i32, stream: &str, wanted: Option<Wanted>) {
-        match wanted {
-            Some(w) => {
-                self.stopping.remove(stream);
-                if !self.owned.contains_key(stream) && !self.delegated.contains_key(stream) {
-                    self.waiting.entry(stream.to_string()).or_insert_with(|| Waiting::new(partition, w));
-                    self.retry_waiting();
-                }
-            }
-            None => {
-                self.waiting.remove(stream);
-                self.unclaimed.remove(stream);
-                // Running here (owned, or still handed off from an earlier move).
-                if self.owned.remove(stream).is_some() | self.stopping.remove(stream).is_some() {
-                    self.streams.stop(stream, "stopped by its lifecycle event");
-                }
-                // Offered (taken or not), or run elsewhere for an offer, perhaps made
-                // before this worker owned the partition: whoever runs it stops.
-                if self.delegated.remove(stream).is_some() || self.claims.offer_known(stream) {
-                    self.claims.withdraw(stream);
-                    events::offer(OfferOutcome::Withdrawn);
-                } else if self.claims.handed_over_lately(stream, self.handoff) {
-                    // Its previous owner still runs it, waiting for this worker's claim.
-                    self.claims.withdraw(stream);
-                }
-            }
-        }
-    }
-
-    fn retry_waiting(&mut self) {
-        let waiting = std::mem::take(&mut self.waiting);
-        for (stream, mut waits) in waiting {
-            if self.streams.handover(&stream).is_some() {
-                // Still running here (revoked and assigned back, or run for an offer):
-                // keep it, now as its partition's owner, even when the worker is full.
-                self.delegates.remove(&stream);
-                self.claims.claim(&stream);
-                self.owned.insert(stream, waits.partition);
-                continue;
-            }
-            match self.start_here(&stream, &waits.wanted) {
-                Ok(()) => {
-                    self.owned.insert(stream, waits.partition);
-                }
-                Err(StartError::AlreadyLive(_)) => {
-                    self.claims.claim(&stream);
-                    self.owned.insert(stream, waits.partition);
-                }
-                Err(StartError::AtCapacity(_) | StartError::Full(_)) => {
-                    self.offer_if_due(&stream, &mut waits);
-                    self.waiting.insert(stream, waits);
-                }
-                Err(e) => {
-                    tracing::error!(stream, "fleet: not started: {e}");
-                    self.waiting.insert(stream, waits);
-                }
-            }
-        }
-    }
-
-    /// Starts pulling `stream` here: its alerts held while another worker still alerts on
-    /// it, and claimed once a sample is analysed (see [`Member::claim_ready`]).
-    fn start_here(&mut self, stream: &str, wanted: &Wanted) -> Result<(), StartError> {
-        let shown = vigil_core::redact::uri(&wanted.uri);
-        self.streams.start(stream, ChildSource::Uri(wanted.uri.clone()), shown, wanted.account_id.clone())?;
-        if self.someone_else_alerts(stream) {
-            self.hold(stream, self.handoff);
-        }
-        self.unclaimed.insert(stream.to_string(), Instant::now());
-        Ok(())
-    }
-
-    /// Another worker runs `stream` and alerts on it now: it announced handing it off,
-    /// or it runs it for an offer (renewing its claim).
-    fn someone_else_alerts(&self, stream: &str) -> bool {
-        self.claims.handed_over_lately(stream, self.handoff)
-            || self.claims.offer_claimed_lately(stream, 2 * offers::RENEW)
-    }
-
-    /// Holds a stream's alerts: another worker still alerts on it.
-    fn hold(&self, stream: &str, at_most: Duration) {
-        if let Some(h) = self.streams.handover(stream) {
-            tracing::info!(stream, "fleet: taken over from a live owner: alerts held until it releases the stream");
-            h.hold(Instant::now() + at_most);
-        }
-    }
-
-    /// Claims the streams started here that have had a sample analysed: only then may
-    /// the old owner let them go.
-    fn claim_ready(&mut self) {
-        self.unclaimed.retain(|s, _| self.owned.contains_key(s) || self.delegates.contains_key(s));
-        let ready: Vec<String> = self
-            .unclaimed
-            .iter()
-            // A taker claims only once it won the offer: a loser's claim would make the
-            // winner let go.
-            .filter(|(s, _)| self.delegates.get(*s).is_none_or(|d| d.won))
-            .filter(|(s, at)| self.streams.has_analysed(s) || at.elapsed() >= CLAIM_AFTER)
-            .map(|(s, _)| s.clone())
-            .collect();
-        for s in ready {
-            self.unclaimed.remove(&s);
-            self.claims.claim(&s);
-            if let Some(h) = self.streams.handover(&s) {
-                h.shorten(Instant::now() + RELEASE_WAIT);
-            }
-        }
-    }
-
-    /// Acts on what the other workers said on the owners topic.
-    fn handle_notices(&mut self) {
-        for notice in self.claims.poll() {
-            match notice {
-                Notice::HandingOff { stream, .. }
-                    if self.owned.contains_key(&stream) || self.delegates.contains_key(&stream) =>
-                {
-                    // Announced after this worker started it (a race with the rebalance):
-                    // hold (unless it already alerted), and claim again if it had claimed,
-                    // since the announcing worker waits for a claim newer than its own.
-                    let wait = if self.unclaimed.contains_key(&stream) { self.handoff } else { RELEASE_WAIT };
-                    self.hold(&stream, wait);
-                    if !self.unclaimed.contains_key(&stream) {
-                        self.claims.claim(&stream);
-                    }
-                }
-                Notice::Released { stream, incident } => {
-                    let adopted = incident.as_ref().map(|i| i.id.clone());
-                    match self.streams.handover(&stream) {
-                        Some(h) if h.release(incident) => {
-                            tracing::info!(stream, ?adopted, "fleet: the previous owner released the stream")
-                        }
-                        _ => tracing::info!(stream, ?adopted, "fleet: a release came after its hold ended; ignored"),
-                    }
-                }
-                Notice::HandingOff { stream, .. } if self.stopped_here(&stream) => {
-                    // Handed off to this worker after its lifecycle said stop: the worker
-                    // still running it stops.
-                    self.claims.withdraw(&stream);
-                }
-                Notice::HandingOff { stream, by } => self.on_delegate_handing_off(&stream, &by),
-                Notice::Offered { stream, from, wanted } => self.on_offered(stream, from, wanted),
-                Notice::OfferTaken { stream, by } => self.on_offer_taken(&stream, &by),
-                Notice::Withdrawn(stream) => self.on_withdrawn(&stream),
-            }
-        }
-    }
-
-    /// Lets go of the streams handed off whose new owner claimed them. A stream revoked
-    /// with its partition that nobody claims within the hand-off is kept running here
-    /// while this worker stays in the group: a new owner that never starts it (the broker
-    /// did not deliver its assignment, or it failed) must not leave the stream unwatched.
-    /// It is let go once someone claims it, stopped if its lifecycle says stop once this
-    /// worker owns its partition again, and handed off like the rest on a drain.
-    /// The stream's lifecycle, in a partition this worker owns and has read, says stop.
-    fn stopped_here(&self, stream: &str) -> bool {
-        self.partitions.values().any(|p| p.caught_up && matches!(p.desired.get(stream), Some(None)))
-    }
-
-    fn stop_due(&mut self) {
-        let now = Instant::now();
-        // Without the owners topic no claim is ever seen: keeping would mean forever.
-        let keep = !self.left && self.claims.sees_claims();
-        let due: Vec<(String, Option<String>)> = self
-            .stopping
-            .iter()
-            .map(|(id, s)| (id, s, self.claims.taken_since(id, s.since).map(str::to_string)))
-            .filter(|(_, s, taken)| taken.is_some() || (s.give_up <= now && !s.kept))
-            .map(|(id, _, taken)| (id.clone(), taken))
-            .collect();
-        // A kept stream that ended here (its source ended, or it was stopped) is gone.
-        let streams = &self.streams;
-        self.stopping.retain(|id, s| !s.kept || streams.handover(id).is_some());
-        // A kept stream's hand-off is announced again now and then: whoever takes it,
-        // however late, holds its alerts until this worker releases it.
-        let every = (self.handoff / 2).max(Duration::from_secs(5));
-        for (id, s) in self.stopping.iter_mut().filter(|(_, s)| s.kept && s.give_up <= now) {
-            self.claims.handing_off(id);
-            s.give_up = now + every;
-        }
-        for (id, taken) in due {
-            if let Some(s) = self.stopping.get_mut(&id).filter(|s| taken.is_none() && s.partition.is_some() && keep) {
-                (s.kept, s.give_up) = (true, now);
-                events::handoff(Handoff::Kept);
-                tracing::warn!(
-                    stream = id,
-                    partition = s.partition,
-                    "fleet: no other worker took the stream in time; keeping it running here until one does"
-                );
-                continue;
-            }
-            self.stopping.remove(&id);
-            let why = if taken.is_some() { "handed off to another worker" } else { "no other worker took it in time" };
-            events::handoff(if taken.is_some() { Handoff::Taken } else { Handoff::TimedOut });
-            tracing::info!(stream = id, "fleet: let go: {why}");
-            if let (Some(to), Some(handover)) = (taken, self.streams.handover(&id)) {
-                self.releasing.insert(id.clone(), Releasing { handover, to, give_up: now + 2 * RELEASE_WAIT });
-            }
-            self.streams.stop(&id, why);
-        }
-    }
-
-    /// Releases the streams handed off whose analysis here has ended, passing on the
-    /// incident left open.
-    fn publish_releases(&mut self) {
-        let now = Instant::now();
-        let done: Vec<(String, Option<Option<vigil_fusion::Incident>>)> = self
-            .releasing
-            .iter()
-            .filter_map(|(s, r)| match r.handover.ended() {
-                Some(open) => Some((s.clone(), Some(open))),
-                None => (r.give_up <= now).then(|| (s.clone(), None)),
-            })
-            .collect();
-        for (stream, ended) in done {
-            let Some(r) = self.releasing.remove(&stream) else { continue };
-            match ended {
-                Some(open) => {
-                    tracing::info!(stream, to = r.to, open = ?open.as_ref().map(|i| &i.id), "fleet: released");
-                    self.claims.release(&stream, &r.to, open);
-                }
-                None => tracing::warn!(stream, "fleet: its analysis did not end in time; not released"),
+                self.feed(Input::CaughtUp(p));
             }
         }
     }

@@ -10,12 +10,12 @@
 //!   records of one stream share a partition and so an order.
 //! - `withdrawn`: the offer's maker took the stream back (its lifecycle says stop).
 
+use super::machine::{Heard, Say};
 use super::{Wanted, pull_uri, valid_stream_id};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
 use serde::{Deserialize, Serialize};
-use std::collections::HashMap;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Largest owners-topic record read.
 pub const MAX_OWNERS_RECORD_BYTES: usize = 64 << 10;
@@ -27,18 +27,6 @@ pub struct Claims {
     producer: rdkafka::producer::BaseProducer,
     /// Reads every partition from its end at start (no group): only new claims matter.
     reader: Option<BaseConsumer>,
-    /// Stream → the other worker whose claim for it was last read, and when.
-    seen: HashMap<String, (String, Instant)>,
-    /// Stream → when another worker last announced it is handing it off.
-    handing_off: HashMap<String, Instant>,
-    /// Stream → when another worker first announced handing it off, until any worker
-    /// claims it (a hand-off nobody completes).
-    unclaimed_handoffs: HashMap<String, Instant>,
-    /// Stream → the open offer for it: its maker, and who took it (once claimed).
-    offers: HashMap<String, (String, Option<String>)>,
-    /// Stream → the worker whose offer claim for it was last read, and when (liveness of
-    /// a stream running elsewhere for this worker).
-    offer_claims: HashMap<String, (String, Instant)>,
     /// Signs what this worker says; believes only what workers signed, recently.
     trust: vigil_trust::config::Trust,
     verifier: vigil_trust::Verifier,
@@ -73,31 +61,6 @@ enum OwnersRecord {
     Offered { stream_id: String, offered_by: String, source_url: String, account_id: Option<String>, unix_ms: u64 },
     /// `withdrawn_by` took back the stream it had offered (stopped by its lifecycle).
     Withdrawn { stream_id: String, withdrawn_by: String, unix_ms: u64 },
-}
-
-/// What another worker said on the owners topic that this one acts on.
-pub enum Notice {
-    /// `by` was revoked the stream (or let it go) and still alerts on it.
-    HandingOff {
-        stream: String,
-        by: String,
-    },
-    Released {
-        stream: String,
-        incident: Option<vigil_fusion::Incident>,
-    },
-    /// Another worker offers a stream (checked like a lifecycle start).
-    Offered {
-        stream: String,
-        from: String,
-        wanted: Wanted,
-    },
-    /// The first offer claim after an offer: `by` runs the stream (maybe this worker).
-    OfferTaken {
-        stream: String,
-        by: String,
-    },
-    Withdrawn(String),
 }
 
 impl Claims {
@@ -140,11 +103,6 @@ impl Claims {
             topic: cfg.owners_topic.clone(),
             producer,
             reader,
-            seen: HashMap::new(),
-            handing_off: HashMap::new(),
-            unclaimed_handoffs: HashMap::new(),
-            offers: HashMap::new(),
-            offer_claims: HashMap::new(),
             trust: trust.clone(),
             verifier: trust.verifier(vigil_trust::TopicKind::Owners),
             hosts: cfg.clone(),
@@ -165,68 +123,51 @@ impl Claims {
         }
     }
 
-    /// Says on the owners topic that this worker runs `stream` now.
-    pub fn claim(&self, stream: &str) {
-        let unix_ms = crate::output::unix_ms();
-        let record = OwnersRecord::Claim { stream_id: stream.into(), owner: self.me.clone(), unix_ms, for_offer: None };
-        self.send(stream, &record);
-    }
-
-    /// Says that this worker runs `stream` for the offer `from` made (also repeated, as
-    /// a sign of life, while it runs it).
-    pub fn claim_offer(&self, stream: &str, from: &str) {
-        let unix_ms = crate::output::unix_ms();
-        let (stream_id, owner, for_offer) = (stream.into(), self.me.clone(), Some(from.to_string()));
-        self.send(stream, &OwnersRecord::Claim { stream_id, owner, unix_ms, for_offer });
-    }
-
-    /// Offers a stream due here that this worker cannot take.
-    pub fn offer(&self, stream: &str, wanted: &Wanted) {
-        let record = OwnersRecord::Offered {
-            stream_id: stream.into(),
-            offered_by: self.me.clone(),
-            source_url: wanted.uri.clone(),
-            account_id: wanted.account_id.clone(),
-            unix_ms: crate::output::unix_ms(),
+    /// Says something on the owners topic.
+    pub fn say(&self, say: Say) {
+        let (me, unix_ms) = (self.me.clone(), crate::output::unix_ms());
+        let (stream, record) = match say {
+            Say::Claim(stream) => {
+                let record = OwnersRecord::Claim { stream_id: stream.clone(), owner: me, unix_ms, for_offer: None };
+                (stream, record)
+            }
+            // Also repeated, as a sign of life, while this worker runs the stream.
+            Say::ClaimOffer { stream, from } => {
+                let record =
+                    OwnersRecord::Claim { stream_id: stream.clone(), owner: me, unix_ms, for_offer: Some(from) };
+                (stream, record)
+            }
+            Say::Offer { stream, wanted } => {
+                let record = OwnersRecord::Offered {
+                    stream_id: stream.clone(),
+                    offered_by: me,
+                    source_url: wanted.uri,
+                    account_id: wanted.account_id,
+                    unix_ms,
+                };
+                (stream, record)
+            }
+            Say::Withdraw(stream) => {
+                (stream.clone(), OwnersRecord::Withdrawn { stream_id: stream, withdrawn_by: me, unix_ms })
+            }
+            Say::HandingOff(stream) => {
+                (stream.clone(), OwnersRecord::HandingOff { stream_id: stream, handing_off_by: me, unix_ms })
+            }
+            Say::Release { stream, to, incident } => {
+                let incident = incident.map(Box::new);
+                let record =
+                    OwnersRecord::Released { stream_id: stream.clone(), released_by: me, to, unix_ms, incident };
+                (stream, record)
+            }
         };
-        self.send(stream, &record);
+        self.send(&stream, &record);
     }
 
-    /// Takes back an offered stream.
-    pub fn withdraw(&self, stream: &str) {
-        let unix_ms = crate::output::unix_ms();
-        self.send(
-            stream,
-            &OwnersRecord::Withdrawn { stream_id: stream.into(), withdrawn_by: self.me.clone(), unix_ms },
-        );
-    }
-
-    /// Says that this worker was revoked `stream` and still analyses (and alerts on) it.
-    pub fn handing_off(&self, stream: &str) {
-        let unix_ms = crate::output::unix_ms();
-        self.send(
-            stream,
-            &OwnersRecord::HandingOff { stream_id: stream.into(), handing_off_by: self.me.clone(), unix_ms },
-        );
-    }
-
-    /// Says that this worker let `stream` go to `to`, with the incident it left open.
-    pub fn release(&self, stream: &str, to: &str, incident: Option<vigil_fusion::Incident>) {
-        let record = OwnersRecord::Released {
-            stream_id: stream.into(),
-            released_by: self.me.clone(),
-            to: to.into(),
-            unix_ms: crate::output::unix_ms(),
-            incident: incident.map(Box::new),
-        };
-        self.send(stream, &record);
-    }
-
-    /// Serves the producer and reads what the other workers said.
-    pub fn poll(&mut self) -> Vec<Notice> {
+    /// Serves the producer and reads what the workers said (this one included).
+    pub fn poll(&mut self) -> Vec<Heard> {
         self.producer.poll(Duration::ZERO);
-        let mut notices = Vec::new();
-        let Some(reader) = &self.reader else { return notices };
+        let mut heard = Vec::new();
+        let Some(reader) = &self.reader else { return heard };
         while let Some(m) = reader.poll(Duration::ZERO) {
             let Ok(m) = m else { continue };
             // Unsigned, another role's, stale or replayed: refused and counted.
@@ -238,100 +179,45 @@ impl Claims {
                 .payload()
                 .filter(|p| p.len() <= MAX_OWNERS_RECORD_BYTES)
                 .and_then(|p| serde_json::from_slice::<OwnersRecord>(p).ok());
-            let stream_of = |r: &OwnersRecord| match r {
-                OwnersRecord::Claim { stream_id, .. }
-                | OwnersRecord::HandingOff { stream_id, .. }
-                | OwnersRecord::Released { stream_id, .. }
-                | OwnersRecord::Offered { stream_id, .. }
-                | OwnersRecord::Withdrawn { stream_id, .. } => stream_id.clone(),
-            };
-            let Some(record) = record.filter(|r| key == Some(stream_of(r).as_bytes())) else {
+            let Some(record) = record.filter(|r| key == Some(r.stream_id().as_bytes())) else {
                 tracing::warn!(partition = m.partition(), offset = m.offset(), "fleet: owners record refused");
                 continue;
             };
-            match &record {
-                OwnersRecord::HandingOff { stream_id, handing_off_by, .. } if *handing_off_by != self.me => {
-                    self.unclaimed_handoffs.entry(stream_id.clone()).or_insert_with(Instant::now);
-                }
-                OwnersRecord::HandingOff { .. } | OwnersRecord::Offered { .. } => {}
-                OwnersRecord::Claim { stream_id, .. }
-                | OwnersRecord::Released { stream_id, .. }
-                | OwnersRecord::Withdrawn { stream_id, .. } => {
-                    self.unclaimed_handoffs.remove(stream_id);
-                }
+            heard.push(self.read(record));
+        }
+        heard
+    }
+
+    /// What a record says, checked: an offer's source like a lifecycle start's, a
+    /// released incident only if it is the stream's own.
+    fn read(&self, record: OwnersRecord) -> Heard {
+        match record {
+            OwnersRecord::Claim { stream_id, owner, for_offer, .. } => {
+                Heard::Claim { stream: stream_id, owner, for_offer }
             }
-            match record {
-                OwnersRecord::Claim { stream_id, owner, for_offer: Some(_), .. } => {
-                    if let Some((_, taken)) = self.offers.get_mut(&stream_id).filter(|(_, t)| t.is_none()) {
-                        *taken = Some(owner.clone());
-                        notices.push(Notice::OfferTaken { stream: stream_id.clone(), by: owner.clone() });
-                    }
-                    if owner != self.me {
-                        self.offer_claims.insert(stream_id, (owner, Instant::now()));
-                    }
-                }
-                OwnersRecord::Claim { stream_id, owner, .. } if owner != self.me => {
-                    self.seen.insert(stream_id, (owner, Instant::now()));
-                }
-                OwnersRecord::Offered { stream_id, offered_by, source_url, account_id, .. } => {
-                    // A new offer reopens the stream, this worker's own included.
-                    self.offers.insert(stream_id.clone(), (offered_by.clone(), None));
-                    let account_ok =
-                        account_id.as_ref().is_none_or(|a| a.len() <= 256 && !a.chars().any(char::is_control));
-                    let host_ok = self.hosts.check_host(&source_url).is_ok();
-                    match pull_uri(&source_url) {
-                        Some(uri) if offered_by != self.me && valid_stream_id(&stream_id) && account_ok && host_ok => {
-                            let wanted = Wanted { uri, account_id };
-                            notices.push(Notice::Offered { stream: stream_id, from: offered_by, wanted });
-                        }
-                        Some(_) if offered_by == self.me => {}
-                        _ => tracing::warn!(
-                            stream = stream_id,
-                            "fleet: an offer refused (bad stream id, URL, host or account)"
-                        ),
-                    }
-                }
-                OwnersRecord::Withdrawn { stream_id, withdrawn_by, .. } => {
-                    // From the offer's maker, or from the stream's partition owner now
-                    // (the partition may have moved since the offer): the lifecycle said stop.
-                    self.offers.remove(&stream_id);
-                    self.offer_claims.remove(&stream_id);
-                    if withdrawn_by != self.me {
-                        notices.push(Notice::Withdrawn(stream_id));
-                    }
-                }
-                OwnersRecord::HandingOff { stream_id, handing_off_by, .. } if handing_off_by != self.me => {
-                    self.handing_off.insert(stream_id.clone(), Instant::now());
-                    notices.push(Notice::HandingOff { stream: stream_id, by: handing_off_by });
-                }
-                OwnersRecord::Released { stream_id, released_by, to, incident, .. }
-                    if to == self.me && released_by != self.me =>
-                {
-                    // Only an incident of this very stream is continued; anything else
-                    // is ignored (the held alerts then go out as they are).
-                    let incident = incident.map(|i| *i).filter(|i| {
-                        i.stream.0 == stream_id && i.id.starts_with(&format!("{stream_id}@")) && i.id.len() <= 512
-                    });
-                    notices.push(Notice::Released { stream: stream_id, incident });
-                }
-                _ => {}
+            OwnersRecord::HandingOff { stream_id, handing_off_by, .. } => {
+                Heard::HandingOff { stream: stream_id, by: handing_off_by }
+            }
+            OwnersRecord::Released { stream_id, released_by, to, incident, .. } => {
+                // Only an incident of this very stream is continued; anything else is
+                // ignored (the held alerts then go out as they are).
+                let incident = incident.map(|i| *i).filter(|i| {
+                    i.stream.0 == stream_id && i.id.starts_with(&format!("{stream_id}@")) && i.id.len() <= 512
+                });
+                Heard::Released { stream: stream_id, by: released_by, to, incident }
+            }
+            OwnersRecord::Offered { stream_id, offered_by, source_url, account_id, .. } => {
+                let account_ok = account_id.as_ref().is_none_or(|a| a.len() <= 256 && !a.chars().any(char::is_control));
+                let host_ok = self.hosts.check_host(&source_url).is_ok();
+                let wanted = pull_uri(&source_url)
+                    .filter(|_| valid_stream_id(&stream_id) && account_ok && host_ok)
+                    .map(|uri| Wanted { uri, account_id });
+                Heard::Offered { stream: stream_id, by: offered_by, wanted }
+            }
+            OwnersRecord::Withdrawn { stream_id, withdrawn_by, .. } => {
+                Heard::Withdrawn { stream: stream_id, by: withdrawn_by }
             }
         }
-        notices
-    }
-
-    /// Another worker claimed `stream` after `since`: which one.
-    pub fn taken_since(&self, stream: &str, since: Instant) -> Option<&str> {
-        self.seen.get(stream).filter(|(_, at)| *at >= since).map(|(owner, _)| owner.as_str())
-    }
-
-    /// Another worker has been handing a stream off for at least `unclaimed_for`, still
-    /// says so (within `announced_within`), and nobody has claimed it: the stream's new
-    /// partition owner never started it.
-    pub fn handoff_unclaimed(&self, unclaimed_for: Duration, announced_within: Duration) -> bool {
-        self.unclaimed_handoffs.iter().any(|(stream, first)| {
-            first.elapsed() >= unclaimed_for && self.handed_over_lately(stream, announced_within)
-        })
     }
 
     /// Whether this worker reads the owners topic (without it, no claim is ever seen).
@@ -339,40 +225,20 @@ impl Claims {
         self.reader.is_some()
     }
 
-    /// Another worker announced it is handing `stream` off, within `within`.
-    pub fn handed_over_lately(&self, stream: &str, within: Duration) -> bool {
-        self.handing_off.get(stream).is_some_and(|at| at.elapsed() <= within)
+    pub fn flush(&self) {
+        rdkafka::producer::Producer::flush(&self.producer, Duration::from_secs(2)).ok();
     }
 }
 
-impl Claims {
-    pub fn me(&self) -> &str {
-        &self.me
-    }
-
-    /// Another worker claimed `stream` for an offer within `within`: it runs it (and
-    /// alerts on it) now.
-    pub fn offer_claimed_lately(&self, stream: &str, within: Duration) -> bool {
-        self.offer_claims.get(stream).is_some_and(|(_, at)| at.elapsed() <= within)
-    }
-
-    /// An offer for `stream` is known (open or taken), or another worker runs it for one.
-    pub fn offer_known(&self, stream: &str) -> bool {
-        self.offers.contains_key(stream) || self.offer_claims.contains_key(stream)
-    }
-
-    /// The offer for `stream` is still open (nobody claimed it yet).
-    pub fn offer_open(&self, stream: &str) -> bool {
-        self.offers.get(stream).is_some_and(|(_, taken)| taken.is_none())
-    }
-
-    /// When `worker` last claimed `stream` for an offer.
-    pub fn offer_claim_by(&self, stream: &str, worker: &str) -> Option<Instant> {
-        self.offer_claims.get(stream).filter(|(w, _)| w == worker).map(|(_, at)| *at)
-    }
-
-    pub fn flush(&self) {
-        rdkafka::producer::Producer::flush(&self.producer, Duration::from_secs(2)).ok();
+impl OwnersRecord {
+    fn stream_id(&self) -> &str {
+        match self {
+            OwnersRecord::Claim { stream_id, .. }
+            | OwnersRecord::HandingOff { stream_id, .. }
+            | OwnersRecord::Released { stream_id, .. }
+            | OwnersRecord::Offered { stream_id, .. }
+            | OwnersRecord::Withdrawn { stream_id, .. } => stream_id,
+        }
     }
 }
 
