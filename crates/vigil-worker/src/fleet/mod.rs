@@ -275,6 +275,10 @@ impl Fleet {
             .set("partition.assignment.strategy", "cooperative-sticky")
             .set("session.timeout.ms", session_ms.to_string())
             .set("heartbeat.interval.ms", (session_ms / 5).to_string())
+            // A worker whose fleet loop stops polling (it polls every 100 ms) is dropped
+            // as fast as a dead one, so the streams it would start go elsewhere; the
+            // loop's slowest step (one partition's end, 2 s at most) stays well inside.
+            .set("max.poll.interval.ms", session_ms.to_string())
             .set("auto.offset.reset", "earliest")
             .set("enable.auto.offset.store", "false");
         let consumer: BaseConsumer<FleetContext> = client.create_with_context(FleetContext::default())?;
@@ -550,16 +554,22 @@ impl Member {
     /// been read.
     fn check_caught_up(&mut self) {
         let pending: Vec<i32> = self.reading.keys().copied().filter(|p| !self.machine.caught_up(*p)).collect();
+        // One partition's end asked of the broker per turn: the loop keeps polling.
+        let mut asked = false;
         for p in pending {
             let end = match self.reading[&p].end {
                 Some(end) => end,
-                None => match self.consumer.fetch_watermarks(&self.topic, p, Duration::from_secs(2)) {
-                    Ok((_, high)) => high,
-                    Err(e) => {
-                        tracing::warn!(partition = p, "fleet: cannot read the partition's end: {e}");
-                        continue;
+                None if asked => continue,
+                None => {
+                    asked = true;
+                    match self.consumer.fetch_watermarks(&self.topic, p, Duration::from_secs(2)) {
+                        Ok((_, high)) => high,
+                        Err(e) => {
+                            tracing::warn!(partition = p, "fleet: cannot read the partition's end: {e}");
+                            continue;
+                        }
                     }
-                },
+                }
             };
             let Some(reading) = self.reading.get_mut(&p) else { continue };
             reading.end = Some(end);

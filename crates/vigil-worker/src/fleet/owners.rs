@@ -25,7 +25,8 @@ pub struct Claims {
     me: String,
     topic: String,
     producer: rdkafka::producer::BaseProducer,
-    /// Reads every partition from its end at start (no group): only new claims matter.
+    /// Reads every partition from the last hand-off period at start (no group): only
+    /// recent records matter.
     reader: Option<BaseConsumer>,
     /// Signs what this worker says; believes only what workers signed, recently.
     trust: vigil_trust::config::Trust,
@@ -91,11 +92,7 @@ impl Claims {
             );
             None
         } else {
-            let mut tpl = rdkafka::TopicPartitionList::new();
-            for p in 0..partitions as i32 {
-                tpl.add_partition_offset(&cfg.owners_topic, p, rdkafka::Offset::End)?;
-            }
-            reader.assign(&tpl)?;
+            reader.assign(&replay_from(&reader, &cfg.owners_topic, partitions as i32, cfg.handoff_secs)?)?;
             Some(reader)
         };
         Ok(Claims {
@@ -228,6 +225,38 @@ impl Claims {
     pub fn flush(&self) {
         rdkafka::producer::Producer::flush(&self.producer, Duration::from_secs(2)).ok();
     }
+}
+
+/// Where the reader starts: at the records of the last hand-off period, so a worker
+/// that starts while another is handing a stream off still hears it (and holds its
+/// alerts when the stream comes to it); at the end where the broker cannot say.
+fn replay_from(
+    reader: &BaseConsumer,
+    topic: &str,
+    partitions: i32,
+    handoff_secs: u64,
+) -> rdkafka::error::KafkaResult<rdkafka::TopicPartitionList> {
+    let since = crate::output::unix_ms().saturating_sub(handoff_secs * 1000) as i64;
+    let mut times = rdkafka::TopicPartitionList::new();
+    for p in 0..partitions {
+        times.add_partition_offset(topic, p, rdkafka::Offset::Offset(since))?;
+    }
+    let found = reader.offsets_for_times(times, Duration::from_secs(10)).unwrap_or_else(|e| {
+        tracing::warn!(
+            topic,
+            "fleet: cannot find the owners records of the last hand-off period ({e}); reading from the end"
+        );
+        rdkafka::TopicPartitionList::new()
+    });
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    for p in 0..partitions {
+        let offset = match found.find_partition(topic, p).map(|e| (e.offset(), e.error())) {
+            Some((rdkafka::Offset::Offset(n), Ok(()))) if n >= 0 => rdkafka::Offset::Offset(n),
+            _ => rdkafka::Offset::End,
+        };
+        tpl.add_partition_offset(topic, p, offset)?;
+    }
+    Ok(tpl)
 }
 
 impl OwnersRecord {
