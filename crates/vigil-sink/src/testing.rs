@@ -15,6 +15,23 @@ pub const PARTITIONS: i32 = 3;
 
 /// A consumer that reads all `PARTITIONS` partitions of `topic` from the beginning,
 /// committing nothing: what a test needs to see everything a broker holds.
+/// Reads `consumer` until `done` holds for what it read, or `timeout` passes: what it
+/// read either way (the caller asserts on it, with the messages in its failure).
+pub fn consume_until(
+    consumer: &BaseConsumer,
+    timeout: std::time::Duration,
+    mut done: impl FnMut(&[rdkafka::message::OwnedMessage]) -> bool,
+) -> Vec<rdkafka::message::OwnedMessage> {
+    let deadline = std::time::Instant::now() + timeout;
+    let mut got = Vec::new();
+    while !done(&got) && std::time::Instant::now() < deadline {
+        if let Some(Ok(m)) = consumer.poll(std::time::Duration::from_millis(100)) {
+            got.push(m.detach());
+        }
+    }
+    got
+}
+
 pub fn read_from_beginning(bootstrap: &str, topic: &str) -> BaseConsumer {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)

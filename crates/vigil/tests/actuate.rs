@@ -15,7 +15,7 @@ use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedPr
 use std::process::{Command, Output, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use vigil_sink::testing::{Broker, read_from_beginning};
+use vigil_sink::testing::{Broker, consume_until, read_from_beginning};
 
 const INTERRUPTS: &str = "vigil.interrupts";
 const DEAD: &str = "vigil.interrupts.dead-letter";
@@ -66,19 +66,9 @@ impl Bus {
     /// Exactly `n` messages of `topic` (waits up to 10 s for them, then 1 s for more).
     fn read(&self, topic: &str, n: usize) -> Vec<OwnedMessage> {
         let consumer = read_from_beginning(&self.broker.addr, topic);
-        let mut got = Vec::new();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while got.len() < n && Instant::now() < deadline {
-            if let Some(Ok(m)) = consumer.poll(Duration::from_millis(200)) {
-                got.push(m.detach());
-            }
-        }
-        let extra = Instant::now() + Duration::from_secs(1);
-        while Instant::now() < extra {
-            if let Some(Ok(m)) = consumer.poll(Duration::from_millis(200)) {
-                got.push(m.detach());
-            }
-        }
+        let mut got = consume_until(&consumer, Duration::from_secs(10), |got| got.len() >= n);
+        // Then a second for any more than asked (none may come).
+        got.extend(consume_until(&consumer, Duration::from_secs(1), |_| false));
         assert_eq!(got.len(), n, "{topic}: {:?}", got.iter().map(text).collect::<Vec<_>>());
         got
     }

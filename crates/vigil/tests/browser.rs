@@ -10,6 +10,7 @@ mod common;
 
 use common::netns::{Netns, within};
 use common::worker::*;
+use common::{wait_until, wait_until_or};
 use serde_json::{Value, json};
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -119,11 +120,9 @@ impl Browser {
             .expect("chromedriver (make setup installs chromium-driver)");
         let profile = tempfile::tempdir().unwrap();
         let mut b = Browser { driver, ns: ns.name.clone(), port, session: String::new(), _profile: profile };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while b.call("GET", "/status", None).get("value").and_then(|v| v.get("ready")) != Some(&json!(true)) {
-            assert!(Instant::now() < deadline, "chromedriver did not come up");
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        wait_until("chromedriver to come up", 20, || {
+            b.call("GET", "/status", None).get("value").and_then(|v| v.get("ready")) == Some(&json!(true))
+        });
         let caps = json!({ "capabilities": { "alwaysMatch": { "browserName": "chrome", "goog:chromeOptions": {
             "binary": "/usr/bin/chromium",
             "args": [
@@ -280,11 +279,12 @@ fn a_browser_on_another_origin_publishes_at_its_camera_resolution() {
 
     // The page ends its session: a cross-origin DELETE to the exposed Location.
     browser.eval("window.vigil.end(); return true");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while browser.eval("return window.vigil.deleted") != json!(200) {
-        assert!(Instant::now() < deadline, "the DELETE did not succeed: {}", browser.eval("return window.vigil"));
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    wait_until_or(
+        "the DELETE to succeed",
+        10,
+        || browser.eval("return window.vigil.deleted") == json!(200),
+        || browser.eval("return window.vigil").to_string(),
+    );
     w.wait_for("the browser's stream to end", 20, |r| ended(r, "whip/studio").is_some());
     eprintln!("ended at {:?}", started.elapsed());
 }

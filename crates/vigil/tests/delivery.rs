@@ -9,20 +9,21 @@ use rdkafka::message::{Headers, Message};
 use std::collections::HashSet;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-use vigil_sink::testing::{Broker, read_from_beginning};
+use vigil_sink::testing::{Broker, consume_until, read_from_beginning};
 
 /// Message ids on `topic`, waiting up to `timeout` for at least `want`.
 fn message_ids(broker: &Broker, topic: &str, want: usize, timeout: Duration) -> HashSet<String> {
     let consumer = read_from_beginning(&broker.addr, topic);
-    let mut ids = HashSet::new();
-    let deadline = Instant::now() + timeout;
-    while ids.len() < want && Instant::now() < deadline {
-        let Some(msg) = consumer.poll(Duration::from_millis(200)) else { continue };
-        let msg = msg.unwrap();
-        let id = msg.headers().unwrap().iter().find(|h| h.key == "vigil-message-id").and_then(|h| h.value).unwrap();
-        ids.insert(String::from_utf8_lossy(id).into_owned());
-    }
-    ids
+    let ids = |got: &[rdkafka::message::OwnedMessage]| -> HashSet<String> {
+        got.iter()
+            .map(|m| {
+                let id =
+                    m.headers().unwrap().iter().find(|h| h.key == "vigil-message-id").and_then(|h| h.value).unwrap();
+                String::from_utf8_lossy(id).into_owned()
+            })
+            .collect()
+    };
+    ids(&consume_until(&consumer, timeout, |got| ids(got).len() >= want))
 }
 
 #[test]
@@ -63,17 +64,20 @@ fn with_stdout_broken_alerts_and_interrupt_commands_still_reach_kafka() {
         .expect("vigil runs");
     // Nobody reads: every JSON line the worker writes fails with EPIPE.
     drop(child.stdout.take());
-    let deadline = Instant::now() + Duration::from_secs(180);
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("the worker did not finish\n{}", std::fs::read_to_string(&stderr).unwrap_or_default());
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    };
+    let (mut status, pid) = (None, child.id().to_string());
+    wait_until_or(
+        "the worker to finish",
+        180,
+        || {
+            status = child.try_wait().unwrap();
+            status.is_some()
+        },
+        || {
+            let _ = Command::new("kill").args(["-9", &pid]).status();
+            std::fs::read_to_string(&stderr).unwrap_or_default()
+        },
+    );
+    let status = status.expect("exited");
     let log = std::fs::read_to_string(&stderr).unwrap_or_default();
     assert!(status.success(), "{status}\n{log}");
     assert!(log.contains("stdout: ") && log.contains("Kafka delivery goes on"), "the broken stdout is logged:\n{log}");

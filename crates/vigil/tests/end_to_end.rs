@@ -16,7 +16,7 @@ use serde_json::{Value, json};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-use vigil_sink::testing::{Broker, read_from_beginning};
+use vigil_sink::testing::{Broker, consume_until, read_from_beginning};
 
 /// Seconds of test pattern before the banked image goes on air.
 const CLEAN_SECS: u32 = 4;
@@ -53,27 +53,21 @@ fn replay(clip: &Path, url: &str) -> Child {
 
 /// Waits for `child` to exit; the time it took, or a failure after `secs`.
 fn closed_within(child: &mut Child, secs: u64, who: &str) -> Instant {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    while child.try_wait().unwrap().is_none() {
-        assert!(Instant::now() < deadline, "{who}: the publisher's connection is still open");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_until(&format!("{who}: the publisher's connection to close"), secs, || child.try_wait().unwrap().is_some());
     Instant::now()
 }
 
 /// `want` messages of `topic`, each tagged with its line type for the schema check.
 fn broker_messages(broker: &Broker, topic: &str, kind: &str, want: usize) -> Vec<Value> {
     let consumer = read_from_beginning(&broker.addr, topic);
-    let mut got = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while got.len() < want && Instant::now() < deadline {
-        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(200)) {
+    let got = consume_until(&consumer, Duration::from_secs(30), |got| got.len() >= want);
+    got.iter()
+        .map(|m| {
             let mut v: Value = serde_json::from_slice(m.payload().unwrap()).unwrap();
             v["type"] = json!(kind);
-            got.push(v);
-        }
-    }
-    got
+            v
+        })
+        .collect()
 }
 
 #[test]
@@ -111,11 +105,12 @@ fn a_banked_image_on_a_pulled_and_a_pushed_stream_is_interrupted_and_both_are_cu
         .unwrap();
 
     // The worker joins its group (about half the session timeout) before anything airs.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while w.metric("vigil_fleet_partitions_assigned", "") < 3.0 {
-        assert!(Instant::now() < deadline, "the worker never got the lifecycle partitions\n{}", tail(&w.stderr(), 20));
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    wait_until_or(
+        "the worker to get the lifecycle partitions",
+        30,
+        || w.metric("vigil_fleet_partitions_assigned", "") >= 3.0,
+        || tail(&w.stderr(), 20),
+    );
     let pulled = "live/origin1";
     let mut origin = replay(&clip, &format!("rtmp://127.0.0.1:{}/{pulled}", nginx.rtmp));
     let origin_started = Instant::now();

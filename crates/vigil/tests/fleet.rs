@@ -16,7 +16,7 @@ use serde_json::{Value, json};
 use std::collections::{BTreeMap, BTreeSet};
 use std::process::Child;
 use std::time::{Duration, Instant};
-use vigil_sink::testing::{Broker, read_from_beginning};
+use vigil_sink::testing::{Broker, consume_until, read_from_beginning};
 use vigil_trust::Role;
 
 const LIFECYCLE: &str = "vigil.streams.lifecycle";
@@ -307,15 +307,20 @@ fn a_fleet_shares_streams_survives_a_kill_and_hands_off_on_drain() {
         .collect();
     assert_eq!(opened.len(), 1, "one incident for the banked stream: {opened:?}");
     let consumer = read_from_beginning(&broker.addr, "vigil.alerts");
-    let mut on_broker: BTreeMap<String, usize> = BTreeMap::new();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while Instant::now() < deadline && !alert_ids.iter().all(|id| on_broker.contains_key(id)) {
-        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(200)) {
-            use rdkafka::Message;
+    let count = |got: &[rdkafka::message::OwnedMessage]| {
+        use rdkafka::Message;
+        let mut on_broker: BTreeMap<String, usize> = BTreeMap::new();
+        for m in got {
             let v: Value = serde_json::from_slice(m.payload().unwrap()).unwrap();
             *on_broker.entry(message(&v)).or_default() += 1;
         }
-    }
+        on_broker
+    };
+    let got = consume_until(&consumer, Duration::from_secs(30), |got| {
+        let on_broker = count(got);
+        alert_ids.iter().all(|id| on_broker.contains_key(id))
+    });
+    let on_broker = count(&got);
     for id in &alert_ids {
         assert!(on_broker.contains_key(id), "alert {id} reached Kafka: {on_broker:?}");
     }

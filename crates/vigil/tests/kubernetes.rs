@@ -5,12 +5,12 @@
 
 mod common;
 
+use common::wait_until_or;
 use common::worker::*;
 use serde_json::Value;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
 
 /// PATCHes received: (path, authorization, content type, body).
 type Patches = Mutex<Vec<(String, String, String, Value)>>;
@@ -70,11 +70,12 @@ fn costs(seen: &Patches) -> Vec<String> {
 }
 
 fn wait_cost(seen: &Patches, want: &str, w: &Worker) {
-    let deadline = Instant::now() + Duration::from_secs(40);
-    while costs(seen).last().map(String::as_str) != Some(want) {
-        assert!(Instant::now() < deadline, "no deletion cost {want}: {:?}\n{}", costs(seen), tail(&w.stderr(), 20));
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    wait_until_or(
+        &format!("deletion cost {want}"),
+        40,
+        || costs(seen).last().map(String::as_str) == Some(want),
+        || format!("{:?}\n{}", costs(seen), tail(&w.stderr(), 20)),
+    );
 }
 
 #[test]

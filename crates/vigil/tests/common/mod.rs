@@ -181,10 +181,18 @@ pub fn messages(records: &[serde_json::Value]) -> Vec<&serde_json::Value> {
 }
 
 /// Polls `done` until it holds, failing the test after `secs`.
-pub fn wait_until(what: &str, secs: u64, mut done: impl FnMut() -> bool) {
+pub fn wait_until(what: &str, secs: u64, done: impl FnMut() -> bool) {
+    wait_until_or(what, secs, done, String::new);
+}
+
+/// Like [`wait_until`]; a timeout's failure also shows `context()` (a log's tail, the
+/// state seen last).
+pub fn wait_until_or(what: &str, secs: u64, mut done: impl FnMut() -> bool, context: impl FnOnce() -> String) {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
     while !done() {
-        assert!(std::time::Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(std::time::Duration::from_millis(200));
+        if std::time::Instant::now() >= deadline {
+            panic!("timed out after {secs} s waiting for {what}\n{}", context());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
     }
 }
