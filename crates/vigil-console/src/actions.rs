@@ -194,6 +194,9 @@ pub async fn false_positive(
     if d.incident.state == IncidentState::Resolved {
         return Err(ActionError::Refused("the incident is resolved already".into()));
     }
+    // First, so a false positive never leaves a live command behind: refused (to be
+    // tried again) when the withdrawal cannot be written.
+    withdraw_pending(shared, &d, &format!("console:{user}"), note).await?;
     if !offered_scopes(&d).iter().any(|s| s == scope) {
         return Err(ActionError::Refused(format!("{scope:?} is not a scope of this incident")));
     }
@@ -232,6 +235,58 @@ pub async fn false_positive(
         tracing::warn!(entry = entry.id, "allowlist entry kept, to be published again: {e}");
     }
     Ok(entry)
+}
+
+/// The incident's interrupt commands not carried out yet (no cut, dead letter or
+/// withdrawal reported for them).
+pub fn pending_commands(d: &crate::store::IncidentDetail) -> Vec<&InterruptCommand> {
+    let finished = |id: &str| {
+        d.outcomes.iter().any(|o| {
+            o.outcome.command_id == id && ["cut", "dead_lettered", "withdrawn"].contains(&o.outcome.outcome.as_str())
+        })
+    };
+    d.commands.iter().map(|c| &c.command).filter(|c| !finished(&c.command_id)).collect()
+}
+
+/// Withdraws the incident's pending commands: a signed `vigil.interrupt.withdrawal` on
+/// the interrupts topic for each, keyed like the command so it follows it. The actuator
+/// reads ahead for one before it cuts, so one catching up (or retrying) never cuts a
+/// stream judged benign; a command cut before its withdrawal stays cut (and reads so).
+pub async fn withdraw_pending(
+    shared: &Shared,
+    d: &crate::store::IncidentDetail,
+    by: &str,
+    reason: &str,
+) -> Result<(), ActionError> {
+    let pending = pending_commands(d);
+    if pending.is_empty() {
+        return Ok(());
+    }
+    let out = shared.outbound.as_ref().ok_or_else(|| {
+        ActionError::Refused("no Kafka cluster is configured: the pending interrupt cannot be withdrawn".into())
+    })?;
+    let id = &d.incident.id;
+    for cmd in &pending {
+        let w = vigil_core::InterruptWithdrawal {
+            schema: vigil_core::alert::WITHDRAWAL_SCHEMA.into(),
+            schema_version: vigil_core::alert::SCHEMA_VERSION,
+            command_id: cmd.command_id.clone(),
+            stream_id: cmd.stream_id.clone(),
+            alert_id: cmd.alert_id.clone(),
+            withdrawn_by: by.to_string(),
+            reason: reason.chars().take(500).collect(),
+            withdrawn_at_unix_ms: now_ms().max(0) as u64,
+        };
+        let payload = serde_json::to_vec(&w).map_err(|e| ActionError::Kafka(e.to_string()))?;
+        let message_id = format!("{}/withdrawn", cmd.command_id);
+        let (topic, key, schema) = (&out.interrupts_topic, &cmd.stream_id.0, vigil_core::alert::WITHDRAWAL_SCHEMA);
+        send(out, topic, key, &message_id, schema, payload).await?;
+    }
+    shared.store.mark_withdrawn(id).await?;
+    let ids: Vec<&str> = pending.iter().map(|c| c.command_id.as_str()).collect();
+    shared.store.audit(by, "withdraw", id, &serde_json::json!({ "command_ids": ids }), now_ms()).await?;
+    tracing::info!(incident = id, commands = ?ids, by, "interrupt withdrawn");
+    Ok(())
 }
 
 /// Banks named in an incident's reasons ("bank NAME id ID at distance D (VARIANT)").

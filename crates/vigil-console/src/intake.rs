@@ -67,6 +67,8 @@ pub enum Parsed {
     Outcome(ActionOutcome),
     /// A worker's stream lifecycle event (the actions topic carries both).
     StreamEvent(crate::model::StreamEvent),
+    /// A console's withdrawal of a command (the interrupts topic carries both).
+    Withdrawal(vigil_core::InterruptWithdrawal),
 }
 
 pub fn parse(kind: Kind, payload: Option<&[u8]>) -> Result<Parsed, &'static str> {
@@ -87,6 +89,7 @@ pub fn parse(kind: Kind, payload: Option<&[u8]>) -> Result<Parsed, &'static str>
             }
             Ok(Parsed::Alert(Box::new(a)))
         }
+        Kind::Command if let Some(w) = vigil_sink::actuate::read_withdrawal(bytes) => Ok(Parsed::Withdrawal(w)),
         Kind::Command => {
             let c: InterruptCommand = serde_json::from_slice(bytes).map_err(|_| "malformed")?;
             if c.schema != vigil_core::alert::INTERRUPT_SCHEMA || c.command_id.is_empty() || c.alert_id.is_empty() {
@@ -109,7 +112,7 @@ pub fn parse(kind: Kind, payload: Option<&[u8]>) -> Result<Parsed, &'static str>
             let o: ActionOutcome = serde_json::from_slice(bytes).map_err(|_| "malformed")?;
             if o.schema != "vigil.action"
                 || o.command_id.is_empty()
-                || !["cut", "failed", "dead_lettered", "seen"].contains(&o.outcome.as_str())
+                || !["cut", "failed", "dead_lettered", "seen", "withdrawn"].contains(&o.outcome.as_str())
             {
                 return Err("wrong_schema");
             }
@@ -265,7 +268,20 @@ async fn apply(shared: &Shared, p: &Parsed) -> Result<Applied, crate::store::Sto
             }
             Ok(applied)
         }
-        Parsed::Command(c) => shared.store.record_command(c, &c.worker_id, now).await,
+        Parsed::Command(c) => {
+            let applied = shared.store.record_command(c, &c.worker_id, now).await?;
+            // A command issued after the incident was judged a false positive (a worker
+            // re-issuing it before the allowlist entry reached it) is withdrawn too.
+            if let Some(d) = shared.store.incident(&c.alert_id).await?
+                && d.incident.resolution == Some(crate::model::Resolution::FalsePositive)
+                && let Err(e) = crate::actions::withdraw_pending(shared, &d, "console", "judged a false positive").await
+            {
+                tracing::warn!(command = c.command_id, "a command after a false positive not withdrawn: {e}");
+            }
+            Ok(applied)
+        }
+        // Written by a console (this one, or a replica): its state is in the store already.
+        Parsed::Withdrawal(_) => Ok(Applied::New),
         Parsed::Outcome(o) => shared.store.record_outcome(o, now).await,
         Parsed::StreamEvent(e) => shared.store.record_stream_event(e, now).await,
     }

@@ -45,15 +45,19 @@ pub enum InterruptState {
     CutConfirmed,
     CutFailed,
     DeadLettered,
+    /// Judged a false positive before any cut: the console withdrew the command, and no
+    /// actuator or worker carries it out after that.
+    Withdrawn,
 }
 
 impl InterruptState {
-    pub const ALL: [InterruptState; 5] = [
+    pub const ALL: [InterruptState; 6] = [
         InterruptState::None,
         InterruptState::Issued,
         InterruptState::CutConfirmed,
         InterruptState::CutFailed,
         InterruptState::DeadLettered,
+        InterruptState::Withdrawn,
     ];
     pub fn as_str(self) -> &'static str {
         match self {
@@ -62,6 +66,7 @@ impl InterruptState {
             InterruptState::CutConfirmed => "cut_confirmed",
             InterruptState::CutFailed => "cut_failed",
             InterruptState::DeadLettered => "dead_lettered",
+            InterruptState::Withdrawn => "withdrawn",
         }
     }
     pub fn parse(s: &str) -> Option<Self> {
@@ -87,6 +92,7 @@ impl InterruptState {
                 format!("not found: no worker or actuator answered in {} s", age / 1000)
             }
             (InterruptState::Issued, _) => "issued: waiting for a worker or the actuator".into(),
+            (InterruptState::Withdrawn, _) => "withdrawn: judged a false positive before any cut".into(),
             (other, _) => other.as_str().replace('_', " "),
         }
     }

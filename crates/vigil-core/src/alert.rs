@@ -11,6 +11,8 @@ pub const INTERRUPT_SCHEMA: &str = "vigil.interrupt";
 pub const SCHEMA_VERSION: u32 = 1;
 pub const ALERT_JSON_SCHEMA: &str = include_str!("../schema/alert-v1.schema.json");
 pub const INTERRUPT_JSON_SCHEMA: &str = include_str!("../schema/interrupt-command-v1.schema.json");
+pub const WITHDRAWAL_SCHEMA: &str = "vigil.interrupt.withdrawal";
+pub const WITHDRAWAL_JSON_SCHEMA: &str = include_str!("../schema/interrupt-withdrawal-v1.schema.json");
 
 /// What happened to the incident this alert describes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -95,6 +97,34 @@ pub struct Alert {
     /// Set when the video was not a live stream (`file_scan`); absent for live streams.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub origin: Option<AlertOrigin>,
+}
+
+/// Takes back an interrupt command not carried out yet: a reviewer judged the incident a
+/// false positive. Written by the console on the interrupts topic, keyed like the command
+/// (so it follows it in the same partition); the actuator and the workers never cut for a
+/// command withdrawn before they act on it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InterruptWithdrawal {
+    pub schema: String,
+    pub schema_version: u32,
+    pub command_id: String,
+    pub stream_id: StreamId,
+    pub alert_id: String,
+    /// `console:NAME`.
+    pub withdrawn_by: String,
+    pub reason: String,
+    pub withdrawn_at_unix_ms: u64,
+}
+
+impl InterruptWithdrawal {
+    /// Its schema and ids are what a withdrawal needs.
+    pub fn is_valid(&self) -> bool {
+        self.schema == WITHDRAWAL_SCHEMA
+            && self.schema_version == SCHEMA_VERSION
+            && !self.command_id.is_empty()
+            && !self.stream_id.0.is_empty()
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -13,7 +13,10 @@ pub mod redact;
 pub mod seeded;
 mod signals;
 
-pub use alert::{Alert, AlertContext, AlertEvent, AlertOrigin, EvidenceFrame, Explanation, InterruptCommand, ModelRef};
+pub use alert::{
+    Alert, AlertContext, AlertEvent, AlertOrigin, EvidenceFrame, Explanation, InterruptCommand, InterruptWithdrawal,
+    ModelRef,
+};
 pub use bank_update::{BankUpdate, BankUpdateOp, ScopeKind};
 pub use frame::{Frame, StreamId};
 pub use seeded::SeededRng;

@@ -38,16 +38,19 @@ pub enum CommandResult {
     Untrusted,
     /// Not a readable `vigil.interrupt` record.
     Malformed,
+    /// A console's withdrawal of a command (a false positive): nothing to cut.
+    Withdrawal,
 }
 
 impl CommandResult {
-    pub const ALL: [CommandResult; 6] = [
+    pub const ALL: [CommandResult; 7] = [
         CommandResult::Cut,
         CommandResult::Pulled,
         CommandResult::NotHere,
         CommandResult::OtherSession,
         CommandResult::Untrusted,
         CommandResult::Malformed,
+        CommandResult::Withdrawal,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -58,6 +61,7 @@ impl CommandResult {
             CommandResult::OtherSession => "other_session",
             CommandResult::Untrusted => "untrusted",
             CommandResult::Malformed => "malformed",
+            CommandResult::Withdrawal => "withdrawal",
         }
     }
 }
@@ -66,7 +70,7 @@ pub static COMMANDS: LazyLock<prometheus::IntCounterVec> = LazyLock::new(|| {
     let v = prometheus::IntCounterVec::new(
         prometheus::Opts::new(
             "vigil_worker_commands_total",
-            "Interrupt commands read from Kafka, by result: cut (its publisher was connected here), pulled (cut at the origin by the actuator), not_here, other_session (a publisher who came back is not cut for an earlier session), untrusted, malformed",
+            "Interrupt commands read from Kafka, by result: cut (its publisher was connected here), pulled (cut at the origin by the actuator), not_here, other_session (a publisher who came back is not cut for an earlier session), untrusted, malformed, withdrawal (the console took a command back)",
         ),
         &["result"],
     )
@@ -148,10 +152,11 @@ impl Drop for CommandReader {
 
 /// Cuts the command's stream when its publisher is connected here.
 fn act(payload: Option<&[u8]>, streams: &Streams, sink: &SyncSender<SinkMsg>) -> CommandResult {
-    let Some(cmd) = payload
-        .filter(|p| p.len() <= MAX_COMMAND_BYTES)
-        .and_then(|p| serde_json::from_slice::<vigil_core::InterruptCommand>(p).ok())
-    else {
+    let payload = payload.filter(|p| p.len() <= MAX_COMMAND_BYTES);
+    if payload.and_then(vigil_sink::actuate::read_withdrawal).is_some() {
+        return CommandResult::Withdrawal;
+    }
+    let Some(cmd) = payload.and_then(|p| serde_json::from_slice::<vigil_core::InterruptCommand>(p).ok()) else {
         return CommandResult::Malformed;
     };
     let stream = cmd.stream_id.0.as_str();

@@ -43,9 +43,13 @@ impl Bus {
         Bus { broker, producer }
     }
 
-    /// Sends `payload` keyed `key`, to `partition` when given.
+    /// Sends `payload` keyed `key`, to `partition` when given, signed by a worker.
     fn send(&self, partition: Option<i32>, key: &str, payload: &str) {
-        let headers = common::trust::signed(vigil_trust::Role::Worker, INTERRUPTS, Some(key), Some(payload.as_bytes()));
+        self.send_as(vigil_trust::Role::Worker, partition, key, payload);
+    }
+
+    fn send_as(&self, role: vigil_trust::Role, partition: Option<i32>, key: &str, payload: &str) {
+        let headers = common::trust::signed(role, INTERRUPTS, Some(key), Some(payload.as_bytes()));
         let mut rec = BaseRecord::<str, str>::to(INTERRUPTS).key(key).payload(payload).headers(headers);
         if let Some(p) = partition {
             rec = rec.partition(p);
@@ -200,6 +204,46 @@ fn a_pulled_stream_named_app_slash_name_is_cut_on_nginx() {
     let stats = stats(&bus.actuate(&adapter, 1, &[]));
     assert_eq!(stats["acted"], 1, "{stats}");
     assert_cut(&mut publisher);
+}
+
+fn withdrawal(id: &str, stream: &str) -> String {
+    let w = serde_json::json!({
+        "schema": "vigil.interrupt.withdrawal", "schema_version": 1, "command_id": id, "stream_id": stream,
+        "alert_id": "a1", "withdrawn_by": "console:alice", "reason": "a test pattern", "withdrawn_at_unix_ms": 2
+    });
+    let schema: serde_json::Value = serde_json::from_str(vigil_core::alert::WITHDRAWAL_JSON_SCHEMA).unwrap();
+    assert!(jsonschema::validator_for(&schema).unwrap().is_valid(&w), "{w}");
+    w.to_string()
+}
+
+/// A reviewer judged the incident a false positive after its command was written but
+/// before the actuator (behind, or down) read it: the actuator, catching up, reads the
+/// command first and must still not cut. Only the console may withdraw: a worker-signed
+/// withdrawal is refused and its command carried out.
+#[test]
+fn an_actuator_catching_up_never_cuts_a_command_withdrawn_after_it_was_written() {
+    let nginx = Nginx::start();
+    let mut benign = publish_to(&nginx, "benign1");
+    let mut other = publish_to(&nginx, "other1");
+    let bus = Bus::start();
+    // One partition, so the withdrawals follow their commands as on a real topic.
+    bus.send(Some(0), "live/benign1", &command("b1/interrupt", "live/benign1"));
+    bus.send(Some(0), "live/other1", &command("o1/interrupt", "live/other1"));
+    bus.send_as(vigil_trust::Role::Console, Some(0), "live/benign1", &withdrawal("b1/interrupt", "live/benign1"));
+    bus.send_as(vigil_trust::Role::Worker, Some(0), "live/other1", &withdrawal("o1/interrupt", "live/other1"));
+    let adapter = format!("{{ kind = \"nginx_rtmp\", control_url = \"http://127.0.0.1:{}/control\" }}", nginx.http);
+    let stats = stats(&bus.actuate(&adapter, 4, &[]));
+    assert_eq!((stats["withdrawn"].as_u64(), stats["withdrawals"].as_u64()), (Some(1), Some(1)), "{stats}");
+    assert_eq!(stats["acted"], 1, "the command a worker tried to withdraw is carried out: {stats}");
+    assert_eq!(stats["dead_letter_reasons"]["untrusted"], 1, "{stats}");
+    assert_cut(&mut other);
+    assert!(nginx.publishing("benign1"), "the stream judged benign is still live");
+    assert!(benign.try_wait().unwrap().is_none(), "its publisher is still connected");
+    let outcomes = actions(&bus, 2);
+    assert!(outcomes.contains(&("b1/interrupt".into(), "withdrawn".into(), None)), "{outcomes:?}");
+    assert!(outcomes.contains(&("o1/interrupt".into(), "cut".into(), None)), "{outcomes:?}");
+    let _ = benign.kill();
+    let _ = benign.wait();
 }
 
 /// A platform's webhook on loopback: `status(body, n)` decides the answer to the n-th

@@ -208,6 +208,18 @@ fn replicas_share_a_postgres_store_and_ride_out_store_and_broker_outages() {
     producer.flush(Duration::from_secs(10)).unwrap();
     let incident = format!("/incident?id={}", vigil_console::web::pages::url_arg(&fp_id));
     wait_until("the incident to review", 60, || get_as(&c1.addr, &s1, &incident).0 == 200);
+    // Its interrupt command is out, and nothing has carried it out yet.
+    let command_id = format!("{fp_id}/interrupt");
+    let cmd = serde_json::json!({
+        "schema": "vigil.interrupt", "schema_version": 1, "command_id": command_id, "alert_id": fp_id,
+        "stream_id": "live/fp", "rule": "nsfw_review", "issued_at_unix_ms": 1, "worker_id": "worker-a"
+    })
+    .to_string();
+    let headers =
+        common::trust::signed(vigil_trust::Role::Worker, "vigil.interrupts", Some("live/fp"), Some(cmd.as_bytes()));
+    producer.send(BaseRecord::to("vigil.interrupts").key("live/fp").payload(&cmd).headers(headers)).unwrap();
+    producer.flush(Duration::from_secs(10)).unwrap();
+    wait_until("the command on the incident", 60, || get_as(&c1.addr, &s1, &incident).1.contains("issued"));
     let page = get_as(&c1.addr, &s1, &incident).1;
     let olga_csrf = page.split("name=\"csrf\" value=\"").nth(1).and_then(|s| s.split('"').next()).unwrap().to_string();
     let arg = vigil_console::web::pages::url_arg;
@@ -218,6 +230,23 @@ fn replicas_share_a_postgres_store_and_ride_out_store_and_broker_outages() {
     );
     assert_eq!(post(&s1, "/actions/false-positive", &form), 303);
     let page = get_as(&c1.addr, &admin, &incident).1;
+    // The pending command was withdrawn: a console-signed withdrawal follows it on the
+    // interrupts topic (the actuator reads ahead for it), and the page says so.
+    assert!(page.contains("withdrawn: judged a false positive before any cut"), "{page}");
+    let interrupts = vigil_sink::testing::read_from_beginning(&broker.addr, "vigil.interrupts");
+    let got = vigil_sink::testing::consume_until(&interrupts, Duration::from_secs(30), |got| got.len() >= 2);
+    let withdrawal = got.iter().find_map(|m| {
+        use rdkafka::Message;
+        vigil_sink::actuate::read_withdrawal(m.payload()?).map(|w| (w, m.key().map(<[u8]>::to_vec), m))
+    });
+    let (w, key, m) = withdrawal.expect("a withdrawal on the interrupts topic");
+    assert_eq!((w.command_id.as_str(), key.as_deref()), (command_id.as_str(), Some(&b"live/fp"[..])));
+    assert_eq!(w.withdrawn_by, "console:olga");
+    let verified = common::trust::verifier(vigil_trust::TopicKind::Interrupts).check(m).expect("signed");
+    assert_eq!(verified.role, Some(vigil_trust::Role::Console));
+    let schema: serde_json::Value = serde_json::from_str(vigil_core::alert::WITHDRAWAL_JSON_SCHEMA).unwrap();
+    let body: serde_json::Value = serde_json::from_slice(rdkafka::Message::payload(m).unwrap()).unwrap();
+    assert!(jsonschema::validator_for(&schema).unwrap().is_valid(&body), "{body}");
     let entry = page
         .split("name=\"entry\" value=\"")
         .nth(1)

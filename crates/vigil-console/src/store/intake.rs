@@ -99,6 +99,8 @@ pub(crate) enum OutcomeKind {
     DeadLettered,
     /// A worker pulling the stream read the command: it arrived, nothing is decided.
     Seen,
+    /// The actuator did not carry the command out: the console had withdrawn it.
+    Withdrawn,
 }
 
 impl OutcomeKind {
@@ -108,6 +110,7 @@ impl OutcomeKind {
             "failed" => Some(OutcomeKind::Failed),
             "dead_lettered" => Some(OutcomeKind::DeadLettered),
             "seen" => Some(OutcomeKind::Seen),
+            "withdrawn" => Some(OutcomeKind::Withdrawn),
             _ => None,
         }
     }
@@ -130,6 +133,11 @@ impl InterruptFacts {
         if self.state == InterruptState::CutConfirmed || kind == OutcomeKind::Seen {
             return self;
         }
+        // Withdrawn stays withdrawn unless a cut came first after all (an actuator that
+        // acted before it read the withdrawal): the truth wins.
+        if self.state == InterruptState::Withdrawn && kind != OutcomeKind::Cut {
+            return self;
+        }
         if kind != OutcomeKind::Cut && self.outcome_at_ms.is_some_and(|last| at_ms < last) {
             return self;
         }
@@ -137,6 +145,7 @@ impl InterruptFacts {
             OutcomeKind::Cut => InterruptState::CutConfirmed,
             OutcomeKind::Failed => InterruptState::CutFailed,
             OutcomeKind::DeadLettered => InterruptState::DeadLettered,
+            OutcomeKind::Withdrawn => InterruptState::Withdrawn,
             OutcomeKind::Seen => self.state,
         };
         self.outcome_at_ms = Some(at_ms);
@@ -448,10 +457,23 @@ impl Store {
     /// `cut` confirms the cut, `failed` and `dead_lettered` say the cut has not happened
     /// (a confirmed cut is never undone). An outcome whose command has not arrived yet is
     /// kept and applied with the command.
+    /// The console withdrew the incident's pending commands: the interrupt reads
+    /// `withdrawn` (unless a cut was confirmed already, which stays the truth).
+    pub async fn mark_withdrawn(&self, incident_id: &str) -> Result<InterruptState, StoreError> {
+        let mut tx = self.begin().await?;
+        let mut facts = self.read_interrupt(&mut tx, incident_id).await?;
+        if facts.state != InterruptState::CutConfirmed {
+            facts.state = InterruptState::Withdrawn;
+            self.write_interrupt(&mut tx, incident_id, facts).await?;
+        }
+        tx.commit().await.map_err(query("incidents: commit the withdrawal"))?;
+        Ok(facts.state)
+    }
+
     pub async fn record_outcome(&self, outcome: &ActionOutcome, received_ms: UnixMs) -> Result<Applied, StoreError> {
         let kind = OutcomeKind::parse(&outcome.outcome).ok_or_else(|| {
             StoreError::Invalid(format!(
-                "action outcome {:?} for command {}: expected cut, failed, dead_lettered or seen",
+                "action outcome {:?} for command {}: expected cut, failed, dead_lettered, seen or withdrawn",
                 outcome.outcome, outcome.command_id
             ))
         })?;

@@ -38,6 +38,9 @@ struct Pending {
     no_publisher: u32,
     first_failure: Option<Instant>,
     next_at: Instant,
+    /// The partition has been read ahead up to here for a withdrawal (a retry looks only
+    /// at what came since).
+    checked_to: i64,
 }
 
 struct Actuator {
@@ -51,6 +54,56 @@ struct Actuator {
     pending: BTreeMap<i32, Pending>,
     /// Only commands a worker or the console signed are acted on.
     verifier: vigil_trust::Verifier,
+    /// Commands the console withdrew (read before the command, or looked ahead for).
+    withdrawn: Seen,
+    lookahead: Lookahead,
+}
+
+/// Reads ahead in a command's partition for its withdrawal before the command is carried
+/// out: an actuator catching up (or retrying) must not cut a stream a reviewer judged
+/// benign since. Its own consumer, and a fresh verifier per look (a verifier refuses a
+/// record it has seen before, and looks overlap), so the main loop still reads (and
+/// checks) every record once.
+struct Lookahead {
+    consumer: BaseConsumer,
+    trust: vigil_trust::config::Trust,
+    topic: String,
+}
+
+/// How long a look-ahead may take before the command is carried out anyway.
+const LOOKAHEAD_BUDGET: Duration = Duration::from_secs(5);
+
+impl Lookahead {
+    /// Whether a withdrawal of `command_id`, signed by the console, lies in `partition`
+    /// from offset `from` on; and the partition's end, up to which it has now looked.
+    /// Errors say why the partition could not be read ahead.
+    fn withdrawn_after(&self, partition: i32, from: i64, command_id: &str) -> Result<(bool, i64), String> {
+        let (_, high) = self
+            .consumer
+            .fetch_watermarks(&self.topic, partition, Duration::from_secs(2))
+            .map_err(|e| e.to_string())?;
+        if high <= from {
+            return Ok((false, from));
+        }
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition_offset(&self.topic, partition, Offset::Offset(from)).map_err(|e| e.to_string())?;
+        self.consumer.assign(&tpl).map_err(|e| e.to_string())?;
+        let deadline = Instant::now() + LOOKAHEAD_BUDGET;
+        let verifier = self.trust.verifier(vigil_trust::TopicKind::Interrupts);
+        while Instant::now() < deadline {
+            let Some(m) = self.consumer.poll(Duration::from_millis(100)) else { continue };
+            let m = m.map_err(|e| e.to_string())?;
+            let by_console = verifier.check(&m).is_ok_and(|v| v.role.is_none_or(|r| r == vigil_trust::Role::Console));
+            let withdrawal = m.payload().and_then(super::read_withdrawal);
+            if by_console && withdrawal.is_some_and(|w| w.command_id == command_id) {
+                return Ok((true, high));
+            }
+            if m.offset() + 1 >= high {
+                return Ok((false, high));
+            }
+        }
+        Err(format!("partition {partition} not read to offset {high} within {LOOKAHEAD_BUDGET:?}"))
+    }
 }
 
 /// Consumes `kafka.interrupts_topic` until `stop` says so (checked between messages),
@@ -74,6 +127,17 @@ pub fn run(
         .create()
         .map_err(|e| ActuateError::Kafka(format!("consumer: {e}")))?;
     consumer.subscribe(&[&kafka.interrupts_topic]).map_err(|e| ActuateError::Kafka(format!("subscribe: {e}")))?;
+    let lookahead = Lookahead {
+        consumer: kafka
+            .consumer_config(&format!("{}-lookahead", cfg.group_id))
+            .map_err(ActuateError::Kafka)?
+            // A look-ahead holds up the loop: fetch what is there, do not wait for more.
+            .set("fetch.wait.max.ms", "10")
+            .create()
+            .map_err(|e| ActuateError::Kafka(format!("look-ahead consumer: {e}")))?,
+        trust: trust.clone(),
+        topic: kafka.interrupts_topic.clone(),
+    };
     let mut a = Actuator {
         adapter,
         publisher,
@@ -83,6 +147,8 @@ pub fn run(
         seen: Seen::new(),
         pending: BTreeMap::new(),
         verifier: trust.verifier(vigil_trust::TopicKind::Interrupts),
+        withdrawn: Seen::new(),
+        lookahead,
     };
     let started = Instant::now();
     while !stop(&a.stats) && max_runtime.is_none_or(|m| started.elapsed() < m) {
@@ -113,10 +179,25 @@ impl Actuator {
     }
 
     fn handle(&mut self, msg: OwnedMessage) -> Result<(), ActuateError> {
-        if let Err(why) = self.verifier.check(&msg) {
-            // Nobody Vigil trusts wrote it: set aside, never acted on.
-            self.stats.untrusted += 1;
-            self.dead_letter(&msg, None, DeadLetterReason::Untrusted, &why.to_string(), 0)?;
+        let verified = match self.verifier.check(&msg) {
+            Ok(v) => v,
+            Err(why) => {
+                // Nobody Vigil trusts wrote it: set aside, never acted on.
+                self.stats.untrusted += 1;
+                self.dead_letter(&msg, None, DeadLetterReason::Untrusted, &why.to_string(), 0)?;
+                return self.finish(&msg, false);
+            }
+        };
+        if let Some(w) = msg.payload().and_then(super::read_withdrawal) {
+            if verified.role.is_some_and(|r| r != vigil_trust::Role::Console) {
+                self.stats.untrusted += 1;
+                let why = "only the console withdraws a command";
+                self.dead_letter(&msg, None, DeadLetterReason::Untrusted, why, 0)?;
+                return self.finish(&msg, false);
+            }
+            tracing::info!(command = %w.command_id, by = w.withdrawn_by, "interrupt withdrawn: {}", w.reason);
+            self.withdrawn.insert(&w.command_id);
+            self.stats.withdrawals += 1;
             return self.finish(&msg, false);
         }
         match parse(msg.payload()) {
@@ -131,8 +212,15 @@ impl Actuator {
                 self.finish(&msg, false)?;
             }
             Ok(cmd) => {
-                let p =
-                    Pending { msg, cmd, attempts: 0, no_publisher: 0, first_failure: None, next_at: Instant::now() };
+                let p = Pending {
+                    msg,
+                    cmd,
+                    attempts: 0,
+                    no_publisher: 0,
+                    first_failure: None,
+                    next_at: Instant::now(),
+                    checked_to: 0,
+                };
                 self.attempt(p, false)?;
             }
         }
@@ -150,10 +238,37 @@ impl Actuator {
         Ok(())
     }
 
+    /// Whether the console withdrew `p`'s command: read already, or further on in its
+    /// partition (an actuator behind, or retrying with its partition paused).
+    fn withdrawn(&self, p: &mut Pending) -> bool {
+        if self.withdrawn.contains(&p.cmd.command_id) {
+            return true;
+        }
+        let from = p.checked_to.max(p.msg.offset() + 1);
+        match self.lookahead.withdrawn_after(p.msg.partition(), from, &p.cmd.command_id) {
+            Ok((w, looked_to)) => {
+                p.checked_to = looked_to;
+                w
+            }
+            Err(e) => {
+                // Not knowing is no reason to leave a stream uncut.
+                tracing::warn!(command = %p.cmd.command_id, "cannot look ahead for a withdrawal, acting on the command: {e}");
+                false
+            }
+        }
+    }
+
     /// Calls the platform once; then the command is cut, dead-lettered, or pending again.
     fn attempt(&mut self, mut p: Pending, paused: bool) -> Result<(), ActuateError> {
-        p.attempts += 1;
         let (id, stream) = (p.cmd.command_id.clone(), p.cmd.stream_id.0.clone());
+        if self.withdrawn(&mut p) {
+            events::withdrawn(&id, &stream);
+            self.stats.withdrawn += 1;
+            self.seen.insert(&id);
+            self.outcome(&p, Outcome::Withdrawn, None, "withdrawn by the console: judged a false positive");
+            return self.finish(&p.msg, paused);
+        }
+        p.attempts += 1;
         let e = match self.adapter.interrupt(&p.cmd) {
             Ok(detail) => {
                 events::cut(&id, &stream, &detail);

@@ -11,6 +11,8 @@ pub struct ActuateMetrics {
     /// The alarm: a command the platform never took. Labelled by [`DeadLetterReason`].
     pub dead_letters: IntCounterVec,
     pub actions_lost: IntCounter,
+    /// Commands not carried out: the console withdrew them first (a false positive).
+    pub withdrawn: IntCounter,
 }
 
 pub static METRICS: LazyLock<ActuateMetrics> = LazyLock::new(|| {
@@ -36,6 +38,11 @@ pub static METRICS: LazyLock<ActuateMetrics> = LazyLock::new(|| {
             "Action-outcome records the broker did not take (best effort)",
         )
         .expect("valid metric"),
+        withdrawn: IntCounter::new(
+            "vigil_actuate_withdrawn_total",
+            "Commands not carried out because the console withdrew them first (judged a false positive)",
+        )
+        .expect("valid metric"),
     }
 });
 
@@ -44,7 +51,13 @@ pub fn register(registry: &Registry) -> prometheus::Result<()> {
     registry.register(Box::new(m.cuts.clone()))?;
     registry.register(Box::new(m.failed_attempts.clone()))?;
     registry.register(Box::new(m.dead_letters.clone()))?;
-    registry.register(Box::new(m.actions_lost.clone()))
+    registry.register(Box::new(m.actions_lost.clone()))?;
+    registry.register(Box::new(m.withdrawn.clone()))
+}
+
+pub fn withdrawn(command: &str, stream: &str) {
+    METRICS.withdrawn.inc();
+    tracing::info!(command, stream, "not carried out: the console withdrew the command");
 }
 
 pub fn cut(command: &str, stream: &str, detail: &str) {

@@ -167,12 +167,17 @@ pub struct ActuateStats {
     pub failed: u64,
     pub dead_lettered: u64,
     pub dead_letter_reasons: BTreeMap<&'static str, u64>,
+    /// Commands not carried out: the console withdrew them first.
+    pub withdrawn: u64,
+    /// Withdrawal records read.
+    pub withdrawals: u64,
 }
 
 impl ActuateStats {
-    /// Messages finished with: cut, duplicate or dead-lettered (committed).
+    /// Messages finished with: cut, duplicate, dead-lettered, withdrawn, or a withdrawal
+    /// (committed).
     pub fn handled(&self) -> u64 {
-        self.acted + self.duplicates + self.dead_lettered
+        self.acted + self.duplicates + self.dead_lettered + self.withdrawn + self.withdrawals
     }
 }
 
@@ -187,6 +192,11 @@ pub enum Malformed {
     WrongSchema { schema: String, version: u32 },
     #[error("command_id and stream_id must not be empty")]
     EmptyIds,
+}
+
+/// A withdrawal from a record of the interrupts topic; `None` for anything else.
+pub fn read_withdrawal(payload: &[u8]) -> Option<vigil_core::InterruptWithdrawal> {
+    serde_json::from_slice::<vigil_core::InterruptWithdrawal>(payload).ok().filter(|w| w.is_valid())
 }
 
 fn parse(payload: Option<&[u8]>) -> Result<InterruptCommand, Malformed> {

@@ -44,6 +44,8 @@ pub enum Outcome {
     /// A worker pulling the stream read the command; the origin's cut (the actuator's)
     /// is still to come. Changes nothing but says the command reached its stream.
     Seen,
+    /// The console withdrew the command (a false positive) before it was carried out.
+    Withdrawn,
 }
 
 /// A `vigil.action` v1 record.
@@ -253,7 +255,7 @@ mod tests {
             serde_json::from_str(include_str!("../../../vigil-core/schema/action-v1.schema.json")).unwrap();
         assert_eq!(schema["properties"]["schema"]["const"], ACTION_SCHEMA);
         let outcomes = schema["properties"]["outcome"]["enum"].as_array().unwrap();
-        for o in [Outcome::Cut, Outcome::Failed, Outcome::DeadLettered, Outcome::Seen] {
+        for o in [Outcome::Cut, Outcome::Failed, Outcome::DeadLettered, Outcome::Seen, Outcome::Withdrawn] {
             assert!(outcomes.contains(&serde_json::to_value(o).unwrap()), "{o:?}");
         }
         let reasons = schema["properties"]["reason"]["enum"].as_array().unwrap();

@@ -72,3 +72,9 @@ pub fn forger() -> Signer {
 pub fn keyring() -> Keyring {
     Keyring::of(&keys().signers.iter().collect::<Vec<_>>())
 }
+
+/// A reader's check of `kind` that believes the test keys.
+pub fn verifier(kind: vigil_trust::TopicKind) -> vigil_trust::Verifier {
+    let ring = vigil_trust::KeyringHandle::fixed(keyring());
+    vigil_trust::config::Trust::with(&vigil_trust::TrustConfig::default(), None, Some(ring)).verifier(kind)
+}
