@@ -457,8 +457,20 @@ async fn daily_medians_on_known_numbers(db: &TestDb) {
     store.resolve("a", "alice", Resolution::Confirmed, "", a + 600_000).await.unwrap();
     store.resolve("c", "alice", Resolution::FalsePositive, "", c + 300_000).await.unwrap();
 
-    let days = store.daily_medians(d0).await.unwrap();
+    // A file scan that day is no incident anyone responded to: not counted.
+    let mut scan = opened("scan", at(d0, 4_000) as u64);
+    scan.origin = Some(vigil_core::AlertOrigin::FileScan);
+    store.record_alert(&scan, at(d0, 4_000)).await.unwrap();
+
+    let days = store.daily_medians(d0, d1 + DAY_MS).await.unwrap();
     assert_eq!(days.len(), 2, "{days:?}");
+    assert_eq!(
+        (days[0].acknowledged, days[0].interrupted, days[0].resolved),
+        (3, 2, 2),
+        "the count behind each median"
+    );
+    assert_eq!(store.daily_medians(d0, d1).await.unwrap().len(), 1, "the range ends before its last bound");
+    assert_eq!(store.daily_medians(d1, d1 + DAY_MS).await.unwrap()[0].incidents, 1);
     assert_eq!((days[0].day.as_str(), days[0].day_start_ms, days[0].incidents), ("2024-03-10", d0, 3));
     assert_eq!(days[0].to_acknowledge_ms, Some(60_000));
     assert_eq!(days[0].to_interrupt_ms, Some(7_000), "median of the cut (9 s) and the command (5 s)");

@@ -272,6 +272,38 @@ fn replicas_share_a_postgres_store_and_ride_out_store_and_broker_outages() {
     }
     assert_eq!(ops, [vigil_core::BankUpdateOp::Allow, vigil_core::BankUpdateOp::Revoke]);
 
+    // /reports: today's row, as CSV, counts the live incidents and not a file scan.
+    let today = vigil_console::store::civil(vigil_sink::actuate::publish::now_unix_ms() as i64 / 86_400_000);
+    let todays_incidents = |csv: &str| -> u64 {
+        let row = csv.lines().find(|l| l.starts_with(&today)).unwrap_or_else(|| panic!("no row for {today}: {csv}"));
+        row.split(',').nth(1).unwrap().parse().unwrap()
+    };
+    let (status, csv) = get_as(&c1.addr, &s1, &format!("/reports?from={today}&to={today}&format=csv"));
+    assert_eq!(status, 200, "{csv}");
+    assert!(csv.contains("content-type: text/csv"), "{csv}");
+    assert!(csv.contains("day,incidents,acknowledged,median_to_acknowledge_ms,interrupted"), "{csv}");
+    let live = todays_incidents(&csv);
+    assert!(live >= 4, "{csv}");
+    let mut scan: Alert = serde_json::from_str(&alert("scan/clip.mp4")).unwrap();
+    scan.origin = Some(vigil_core::AlertOrigin::FileScan);
+    let scan = serde_json::to_string(&scan).unwrap();
+    let headers =
+        common::trust::signed(vigil_trust::Role::Worker, "vigil.alerts", Some("scan/clip.mp4"), Some(scan.as_bytes()));
+    producer.send(BaseRecord::to("vigil.alerts").key("scan/clip.mp4").payload(&scan).headers(headers)).unwrap();
+    producer.flush(Duration::from_secs(10)).unwrap();
+    wait_until("the file scan in the queue", 60, || queue(&c1, &s1).contains("scan/clip.mp4"));
+    let (_, csv) = get_as(&c1.addr, &s1, &format!("/reports?from={today}&to={today}&format=csv"));
+    assert_eq!(todays_incidents(&csv), live, "a file scan is not counted: {csv}");
+    let (status, response) = get_as(&c2.addr, &s2, &format!("/reports?from={today}&to={today}&format=json"));
+    let (head, json) = response.split_once("\r\n\r\n").unwrap();
+    assert!(head.contains("content-type: application/json") && head.contains("attachment"), "{head}");
+    let json: serde_json::Value = serde_json::from_str(json).unwrap_or_else(|e| panic!("{e}: {json}"));
+    assert_eq!((status, json["days"][0]["incidents"].as_u64()), (200, Some(live)), "{json}");
+    let (status, page) = get_as(&c1.addr, &s1, "/reports?from=2026-02-30&to=soon");
+    assert_eq!(status, 400, "{page}");
+    assert!(page.contains("from: &quot;2026-02-30&quot;") || page.contains("2026-02-30"), "{page}");
+    assert!(page.contains("<nav"), "a refused report is a page with navigation: {page}");
+
     for c in [&c1, &c2] {
         assert!(!c.log().contains("panicked"), "{}", c.log());
     }

@@ -25,7 +25,30 @@ pub(crate) fn median(mut v: Vec<i64>) -> Option<i64> {
 }
 
 /// `YYYY-MM-DD` of a day number since 1970-01-01 (proleptic Gregorian, UTC).
-pub(crate) fn civil_date(days: i64) -> String {
+/// Days since 1970-01-01 of a `YYYY-MM-DD` date; `None` for anything else.
+pub fn days_from_civil(date: &str) -> Option<i64> {
+    let mut parts = date.split('-');
+    let (y, m, d) = (parts.next()?, parts.next()?, parts.next()?);
+    if parts.next().is_some() || y.len() != 4 || m.len() != 2 || d.len() != 2 {
+        return None;
+    }
+    let (y, m, d): (i64, i64, i64) = (y.parse().ok()?, m.parse().ok()?, d.parse().ok()?);
+    let leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
+    let month_days = [31, if leap { 29 } else { 28 }, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31];
+    if !(1..=12).contains(&m) || d < 1 || d > month_days[(m - 1) as usize] {
+        return None;
+    }
+    // Howard Hinnant's days-from-civil.
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y.rem_euclid(400);
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    Some(era * 146_097 + doe - 719_468)
+}
+
+pub fn civil_date(days: i64) -> String {
     // Howard Hinnant's days-to-civil.
     let z = days + 719_468;
     let era = z.div_euclid(146_097);
@@ -263,16 +286,19 @@ impl Store {
         row.map(|r| Ok((r.text("id")?, r.int("detected_ms")?))).transpose()
     }
 
-    /// Per UTC day of detection from `since_ms` on (oldest day first): the count and the
-    /// median times from detection to acknowledgement, to the interrupt (its confirmed cut,
-    /// else its command) and to resolution. Medians are computed here, so both backends
-    /// give the same numbers.
-    pub async fn daily_medians(&self, since_ms: UnixMs) -> Result<Vec<DailyMedians>, StoreError> {
+    /// Per UTC day of detection in `[from_ms, to_ms)` (oldest day first): the count and
+    /// the median times from detection to acknowledgement, to the interrupt (its confirmed
+    /// cut, else its command) and to resolution, each with how many incidents it is of.
+    /// Live streams only: a file scan is not an incident anyone responded to. Medians are
+    /// computed here, so both backends give the same numbers; the page, its CSV and JSON
+    /// exports all come from here.
+    pub async fn daily_medians(&self, from_ms: UnixMs, to_ms: UnixMs) -> Result<Vec<DailyMedians>, StoreError> {
         let rows = sqlx::query(
             "SELECT detected_ms, acknowledged_ms, interrupt_issued_ms, cut_ms, resolved_ms FROM incidents \
-             WHERE detected_ms >= $1 ORDER BY detected_ms",
+             WHERE detected_ms >= $1 AND detected_ms < $2 AND origin IS NULL ORDER BY detected_ms",
         )
-        .bind(since_ms)
+        .bind(from_ms)
+        .bind(to_ms)
         .fetch_all(&self.pool)
         .await
         .map_err(query("incidents: read for the daily medians"))?;
@@ -308,6 +334,9 @@ impl Store {
                 day: civil_date(d.day),
                 day_start_ms: d.day * DAY_MS,
                 incidents: d.count,
+                acknowledged: d.ack.len() as i64,
+                interrupted: d.interrupt.len() as i64,
+                resolved: d.resolve.len() as i64,
                 to_acknowledge_ms: median(d.ack),
                 to_interrupt_ms: median(d.interrupt),
                 to_resolve_ms: median(d.resolve),
@@ -591,6 +620,14 @@ mod tests {
 
     #[test]
     fn civil_dates() {
+        for days in [-1, 0, 59, 19_792, 20_000, 2_932_896] {
+            assert_eq!(days_from_civil(&civil_date(days)), Some(days), "{}", civil_date(days));
+        }
+        for bad in ["2024-02-30", "2023-02-29", "2024-13-01", "2024-1-01", "24-01-01", "2024-01-01x", "", "2024/01/01"]
+        {
+            assert_eq!(days_from_civil(bad), None, "{bad}");
+        }
+        assert_eq!(days_from_civil("2024-02-29"), Some(19_782));
         assert_eq!(civil_date(0), "1970-01-01");
         assert_eq!(civil_date(-1), "1969-12-31");
         assert_eq!(civil_date(19_782), "2024-02-29");

@@ -48,6 +48,7 @@ mod outbox;
 
 pub use audit::{AuditCheck, AuditEntry, AuditKey};
 pub use error::StoreError;
+pub use incidents::{civil_date as civil, days_from_civil};
 
 use crate::model::{IncidentState, InterruptState, Resolution, Role, UnixMs};
 use sqlx::any::{AnyPoolOptions, AnyRow};
@@ -218,9 +219,13 @@ pub struct DailyMedians {
     pub incidents: i64,
     /// To the first human action (acknowledge, escalate or resolve).
     pub to_acknowledge_ms: Option<i64>,
+    /// How many incidents that median is of.
+    pub acknowledged: i64,
     /// To the confirmed cut, or to the command's issue when no cut was confirmed.
     pub to_interrupt_ms: Option<i64>,
+    pub interrupted: i64,
     pub to_resolve_ms: Option<i64>,
+    pub resolved: i64,
 }
 
 /// A reviewer's allow-list entry: these hashes are not abuse in this scope.

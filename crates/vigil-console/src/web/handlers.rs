@@ -15,7 +15,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-type S = State<Arc<Shared>>;
+pub(super) type S = State<Arc<Shared>>;
 
 pub(super) fn store_down(e: StoreError) -> Response {
     METRICS.store_errors.inc();
@@ -371,36 +371,6 @@ pub async fn export(
         axum::Json(super::incident_page::export_json(&d)),
     )
         .into_response()
-}
-
-pub async fn reports(State(shared): S, ConnectInfo(peer): ConnectInfo<SocketAddr>, headers: HeaderMap) -> Response {
-    let c = match caller(&shared, &headers, peer, "/reports").await {
-        Ok(c) => c,
-        Err(r) => return r,
-    };
-    let since = now_ms() - 90 * 86_400_000;
-    let days = match shared.store.daily_medians(since).await {
-        Ok(d) => d,
-        Err(e) => return store_down(e),
-    };
-    let cell = |v: Option<i64>| v.map_or("—".to_string(), pages::duration);
-    let mut body = String::from(
-        "<p>Median time from detection, per day of detection (UTC), over the last 90 days: what regulators ask for.</p>\
-         <table><caption>Median response times</caption><thead><tr><th scope=\"col\">Day</th><th scope=\"col\">Incidents</th>\
-         <th scope=\"col\">To acknowledgement</th><th scope=\"col\">To interrupt</th><th scope=\"col\">To resolution</th></tr></thead><tbody>",
-    );
-    for d in &days {
-        body.push_str(&format!(
-            "<tr><th scope=\"row\">{}</th><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
-            esc(&d.day),
-            d.incidents,
-            cell(d.to_acknowledge_ms),
-            cell(d.to_interrupt_ms),
-            cell(d.to_resolve_ms)
-        ));
-    }
-    body.push_str("</tbody></table>");
-    page(&shared, &c, "Response times", &body)
 }
 
 pub async fn action(

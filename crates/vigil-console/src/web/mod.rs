@@ -8,6 +8,7 @@ pub mod auth;
 mod handlers;
 mod incident_page;
 pub mod pages;
+mod reports;
 #[cfg(test)]
 mod tests;
 pub mod throttle;
@@ -29,7 +30,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/", get(handlers::queue))
         .route("/incident", get(handlers::incident))
         .route("/incident/export", get(handlers::export))
-        .route("/reports", get(handlers::reports))
+        .route("/reports", get(reports::reports))
         .route("/actions/{action}", post(handlers::action))
         .route("/accounts", get(accounts::list).post(accounts::save))
         .route("/accounts/disable", post(accounts::disable))
