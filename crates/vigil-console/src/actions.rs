@@ -170,12 +170,114 @@ pub async fn cut_now(shared: &Shared, id: &str, user: &str) -> Result<(), Action
     Ok(())
 }
 
-/// A false positive: resolves the incident and creates a scoped allowlist entry for
-/// the frames involved, which every worker applies from the bank-updates topic.
+/// What a false positive did: took effect, or waits for a second reviewer.
+#[derive(Debug)]
+pub enum FalsePositive {
+    Done(Box<AllowEntry>),
+    Proposed,
+}
+
+/// A reviewer marks the incident a false positive. On an interrupt-level incident, with
+/// `false_positive_approval` (the default), it is only proposed: a second reviewer
+/// approves it ([`approve_false_positive`]) or rejects it.
 pub async fn false_positive(
     shared: &Shared,
     id: &str,
     user: &str,
+    scope: &str,
+    note: &str,
+    expiry_days: u64,
+) -> Result<FalsePositive, ActionError> {
+    let note = required_note(note)?;
+    check_false_positive(scope, expiry_days)?;
+    let d = shared.store.incident(id).await?.ok_or_else(|| ActionError::Refused(format!("no incident {id}")))?;
+    if !(shared.cfg.false_positive_approval && d.incident.decision == "interrupt") {
+        return Ok(FalsePositive::Done(Box::new(
+            false_positive_now(shared, id, user, user, scope, note, expiry_days).await?,
+        )));
+    }
+    if d.incident.state == IncidentState::Resolved {
+        return Err(ActionError::Refused("the incident is resolved already".into()));
+    }
+    if !offered_scopes(&d).iter().any(|s| s == scope) {
+        return Err(ActionError::Refused(format!("{scope:?} is not a scope of this incident")));
+    }
+    hold(shared, id, user).await?;
+    let now = now_ms();
+    let proposal = crate::store::FpProposal {
+        incident_id: id.to_string(),
+        proposed_by: user.to_string(),
+        scope: scope.to_string(),
+        note: note.to_string(),
+        expiry_days: expiry_days as i64,
+        proposed_ms: now,
+    };
+    shared.store.propose_false_positive(&proposal).await?;
+    let detail = serde_json::json!({ "scope": scope, "note": note, "expiry_days": expiry_days });
+    shared.store.audit(user, "propose_false_positive", id, &detail, now).await?;
+    // The proposer lets go: the incident waits for someone else now.
+    shared.store.release(id, user).await?;
+    counted("propose_false_positive");
+    Ok(FalsePositive::Proposed)
+}
+
+/// A second reviewer approves the proposed false positive: it takes effect as proposed.
+pub async fn approve_false_positive(shared: &Shared, id: &str, user: &str) -> Result<AllowEntry, ActionError> {
+    let p = shared
+        .store
+        .false_positive_proposal(id)
+        .await?
+        .ok_or_else(|| ActionError::Refused("no false positive is waiting for approval on this incident".into()))?;
+    if p.proposed_by == user {
+        return Err(ActionError::Refused("you proposed this false positive: a second reviewer must approve it".into()));
+    }
+    let note = format!("{} (proposed by {}, approved by {user})", p.note, p.proposed_by);
+    let entry = false_positive_now(shared, id, user, &p.proposed_by, &p.scope, &note, p.expiry_days as u64).await?;
+    shared.store.drop_false_positive_proposal(id).await?;
+    shared
+        .store
+        .audit(user, "approve_false_positive", id, &serde_json::json!({ "proposed_by": p.proposed_by }), now_ms())
+        .await?;
+    counted("approve_false_positive");
+    Ok(entry)
+}
+
+/// A second reviewer rejects the proposed false positive (a note says why).
+pub async fn reject_false_positive(shared: &Shared, id: &str, user: &str, note: &str) -> Result<(), ActionError> {
+    let note = required_note(note)?;
+    let p = shared
+        .store
+        .false_positive_proposal(id)
+        .await?
+        .ok_or_else(|| ActionError::Refused("no false positive is waiting for approval on this incident".into()))?;
+    if p.proposed_by == user {
+        return Err(ActionError::Refused("you proposed this false positive: a second reviewer decides on it".into()));
+    }
+    shared.store.drop_false_positive_proposal(id).await?;
+    let detail = serde_json::json!({ "proposed_by": p.proposed_by, "note": note });
+    shared.store.audit(user, "reject_false_positive", id, &detail, now_ms()).await?;
+    counted("reject_false_positive");
+    Ok(())
+}
+
+fn check_false_positive(scope: &str, expiry_days: u64) -> Result<(), ActionError> {
+    if !(1..=366).contains(&expiry_days) {
+        return Err(ActionError::Refused("the expiry must be 1 to 366 days".into()));
+    }
+    match scope.split_once(':') {
+        Some(("bank" | "rule", n)) if is_safe_name(n) => Ok(()),
+        _ => Err(ActionError::Refused(format!("{scope:?} is not a bank:NAME or rule:NAME scope"))),
+    }
+}
+
+/// The false positive itself: resolves the incident (by `user`) and creates a scoped
+/// allowlist entry (by `created_by`, who proposed it) for the frames involved, which
+/// every worker applies from the bank-updates topic.
+async fn false_positive_now(
+    shared: &Shared,
+    id: &str,
+    user: &str,
+    created_by: &str,
     scope: &str,
     note: &str,
     expiry_days: u64,
@@ -194,9 +296,6 @@ pub async fn false_positive(
     if d.incident.state == IncidentState::Resolved {
         return Err(ActionError::Refused("the incident is resolved already".into()));
     }
-    // First, so a false positive never leaves a live command behind: refused (to be
-    // tried again) when the withdrawal cannot be written.
-    withdraw_pending(shared, &d, &format!("console:{user}"), note).await?;
     if !offered_scopes(&d).iter().any(|s| s == scope) {
         return Err(ActionError::Refused(format!("{scope:?} is not a scope of this incident")));
     }
@@ -212,6 +311,9 @@ pub async fn false_positive(
     if hashes.is_empty() {
         return Err(ActionError::Refused("the incident names no frame hashes to allow".into()));
     }
+    // Before anything is kept, so a false positive never leaves a live command behind:
+    // refused (to be tried again) when the withdrawal cannot be written.
+    withdraw_pending(shared, &d, &format!("console:{user}"), note).await?;
     let now = now_ms();
     let entry = AllowEntry {
         id: format!("fp/{now}-{}", vigil_core::ids::random_hex(4).unwrap_or_default()),
@@ -220,7 +322,7 @@ pub async fn false_positive(
         scope: scope_name.to_string(),
         hashes,
         note: note.to_string(),
-        created_by: user.to_string(),
+        created_by: created_by.to_string(),
         created_ms: now,
         expires_ms: now + expiry_days as i64 * 86_400_000,
         published_ms: None,

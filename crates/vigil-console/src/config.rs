@@ -34,6 +34,11 @@ pub struct ConsoleConfig {
     /// How long a reviewer's hold on an incident lasts without activity.
     #[serde(default = "default_hold_secs")]
     pub hold_secs: u64,
+    /// Four eyes: a false positive on an interrupt-level incident (which releases a
+    /// stream and allow-lists its frames) takes effect only once a second reviewer
+    /// approves it.
+    #[serde(default = "yes")]
+    pub false_positive_approval: bool,
     #[serde(default = "default_session_hours")]
     pub session_hours: u64,
     /// `Secure` cookies (and the `__Host-` prefix). Only a loopback test turns it off.

@@ -22,8 +22,19 @@ pub struct ConsoleMetrics {
 
 pub const INTAKE_KINDS: [&str; 3] = ["alerts", "interrupts", "actions"];
 pub const REFUSALS: [&str; 7] = ["empty", "too_large", "malformed", "wrong_schema", "invalid", "untrusted", "future"];
-pub const ACTIONS: [&str; 8] =
-    ["hold", "release", "acknowledge", "cut", "escalate", "false_positive", "resolve", "export"];
+pub const ACTIONS: [&str; 11] = [
+    "hold",
+    "release",
+    "acknowledge",
+    "cut",
+    "escalate",
+    "false_positive",
+    "propose_false_positive",
+    "approve_false_positive",
+    "reject_false_positive",
+    "resolve",
+    "export",
+];
 
 pub static METRICS: LazyLock<ConsoleMetrics> = LazyLock::new(|| {
     let vec = |name: &str, help: &str, labels: &[&str]| {

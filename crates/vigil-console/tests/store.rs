@@ -131,7 +131,50 @@ both!(
     a_chain_from_before_the_key_is_sealed_and_stays_verifiable,
     repeated_views_are_one_entry_per_user_per_hour,
     stream_events_and_file_scans,
+    false_positive_proposals_wait_one_per_incident,
+    a_withdrawal_stays_unless_a_cut_came_first,
 );
+
+/// Four eyes: one proposal per incident, read back as written, gone once decided.
+async fn false_positive_proposals_wait_one_per_incident(db: &TestDb) {
+    let store = db.open().await;
+    store.record_alert(&opened("p1", 1_000), 1_000).await.unwrap();
+    let p = vigil_console::store::FpProposal {
+        incident_id: "p1".into(),
+        proposed_by: "alice".into(),
+        scope: "bank:known".into(),
+        note: "a test pattern; 'quoted' \"and\" ünïcode".into(),
+        expiry_days: 30,
+        proposed_ms: 2_000,
+    };
+    assert_eq!(store.false_positive_proposal("p1").await.unwrap(), None);
+    store.propose_false_positive(&p).await.unwrap();
+    assert_eq!(store.false_positive_proposal("p1").await.unwrap(), Some(p.clone()));
+    let second = vigil_console::store::FpProposal { proposed_by: "bob".into(), ..p.clone() };
+    is_conflict(store.propose_false_positive(&second).await, "already proposed");
+    let ghost = vigil_console::store::FpProposal { incident_id: "ghost".into(), ..p.clone() };
+    assert!(matches!(store.propose_false_positive(&ghost).await, Err(StoreError::NotFound(_))));
+    assert!(store.drop_false_positive_proposal("p1").await.unwrap());
+    assert!(!store.drop_false_positive_proposal("p1").await.unwrap());
+    assert_eq!(store.false_positive_proposal("p1").await.unwrap(), None);
+}
+
+/// A withdrawn interrupt stays withdrawn through later failures, but a confirmed cut
+/// (an actuator that acted before it read the withdrawal) is the truth.
+async fn a_withdrawal_stays_unless_a_cut_came_first(db: &TestDb) {
+    let store = db.open().await;
+    for id in ["w1", "w2"] {
+        store.record_alert(&opened(id, 1_000), 1_000).await.unwrap();
+        store.record_command(&command(id, 1_100), "worker:w", 1_100).await.unwrap();
+        assert_eq!(store.mark_withdrawn(id).await.unwrap(), InterruptState::Withdrawn);
+    }
+    store.record_outcome(&outcome("w1/interrupt", "failed", 1, 1_200), 1_210).await.unwrap();
+    store.record_outcome(&outcome("w1/interrupt", "withdrawn", 0, 1_300), 1_310).await.unwrap();
+    assert_eq!(state(&store, "w1").await.interrupt_state, InterruptState::Withdrawn);
+    store.record_outcome(&outcome("w2/interrupt", "cut", 1, 1_200), 1_210).await.unwrap();
+    assert_eq!(state(&store, "w2").await.interrupt_state, InterruptState::CutConfirmed);
+    assert_eq!(store.mark_withdrawn("w2").await.unwrap(), InterruptState::CutConfirmed, "a cut stays a cut");
+}
 
 /// A worker's stream events are kept once each and read back in order; a file scan's
 /// incident keeps its origin, on the incident and in the queue.

@@ -104,7 +104,7 @@ fn a_reviewer_acknowledges_and_clears_a_false_positive_in_a_real_browser() {
         ),
     )
     .unwrap();
-    for (user, role) in [("alice", "reviewer"), ("victor", "viewer")] {
+    for (user, role) in [("alice", "reviewer"), ("bob", "reviewer"), ("victor", "viewer")] {
         let out = vigil_console(&config, &["user", user, "--role", role], &[("VIGIL_CONSOLE_PASSWORD", PASSWORD)])
             .output()
             .unwrap();
@@ -205,17 +205,18 @@ fn a_reviewer_acknowledges_and_clears_a_false_positive_in_a_real_browser() {
 
     // A viewer cannot act, even with a valid session and token.
     let cookie = sign_in(&console.addr, &origin, "victor", PASSWORD);
-    let post = |cookie: &str, origin: &str, body: &str| {
+    let post_to = |action: &str, cookie: &str, origin: &str, body: &str| {
         http(
             &console.addr,
             &format!(
-                "POST /actions/resolve HTTP/1.1\r\nHost: x\r\nCookie: {cookie}\r\nOrigin: {origin}\r\n\
+                "POST /actions/{action} HTTP/1.1\r\nHost: x\r\nCookie: {cookie}\r\nOrigin: {origin}\r\n\
                  Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
                 body.len()
             ),
         )
         .0
     };
+    let post = |cookie: &str, origin: &str, body: &str| post_to("resolve", cookie, origin, body);
     let form = format!("incident={}&outcome=no_action&csrf=forged", vigil_console::web::pages::url_arg(&alert_id));
     assert_eq!(post(&cookie, &origin, &form), 403, "a forged CSRF token is refused");
     assert_eq!(post(&cookie, "https://evil.example", &form), 403, "a cross-origin POST is refused");
@@ -243,8 +244,26 @@ fn a_reviewer_acknowledges_and_clears_a_false_positive_in_a_real_browser() {
     b.type_into("#fp-note", "A benign test photograph (NASA astronaut portrait), not abuse material.");
     let clicked = Instant::now();
     b.click("form[action='/actions/false-positive'] button");
-    wait_until("the resolution", 10, || b.text().contains("by alice (false positive)"));
+    // An interrupt-level false positive needs a second reviewer (four eyes): alice's
+    // waits, she cannot approve it herself, and bob does.
+    wait_until("the proposal", 10, || b.text().contains("False positive waiting for a second reviewer"));
+    assert!(b.text().contains("You proposed it"), "{}", b.text());
+    assert_eq!(w.metric("vigil_allowlist_entries", ""), 0.0, "nothing allowed before the approval");
+    let incident_path = format!("/incident?id={}", vigil_console::web::pages::url_arg(&alert_id));
+    let form_for = |cookie: &str| {
+        let (_, page) = get_as(&console.addr, cookie, &incident_path);
+        let csrf = page.split("name=\"csrf\" value=\"").nth(1).and_then(|s| s.split('"').next()).unwrap().to_string();
+        format!("incident={}&csrf={csrf}", vigil_console::web::pages::url_arg(&alert_id))
+    };
+    let alice = sign_in(&console.addr, &origin, "alice", PASSWORD);
+    assert_eq!(post_to("approve-false-positive", &alice, &origin, &form_for(&alice)), 409, "not by its proposer");
+    let bob = sign_in(&console.addr, &origin, "bob", PASSWORD);
+    assert!(get_as(&console.addr, &bob, &incident_path).1.contains("Approve false positive"));
+    assert_eq!(post_to("approve-false-positive", &bob, &origin, &form_for(&bob)), 303);
+    b.open(&incident_url);
+    wait_until("the resolution", 10, || b.text().contains("by bob (false positive)"));
     let page = b.text();
+    assert!(page.contains("proposed by alice, approved by bob"), "{page}");
     assert!(page.contains("Allowlist entries") && page.contains("bank known"), "{page}");
     std::fs::write(shots.join("false-positive.png"), b.screenshot()).unwrap();
     wait_until("the worker applies the entry", 60, || w.metric("vigil_allowlist_entries", "") >= 1.0);

@@ -153,7 +153,32 @@ fn replicas_share_a_postgres_store_and_ride_out_store_and_broker_outages() {
         ),
     );
     assert_eq!(refused.0, 401, "a disabled account cannot sign in");
-    assert_eq!(get_as(&c1.addr, &s1, "/accounts").0, 403, "a reviewer manages no accounts");
+    let (status, refused_page) = get_as(&c1.addr, &s1, "/accounts");
+    assert_eq!(status, 403, "a reviewer manages no accounts");
+    assert!(refused_page.contains("<nav") && refused_page.contains("needs the admin role"), "{refused_page}");
+    // The console keeps an admin: the last one can neither step down nor be disabled.
+    let full = |path: &str, body: &str| {
+        http(
+            &c1.addr,
+            &format!(
+                "POST {path} HTTP/1.1\r\nHost: x\r\nCookie: {admin}\r\nOrigin: {}\r\n\
+                 Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                origin(p1),
+                body.len()
+            ),
+        )
+    };
+    let (status, page) = full("/accounts", &format!("csrf={csrf}&name=ada&role=reviewer"));
+    assert_eq!(status, 409, "{page}");
+    assert!(page.contains("ada is the last admin") && page.contains("<nav"), "{page}");
+    assert_eq!(full("/accounts/disable", &format!("csrf={csrf}&name=ada&disabled=true")).0, 409);
+    // With a second admin, the first may step down (and is a reviewer after).
+    let alan = format!("csrf={csrf}&name=alan&role=admin&password={}", PASSWORD.replace(' ', "+"));
+    assert_eq!(post(&admin, "/accounts", &alan), 303);
+    let (status, page) = full("/accounts/disable", &format!("csrf={csrf}&name=alan&disabled=true"));
+    assert_eq!(status, 303, "{page}");
+    let (status, page) = full("/accounts", &format!("csrf={csrf}&name=alan&role=viewer"));
+    assert_eq!(status, 303, "a disabled admin is no admin to keep: {page}");
 
     let producer: BaseProducer =
         rdkafka::ClientConfig::new().set("bootstrap.servers", &broker.addr).create().expect("a producer");

@@ -23,6 +23,7 @@ pub const MIGRATIONS: &[Migration] = &[
     Migration { version: 1, name: "initial", sql: V1_INITIAL },
     Migration { version: 2, name: "audit_keyed", sql: V2_AUDIT_KEYED },
     Migration { version: 3, name: "stream_events", sql: V3_STREAM_EVENTS },
+    Migration { version: 4, name: "false_positive_proposals", sql: V4_FP_PROPOSALS },
 ];
 
 /// The version from which the audit chain is keyed: applying it seals the plain SHA-256
@@ -179,6 +180,19 @@ CREATE TABLE stream_events (
 );
 CREATE INDEX stream_events_by_stream ON stream_events (stream_id, at_ms);
 ALTER TABLE incidents ADD COLUMN origin TEXT;
+"#;
+
+/// False positives on interrupt-level incidents waiting for a second reviewer (four
+/// eyes): one per incident, removed when approved or rejected.
+const V4_FP_PROPOSALS: &str = r#"
+CREATE TABLE fp_proposals (
+    incident_id TEXT PRIMARY KEY REFERENCES incidents (id),
+    proposed_by TEXT NOT NULL,
+    scope TEXT NOT NULL,
+    note TEXT NOT NULL,
+    expiry_days BIGINT NOT NULL,
+    proposed_ms BIGINT NOT NULL
+);
 "#;
 
 /// Brings the store up to [`latest_version`], in one transaction, one replica at a time;

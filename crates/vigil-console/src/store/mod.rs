@@ -45,6 +45,7 @@ mod incidents;
 mod intake;
 pub mod migrations;
 mod outbox;
+mod proposals;
 
 pub use audit::{AuditCheck, AuditEntry, AuditKey};
 pub use error::StoreError;
@@ -255,6 +256,19 @@ pub struct User {
     pub password_hash: Option<String>,
     pub role: Role,
     pub disabled: bool,
+}
+
+/// A false positive proposed on an interrupt-level incident, waiting for a second
+/// reviewer's approval.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FpProposal {
+    pub incident_id: String,
+    pub proposed_by: String,
+    /// `bank:NAME` or `rule:NAME`.
+    pub scope: String,
+    pub note: String,
+    pub expiry_days: i64,
+    pub proposed_ms: UnixMs,
 }
 
 /// A live session.

@@ -3,7 +3,7 @@
 //! the role their proxy gave them last.
 
 use super::auth;
-use super::handlers::{caller, page, poster, store_down};
+use super::handlers::{caller, page, poster, refusal, store_down};
 use super::pages::{esc, esc_attr};
 use crate::model::{Role, now_ms};
 use crate::state::Shared;
@@ -25,7 +25,7 @@ pub async fn list(
     };
     if c.role < Role::Admin {
         auth::refused("role");
-        return (StatusCode::FORBIDDEN, "this needs the admin role\n").into_response();
+        return refusal(&shared, &c, StatusCode::FORBIDDEN, "this needs the admin role", ("/", "Back to the queue"));
     }
     let users = match shared.store.users().await {
         Ok(u) => u,
@@ -65,8 +65,16 @@ pub async fn list(
     page(&shared, &c, "Accounts", &body)
 }
 
-fn refused(status: StatusCode, why: &str) -> Response {
-    (status, format!("{why}\n")).into_response()
+/// A refusal as a page with navigation (and the reason), never bare text.
+fn refused(shared: &Shared, c: &auth::Caller, status: StatusCode, why: &str) -> Response {
+    refusal(shared, c, status, why, ("/accounts", "Back to the accounts"))
+}
+
+/// Whether `name`, an enabled admin now, is the only one: the console must keep one.
+async fn last_admin(shared: &Shared, name: &str) -> Result<bool, crate::store::StoreError> {
+    let users = shared.store.users().await?;
+    let is_admin = |u: &crate::store::User| u.role == Role::Admin && !u.disabled;
+    Ok(users.iter().any(|u| u.name == name && is_admin(u)) && !users.iter().any(|u| u.name != name && is_admin(u)))
 }
 
 pub async fn save(
@@ -81,11 +89,26 @@ pub async fn save(
     };
     let name = form.get("name").map_or("", |s| s.trim());
     if name.is_empty() || name.len() > 200 || name.chars().any(|ch| ch.is_control() || ch.is_whitespace()) {
-        return refused(StatusCode::BAD_REQUEST, "the user name must be 1 to 200 characters, without spaces");
+        return refused(
+            &shared,
+            &c,
+            StatusCode::BAD_REQUEST,
+            "the user name must be 1 to 200 characters, without spaces",
+        );
     }
     let Some(role) = form.get("role").and_then(|r| Role::parse(r)) else {
-        return refused(StatusCode::BAD_REQUEST, "choose a role: viewer, reviewer or admin");
+        return refused(&shared, &c, StatusCode::BAD_REQUEST, "choose a role: viewer, reviewer or admin");
     };
+    if role < Role::Admin {
+        match last_admin(&shared, name).await {
+            Ok(true) => {
+                let why = format!("{name} is the last admin: make another admin first");
+                return refused(&shared, &c, StatusCode::CONFLICT, &why);
+            }
+            Ok(false) => {}
+            Err(e) => return store_down(e),
+        }
+    }
     let password = form.get("password").map_or("", |s| s.as_str());
     let existing = match shared.store.user(name).await {
         Ok(u) => u,
@@ -93,13 +116,13 @@ pub async fn save(
     };
     let hash = match (password.is_empty(), &existing) {
         (true, Some(_)) => None,
-        (true, None) => return refused(StatusCode::BAD_REQUEST, "a new account needs a password"),
+        (true, None) => return refused(&shared, &c, StatusCode::BAD_REQUEST, "a new account needs a password"),
         (false, _) if password.chars().count() < 12 => {
-            return refused(StatusCode::BAD_REQUEST, "the password must have at least 12 characters");
+            return refused(&shared, &c, StatusCode::BAD_REQUEST, "the password must have at least 12 characters");
         }
         (false, _) => match auth::hash_password(password) {
             Ok(h) => Some(h),
-            Err(e) => return refused(StatusCode::INTERNAL_SERVER_ERROR, &e),
+            Err(e) => return refused(&shared, &c, StatusCode::INTERNAL_SERVER_ERROR, &e),
         },
     };
     let detail =
@@ -126,12 +149,22 @@ pub async fn disable(
     let name = form.get("name").map_or("", |s| s.as_str());
     let disabled = form.get("disabled").is_some_and(|d| d == "true");
     if name == c.user && disabled {
-        return refused(StatusCode::CONFLICT, "an admin cannot disable their own account");
+        return refused(&shared, &c, StatusCode::CONFLICT, "an admin cannot disable their own account");
+    }
+    if disabled {
+        match last_admin(&shared, name).await {
+            Ok(true) => {
+                let why = format!("{name} is the last admin: make another admin first");
+                return refused(&shared, &c, StatusCode::CONFLICT, &why);
+            }
+            Ok(false) => {}
+            Err(e) => return store_down(e),
+        }
     }
     match shared.store.set_user_disabled(name, disabled).await {
         Ok(()) => {}
         Err(crate::store::StoreError::NotFound(what)) => {
-            return refused(StatusCode::NOT_FOUND, &format!("{what} not found"));
+            return refused(&shared, &c, StatusCode::NOT_FOUND, &format!("{what} not found"));
         }
         Err(e) => return store_down(e),
     }

@@ -62,6 +62,19 @@ fn banner(shared: &Shared) -> Option<String> {
     })
 }
 
+/// A refusal for a signed-in caller: a page with navigation, the reason, and a way back.
+pub(super) fn refusal(shared: &Shared, c: &Caller, status: StatusCode, why: &str, back: (&str, &str)) -> Response {
+    let body = format!(
+        "<p class=\"banner\" role=\"alert\">{}</p><p><a href=\"{}\">{}</a></p>",
+        esc(why),
+        esc_attr(back.0),
+        esc(back.1)
+    );
+    let mut r = page(shared, c, "Not done", &body);
+    *r.status_mut() = status;
+    r
+}
+
 pub(super) fn page(shared: &Shared, c: &Caller, title: &str, body: &str) -> Response {
     Html(pages::layout(title, Some((&c.user, c.role.as_str(), &c.csrf)), banner(shared).as_deref(), body))
         .into_response()
@@ -215,19 +228,20 @@ fn check_post(
     form: &HashMap<String, String>,
     need: Role,
 ) -> Option<Response> {
+    let back = ("/", "Back to the queue");
     if !auth::same_origin(shared, headers) {
         auth::refused("origin");
-        return Some((StatusCode::FORBIDDEN, "cross-origin request refused\n").into_response());
+        return Some(refusal(shared, c, StatusCode::FORBIDDEN, "cross-origin request refused", back));
     }
     if !auth::csrf_ok(c, form.get("csrf").map_or("", |s| s)) {
         auth::refused("csrf");
-        return Some(
-            (StatusCode::FORBIDDEN, "the form's token is missing or stale: reload the page\n").into_response(),
-        );
+        let why = "the form's token is missing or stale: reload the page";
+        return Some(refusal(shared, c, StatusCode::FORBIDDEN, why, back));
     }
     if c.role < need {
         auth::refused("role");
-        return Some((StatusCode::FORBIDDEN, format!("this needs the {} role\n", need.as_str())).into_response());
+        let why = format!("this needs the {} role", need.as_str());
+        return Some(refusal(shared, c, StatusCode::FORBIDDEN, &why, back));
     }
     None
 }
@@ -328,11 +342,16 @@ pub async fn incident(
         Ok(e) => e,
         Err(e) => return store_down(e),
     };
+    let proposal = match shared.store.false_positive_proposal(&q.id).await {
+        Ok(p) => p,
+        Err(e) => return store_down(e),
+    };
+    let view = super::incident_page::View { events: &events, trail: &trail, proposal: proposal.as_ref() };
     page(
         &shared,
         &c,
         &format!("Incident on {}", d.incident.stream_id),
-        &super::incident_page::render(&d, &events, &trail, &c, now_ms()),
+        &super::incident_page::render(&d, &view, &c, now_ms()),
     )
 }
 
@@ -400,9 +419,18 @@ pub async fn action(
             let days = field("expiry_days").parse().unwrap_or(0);
             actions::false_positive(&shared, &id, &c.user, field("scope"), field("note"), days).await.map(|_| ())
         }
+        "approve-false-positive" => actions::approve_false_positive(&shared, &id, &c.user).await.map(|_| ()),
+        "reject-false-positive" => actions::reject_false_positive(&shared, &id, &c.user, field("note")).await,
         "revoke-allow" if c.role < Role::Admin => {
             auth::refused("role");
-            return (StatusCode::FORBIDDEN, "this needs the admin role\n").into_response();
+            let back = format!("/incident?id={}", url_arg(&id));
+            return refusal(
+                &shared,
+                &c,
+                StatusCode::FORBIDDEN,
+                "this needs the admin role",
+                (&back, "Back to the incident"),
+            );
         }
         "revoke-allow" => actions::revoke_allow_entry(&shared, &id, field("entry"), &c.user).await,
         _ => return StatusCode::NOT_FOUND.into_response(),

@@ -5,7 +5,7 @@
 use super::auth::Caller;
 use super::pages::{duration, esc, esc_attr, form_start, time};
 use crate::model::{IncidentState, InterruptState, Resolution, Role, StreamEvent, UnixMs};
-use crate::store::{AuditEntry, IncidentDetail};
+use crate::store::{AuditEntry, FpProposal, IncidentDetail};
 use serde_json::{Value, json};
 
 /// Audit entries per page of the incident's trail.
@@ -21,7 +21,17 @@ pub struct AuditTrail {
     pub page: i64,
 }
 
-pub fn render(d: &IncidentDetail, events: &[StreamEvent], trail: &AuditTrail, c: &Caller, now: UnixMs) -> String {
+/// What the incident page shows besides the incident itself.
+pub struct View<'a> {
+    /// The stream's lifecycle around the detection.
+    pub events: &'a [StreamEvent],
+    pub trail: &'a AuditTrail,
+    /// A false positive waiting for a second reviewer.
+    pub proposal: Option<&'a FpProposal>,
+}
+
+pub fn render(d: &IncidentDetail, view: &View<'_>, c: &Caller, now: UnixMs) -> String {
+    let (events, trail) = (view.events, view.trail);
     let i = &d.incident;
     let holder = i.holder_at(now);
     let opt = |v: &Option<String>| esc(v.as_deref().unwrap_or("—"));
@@ -63,8 +73,11 @@ pub fn render(d: &IncidentDetail, events: &[StreamEvent], trail: &AuditTrail, c:
         step(i.escalated_ms, &i.escalated_by, None, &i.escalation_note),
         step(i.resolved_ms, &i.resolved_by, i.resolution.map(Resolution::as_str), &i.resolution_note),
     );
+    if let Some(p) = view.proposal {
+        h.push_str(&proposal(p, c, &i.id));
+    }
     if c.role >= Role::Reviewer && i.state != IncidentState::Resolved {
-        h.push_str(&actions(d, c, holder));
+        h.push_str(&actions(d, c, holder, view.proposal.is_some()));
     }
     h.push_str(&timeline(d));
     h.push_str(&lifecycle(d, events));
@@ -74,7 +87,38 @@ pub fn render(d: &IncidentDetail, events: &[StreamEvent], trail: &AuditTrail, c:
     h
 }
 
-fn actions(d: &IncidentDetail, c: &Caller, holder: Option<&str>) -> String {
+/// A false positive waiting for a second reviewer: what was proposed, and (for another
+/// reviewer) approve or reject.
+fn proposal(p: &FpProposal, c: &Caller, id: &str) -> String {
+    let mut h = format!(
+        "<section class=\"proposal\" aria-labelledby=\"proposal-h\"><h2 id=\"proposal-h\">False positive waiting for a second reviewer</h2>\
+         <p>Proposed by <strong>{}</strong> at {}: allow these frames for {} for {} days.</p><blockquote>{}</blockquote>",
+        esc(&p.proposed_by),
+        time(p.proposed_ms),
+        esc(&p.scope.replacen(':', " ", 1)),
+        p.expiry_days,
+        esc(&p.note)
+    );
+    if c.role < Role::Reviewer {
+    } else if c.user == p.proposed_by {
+        h.push_str("<p>You proposed it: another reviewer approves or rejects it.</p>");
+    } else {
+        h.push_str(&format!(
+            "{}<p>Approving releases the stream from review and allow-lists its frames as proposed.</p>\
+             <button type=\"submit\" class=\"primary\">Approve false positive</button></form>",
+            form_start("approve-false-positive", &c.csrf, id, "Approve false positive")
+        ));
+        h.push_str(&format!(
+            "{}<label for=\"reject-note\">Why not? (required)</label><textarea id=\"reject-note\" name=\"note\" required maxlength=\"2000\"></textarea>\
+             <button type=\"submit\">Reject</button></form>",
+            form_start("reject-false-positive", &c.csrf, id, "Reject false positive")
+        ));
+    }
+    h.push_str("</section>");
+    h
+}
+
+fn actions(d: &IncidentDetail, c: &Caller, holder: Option<&str>, proposed: bool) -> String {
     let i = &d.incident;
     let id = &i.id;
     let mut h = String::from("<h2 id=\"actions\">Actions</h2><div class=\"actions\">");
@@ -116,13 +160,20 @@ fn actions(d: &IncidentDetail, c: &Caller, holder: Option<&str>) -> String {
         .iter()
         .map(|s| format!("<option value=\"{}\">{}</option>", esc_attr(s), esc(&s.replacen(':', " ", 1))))
         .collect();
-    h.push_str(&format!(
-        "{}<label for=\"fp-scope\">Allow these frames for</label><select id=\"fp-scope\" name=\"scope\">{options}</select>\
+    let four_eyes = if i.decision == "interrupt" {
+        "<p>An interrupt-level false positive takes effect once a second reviewer approves it.</p>"
+    } else {
+        ""
+    };
+    if !proposed {
+        h.push_str(&format!(
+        "{}{four_eyes}<label for=\"fp-scope\">Allow these frames for</label><select id=\"fp-scope\" name=\"scope\">{options}</select>\
          <label for=\"fp-note\">Why is this a false positive? (required)</label><textarea id=\"fp-note\" name=\"note\" required maxlength=\"2000\"></textarea>\
          <label for=\"fp-days\">Allow for (days)</label><input id=\"fp-days\" name=\"expiry_days\" type=\"number\" min=\"1\" max=\"366\" value=\"30\" required>\
          <button type=\"submit\">Mark false positive</button></form>",
         form_start("false-positive", &c.csrf, id, "False positive")
     ));
+    }
     let outcomes: String = Resolution::ALL
         .iter()
         .map(|r| format!("<option value=\"{}\">{}</option>", r.as_str(), r.as_str().replace('_', " ")))

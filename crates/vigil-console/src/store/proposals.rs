@@ -1,0 +1,73 @@
+//! Four eyes on a false positive: a proposal waits here for a second reviewer.
+
+use super::error::{StoreError, query};
+use super::{FpProposal, RowExt, Store};
+
+impl Store {
+    /// Records the proposal; a conflict while another one waits for the incident.
+    pub async fn propose_false_positive(&self, p: &FpProposal) -> Result<(), StoreError> {
+        let mut tx = self.begin().await?;
+        let exists = sqlx::query("SELECT incidents.id FROM incidents WHERE id = $1")
+            .bind(&p.incident_id)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(query("incidents: find for a proposal"))?;
+        if exists.is_none() {
+            return Err(StoreError::NotFound(format!("incident {}", p.incident_id)));
+        }
+        let added = sqlx::query(
+            "INSERT INTO fp_proposals (incident_id, proposed_by, scope, note, expiry_days, proposed_ms) \
+             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (incident_id) DO NOTHING",
+        )
+        .bind(&p.incident_id)
+        .bind(&p.proposed_by)
+        .bind(&p.scope)
+        .bind(&p.note)
+        .bind(p.expiry_days)
+        .bind(p.proposed_ms)
+        .execute(&mut *tx)
+        .await
+        .map_err(query("fp_proposals: insert"))?
+        .rows_affected();
+        if added == 0 {
+            return Err(StoreError::Conflict(format!(
+                "a false positive is already proposed for incident {}: approve or reject it",
+                p.incident_id
+            )));
+        }
+        tx.commit().await.map_err(query("fp_proposals: commit"))
+    }
+
+    /// The proposal waiting for the incident, if any.
+    pub async fn false_positive_proposal(&self, incident_id: &str) -> Result<Option<FpProposal>, StoreError> {
+        let row = sqlx::query(
+            "SELECT incident_id, proposed_by, scope, note, expiry_days, proposed_ms FROM fp_proposals WHERE incident_id = $1",
+        )
+        .bind(incident_id)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(query("fp_proposals: read"))?;
+        row.map(|r| {
+            Ok(FpProposal {
+                incident_id: r.text("incident_id")?,
+                proposed_by: r.text("proposed_by")?,
+                scope: r.text("scope")?,
+                note: r.text("note")?,
+                expiry_days: r.int("expiry_days")?,
+                proposed_ms: r.int("proposed_ms")?,
+            })
+        })
+        .transpose()
+    }
+
+    /// Removes the incident's proposal (approved or rejected); whether there was one.
+    pub async fn drop_false_positive_proposal(&self, incident_id: &str) -> Result<bool, StoreError> {
+        let gone = sqlx::query("DELETE FROM fp_proposals WHERE incident_id = $1")
+            .bind(incident_id)
+            .execute(&self.pool)
+            .await
+            .map_err(query("fp_proposals: delete"))?
+            .rows_affected();
+        Ok(gone > 0)
+    }
+}
