@@ -156,6 +156,18 @@ fn a_reviewer_acknowledges_and_clears_a_false_positive_in_a_real_browser() {
     wait_until("the queue", 10, || b.text().contains("open incident"));
     let queue = b.text();
     assert!(queue.contains("rtmp/live/alice"), "the queue lists the stream: {queue}");
+    // The queue leads with the stream and its decision, and does not scroll sideways at
+    // 800 px (the incident id is on the incident's page).
+    b.resize(800, 900);
+    let inner = b.eval("return window.innerWidth").as_u64().unwrap_or(0);
+    let scroll = b.eval("return document.documentElement.scrollWidth").as_u64().unwrap_or(u64::MAX);
+    assert!(inner > 0 && inner <= 800 && scroll <= inner, "the queue scrolls sideways at {inner} px: {scroll}");
+    assert_eq!(b.eval("return document.querySelector('table.queue thead th').textContent"), "Stream and decision");
+    // j moves to the first incident in the queue (the keys are listed on the page).
+    assert!(queue.contains("Keys:"), "{queue}");
+    b.keys("j");
+    let focused = b.eval("return document.activeElement.getAttribute('href') || ''");
+    assert!(focused.as_str().is_some_and(|h| h.starts_with("/incident?id=")), "{focused}");
     assert!(queue.contains("known_abuse_material") && queue.contains("open"), "{queue}");
     std::fs::write(shots.join("queue.png"), b.screenshot()).unwrap();
     b.click("a[href^='/incident?id=']");
@@ -244,24 +256,37 @@ fn a_reviewer_acknowledges_and_clears_a_false_positive_in_a_real_browser() {
     b.type_into("#fp-note", "A benign test photograph (NASA astronaut portrait), not abuse material.");
     let clicked = Instant::now();
     b.click("form[action='/actions/false-positive'] button");
+    // Irreversible: a confirmation page first (no script needed), repeating what was asked.
+    wait_until("the confirmation", 10, || b.text().contains("Mark this a false positive?"));
+    assert!(b.text().contains("NASA astronaut portrait"), "the note is shown again: {}", b.text());
+    std::fs::write(shots.join("confirm.png"), b.screenshot()).unwrap();
+    b.click("form[aria-label='Confirm'] button");
     // An interrupt-level false positive needs a second reviewer (four eyes): alice's
     // waits, she cannot approve it herself, and bob does.
     wait_until("the proposal", 10, || b.text().contains("False positive waiting for a second reviewer"));
+    assert!(
+        b.text().contains("False positive proposed: a second reviewer"),
+        "a message after the action: {}",
+        b.text()
+    );
     assert!(b.text().contains("You proposed it"), "{}", b.text());
     assert_eq!(w.metric("vigil_allowlist_entries", ""), 0.0, "nothing allowed before the approval");
     let incident_path = format!("/incident?id={}", vigil_console::web::pages::url_arg(&alert_id));
     let form_for = |cookie: &str| {
         let (_, page) = get_as(&console.addr, cookie, &incident_path);
         let csrf = page.split("name=\"csrf\" value=\"").nth(1).and_then(|s| s.split('"').next()).unwrap().to_string();
-        format!("incident={}&csrf={csrf}", vigil_console::web::pages::url_arg(&alert_id))
+        format!("incident={}&csrf={csrf}&confirm=yes", vigil_console::web::pages::url_arg(&alert_id))
     };
     let alice = sign_in(&console.addr, &origin, "alice", PASSWORD);
     assert_eq!(post_to("approve-false-positive", &alice, &origin, &form_for(&alice)), 409, "not by its proposer");
     let bob = sign_in(&console.addr, &origin, "bob", PASSWORD);
     assert!(get_as(&console.addr, &bob, &incident_path).1.contains("Approve false positive"));
     assert_eq!(post_to("approve-false-positive", &bob, &origin, &form_for(&bob)), 303);
-    b.open(&incident_url);
-    wait_until("the resolution", 10, || b.text().contains("by bob (false positive)"));
+    // Alice's page shows it by itself (it refreshes every 5 s, from /console.js alone:
+    // the CSP allows no inline script).
+    wait_until("the resolution on alice's page, without a reload", 20, || b.text().contains("by bob (false positive)"));
+    assert_eq!(b.eval("return document.querySelectorAll('script:not([src])').length"), 0);
+    assert!(b.eval("return document.body.getAttribute('data-refreshed')").is_string(), "refreshed in place");
     let page = b.text();
     assert!(page.contains("proposed by alice, approved by bob"), "{page}");
     assert!(page.contains("Allowlist entries") && page.contains("bank known"), "{page}");

@@ -119,6 +119,24 @@ fn replicas_share_a_postgres_store_and_ride_out_store_and_broker_outages() {
     assert_eq!(proxied("").0, 303, "no proxy header, no session: sent to sign in");
     assert_eq!(proxied("X-Forwarded-Email: \r\n").0, 303, "an empty user is nobody");
     let queue = |c: &Console, cookie: &str| get_as(&c.addr, cookie, "/").1;
+    let queue_at = |c: &Console, cookie: &str, path: &str| {
+        let (status, page) = get_as(&c.addr, cookie, path);
+        assert_eq!(status, 200, "{path}: {page}");
+        page
+    };
+    let html_unescape =
+        |s: &str| s.replace("&#x2F;", "/").replace("&#x23;", "#").replace("&amp;", "&").replace("&#x40;", "@");
+    let post_full = |cookie: &str, path: &str, body: &str| {
+        http(
+            &c1.addr,
+            &format!(
+                "POST {path} HTTP/1.1\r\nHost: x\r\nCookie: {cookie}\r\nOrigin: {}\r\n\
+                 Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                origin(p1),
+                body.len()
+            ),
+        )
+    };
 
     // An admin manages accounts in the console; a reviewer cannot.
     let admin = sign_in(&c1.addr, &origin(p1), "ada", PASSWORD);
@@ -212,7 +230,7 @@ fn replicas_share_a_postgres_store_and_ride_out_store_and_broker_outages() {
     });
     wait_until("the alert published during the outage", 60, || queue(&c1, &s1).contains("live/during-store-outage"));
     let page = queue(&c2, &s2);
-    assert_eq!(page.matches("<td>live/during-store-outage</td>").count(), 1, "one incident, taken once: {page}");
+    assert_eq!(page.matches(">live/during-store-outage</a>").count(), 1, "one incident, taken once: {page}");
 
     // Broker outage: the queue stays readable, marked stale; then fresh again.
     broker.signal("-STOP");
@@ -253,7 +271,20 @@ fn replicas_share_a_postgres_store_and_ride_out_store_and_broker_outages() {
         arg(&fp_id),
         arg("rule:nsfw_review")
     );
-    assert_eq!(post(&s1, "/actions/false-positive", &form), 303);
+    // Irreversible: the first POST only asks for confirmation (a page repeating the form).
+    let (status, confirm) = http(
+        &c1.addr,
+        &format!(
+            "POST /actions/false-positive HTTP/1.1\r\nHost: x\r\nCookie: {s1}\r\nOrigin: {}\r\n\
+             Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{form}",
+            origin(p1),
+            form.len()
+        ),
+    );
+    assert_eq!(status, 200, "{confirm}");
+    assert!(confirm.contains("Mark this a false positive?") && confirm.contains("name=\"confirm\" value=\"yes\""));
+    assert!(get_as(&c1.addr, &s1, &incident).1.contains("issued"), "nothing done before the confirmation");
+    assert_eq!(post(&s1, "/actions/false-positive", &format!("{form}&confirm=yes")), 303);
     let page = get_as(&c1.addr, &admin, &incident).1;
     // The pending command was withdrawn: a console-signed withdrawal follows it on the
     // interrupts topic (the actuator reads ahead for it), and the page says so.
@@ -328,6 +359,37 @@ fn replicas_share_a_postgres_store_and_ride_out_store_and_broker_outages() {
     assert_eq!(status, 400, "{page}");
     assert!(page.contains("from: &quot;2026-02-30&quot;") || page.contains("2026-02-30"), "{page}");
     assert!(page.contains("<nav"), "a refused report is a page with navigation: {page}");
+
+    // The queue searched, and two incidents acknowledged, then resolved, at once under
+    // one note (the resolve asks for confirmation first).
+    let found = queue_at(&c1, &s1, "/?q=LIVE/AFTER");
+    assert!(found.contains("live/after") && !found.contains("live/before"), "{found}");
+    assert_eq!(get_as(&c1.addr, &s1, "/?state=gone&from=soon").0, 400);
+    let page = queue_at(&c1, &s1, "/?q=live%2F&group=stream");
+    assert!(page.contains("class=\"group\""), "grouped by stream: {page}");
+    let pick = |page: &str, stream: &str| -> String {
+        let link = format!(">{stream}</a>");
+        let row = page.split("<tr>").find(|r| r.contains(&link)).unwrap_or_else(|| panic!("{stream}: {page}"));
+        row.split("name=\"incident\" value=\"").nth(1).and_then(|s| s.split('"').next()).unwrap().to_string()
+    };
+    let two = [pick(&page, "live/before"), pick(&page, "live/after")];
+    let chosen: String = two.iter().map(|id| format!("&incident={}", arg(&html_unescape(id)))).collect();
+    let bulk = format!("csrf={olga_csrf}{chosen}&op=acknowledge&note=triaged+together");
+    let (status, done) = post_full(&s1, "/actions/bulk", &bulk);
+    assert_eq!(status, 200, "{done}");
+    assert!(done.contains("Acknowledged 2 of 2"), "{done}");
+    let bulk = format!("csrf={olga_csrf}{chosen}&op=resolve%3Ano_action&note=stream+ended");
+    let (status, confirm) = post_full(&s1, "/actions/bulk", &bulk);
+    assert_eq!(status, 200);
+    assert!(
+        confirm.contains("Resolve these incidents?") && confirm.matches("name=\"incident\"").count() == 2,
+        "{confirm}"
+    );
+    let (status, done) = post_full(&s1, "/actions/bulk", &format!("{bulk}&confirm=yes"));
+    assert!(status == 200 && done.contains("Resolved 2 of 2"), "{done}");
+    let history = queue_at(&c1, &s1, "/?state=resolved&q=live%2F");
+    assert!(history.contains("live/before") && history.contains("live/after"), "{history}");
+    assert!(!queue_at(&c1, &s1, "/").contains("live/before"), "resolved incidents leave the queue");
 
     for c in [&c1, &c2] {
         assert!(!c.log().contains("panicked"), "{}", c.log());

@@ -25,6 +25,41 @@ pub(crate) fn median(mut v: Vec<i64>) -> Option<i64> {
 }
 
 /// `YYYY-MM-DD` of a day number since 1970-01-01 (proleptic Gregorian, UTC).
+/// What a queue row is read from.
+pub(super) const QUEUE_COLUMNS: &str = "id, stream_id, account_id, decision, rule, origin, state, detected_ms, holder, \
+     hold_until_ms, interrupt_state, \
+     (SELECT MAX(c.received_ms) FROM commands c WHERE c.incident_id = incidents.id) AS last_command_ms, \
+     (SELECT MAX(o.received_ms) FROM outcomes o JOIN commands c ON o.command_id = c.command_id \
+      WHERE c.incident_id = incidents.id AND o.outcome = 'seen') AS seen_ms";
+
+pub(super) fn queue_row(row: &sqlx::any::AnyRow, now_ms: UnixMs) -> Result<QueueRow, StoreError> {
+    let id = row.text("id")?;
+    let state = row.text("state")?;
+    let interrupt = row.text("interrupt_state")?;
+    let detected_ms = row.int("detected_ms")?;
+    let holder = match (row.opt_text("holder")?, row.opt_int("hold_until_ms")?) {
+        (Some(h), Some(until)) if until > now_ms => Some(h),
+        _ => None,
+    };
+    Ok(QueueRow {
+        state: IncidentState::parse(&state)
+            .ok_or_else(|| StoreError::Corrupt(format!("incident {id}: state {state:?}")))?,
+        interrupt_state: InterruptState::parse(&interrupt)
+            .ok_or_else(|| StoreError::Corrupt(format!("incident {id}: interrupt state {interrupt:?}")))?,
+        stream_id: row.text("stream_id")?,
+        account_id: row.opt_text("account_id")?,
+        decision: row.text("decision")?,
+        rule: row.text("rule")?,
+        origin: row.opt_text("origin")?,
+        detected_ms,
+        age_ms: now_ms.saturating_sub(detected_ms),
+        holder,
+        last_command_ms: row.opt_int("last_command_ms")?,
+        seen_ms: row.opt_int("seen_ms")?,
+        id,
+    })
+}
+
 /// Days since 1970-01-01 of a `YYYY-MM-DD` date; `None` for anything else.
 pub fn days_from_civil(date: &str) -> Option<i64> {
     let mut parts = date.split('-');
@@ -154,45 +189,13 @@ impl Store {
 
     /// Every unresolved incident, oldest detection first.
     pub async fn queue(&self, now_ms: UnixMs) -> Result<Vec<QueueRow>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT id, stream_id, account_id, decision, rule, origin, state, detected_ms, holder, hold_until_ms, \
-             interrupt_state, (SELECT MAX(c.received_ms) FROM commands c WHERE c.incident_id = incidents.id) AS last_command_ms, \
-             (SELECT MAX(o.received_ms) FROM outcomes o JOIN commands c ON o.command_id = c.command_id \
-              WHERE c.incident_id = incidents.id AND o.outcome = 'seen') AS seen_ms \
-             FROM incidents WHERE state <> 'resolved' ORDER BY detected_ms, id",
-        )
+        let rows = sqlx::query(&format!(
+            "SELECT {QUEUE_COLUMNS} FROM incidents WHERE state <> 'resolved' ORDER BY detected_ms, id"
+        ))
         .fetch_all(&self.pool)
         .await
         .map_err(query("incidents: read the queue"))?;
-        rows.iter()
-            .map(|row| {
-                let id = row.text("id")?;
-                let state = row.text("state")?;
-                let interrupt = row.text("interrupt_state")?;
-                let detected_ms = row.int("detected_ms")?;
-                let holder = match (row.opt_text("holder")?, row.opt_int("hold_until_ms")?) {
-                    (Some(h), Some(until)) if until > now_ms => Some(h),
-                    _ => None,
-                };
-                Ok(QueueRow {
-                    state: IncidentState::parse(&state)
-                        .ok_or_else(|| StoreError::Corrupt(format!("incident {id}: state {state:?}")))?,
-                    interrupt_state: InterruptState::parse(&interrupt)
-                        .ok_or_else(|| StoreError::Corrupt(format!("incident {id}: interrupt state {interrupt:?}")))?,
-                    stream_id: row.text("stream_id")?,
-                    account_id: row.opt_text("account_id")?,
-                    decision: row.text("decision")?,
-                    rule: row.text("rule")?,
-                    origin: row.opt_text("origin")?,
-                    detected_ms,
-                    age_ms: now_ms.saturating_sub(detected_ms),
-                    holder,
-                    last_command_ms: row.opt_int("last_command_ms")?,
-                    seen_ms: row.opt_int("seen_ms")?,
-                    id,
-                })
-            })
-            .collect()
+        rows.iter().map(|row| queue_row(row, now_ms)).collect()
     }
 
     /// The incident and everything about it, or `None` when there is no such incident.

@@ -46,10 +46,12 @@ mod intake;
 pub mod migrations;
 mod outbox;
 mod proposals;
+mod search;
 
 pub use audit::{AuditCheck, AuditEntry, AuditKey};
 pub use error::StoreError;
 pub use incidents::{civil_date as civil, days_from_civil};
+pub use search::{QueueFilter, QueuePage, is_pdq_hash};
 
 use crate::model::{IncidentState, InterruptState, Resolution, Role, UnixMs};
 use sqlx::any::{AnyPoolOptions, AnyRow};

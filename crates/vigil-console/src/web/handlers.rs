@@ -246,54 +246,6 @@ fn check_post(
     None
 }
 
-pub async fn queue(State(shared): S, ConnectInfo(peer): ConnectInfo<SocketAddr>, headers: HeaderMap) -> Response {
-    let c = match caller(&shared, &headers, peer, "/").await {
-        Ok(c) => c,
-        Err(r) => return r,
-    };
-    let now = now_ms();
-    let rows = match shared.store.queue(now).await {
-        Ok(r) => r,
-        Err(e) => return store_down(e),
-    };
-    let mut body = format!(
-        "<table><caption>{} open incident(s), oldest first</caption><thead><tr><th scope=\"col\">Incident</th><th scope=\"col\">Stream</th>\
-         <th scope=\"col\">Account</th><th scope=\"col\">Decision</th><th scope=\"col\">Rule</th><th scope=\"col\">Age</th>\
-         <th scope=\"col\">State</th><th scope=\"col\">Held by</th><th scope=\"col\">Interrupt</th><th scope=\"col\">Stream now</th></tr></thead><tbody>",
-        rows.len()
-    );
-    for r in &rows {
-        let recent = match shared.store.recent_stream_events(&r.stream_id).await {
-            Ok(l) => l,
-            Err(e) => return store_down(e),
-        };
-        let recent: Vec<(&str, i64)> = recent.iter().map(|(e, t)| (e.as_str(), *t)).collect();
-        let live = match r.origin.as_deref() {
-            Some("file_scan") => "a file scan".to_string(),
-            _ => crate::model::liveness(&recent, pages::time),
-        };
-        body.push_str(&format!(
-            "<tr><td><a href=\"/incident?id={}\">{}</a></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
-            url_arg(&r.id),
-            esc(&r.id),
-            esc(&r.stream_id),
-            esc(r.account_id.as_deref().unwrap_or("—")),
-            esc(&crate::model::decision_shown(&r.decision, r.origin.as_deref())),
-            esc(&r.rule),
-            pages::duration(r.age_ms),
-            esc(r.state.as_str()),
-            esc(r.holder.as_deref().unwrap_or("nobody")),
-            esc(&r.interrupt_state.shown(r.last_command_ms, r.seen_ms, now)),
-            esc(&live),
-        ));
-    }
-    body.push_str("</tbody></table>");
-    if rows.is_empty() {
-        body.push_str("<p class=\"ok\">Nothing is waiting.</p>");
-    }
-    page(&shared, &c, "Queue", &body)
-}
-
 #[derive(serde::Deserialize)]
 pub struct IdQuery {
     id: String,
@@ -302,6 +254,9 @@ pub struct IdQuery {
 #[derive(serde::Deserialize)]
 pub struct IncidentQuery {
     id: String,
+    /// The action just done, for its message (only known actions are shown).
+    #[serde(default)]
+    done: Option<String>,
     /// The page of the audit trail: 0 (the newest entries, the default), 1, 2, ...
     #[serde(default)]
     audit_page: Option<String>,
@@ -346,7 +301,9 @@ pub async fn incident(
         Ok(p) => p,
         Err(e) => return store_down(e),
     };
-    let view = super::incident_page::View { events: &events, trail: &trail, proposal: proposal.as_ref() };
+    let paged = !shared.paging.config.channels().is_empty();
+    let notice = q.done.as_deref().and_then(|d| super::confirm::done_message(d, paged));
+    let view = super::incident_page::View { events: &events, trail: &trail, proposal: proposal.as_ref(), notice };
     page(
         &shared,
         &c,
@@ -405,6 +362,16 @@ pub async fn action(
     };
     let id = form.get("incident").cloned().unwrap_or_default();
     let field = |k: &str| form.get(k).map_or("", |s| s.as_str());
+    // What cannot be undone is asked twice: a page that says what will happen, whose
+    // form repeats the first one's fields with confirm=yes. No script needed.
+    if let Some(question) = super::confirm::question(&action)
+        && field("confirm") != "yes"
+    {
+        let mut fields: Vec<(String, String)> = form.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        fields.sort();
+        return page(&shared, &c, "Confirm", &super::confirm::page(&action, question, &fields));
+    }
+    let mut done = action.clone();
     let result = match action.as_str() {
         "hold" => actions::hold(&shared, &id, &c.user).await,
         "release" => actions::release(&shared, &id, &c.user).await,
@@ -417,7 +384,14 @@ pub async fn action(
         },
         "false-positive" => {
             let days = field("expiry_days").parse().unwrap_or(0);
-            actions::false_positive(&shared, &id, &c.user, field("scope"), field("note"), days).await.map(|_| ())
+            match actions::false_positive(&shared, &id, &c.user, field("scope"), field("note"), days).await {
+                Ok(actions::FalsePositive::Proposed) => {
+                    done = "proposed".into();
+                    Ok(())
+                }
+                Ok(actions::FalsePositive::Done(_)) => Ok(()),
+                Err(e) => Err(e),
+            }
         }
         "approve-false-positive" => actions::approve_false_positive(&shared, &id, &c.user).await.map(|_| ()),
         "reject-false-positive" => actions::reject_false_positive(&shared, &id, &c.user, field("note")).await,
@@ -437,7 +411,8 @@ pub async fn action(
     };
     let back = format!("/incident?id={}", url_arg(&id));
     let status = match &result {
-        Ok(()) => return Redirect::to(&back).into_response(),
+        // The incident page then says what was done (a fixed message per action).
+        Ok(()) => return Redirect::to(&format!("{back}&done={}", url_arg(&done))).into_response(),
         Err(ActionError::Store(StoreError::NotFound(_))) => StatusCode::NOT_FOUND,
         // The reviewer's to fix (a missing note, someone else's hold, a wrong state).
         Err(ActionError::Refused(_) | ActionError::Store(StoreError::Conflict(_) | StoreError::Invalid(_))) => {

@@ -28,6 +28,8 @@ pub struct View<'a> {
     pub trail: &'a AuditTrail,
     /// A false positive waiting for a second reviewer.
     pub proposal: Option<&'a FpProposal>,
+    /// What the action just done did.
+    pub notice: Option<&'static str>,
 }
 
 pub fn render(d: &IncidentDetail, view: &View<'_>, c: &Caller, now: UnixMs) -> String {
@@ -49,13 +51,26 @@ pub fn render(d: &IncidentDetail, view: &View<'_>, c: &Caller, now: UnixMs) -> S
             s
         }
     };
+    let version = format!(
+        "{:?}|{}|{}|{}|{}|{}|{:?}|{}",
+        i,
+        d.alerts.len(),
+        d.commands.len(),
+        d.outcomes.len(),
+        events.len(),
+        trail.total,
+        view.proposal,
+        i.interrupt_state.not_found(d.last_command_ms(), d.seen_ms(), now)
+    );
+    let notice = view.notice.map(|n| format!("<p class=\"notice\" role=\"status\">{}</p>", esc(n))).unwrap_or_default();
     let mut h = format!(
-        "<p><a href=\"/\">Back to the queue</a> · <a href=\"/incident/export?id={}\">Export (JSON)</a></p>\
+        "{}{notice}<p><a href=\"/\">Back to the queue</a> · <a href=\"/incident/export?id={}\">Export (JSON)</a></p>\
          <dl><dt>Incident</dt><dd><code>{}</code></dd><dt>Stream</dt><dd>{}</dd><dt>Account</dt><dd>{}</dd>\
          <dt>Session</dt><dd>{}</dd><dt>Worker</dt><dd>{}</dd><dt>Decision</dt><dd><strong>{}</strong></dd><dt>Rule</dt><dd>{}</dd>\
          <dt>Detected</dt><dd>{} ({} ago)</dd><dt>State</dt><dd><strong>{}</strong></dd><dt>Held by</dt><dd>{}</dd>\
          <dt>Interrupt</dt><dd><strong>{}</strong></dd><dt>Acknowledged</dt><dd>{}</dd><dt>Escalated</dt><dd>{}</dd>\
          <dt>Resolved</dt><dd>{}</dd></dl>",
+        super::pages::version_marker(&version),
         super::pages::url_arg(&i.id),
         esc(&i.id),
         esc(&i.stream_id),
@@ -78,6 +93,7 @@ pub fn render(d: &IncidentDetail, view: &View<'_>, c: &Caller, now: UnixMs) -> S
     }
     if c.role >= Role::Reviewer && i.state != IncidentState::Resolved {
         h.push_str(&actions(d, c, holder, view.proposal.is_some()));
+        h.push_str(super::pages::SHORTCUTS);
     }
     h.push_str(&timeline(d));
     h.push_str(&lifecycle(d, events));
@@ -118,74 +134,126 @@ fn proposal(p: &FpProposal, c: &Caller, id: &str) -> String {
     h
 }
 
+/// The actions, the one that moves the incident on first (marked primary): acknowledge
+/// while it is open, resolve after. A false positive has one way in (its own form,
+/// which allow-lists); resolving offers the other outcomes.
 fn actions(d: &IncidentDetail, c: &Caller, holder: Option<&str>, proposed: bool) -> String {
     let i = &d.incident;
     let id = &i.id;
-    let mut h = String::from("<h2 id=\"actions\">Actions</h2><div class=\"actions\">");
-    let mine = holder == Some(c.user.as_str());
-    if mine {
-        h.push_str(&format!(
-            "{}<p>You hold this incident.</p><button type=\"submit\">Release</button></form>",
-            form_start("release", &c.csrf, id, "Release")
-        ));
-    } else {
-        let who = holder.map(|u| format!("<p>{} holds it now.</p>", esc(u))).unwrap_or_default();
-        h.push_str(&format!(
-            "{}{who}<button type=\"submit\">Hold for review</button></form>",
-            form_start("hold", &c.csrf, id, "Hold")
-        ));
-    }
+    let primary = if i.state == IncidentState::Open { "acknowledge" } else { "resolve" };
+    let button = |action: &str, label: &str, class: Option<&str>| {
+        let class = if action == primary { Some("primary") } else { class };
+        let class = class.map(|c| format!(" class=\"{c}\"")).unwrap_or_default();
+        let key = shortcut(action).map(|k| format!(" aria-keyshortcuts=\"{k}\"")).unwrap_or_default();
+        format!("<button type=\"submit\"{class}{key}>{label}</button>")
+    };
+    let mut forms: Vec<(&str, String)> = Vec::new();
     if i.state == IncidentState::Open {
-        h.push_str(&format!(
-            "{}<button type=\"submit\">Acknowledge</button></form>",
-            form_start("acknowledge", &c.csrf, id, "Acknowledge")
+        forms.push((
+            "acknowledge",
+            format!(
+                "{}{}</form>",
+                form_start("acknowledge", &c.csrf, id, "Acknowledge"),
+                button("acknowledge", "Acknowledge", None)
+            ),
         ));
     }
     // Offered again once an issued command went unanswered (nobody held the stream).
     let unanswered = i.interrupt_state.not_found(d.last_command_ms(), d.seen_ms(), crate::model::now_ms());
     let live = i.origin.is_none();
     if live && (!matches!(i.interrupt_state, InterruptState::Issued | InterruptState::CutConfirmed) || unanswered) {
-        h.push_str(&format!(
-            "{}<p>Sends an interrupt command for this stream now.</p><button type=\"submit\" class=\"danger\">Cut now</button></form>",
-            form_start("cut", &c.csrf, id, "Cut now")
+        forms.push((
+            "cut",
+            format!(
+                "{}<p>Sends an interrupt command for this stream now.</p>{}</form>",
+                form_start("cut", &c.csrf, id, "Cut now"),
+                button("cut", "Cut now", Some("danger"))
+            ),
         ));
     }
-    h.push_str(&format!(
-        "{}<label for=\"esc-note\">Escalation note (required)</label><textarea id=\"esc-note\" name=\"note\" required maxlength=\"2000\"></textarea>\
-         <button type=\"submit\">Escalate</button></form>",
-        form_start("escalate", &c.csrf, id, "Escalate")
+    forms.push((
+        "escalate",
+        format!(
+            "{}<label for=\"esc-note\">Escalation note (required)</label><textarea id=\"esc-note\" name=\"note\" required maxlength=\"2000\"></textarea>{}</form>",
+            form_start("escalate", &c.csrf, id, "Escalate"),
+            button("escalate", "Escalate", None)
+        ),
     ));
-    let scopes = crate::actions::offered_scopes(d);
-    let options: String = scopes
-        .iter()
-        .map(|s| format!("<option value=\"{}\">{}</option>", esc_attr(s), esc(&s.replacen(':', " ", 1))))
-        .collect();
-    let four_eyes = if i.decision == "interrupt" {
-        "<p>An interrupt-level false positive takes effect once a second reviewer approves it.</p>"
-    } else {
-        ""
-    };
     if !proposed {
-        h.push_str(&format!(
-        "{}{four_eyes}<label for=\"fp-scope\">Allow these frames for</label><select id=\"fp-scope\" name=\"scope\">{options}</select>\
-         <label for=\"fp-note\">Why is this a false positive? (required)</label><textarea id=\"fp-note\" name=\"note\" required maxlength=\"2000\"></textarea>\
-         <label for=\"fp-days\">Allow for (days)</label><input id=\"fp-days\" name=\"expiry_days\" type=\"number\" min=\"1\" max=\"366\" value=\"30\" required>\
-         <button type=\"submit\">Mark false positive</button></form>",
-        form_start("false-positive", &c.csrf, id, "False positive")
-    ));
+        let options: String = crate::actions::offered_scopes(d)
+            .iter()
+            .map(|s| format!("<option value=\"{}\">{}</option>", esc_attr(s), esc(&s.replacen(':', " ", 1))))
+            .collect();
+        let four_eyes = if i.decision == "interrupt" {
+            "<p>An interrupt-level false positive takes effect once a second reviewer approves it.</p>"
+        } else {
+            ""
+        };
+        forms.push((
+            "false-positive",
+            format!(
+                "{}{four_eyes}<label for=\"fp-scope\">Allow these frames for</label><select id=\"fp-scope\" name=\"scope\">{options}</select>\
+                 <label for=\"fp-note\">Why is this a false positive? (required)</label><textarea id=\"fp-note\" name=\"note\" required maxlength=\"2000\"></textarea>\
+                 <label for=\"fp-days\">Allow for (days)</label><input id=\"fp-days\" name=\"expiry_days\" type=\"number\" min=\"1\" max=\"366\" value=\"30\" required>{}</form>",
+                form_start("false-positive", &c.csrf, id, "False positive"),
+                button("false-positive", "Mark false positive", None)
+            ),
+        ));
     }
     let outcomes: String = Resolution::ALL
         .iter()
+        .filter(|r| **r != Resolution::FalsePositive)
         .map(|r| format!("<option value=\"{}\">{}</option>", r.as_str(), r.as_str().replace('_', " ")))
         .collect();
-    h.push_str(&format!(
-        "{}<label for=\"res-outcome\">Outcome</label><select id=\"res-outcome\" name=\"outcome\">{outcomes}</select>\
-         <label for=\"res-note\">Note</label><textarea id=\"res-note\" name=\"note\" maxlength=\"2000\"></textarea>\
-         <button type=\"submit\">Resolve</button></form>",
-        form_start("resolve", &c.csrf, id, "Resolve")
+    forms.push((
+        "resolve",
+        format!(
+            "{}<label for=\"res-outcome\">Outcome</label><select id=\"res-outcome\" name=\"outcome\">{outcomes}</select>\
+             <label for=\"res-note\">Note</label><textarea id=\"res-note\" name=\"note\" maxlength=\"2000\"></textarea>{}</form>",
+            form_start("resolve", &c.csrf, id, "Resolve"),
+            button("resolve", "Resolve", None)
+        ),
     ));
+    let mine = holder == Some(c.user.as_str());
+    forms.push(if mine {
+        (
+            "release",
+            format!(
+                "{}<p>You hold this incident.</p>{}</form>",
+                form_start("release", &c.csrf, id, "Release"),
+                button("release", "Release", None)
+            ),
+        )
+    } else {
+        let who = holder.map(|u| format!("<p>{} holds it now.</p>", esc(u))).unwrap_or_default();
+        (
+            "hold",
+            format!(
+                "{}{who}{}</form>",
+                form_start("hold", &c.csrf, id, "Hold"),
+                button("hold", "Hold for review", None)
+            ),
+        )
+    });
+    // The primary action first.
+    forms.sort_by_key(|(action, _)| *action != primary);
+    let mut h = String::from("<h2 id=\"actions\">Actions</h2><div class=\"actions\">");
+    for (_, form) in forms {
+        h.push_str(&form);
+    }
     h.push_str("</div>");
     h
+}
+
+/// The key that activates an action on the incident page (listed on the page).
+pub fn shortcut(action: &str) -> Option<&'static str> {
+    Some(match action {
+        "acknowledge" => "a",
+        "cut" => "c",
+        "escalate" => "e",
+        "false-positive" => "f",
+        _ => return None,
+    })
 }
 
 fn timeline(d: &IncidentDetail) -> String {

@@ -5,6 +5,71 @@
 use crate::model::UnixMs;
 use html_escape::{encode_double_quoted_attribute as attr, encode_text as text};
 
+/// The console's only script: the queue and incident pages refresh themselves every 5 s
+/// (not while a form is being filled in), and keys act on the incident page (the
+/// buttons carry `aria-keyshortcuts`) and move through the queue (j, k). Served from
+/// `/console.js` under `script-src 'self'`: no inline script, and every page works
+/// without it.
+pub const SCRIPT: &str = r#"'use strict';
+(function () {
+  var path = location.pathname;
+  var url = new URL(location.href);
+  if (url.searchParams.has('done')) {
+    // The action's message shows once; a refresh does not repeat it.
+    url.searchParams.delete('done');
+    history.replaceState(null, '', url.pathname + url.search);
+  }
+  var editing = false;
+  document.addEventListener('input', function () { editing = true; });
+  function busy() {
+    var a = document.activeElement;
+    return editing || (a && /^(INPUT|TEXTAREA|SELECT|BUTTON)$/.test(a.tagName)) || document.visibilityState !== 'visible';
+  }
+  if (path === '/' || path === '/incident') {
+    setInterval(function () {
+      if (busy()) { return; }
+      fetch(location.href, { credentials: 'same-origin', cache: 'no-store' }).then(function (r) {
+        if (!r.ok || !r.headers.get('content-type') || r.headers.get('content-type').indexOf('text/html') !== 0) { return null; }
+        return r.text();
+      }).then(function (text) {
+        if (!text || busy()) { return; }
+        var fresh = new DOMParser().parseFromString(text, 'text/html').getElementById('main');
+        var main = document.getElementById('main');
+        var version = function (m) { var v = m && m.querySelector('[data-version]'); return v && v.getAttribute('data-version'); };
+        // Replaced only when what it shows changed (not for a clock ticking on).
+        if (fresh && main && version(fresh) !== version(main)) {
+          var focused = document.activeElement && document.activeElement.getAttribute('href');
+          main.innerHTML = fresh.innerHTML;
+          document.body.setAttribute('data-refreshed', String(Date.now()));
+          if (focused) {
+            var again = main.querySelector('a[href="' + focused.replace(/"/g, '\\"') + '"]');
+            if (again) { again.focus(); }
+          }
+        }
+      }).catch(function () {});
+    }, 5000);
+  }
+  document.addEventListener('keydown', function (e) {
+    if (e.altKey || e.ctrlKey || e.metaKey || busy()) { return; }
+    var key = e.key;
+    if (key === 'j' || key === 'k') {
+      var links = Array.prototype.slice.call(document.querySelectorAll('main a[href^="/incident?id="]'));
+      if (!links.length) { return; }
+      var i = links.indexOf(document.activeElement);
+      var next = key === 'j' ? Math.min(i + 1, links.length - 1) : Math.max(i - 1, 0);
+      links[i < 0 ? 0 : next].focus();
+      e.preventDefault();
+      return;
+    }
+    var button = document.querySelector('main button[aria-keyshortcuts="' + key + '"]');
+    if (!button) { return; }
+    e.preventDefault();
+    var field = button.form && button.form.querySelector('textarea[required]');
+    if (field) { field.focus(); } else { button.click(); }
+  });
+})();
+"#;
+
 pub const CSS: &str = r#"
 :root { color: #111; background: #fff; font: 16px/1.5 system-ui, sans-serif; }
 body { margin: 0 auto; max-width: 78rem; padding: 0 1rem 3rem; }
@@ -14,7 +79,8 @@ a:focus, button:focus, input:focus, select:focus, textarea:focus, summary:focus 
 header { display: flex; gap: 1rem; align-items: baseline; border-bottom: 2px solid #111; flex-wrap: wrap; }
 header nav { display: flex; gap: 1rem; flex: 1; }
 table { border-collapse: collapse; width: 100%; margin: 1rem 0; }
-th, td { border: 1px solid #555; padding: .35rem .5rem; text-align: left; vertical-align: top; }
+th, td { border: 1px solid #555; padding: .35rem .5rem; text-align: left; vertical-align: top; overflow-wrap: anywhere; }
+code { overflow-wrap: anywhere; }
 th { background: #e8e8e8; }
 caption { text-align: left; font-weight: bold; padding: .25rem 0; }
 button { background: #0b3d91; color: #fff; border: 0; padding: .45rem .9rem; font: inherit; cursor: pointer; border-radius: 3px; }
@@ -27,6 +93,15 @@ textarea, input, select { font: inherit; width: 100%; box-sizing: border-box; bo
 .ok { border: 2px solid #1b5e20; background: #f0fff0; padding: .5rem 1rem; margin: 1rem 0; }
 code { font-size: .85em; word-break: break-all; }
 dl { display: grid; grid-template-columns: max-content 1fr; gap: .2rem 1rem; } dt { font-weight: bold; }
+button.primary { background: #1b5e20; font-weight: bold; }
+.notice { border: 2px solid #0b3d91; background: #eef3ff; padding: .5rem 1rem; margin: 1rem 0; }
+.sr { position: absolute; width: 1px; height: 1px; overflow: hidden; clip: rect(0 0 0 0); white-space: nowrap; }
+.filters { display: flex; flex-wrap: wrap; gap: .5rem 1rem; align-items: end; }
+.filters label { width: auto; flex: 1 1 10rem; }
+tr.group th { background: #d6e0f5; }
+td input[type=checkbox] { width: auto; }
+kbd { border: 1px solid #555; border-radius: 3px; padding: 0 .25rem; font-size: .9em; }
+fieldset { border: 1px solid #555; margin: 1rem 0; }
 "#;
 
 pub fn esc(s: &str) -> String {
@@ -85,6 +160,21 @@ pub fn duration(ms: i64) -> String {
     }
 }
 
+/// A hidden marker of what a page shows, for its self-refresh: the script replaces the
+/// page's content only when the marker changed.
+pub fn version_marker(state: &str) -> String {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in state.bytes() {
+        h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("<span hidden data-version=\"{h:016x}\"></span>")
+}
+
+/// The keys the console's script takes, listed where they work.
+pub const SHORTCUTS: &str = "<p class=\"shortcuts\">Keys: <kbd>a</kbd> acknowledge · <kbd>c</kbd> cut now · \
+    <kbd>e</kbd> escalate · <kbd>f</kbd> false positive (on an incident) · <kbd>j</kbd>/<kbd>k</kbd> next/previous incident \
+    (in the queue). The pages refresh themselves every 5 s while no form is being filled in.</p>";
+
 /// The frame of every page.
 pub fn layout(title: &str, user: Option<(&str, &str, &str)>, banner: Option<&str>, body: &str) -> String {
     let nav = match user {
@@ -100,9 +190,11 @@ pub fn layout(title: &str, user: Option<(&str, &str, &str)>, banner: Option<&str
         None => String::new(),
     };
     let banner = banner.map(|b| format!("<div class=\"banner\" role=\"alert\">{b}</div>")).unwrap_or_default();
+    // Signed-in pages refresh themselves and take shortcuts; everything works without.
+    let script = if user.is_some() { "<script src=\"/console.js\" defer></script>" } else { "" };
     format!(
         "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><meta name=\"viewport\" content=\"width=device-width\">\
-         <title>{} · Vigil on-call</title><link rel=\"stylesheet\" href=\"/console.css\"></head><body>\
+         <title>{} · Vigil on-call</title><link rel=\"stylesheet\" href=\"/console.css\">{script}</head><body>\
          <a class=\"skip\" href=\"#main\">Skip to content</a><header><strong>Vigil on-call</strong>{nav}</header>\
          <main id=\"main\" tabindex=\"-1\"><h1>{}</h1>{banner}{body}</main></body></html>",
         esc(title),

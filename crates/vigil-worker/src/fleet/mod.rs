@@ -277,7 +277,8 @@ impl Fleet {
             .set("heartbeat.interval.ms", (session_ms / 5).to_string())
             // A worker whose fleet loop stops polling (it polls every 100 ms) is dropped
             // as fast as a dead one, so the streams it would start go elsewhere; the
-            // loop's slowest step (one partition's end, 2 s at most) stays well inside.
+            // loop's slowest step (the partitions' ends, 2 s a turn at most) stays well
+            // inside.
             .set("max.poll.interval.ms", session_ms.to_string())
             .set("auto.offset.reset", "earliest")
             .set("enable.auto.offset.store", "false");
@@ -554,15 +555,16 @@ impl Member {
     /// been read.
     fn check_caught_up(&mut self) {
         let pending: Vec<i32> = self.reading.keys().copied().filter(|p| !self.machine.caught_up(*p)).collect();
-        // One partition's end asked of the broker per turn: the loop keeps polling.
-        let mut asked = false;
+        // The partitions' ends are asked of the broker for 2 s per turn at most (all of
+        // them at once when it answers promptly): the loop keeps polling.
+        let budget = Instant::now() + Duration::from_secs(2);
         for p in pending {
             let end = match self.reading[&p].end {
                 Some(end) => end,
-                None if asked => continue,
+                None if Instant::now() >= budget => continue,
                 None => {
-                    asked = true;
-                    match self.consumer.fetch_watermarks(&self.topic, p, Duration::from_secs(2)) {
+                    let left = budget.saturating_duration_since(Instant::now()).max(Duration::from_millis(100));
+                    match self.consumer.fetch_watermarks(&self.topic, p, left) {
                         Ok((_, high)) => high,
                         Err(e) => {
                             tracing::warn!(partition = p, "fleet: cannot read the partition's end: {e}");

@@ -65,6 +65,11 @@ impl Browser {
         self.call(method, &format!("/session/{}{path}", self.session), body)
     }
 
+    /// Sets the window's outer size.
+    pub fn resize(&self, width: u32, height: u32) {
+        self.session_call("POST", "/window/rect", Some(json!({ "width": width, "height": height })));
+    }
+
     pub fn open(&self, url: &str) {
         self.session_call("POST", "/url", Some(json!({ "url": url })));
     }
