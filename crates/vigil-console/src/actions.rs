@@ -28,9 +28,21 @@ pub async fn page(shared: &Shared, action: PageAction, incident: &str) -> Result
 
 /// [`page`], with `step` in place of the action in the outbox ids (a second trigger).
 async fn page_as(shared: &Shared, action: PageAction, incident: &str, step: Option<&str>) -> Result<(), StoreError> {
+    page_on(shared, action, incident, step, None).await
+}
+
+/// [`page_as`] on one channel only when `only` names one.
+async fn page_on(
+    shared: &Shared,
+    action: PageAction,
+    incident: &str,
+    step: Option<&str>,
+    only: Option<crate::model::Channel>,
+) -> Result<(), StoreError> {
     let Some(subject) = subject_of(shared, incident).await? else { return Ok(()) };
     let now = now_ms();
-    for mut item in crate::paging::items_for(&shared.cfg.paging, action, &subject, now) {
+    let items = crate::paging::items_for(&shared.cfg.paging, action, &subject, now);
+    for mut item in items.into_iter().filter(|i| only.is_none_or(|c| i.channel == c)) {
         if let Some(step) = step {
             item.id = format!("{}/{step}/{}", subject.incident_id, item.channel.as_str());
         }
@@ -83,16 +95,32 @@ pub async fn acknowledge(shared: &Shared, id: &str, user: &str) -> Result<(), Ac
     Ok(())
 }
 
-pub async fn escalate(shared: &Shared, id: &str, user: &str, note: &str) -> Result<(), ActionError> {
+/// Escalates to `target`: one configured paging channel (`pagerduty`, `webhook`,
+/// `slack`), or every one (`all`, the default). The target is part of the escalation
+/// note; whether anybody was paged, the result says.
+pub async fn escalate(shared: &Shared, id: &str, user: &str, note: &str, target: &str) -> Result<bool, ActionError> {
     let note = required_note(note)?;
+    let channels = shared.cfg.paging.channels();
+    let only = match target {
+        "" | "all" => None,
+        t => match channels.iter().find(|c| c.as_str() == t) {
+            Some(c) => Some(*c),
+            None => return Err(ActionError::Refused(format!("{t:?} is not a paging channel configured here"))),
+        },
+    };
+    let to = match (only, channels.is_empty()) {
+        (Some(c), _) => format!("to {}", c.as_str()),
+        (None, false) => "to every paging channel".to_string(),
+        (None, true) => "nobody was paged (no paging channel is configured)".to_string(),
+    };
     hold(shared, id, user).await?;
     let now = now_ms();
-    shared.store.escalate(id, user, note, now).await?;
+    shared.store.escalate(id, user, &format!("{to}: {note}"), now).await?;
     // An escalation pages again, whoever acknowledged the first page: a trigger of its
     // own outbox id (the first trigger's id would be a duplicate).
-    page_as(shared, PageAction::Trigger, id, Some(&format!("escalate-{now}"))).await?;
+    page_on(shared, PageAction::Trigger, id, Some(&format!("escalate-{now}")), only).await?;
     counted("escalate");
-    Ok(())
+    Ok(!channels.is_empty())
 }
 
 pub async fn resolve(
@@ -107,6 +135,13 @@ pub async fn resolve(
     page(shared, PageAction::Resolve, id).await?;
     resolve_queue_age_page(shared, id).await?;
     counted("resolve");
+    Ok(())
+}
+
+/// Assigns the incident to `to`, or hands it over from whoever had it (empty: nobody).
+pub async fn assign(shared: &Shared, id: &str, user: &str, to: &str) -> Result<(), ActionError> {
+    shared.store.assign(id, to.trim(), user, now_ms()).await?;
+    counted("assign");
     Ok(())
 }
 

@@ -22,8 +22,9 @@ pub struct ConsoleMetrics {
 
 pub const INTAKE_KINDS: [&str; 3] = ["alerts", "interrupts", "actions"];
 pub const REFUSALS: [&str; 7] = ["empty", "too_large", "malformed", "wrong_schema", "invalid", "untrusted", "future"];
-pub const ACTIONS: [&str; 11] = [
+pub const ACTIONS: [&str; 12] = [
     "hold",
+    "assign",
     "release",
     "acknowledge",
     "cut",

@@ -134,7 +134,35 @@ both!(
     false_positive_proposals_wait_one_per_incident,
     a_withdrawal_stays_unless_a_cut_came_first,
     the_queue_searched_filtered_and_paged,
+    assignments_and_hand_overs,
 );
+
+/// An incident is assigned, handed over, and given back to nobody; only to an enabled
+/// reviewer or admin; every change audited with both names.
+async fn assignments_and_hand_overs(db: &TestDb) {
+    let store = db.open().await;
+    store.record_alert(&opened("a1", 1_000), 1_000).await.unwrap();
+    store.upsert_user("alice", None, Role::Reviewer).await.unwrap();
+    store.upsert_user("ada", None, Role::Admin).await.unwrap();
+    store.upsert_user("vic", None, Role::Viewer).await.unwrap();
+    store.upsert_user("rita", None, Role::Reviewer).await.unwrap();
+    store.set_user_disabled("rita", true).await.unwrap();
+    assert_eq!(store.assign("a1", "alice", "ada", 2_000).await.unwrap(), None);
+    assert_eq!(state(&store, "a1").await.assignee.as_deref(), Some("alice"));
+    assert_eq!(store.assign("a1", "ada", "alice", 3_000).await.unwrap().as_deref(), Some("alice"), "handed over");
+    for refused in ["vic", "rita", "ghost"] {
+        assert!(matches!(store.assign("a1", refused, "ada", 4_000).await, Err(StoreError::Invalid(_))), "{refused}");
+    }
+    assert!(matches!(store.assign("nope", "ada", "ada", 4_000).await, Err(StoreError::NotFound(_))));
+    store.assign("a1", "", "ada", 5_000).await.unwrap();
+    assert_eq!(state(&store, "a1").await.assignee, None);
+    let rows = store.queue(6_000).await.unwrap();
+    assert_eq!(rows[0].assignee, None);
+    let (entries, _) = store.audit_page("a1", 0, 50).await.unwrap();
+    let assigns: Vec<_> = entries.iter().filter(|e| e.action == "assign").map(|e| e.detail.clone()).collect();
+    assert_eq!(assigns.len(), 3, "{assigns:?}");
+    assert!(assigns.iter().any(|d| d["from"] == "alice" && d["to"] == "ada"), "{assigns:?}");
+}
 
 /// Search by stream, account, id and hash; filters; the history newest first; keyset
 /// pages that neither skip nor repeat; hostile search text is only text.

@@ -243,7 +243,7 @@ fn a_reviewer_acknowledges_and_clears_a_false_positive_in_a_real_browser() {
     // Escalation pages again.
     b.type_into("#esc-note", "Second opinion: the match distance is low.");
     b.click("form[action='/actions/escalate'] button");
-    wait_until("the escalation", 10, || b.text().contains("by alice: Second opinion"));
+    wait_until("the escalation", 10, || b.text().contains("by alice: to every paging channel: Second opinion"));
     wait_until("a second PagerDuty trigger", 30, || {
         let p = pages.lock().unwrap();
         p.iter()
@@ -300,6 +300,18 @@ fn a_reviewer_acknowledges_and_clears_a_false_positive_in_a_real_browser() {
             .iter()
             .any(|(p, v)| p == "/pd" && v["event_action"] == "resolve" && v["dedup_key"] == alert_id.as_str())
     });
+
+    // Alice chooses local time: her pages say so, and show it (from /console.js).
+    b.click("form[action='/account/times'] button");
+    wait_until("the local-time choice", 10, || b.eval("return document.body.getAttribute('data-times')") == "local");
+    b.open(&incident_url);
+    let detected = b.eval(
+        "var d = Array.from(document.querySelectorAll('dt')).find(e => e.textContent === 'Detected'); \
+         return d ? d.nextElementSibling.textContent : ''",
+    );
+    assert!(detected.as_str().is_some_and(|t| t.contains(" local") && !t.contains("UTC")), "{detected}");
+    b.click("form[action='/account/times'] button");
+    wait_until("back to UTC", 10, || b.eval("return document.body.getAttribute('data-times')").is_null());
 
     // The regulators' figures: today's medians from detection.
     b.open(&format!("{origin}/reports"));

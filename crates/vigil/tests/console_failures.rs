@@ -317,6 +317,12 @@ fn replicas_share_a_postgres_store_and_ride_out_store_and_broker_outages() {
     );
     assert_eq!(post(&admin, "/actions/revoke-allow", &revoke), 303);
     assert!(get_as(&c1.addr, &admin, &incident).1.contains("<strong>revoked</strong>"));
+    // The allowlist page (admins): every entry, searched, with its state.
+    let (status, list) = get_as(&c1.addr, &admin, "/allowlist?q=BENIGN+test");
+    assert_eq!(status, 200, "{list}");
+    assert!(list.contains("benign test pattern") && list.contains("<strong>revoked</strong>"), "{list}");
+    assert!(get_as(&c1.addr, &admin, "/allowlist?q=no+such+entry").1.contains("No entries."));
+    assert_eq!(get_as(&c1.addr, &s1, "/allowlist").0, 403, "reviewers do not manage the allowlist");
     let updates = vigil_sink::testing::read_from_beginning(&broker.addr, "vigil.banks.updates");
     let mut ops = Vec::new();
     for m in vigil_sink::testing::consume_until(&updates, Duration::from_secs(30), |got| got.len() >= 2) {
@@ -372,6 +378,19 @@ fn replicas_share_a_postgres_store_and_ride_out_store_and_broker_outages() {
         let row = page.split("<tr>").find(|r| r.contains(&link)).unwrap_or_else(|| panic!("{stream}: {page}"));
         row.split("name=\"incident\" value=\"").nth(1).and_then(|s| s.split('"').next()).unwrap().to_string()
     };
+    // Assigned, then handed over; never to a viewer or a stranger.
+    let after_page = queue_at(&c1, &s1, "/?q=live%2Fafter");
+    let after_id = html_unescape(&pick(&after_page, "live/after"));
+    let assign = |to: &str| format!("csrf={olga_csrf}&incident={}&to={to}", arg(&after_id));
+    assert_eq!(post(&s1, "/actions/assign", &assign("olga")), 303);
+    assert!(queue_at(&c1, &s1, "/?q=live%2Fafter").contains("assigned to olga"));
+    assert_eq!(post(&s1, "/actions/assign", &assign("ada")), 303);
+    let incident_page = get_as(&c1.addr, &s1, &format!("/incident?id={}", arg(&after_id))).1;
+    assert!(incident_page.contains("<dt>Assigned to</dt><dd>ada</dd>"), "{incident_page}");
+    assert!(incident_page.contains("<td>assign</td>"), "the hand-over is audited: {incident_page}");
+    assert_eq!(post(&s1, "/actions/assign", &assign("rita")), 409, "rita is disabled");
+    assert_eq!(post(&s1, "/actions/assign", &assign("nobody-here")), 409);
+
     let two = [pick(&page, "live/before"), pick(&page, "live/after")];
     let chosen: String = two.iter().map(|id| format!("&incident={}", arg(&html_unescape(id)))).collect();
     let bulk = format!("csrf={olga_csrf}{chosen}&op=acknowledge&note=triaged+together");

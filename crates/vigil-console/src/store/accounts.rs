@@ -130,7 +130,7 @@ impl Store {
     /// disabled or gone.
     pub async fn session(&self, token_hash: &str, now_ms: UnixMs) -> Result<Option<Session>, StoreError> {
         let row = sqlx::query(
-            "SELECT s.user_name, u.role, s.csrf_token, s.expires_ms FROM sessions s \
+            "SELECT s.user_name, u.role, u.local_time, s.csrf_token, s.expires_ms FROM sessions s \
              JOIN users u ON u.name = s.user_name \
              WHERE s.token_hash = $1 AND s.expires_ms > $2 AND u.disabled = 0",
         )
@@ -145,10 +145,26 @@ impl Store {
                 role: role_of(&user, &r.text("role")?)?,
                 csrf_token: r.text("csrf_token")?,
                 expires_ms: r.int("expires_ms")?,
+                local_time: r.int("local_time")? != 0,
                 user,
             })
         })
         .transpose()
+    }
+
+    /// The account's choice of local time (or UTC) for the times its pages show.
+    pub async fn set_local_time(&self, name: &str, local: bool) -> Result<(), StoreError> {
+        let done = sqlx::query("UPDATE users SET local_time = $1 WHERE name = $2")
+            .bind(i64::from(local))
+            .bind(name)
+            .execute(&self.pool)
+            .await
+            .map_err(query("users: set the time zone"))?
+            .rows_affected();
+        if done == 0 {
+            return Err(StoreError::NotFound(format!("user {name}")));
+        }
+        Ok(())
     }
 
     pub async fn delete_session(&self, token_hash: &str) -> Result<(), StoreError> {

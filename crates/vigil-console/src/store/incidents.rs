@@ -26,7 +26,7 @@ pub(crate) fn median(mut v: Vec<i64>) -> Option<i64> {
 
 /// `YYYY-MM-DD` of a day number since 1970-01-01 (proleptic Gregorian, UTC).
 /// What a queue row is read from.
-pub(super) const QUEUE_COLUMNS: &str = "id, stream_id, account_id, decision, rule, origin, state, detected_ms, holder, \
+pub(super) const QUEUE_COLUMNS: &str = "id, stream_id, account_id, decision, rule, origin, state, detected_ms, holder, assignee, \
      hold_until_ms, interrupt_state, \
      (SELECT MAX(c.received_ms) FROM commands c WHERE c.incident_id = incidents.id) AS last_command_ms, \
      (SELECT MAX(o.received_ms) FROM outcomes o JOIN commands c ON o.command_id = c.command_id \
@@ -56,6 +56,7 @@ pub(super) fn queue_row(row: &sqlx::any::AnyRow, now_ms: UnixMs) -> Result<Queue
         holder,
         last_command_ms: row.opt_int("last_command_ms")?,
         seen_ms: row.opt_int("seen_ms")?,
+        assignee: row.opt_text("assignee")?,
         id,
     })
 }
@@ -570,6 +571,43 @@ impl Store {
         .await?;
         tx.commit().await.map_err(query("allow_entries: commit"))?;
         Ok(Applied::New)
+    }
+
+    /// Allowlist entries, newest first, at most `limit`: those whose id, scope, note,
+    /// author or incident contains `text` (any case) when given; with the ids of those
+    /// revoked (from the audit trail, where revocations are recorded).
+    pub async fn allow_entries_listed(
+        &self,
+        text: Option<&str>,
+        limit: i64,
+    ) -> Result<(Vec<AllowEntry>, std::collections::BTreeSet<String>), StoreError> {
+        let like = text.map(super::search::contains);
+        let sql = match like {
+            Some(_) => format!(
+                "SELECT {ALLOW_COLUMNS} FROM allow_entries WHERE LOWER(id) LIKE $1 ESCAPE '\\' OR LOWER(scope) LIKE $1 ESCAPE '\\' \
+                 OR LOWER(note) LIKE $1 ESCAPE '\\' OR LOWER(created_by) LIKE $1 ESCAPE '\\' OR LOWER(incident_id) LIKE $1 ESCAPE '\\' \
+                 ORDER BY created_ms DESC, id DESC LIMIT $2"
+            ),
+            None => format!("SELECT {ALLOW_COLUMNS} FROM allow_entries ORDER BY created_ms DESC, id DESC LIMIT $1"),
+        };
+        let q = match like {
+            Some(l) => sqlx::query(&sql).bind(l).bind(limit),
+            None => sqlx::query(&sql).bind(limit),
+        };
+        let rows = q.fetch_all(&self.pool).await.map_err(query("allow_entries: list"))?;
+        let entries = rows.iter().map(allow_from_row).collect::<Result<Vec<_>, _>>()?;
+        let revocations = sqlx::query("SELECT detail FROM audit_log WHERE action = 'allow.revoke'")
+            .fetch_all(&self.pool)
+            .await
+            .map_err(query("audit_log: revocations"))?;
+        let mut revoked = std::collections::BTreeSet::new();
+        for r in &revocations {
+            let detail: serde_json::Value = parse_json("audit detail", &r.text("detail")?)?;
+            if let Some(id) = detail["entry"].as_str() {
+                revoked.insert(id.to_string());
+            }
+        }
+        Ok((entries, revoked))
     }
 
     /// Entries not yet published to the banks, oldest first.

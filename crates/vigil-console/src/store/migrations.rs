@@ -24,6 +24,8 @@ pub const MIGRATIONS: &[Migration] = &[
     Migration { version: 2, name: "audit_keyed", sql: V2_AUDIT_KEYED },
     Migration { version: 3, name: "stream_events", sql: V3_STREAM_EVENTS },
     Migration { version: 4, name: "false_positive_proposals", sql: V4_FP_PROPOSALS },
+    Migration { version: 5, name: "local_time", sql: V5_LOCAL_TIME },
+    Migration { version: 6, name: "assignee", sql: V6_ASSIGNEE },
 ];
 
 /// The version from which the audit chain is keyed: applying it seals the plain SHA-256
@@ -193,6 +195,16 @@ CREATE TABLE fp_proposals (
     expiry_days BIGINT NOT NULL,
     proposed_ms BIGINT NOT NULL
 );
+"#;
+
+/// Each account's choice of times in UTC (0, the default) or the browser's local time.
+const V5_LOCAL_TIME: &str = r#"
+ALTER TABLE users ADD COLUMN local_time BIGINT NOT NULL DEFAULT 0;
+"#;
+
+/// Whose incident it is: assigned, or handed over, to a reviewer.
+const V6_ASSIGNEE: &str = r#"
+ALTER TABLE incidents ADD COLUMN assignee TEXT;
 "#;
 
 /// Brings the store up to [`latest_version`], in one transaction, one replica at a time;

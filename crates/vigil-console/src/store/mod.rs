@@ -126,6 +126,8 @@ pub struct Incident {
     pub resolved_by: Option<String>,
     pub resolution: Option<Resolution>,
     pub resolution_note: Option<String>,
+    /// Whose incident it is (assigned, or handed over); the hold is separate.
+    pub assignee: Option<String>,
 }
 
 impl Incident {
@@ -159,6 +161,7 @@ pub struct QueueRow {
     /// When the console last received a `seen` outcome (a worker pulling the stream read
     /// a command).
     pub seen_ms: Option<UnixMs>,
+    pub assignee: Option<String>,
 }
 
 /// An alert event as received.
@@ -280,6 +283,8 @@ pub struct Session {
     pub role: Role,
     pub csrf_token: String,
     pub expires_ms: UnixMs,
+    /// Its pages show times in the browser's local time (else UTC).
+    pub local_time: bool,
 }
 
 /// Starts a write transaction: `BEGIN IMMEDIATE` on SQLite (take the write lock now,
@@ -539,7 +544,7 @@ pub(crate) fn ms(v: u64) -> i64 {
 pub(crate) const INCIDENT_COLUMNS: &str = "id, stream_id, account_id, session_id, worker_id, decision, rule, \
     detected_ms, state, interrupt_state, interrupt_issued_ms, cut_ms, stream_closed_ms, holder, hold_until_ms, \
     acknowledged_ms, acknowledged_by, escalated_ms, escalated_by, escalation_note, resolved_ms, resolved_by, \
-    resolution, resolution_note, origin";
+    resolution, resolution_note, origin, assignee";
 
 pub(crate) fn incident_from_row(row: &AnyRow) -> Result<Incident, StoreError> {
     let id = row.text("id")?;
@@ -575,6 +580,7 @@ pub(crate) fn incident_from_row(row: &AnyRow) -> Result<Incident, StoreError> {
         resolved_ms: row.opt_int("resolved_ms")?,
         resolved_by: row.opt_text("resolved_by")?,
         resolution_note: row.opt_text("resolution_note")?,
+        assignee: row.opt_text("assignee")?,
         id,
     })
 }

@@ -60,6 +60,56 @@ impl Store {
         .transpose()
     }
 
+    /// Assigns the incident to `to` (an enabled reviewer or admin), or hands it over
+    /// from whoever had it; audited with both names. `to` empty: unassigned.
+    pub async fn assign(
+        &self,
+        id: &str,
+        to: &str,
+        by: &str,
+        now_ms: crate::model::UnixMs,
+    ) -> Result<Option<String>, StoreError> {
+        let mut tx = self.begin().await?;
+        if !to.is_empty() {
+            let user = sqlx::query("SELECT role, disabled FROM users WHERE name = $1")
+                .bind(to)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(query("users: find the assignee"))?;
+            let fit = match &user {
+                Some(r) => {
+                    r.int("disabled")? == 0
+                        && crate::model::Role::parse(&r.text("role")?)
+                            .is_some_and(|r| r >= crate::model::Role::Reviewer)
+                }
+                None => false,
+            };
+            if !fit {
+                return Err(StoreError::Invalid(format!("{to} is not an enabled reviewer or admin")));
+            }
+        }
+        let row = sqlx::query(&format!("SELECT assignee, state FROM incidents WHERE id = $1{}", self.for_update()))
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(query("incidents: read the assignee"))?
+            .ok_or_else(|| StoreError::NotFound(format!("incident {id}")))?;
+        if row.text("state")? == "resolved" {
+            return Err(StoreError::Conflict(format!("incident {id} is resolved")));
+        }
+        let from = row.opt_text("assignee")?;
+        sqlx::query("UPDATE incidents SET assignee = $1 WHERE id = $2")
+            .bind((!to.is_empty()).then_some(to))
+            .bind(id)
+            .execute(&mut *tx)
+            .await
+            .map_err(query("incidents: assign"))?;
+        let detail = serde_json::json!({ "from": from, "to": (!to.is_empty()).then_some(to) });
+        super::audit::append(&mut tx, self.backend, &self.audit_key, by, "assign", id, &detail, now_ms).await?;
+        tx.commit().await.map_err(query("incidents: commit the assignment"))?;
+        Ok(from)
+    }
+
     /// Removes the incident's proposal (approved or rejected); whether there was one.
     pub async fn drop_false_positive_proposal(&self, incident_id: &str) -> Result<bool, StoreError> {
         let gone = sqlx::query("DELETE FROM fp_proposals WHERE incident_id = $1")

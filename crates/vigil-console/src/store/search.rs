@@ -47,7 +47,7 @@ enum Bind {
 }
 
 /// `%text%` for LIKE, with LIKE's own characters escaped.
-fn contains(text: &str) -> String {
+pub(super) fn contains(text: &str) -> String {
     let mut s = String::from("%");
     for ch in text.to_lowercase().chars() {
         if matches!(ch, '%' | '_' | '\\') {

@@ -174,3 +174,24 @@ pub async fn disable(
     }
     Redirect::to("/accounts").into_response()
 }
+
+/// Any signed-in account chooses UTC or local time for the times its pages show.
+pub async fn times(
+    State(shared): State<Arc<Shared>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    Form(form): Form<HashMap<String, String>>,
+) -> Response {
+    let c = match poster(&shared, &headers, peer, &form, Role::Viewer).await {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    let local = form.get("local").is_some_and(|v| v == "1");
+    match shared.store.set_local_time(&c.user, local).await {
+        Ok(()) => Redirect::to("/").into_response(),
+        Err(crate::store::StoreError::NotFound(_)) => {
+            refusal(&shared, &c, StatusCode::CONFLICT, "this account has no settings here", ("/", "Back to the queue"))
+        }
+        Err(e) => store_down(e),
+    }
+}

@@ -20,6 +20,8 @@ pub struct Caller {
     pub user: String,
     pub role: Role,
     pub csrf: String,
+    /// Times in the browser's local time (the account's choice; UTC otherwise).
+    pub local_time: bool,
 }
 
 pub fn hash_password(password: &str) -> Result<String, String> {
@@ -98,7 +100,7 @@ pub async fn who(shared: &Shared, headers: &HeaderMap, peer: SocketAddr) -> Resu
     if let Some(token) = session_token(shared, headers)
         && let Some(s) = shared.store.session(&token_hash(&token), now_ms()).await?
     {
-        return Ok(Who::Caller(Caller { user: s.user, role: s.role, csrf: s.csrf_token }));
+        return Ok(Who::Caller(Caller { user: s.user, role: s.role, csrf: s.csrf_token, local_time: s.local_time }));
     }
     let auth = &shared.cfg.auth;
     let Some(user_header) = &auth.proxy_user_header else { return Ok(Who::Nobody) };

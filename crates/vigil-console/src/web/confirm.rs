@@ -60,10 +60,11 @@ pub fn done_message(done: &str, paged: bool) -> Option<&'static str> {
     Some(match done {
         "hold" => "You hold this incident.",
         "release" => "Released: someone else may take it.",
+        "assign" => "Assigned: the incident page and the queue show whose it is.",
         "acknowledge" => "Acknowledged, and the page with it.",
         "cut" => "Cut command sent: the incident shows when a worker or the actuator answers.",
-        "escalate" if paged => "Escalated: paged again.",
-        "escalate" => "Escalated. Nobody was paged: no paging channel is configured.",
+        "escalate" if paged => "Escalated: its target was paged.",
+        "escalate" | "escalate-unpaged" => "Escalated. Nobody was paged: no paging channel is configured.",
         "resolve" => "Resolved.",
         "false-positive" => "Marked a false positive: the allowlist entry goes to every worker.",
         "proposed" => "False positive proposed: a second reviewer approves or rejects it.",
@@ -98,5 +99,6 @@ mod tests {
         assert!(question("hold").is_none() && question("acknowledge").is_none());
         assert_eq!(done_message("<img src=x>", true), None);
         assert!(done_message("escalate", false).unwrap().contains("Nobody was paged"));
+        assert!(done_message("escalate-unpaged", true).unwrap().contains("Nobody was paged"));
     }
 }

@@ -76,8 +76,7 @@ pub(super) fn refusal(shared: &Shared, c: &Caller, status: StatusCode, why: &str
 }
 
 pub(super) fn page(shared: &Shared, c: &Caller, title: &str, body: &str) -> Response {
-    Html(pages::layout(title, Some((&c.user, c.role.as_str(), &c.csrf)), banner(shared).as_deref(), body))
-        .into_response()
+    Html(pages::layout(title, Some(c), banner(shared).as_deref(), body)).into_response()
 }
 
 pub async fn readyz(State(shared): S) -> Response {
@@ -301,9 +300,20 @@ pub async fn incident(
         Ok(p) => p,
         Err(e) => return store_down(e),
     };
-    let paged = !shared.paging.config.channels().is_empty();
-    let notice = q.done.as_deref().and_then(|d| super::confirm::done_message(d, paged));
-    let view = super::incident_page::View { events: &events, trail: &trail, proposal: proposal.as_ref(), notice };
+    let channels = shared.paging.config.channels();
+    let assignable: Vec<String> = match shared.store.users().await {
+        Ok(users) => users.into_iter().filter(|u| !u.disabled && u.role >= Role::Reviewer).map(|u| u.name).collect(),
+        Err(e) => return store_down(e),
+    };
+    let notice = q.done.as_deref().and_then(|d| super::confirm::done_message(d, !channels.is_empty()));
+    let view = super::incident_page::View {
+        events: &events,
+        trail: &trail,
+        proposal: proposal.as_ref(),
+        notice,
+        channels: &channels,
+        assignable: &assignable,
+    };
     page(
         &shared,
         &c,
@@ -375,9 +385,18 @@ pub async fn action(
     let result = match action.as_str() {
         "hold" => actions::hold(&shared, &id, &c.user).await,
         "release" => actions::release(&shared, &id, &c.user).await,
+        "assign" => actions::assign(&shared, &id, &c.user, field("to")).await,
         "acknowledge" => actions::acknowledge(&shared, &id, &c.user).await,
         "cut" => actions::cut_now(&shared, &id, &c.user).await,
-        "escalate" => actions::escalate(&shared, &id, &c.user, field("note")).await,
+        "escalate" => match actions::escalate(&shared, &id, &c.user, field("note"), field("target")).await {
+            Ok(paged) => {
+                if !paged {
+                    done = "escalate-unpaged".into();
+                }
+                Ok(())
+            }
+            Err(e) => Err(e),
+        },
         "resolve" => match Resolution::parse(field("outcome")) {
             Some(r) => actions::resolve(&shared, &id, &c.user, r, field("note")).await,
             None => Err(ActionError::Refused("choose an outcome".into())),

@@ -30,6 +30,10 @@ pub struct View<'a> {
     pub proposal: Option<&'a FpProposal>,
     /// What the action just done did.
     pub notice: Option<&'static str>,
+    /// The paging channels an escalation may name.
+    pub channels: &'a [crate::model::Channel],
+    /// Who an incident may be assigned to (enabled reviewers and admins).
+    pub assignable: &'a [String],
 }
 
 pub fn render(d: &IncidentDetail, view: &View<'_>, c: &Caller, now: UnixMs) -> String {
@@ -69,7 +73,7 @@ pub fn render(d: &IncidentDetail, view: &View<'_>, c: &Caller, now: UnixMs) -> S
          <dt>Session</dt><dd>{}</dd><dt>Worker</dt><dd>{}</dd><dt>Decision</dt><dd><strong>{}</strong></dd><dt>Rule</dt><dd>{}</dd>\
          <dt>Detected</dt><dd>{} ({} ago)</dd><dt>State</dt><dd><strong>{}</strong></dd><dt>Held by</dt><dd>{}</dd>\
          <dt>Interrupt</dt><dd><strong>{}</strong></dd><dt>Acknowledged</dt><dd>{}</dd><dt>Escalated</dt><dd>{}</dd>\
-         <dt>Resolved</dt><dd>{}</dd></dl>",
+         <dt>Resolved</dt><dd>{}</dd><dt>Assigned to</dt><dd>{}</dd></dl>",
         super::pages::version_marker(&version),
         super::pages::url_arg(&i.id),
         esc(&i.id),
@@ -87,12 +91,14 @@ pub fn render(d: &IncidentDetail, view: &View<'_>, c: &Caller, now: UnixMs) -> S
         step(i.acknowledged_ms, &i.acknowledged_by, None, &None),
         step(i.escalated_ms, &i.escalated_by, None, &i.escalation_note),
         step(i.resolved_ms, &i.resolved_by, i.resolution.map(Resolution::as_str), &i.resolution_note),
+        esc(i.assignee.as_deref().unwrap_or("nobody")),
     );
     if let Some(p) = view.proposal {
         h.push_str(&proposal(p, c, &i.id));
     }
     if c.role >= Role::Reviewer && i.state != IncidentState::Resolved {
-        h.push_str(&actions(d, c, holder, view.proposal.is_some()));
+        h.push_str(&actions(d, c, holder, view.proposal.is_some(), view.channels));
+        h.push_str(&assign_form(d, c, view.assignable));
         h.push_str(super::pages::SHORTCUTS);
     }
     h.push_str(&timeline(d));
@@ -137,7 +143,13 @@ fn proposal(p: &FpProposal, c: &Caller, id: &str) -> String {
 /// The actions, the one that moves the incident on first (marked primary): acknowledge
 /// while it is open, resolve after. A false positive has one way in (its own form,
 /// which allow-lists); resolving offers the other outcomes.
-fn actions(d: &IncidentDetail, c: &Caller, holder: Option<&str>, proposed: bool) -> String {
+fn actions(
+    d: &IncidentDetail,
+    c: &Caller,
+    holder: Option<&str>,
+    proposed: bool,
+    channels: &[crate::model::Channel],
+) -> String {
     let i = &d.incident;
     let id = &i.id;
     let primary = if i.state == IncidentState::Open { "acknowledge" } else { "resolve" };
@@ -171,10 +183,20 @@ fn actions(d: &IncidentDetail, c: &Caller, holder: Option<&str>, proposed: bool)
             ),
         ));
     }
+    let targets = if channels.is_empty() {
+        "<option value=\"all\">nobody: no paging channel is configured</option>".to_string()
+    } else {
+        let mut t = String::from("<option value=\"all\">every paging channel</option>");
+        for ch in channels {
+            t.push_str(&format!("<option value=\"{0}\">{0}</option>", ch.as_str()));
+        }
+        t
+    };
     forms.push((
         "escalate",
         format!(
-            "{}<label for=\"esc-note\">Escalation note (required)</label><textarea id=\"esc-note\" name=\"note\" required maxlength=\"2000\"></textarea>{}</form>",
+            "{}<label for=\"esc-target\">Escalate to</label><select id=\"esc-target\" name=\"target\">{targets}</select>\
+             <label for=\"esc-note\">Escalation note (required)</label><textarea id=\"esc-note\" name=\"note\" required maxlength=\"2000\"></textarea>{}</form>",
             form_start("escalate", &c.csrf, id, "Escalate"),
             button("escalate", "Escalate", None)
         ),
@@ -243,6 +265,22 @@ fn actions(d: &IncidentDetail, c: &Caller, holder: Option<&str>, proposed: bool)
     }
     h.push_str("</div>");
     h
+}
+
+/// Assign the incident, or hand it over (to another reviewer, or to nobody).
+fn assign_form(d: &IncidentDetail, c: &Caller, assignable: &[String]) -> String {
+    let current = d.incident.assignee.as_deref();
+    let mut options = String::from("<option value=\"\">nobody</option>");
+    for u in assignable {
+        let sel = if Some(u.as_str()) == current { " selected" } else { "" };
+        options.push_str(&format!("<option value=\"{}\"{sel}>{}</option>", esc_attr(u), esc(u)));
+    }
+    let label = if current.is_some() { "Hand over" } else { "Assign" };
+    format!(
+        "{}<label for=\"assign-to\">{label} to</label><select id=\"assign-to\" name=\"to\">{options}</select>\
+         <button type=\"submit\">{label}</button></form>",
+        form_start("assign", &c.csrf, &d.incident.id, label)
+    )
 }
 
 /// The key that activates an action on the incident page (listed on the page).

@@ -4,6 +4,7 @@
 //! token and a same-origin `Origin`.
 
 mod accounts;
+mod allowlist;
 pub mod auth;
 mod confirm;
 mod handlers;
@@ -41,6 +42,8 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/actions/{action}", post(handlers::action))
         .route("/accounts", get(accounts::list).post(accounts::save))
         .route("/accounts/disable", post(accounts::disable))
+        .route("/allowlist", get(allowlist::list))
+        .route("/account/times", post(accounts::times))
         .layer(axum::middleware::map_response(security_headers))
         .with_state(shared)
 }

@@ -19,6 +19,22 @@ pub const SCRIPT: &str = r#"'use strict';
     url.searchParams.delete('done');
     history.replaceState(null, '', url.pathname + url.search);
   }
+  // Times are written "YYYY-MM-DD HH:MM:SS UTC"; an account that chose local time sees
+  // them in the browser's zone.
+  function localTimes() {
+    if (document.body.getAttribute('data-times') !== 'local') { return; }
+    var re = /(\d{4})-(\d\d)-(\d\d) (\d\d):(\d\d):(\d\d) UTC/g;
+    var walker = document.createTreeWalker(document.getElementById('main') || document.body, NodeFilter.SHOW_TEXT);
+    var nodes = [];
+    while (walker.nextNode()) { if (re.test(walker.currentNode.nodeValue)) { nodes.push(walker.currentNode); } re.lastIndex = 0; }
+    nodes.forEach(function (n) {
+      n.nodeValue = n.nodeValue.replace(re, function (_, y, mo, d, h, mi, s) {
+        var t = new Date(Date.UTC(+y, +mo - 1, +d, +h, +mi, +s));
+        return t.toLocaleString(undefined, { year: 'numeric', month: '2-digit', day: '2-digit', hour: '2-digit', minute: '2-digit', second: '2-digit', hour12: false }) + ' local';
+      });
+    });
+  }
+  localTimes();
   var editing = false;
   document.addEventListener('input', function () { editing = true; });
   function busy() {
@@ -40,6 +56,7 @@ pub const SCRIPT: &str = r#"'use strict';
         if (fresh && main && version(fresh) !== version(main)) {
           var focused = document.activeElement && document.activeElement.getAttribute('href');
           main.innerHTML = fresh.innerHTML;
+          localTimes();
           document.body.setAttribute('data-refreshed', String(Date.now()));
           if (focused) {
             var again = main.querySelector('a[href="' + focused.replace(/"/g, '\\"') + '"]');
@@ -78,6 +95,7 @@ a:focus, button:focus, input:focus, select:focus, textarea:focus, summary:focus 
 .skip { position: absolute; left: -999px; } .skip:focus { left: 1rem; top: 1rem; background: #fff; padding: .5rem; }
 header { display: flex; gap: 1rem; align-items: baseline; border-bottom: 2px solid #111; flex-wrap: wrap; }
 header nav { display: flex; gap: 1rem; flex: 1; }
+header form.times button { background: #555; }
 table { border-collapse: collapse; width: 100%; margin: 1rem 0; }
 th, td { border: 1px solid #555; padding: .35rem .5rem; text-align: left; vertical-align: top; overflow-wrap: anywhere; }
 code { overflow-wrap: anywhere; }
@@ -176,25 +194,37 @@ pub const SHORTCUTS: &str = "<p class=\"shortcuts\">Keys: <kbd>a</kbd> acknowled
     (in the queue). The pages refresh themselves every 5 s while no form is being filled in.</p>";
 
 /// The frame of every page.
-pub fn layout(title: &str, user: Option<(&str, &str, &str)>, banner: Option<&str>, body: &str) -> String {
+pub fn layout(title: &str, user: Option<&super::auth::Caller>, banner: Option<&str>, body: &str) -> String {
     let nav = match user {
-        Some((name, role, csrf)) => format!(
+        Some(c) => format!(
             "<nav aria-label=\"Main\"><a href=\"/\">Queue</a><a href=\"/reports\">Response times</a>{}</nav>\
              <p>Signed in as <strong>{}</strong> ({})</p>\
+             <form method=\"post\" action=\"/account/times\" class=\"times\"><input type=\"hidden\" name=\"csrf\" value=\"{}\">\
+             <input type=\"hidden\" name=\"local\" value=\"{}\"><button type=\"submit\">{}</button></form>\
              <form method=\"post\" action=\"/logout\"><input type=\"hidden\" name=\"csrf\" value=\"{}\"><button type=\"submit\">Sign out</button></form>",
-            if role == "admin" { "<a href=\"/accounts\">Accounts</a>" } else { "" },
-            esc(name),
-            esc(role),
-            esc_attr(csrf)
+            if c.role.as_str() == "admin" {
+                "<a href=\"/allowlist\">Allowlist</a><a href=\"/accounts\">Accounts</a>"
+            } else {
+                ""
+            },
+            esc(&c.user),
+            esc(c.role.as_str()),
+            esc_attr(&c.csrf),
+            if c.local_time { "0" } else { "1" },
+            if c.local_time { "Show times in UTC" } else { "Show times in local time" },
+            esc_attr(&c.csrf)
         ),
         None => String::new(),
     };
+    // Times are written in UTC; an account that chose local time has the script show
+    // them in the browser's zone.
+    let times = if user.is_some_and(|c| c.local_time) { " data-times=\"local\"" } else { "" };
     let banner = banner.map(|b| format!("<div class=\"banner\" role=\"alert\">{b}</div>")).unwrap_or_default();
     // Signed-in pages refresh themselves and take shortcuts; everything works without.
     let script = if user.is_some() { "<script src=\"/console.js\" defer></script>" } else { "" };
     format!(
         "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><meta name=\"viewport\" content=\"width=device-width\">\
-         <title>{} · Vigil on-call</title><link rel=\"stylesheet\" href=\"/console.css\">{script}</head><body>\
+         <title>{} · Vigil on-call</title><link rel=\"stylesheet\" href=\"/console.css\">{script}</head><body{times}>\
          <a class=\"skip\" href=\"#main\">Skip to content</a><header><strong>Vigil on-call</strong>{nav}</header>\
          <main id=\"main\" tabindex=\"-1\"><h1>{}</h1>{banner}{body}</main></body></html>",
         esc(title),

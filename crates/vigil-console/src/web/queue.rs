@@ -215,15 +215,19 @@ pub async fn queue(
             }
         }
         version.push_str(&format!(
-            "{}|{}|{:?}|{}|{}|{};",
+            "{}|{}|{:?}|{:?}|{}|{}|{};",
             r.id,
             r.state.as_str(),
             r.holder,
+            r.assignee,
             r.interrupt_state.as_str(),
             r.interrupt_state.not_found(r.last_command_ms, r.seen_ms, now),
             live
         ));
-        let held = r.holder.as_deref().map(|h| format!(", held by {}", esc(h))).unwrap_or_default();
+        let mut held = r.holder.as_deref().map(|h| format!(", held by {}", esc(h))).unwrap_or_default();
+        if let Some(a) = &r.assignee {
+            held.push_str(&format!(", assigned to {}", esc(a)));
+        }
         let check = if bulk && r.state != IncidentState::Resolved {
             format!(
                 "<input type=\"checkbox\" name=\"incident\" value=\"{}\" aria-label=\"Select {}\"> ",
