@@ -156,6 +156,15 @@ fn a_reviewer_acknowledges_and_clears_a_false_positive_in_a_real_browser() {
     wait_until("the queue", 10, || b.text().contains("open incident"));
     let queue = b.text();
     assert!(queue.contains("rtmp/live/alice"), "the queue lists the stream: {queue}");
+    // Accessibility: axe-core finds nothing serious or critical on the queue.
+    let axe = std::fs::read_to_string(common::cache_dir().join("testdata/axe.min.js")).expect("axe-core (make setup)");
+    let found = b.accessibility_violations(&axe);
+    assert!(found.is_empty(), "the queue: {found:?}");
+    // The check bites: an input without a label is a critical violation.
+    b.eval("document.getElementById('main').insertAdjacentHTML('beforeend', '<input id=\"unlabelled\">'); return true");
+    let found = b.accessibility_violations(&axe);
+    assert!(found.iter().any(|v| v.starts_with("label:")), "axe finds an unlabelled input: {found:?}");
+    b.eval("document.getElementById('unlabelled').remove(); return true");
     // The queue leads with the stream and its decision, and does not scroll sideways at
     // 800 px (the incident id is on the incident's page).
     b.resize(800, 900);
@@ -191,6 +200,8 @@ fn a_reviewer_acknowledges_and_clears_a_false_positive_in_a_real_browser() {
         t.contains("stream started on") && t.contains("stream cut on") && t.contains("The stream: cut at")
     });
     std::fs::write(shots.join("incident.png"), b.screenshot()).unwrap();
+    let found = b.accessibility_violations(&axe);
+    assert!(found.is_empty(), "the incident page: {found:?}");
 
     // Acknowledge with the keyboard alone: Tab to the button, Enter.
     b.eval("document.activeElement && document.activeElement.blur(); window.scrollTo(0, 0)");
@@ -316,6 +327,8 @@ fn a_reviewer_acknowledges_and_clears_a_false_positive_in_a_real_browser() {
     // The regulators' figures: today's medians from detection.
     b.open(&format!("{origin}/reports"));
     let report = b.text();
+    let found = b.accessibility_violations(&axe);
+    assert!(found.is_empty(), "/reports: {found:?}");
     let today =
         report.lines().find(|l| l.starts_with(&chrono_day())).unwrap_or_else(|| panic!("a row for today: {report}"));
     assert!(

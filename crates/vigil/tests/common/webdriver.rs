@@ -82,6 +82,28 @@ impl Browser {
         self.session_call("POST", "/execute/sync", Some(json!({ "script": script, "args": [] })))["value"].clone()
     }
 
+    /// Runs an asynchronous script: it ends by calling its last argument with the result.
+    pub fn eval_async(&self, script: &str) -> Value {
+        self.session_call("POST", "/execute/async", Some(json!({ "script": script, "args": [] })))["value"].clone()
+    }
+
+    /// axe-core's serious and critical violations on the page (WCAG 2 A and AA rules), as
+    /// "rule: N element(s) (first target)". axe comes from setup (`testdata/axe.min.js`,
+    /// pinned by sha256).
+    pub fn accessibility_violations(&self, axe: &str) -> Vec<String> {
+        self.eval(&format!("{axe}\n;return typeof axe"));
+        let v = self.eval_async(
+            "var done = arguments[arguments.length - 1];\
+             axe.run(document, { runOnly: { type: 'tag', values: ['wcag2a', 'wcag2aa', 'wcag21a', 'wcag21aa'] } })\
+               .then(function (r) { done(r.violations.filter(function (v) { return v.impact === 'serious' || v.impact === 'critical'; })\
+                 .map(function (v) { return v.id + ': ' + v.nodes.length + ' element(s) (' + v.nodes[0].target.join(' ') + ')'; })); })\
+               .catch(function (e) { done(['axe failed: ' + e]); });",
+        );
+        v.as_array()
+            .map(|a| a.iter().map(|x| x.as_str().unwrap_or_default().to_string()).collect())
+            .unwrap_or_else(|| vec![format!("no answer: {v}")])
+    }
+
     /// The page's visible text.
     pub fn text(&self) -> String {
         self.eval("return document.body ? document.body.innerText : ''").as_str().unwrap_or_default().to_string()
