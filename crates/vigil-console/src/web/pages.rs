@@ -98,6 +98,8 @@ header nav { display: flex; gap: 1rem; flex: 1; }
 header form.times button { background: #555; }
 table { border-collapse: collapse; width: 100%; margin: 1rem 0; }
 th, td { border: 1px solid #555; padding: .35rem .5rem; text-align: left; vertical-align: top; overflow-wrap: anywhere; }
+thead th { overflow-wrap: normal; }
+form[aria-label="Confirm"] a { margin-left: 1rem; }
 code { overflow-wrap: anywhere; }
 th { background: #e8e8e8; }
 caption { text-align: left; font-weight: bold; padding: .25rem 0; }
