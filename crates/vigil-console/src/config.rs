@@ -39,6 +39,11 @@ pub struct ConsoleConfig {
     /// approves it.
     #[serde(default = "yes")]
     pub false_positive_approval: bool,
+    /// A link to the stream on the platform, shown on the incident page:
+    /// `https://platform.example/live/{stream_id}`, with `{stream_id}` and `{account_id}`
+    /// filled in (URL-encoded). None: no link.
+    #[serde(default)]
+    pub stream_url_template: Option<String>,
     #[serde(default = "default_session_hours")]
     pub session_hours: u64,
     /// `Secure` cookies (and the `__Host-` prefix). Only a loopback test turns it off.
@@ -124,6 +129,18 @@ fn default_hold_secs() -> u64 {
 fn default_session_hours() -> u64 {
     12
 }
+impl ConsoleConfig {
+    /// The stream's page on the platform, from `stream_url_template`.
+    pub fn stream_url(&self, stream_id: &str, account_id: Option<&str>) -> Option<String> {
+        let t = self.stream_url_template.as_ref()?;
+        if t.contains("{account_id}") && account_id.is_none() {
+            return None;
+        }
+        let arg = crate::web::pages::url_arg;
+        Some(t.replace("{stream_id}", &arg(stream_id)).replace("{account_id}", &arg(account_id.unwrap_or(""))))
+    }
+}
+
 fn yes() -> bool {
     true
 }
@@ -238,6 +255,15 @@ impl ConsoleConfig {
         if self.group_id.trim().is_empty() {
             e.push(format!("{prefix}.group_id: must not be empty"));
         }
+        if let Some(t) = &self.stream_url_template
+            && (!t.starts_with("https://")
+                || !(t.contains("{stream_id}") || t.contains("{account_id}"))
+                || t.len() > 500)
+        {
+            e.push(format!(
+                "{prefix}.stream_url_template: {t:?} must be an https:// URL naming {{stream_id}} or {{account_id}}"
+            ));
+        }
         for (k, t) in [("actions_topic", &self.actions_topic), ("bank_updates_topic", &self.bank_updates_topic)] {
             if !is_valid_topic(t) {
                 e.push(format!("{prefix}.{k}: {t:?} is not a valid topic name"));
@@ -332,6 +358,24 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(cfg.validate("console").len(), 2, "{:?}", cfg.validate("console"));
+    }
+
+    #[test]
+    fn the_platform_link_is_filled_in_encoded_and_its_template_checked() {
+        let cfg = ConsoleConfig {
+            stream_url_template: Some("https://platform.example/{account_id}/live/{stream_id}".into()),
+            ..Default::default()
+        };
+        assert!(cfg.validate("console").is_empty(), "{:?}", cfg.validate("console"));
+        assert_eq!(
+            cfg.stream_url("rtmp/live/a b", Some("acct/7")).as_deref(),
+            Some("https://platform.example/acct%2F7/live/rtmp%2Flive%2Fa%20b")
+        );
+        assert_eq!(cfg.stream_url("rtmp/live/a", None), None, "no account, no link");
+        for bad in ["http://platform.example/{stream_id}", "https://platform.example/", "javascript:{stream_id}"] {
+            let cfg = ConsoleConfig { stream_url_template: Some(bad.into()), ..Default::default() };
+            assert!(cfg.validate("console").iter().any(|e| e.contains("stream_url_template")), "{bad}");
+        }
     }
 
     #[test]

@@ -95,6 +95,7 @@ fn a_reviewer_acknowledges_and_clears_a_false_positive_in_a_real_browser() {
         format!(
             "[sink.kafka]\nbrokers = \"{}\"\nspool_path = \"{}\"\n\
              [console]\nlisten = \"127.0.0.1:{port}\"\npublic_url = \"{origin}\"\nstate_dir = \"{}\"\n\
+             stream_url_template = \"https://platform.example/live/{{stream_id}}\"\n\
              [console.paging]\nqueue_age_page_secs = 3600\n\
              [console.paging.pagerduty]\nurl = \"{receiver}/pd\"\nrouting_key_env = \"VIGIL_TEST_PD_KEY\"\nallow_plain_http = true\n\
              [console.paging.webhook]\nurl = \"{receiver}/hook\"\nsecret_env = \"VIGIL_TEST_HOOK_SECRET\"\nallow_plain_http = true\n",
@@ -182,6 +183,8 @@ fn a_reviewer_acknowledges_and_clears_a_false_positive_in_a_real_browser() {
     b.click("a[href^='/incident?id=']");
     wait_until("the incident page", 10, || b.text().contains("Timeline of samples"));
     let page = b.text();
+    let link = b.eval("var a = document.querySelector('a[rel~=noopener]'); return a ? a.href : ''");
+    assert_eq!(link, "https://platform.example/live/rtmp%2Flive%2Falice", "the stream on the platform");
     for want in ["bank known id", "Stream lifecycle", "Commands and outcomes", "Audit trail", "interrupt"] {
         assert!(page.contains(want), "the incident page shows {want:?}:\n{page}");
     }

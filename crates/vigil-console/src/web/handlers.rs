@@ -301,6 +301,7 @@ pub async fn incident(
         Err(e) => return store_down(e),
     };
     let channels = shared.paging.config.channels();
+    let platform_link = shared.cfg.stream_url(&d.incident.stream_id, d.incident.account_id.as_deref());
     let assignable: Vec<String> = match shared.store.users().await {
         Ok(users) => users.into_iter().filter(|u| !u.disabled && u.role >= Role::Reviewer).map(|u| u.name).collect(),
         Err(e) => return store_down(e),
@@ -313,6 +314,7 @@ pub async fn incident(
         notice,
         channels: &channels,
         assignable: &assignable,
+        platform_link,
     };
     page(
         &shared,

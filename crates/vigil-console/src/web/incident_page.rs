@@ -34,6 +34,8 @@ pub struct View<'a> {
     pub channels: &'a [crate::model::Channel],
     /// Who an incident may be assigned to (enabled reviewers and admins).
     pub assignable: &'a [String],
+    /// The stream's page on the platform (`stream_url_template`).
+    pub platform_link: Option<String>,
 }
 
 pub fn render(d: &IncidentDetail, view: &View<'_>, c: &Caller, now: UnixMs) -> String {
@@ -69,7 +71,7 @@ pub fn render(d: &IncidentDetail, view: &View<'_>, c: &Caller, now: UnixMs) -> S
     let notice = view.notice.map(|n| format!("<p class=\"notice\" role=\"status\">{}</p>", esc(n))).unwrap_or_default();
     let mut h = format!(
         "{}{notice}<p><a href=\"/\">Back to the queue</a> · <a href=\"/incident/export?id={}\">Export (JSON)</a></p>\
-         <dl><dt>Incident</dt><dd><code>{}</code></dd><dt>Stream</dt><dd>{}</dd><dt>Account</dt><dd>{}</dd>\
+         <dl><dt>Incident</dt><dd><code>{}</code></dd><dt>Stream</dt><dd>{}{}</dd><dt>Account</dt><dd>{}</dd>\
          <dt>Session</dt><dd>{}</dd><dt>Worker</dt><dd>{}</dd><dt>Decision</dt><dd><strong>{}</strong></dd><dt>Rule</dt><dd>{}</dd>\
          <dt>Detected</dt><dd>{} ({} ago)</dd><dt>State</dt><dd><strong>{}</strong></dd><dt>Held by</dt><dd>{}</dd>\
          <dt>Interrupt</dt><dd><strong>{}</strong></dd><dt>Acknowledged</dt><dd>{}</dd><dt>Escalated</dt><dd>{}</dd>\
@@ -78,6 +80,10 @@ pub fn render(d: &IncidentDetail, view: &View<'_>, c: &Caller, now: UnixMs) -> S
         super::pages::url_arg(&i.id),
         esc(&i.id),
         esc(&i.stream_id),
+        view.platform_link
+            .as_deref()
+            .map(|u| format!(" · <a href=\"{}\" rel=\"noopener noreferrer\">on the platform</a>", esc_attr(u)))
+            .unwrap_or_default(),
         opt(&i.account_id),
         opt(&i.session_id),
         esc(&i.worker_id),
