@@ -130,6 +130,9 @@ pub async fn resolve(
     outcome: Resolution,
     note: &str,
 ) -> Result<(), ActionError> {
+    if outcome == Resolution::FalsePositive {
+        return Err(ActionError::Refused("a false positive is marked with its own action, which allow-lists".into()));
+    }
     hold(shared, id, user).await?;
     shared.store.resolve(id, user, outcome, note.trim(), now_ms()).await?;
     page(shared, PageAction::Resolve, id).await?;
@@ -364,6 +367,11 @@ async fn false_positive_now(
     };
     shared.store.add_allow_entry(&entry).await?;
     shared.store.resolve(id, user, Resolution::FalsePositive, note, now).await?;
+    // A command taken in since the first read is withdrawn too (intake withdraws any
+    // later one, and the outbox retries what could not be sent).
+    if let Some(d) = shared.store.incident(id).await? {
+        withdraw_pending(shared, &d, &format!("console:{user}"), note).await?;
+    }
     page(shared, PageAction::Resolve, id).await?;
     resolve_queue_age_page(shared, id).await?;
     counted("false_positive");
@@ -382,7 +390,13 @@ pub fn pending_commands(d: &crate::store::IncidentDetail) -> Vec<&InterruptComma
             o.outcome.command_id == id && ["cut", "dead_lettered", "withdrawn"].contains(&o.outcome.outcome.as_str())
         })
     };
-    d.commands.iter().map(|c| &c.command).filter(|c| !finished(&c.command_id)).collect()
+    // Withdrawn already by a console (its audit entry): not sent again.
+    let withdrawn = |id: &str| {
+        d.audit.iter().any(|a| {
+            a.action == "withdraw" && a.detail["command_ids"].as_array().is_some_and(|ids| ids.iter().any(|x| x == id))
+        })
+    };
+    d.commands.iter().map(|c| &c.command).filter(|c| !finished(&c.command_id) && !withdrawn(&c.command_id)).collect()
 }
 
 /// Withdraws the incident's pending commands: a signed `vigil.interrupt.withdrawal` on

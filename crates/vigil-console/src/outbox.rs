@@ -12,6 +12,7 @@ use std::time::Duration;
 
 pub async fn run(shared: Arc<Shared>) {
     let mut last_allow_retry = 0;
+    let mut last_withdraw_retry = 0;
     while !shared.stop.load(Relaxed) {
         if let Err(e) = deliver_due(&shared).await {
             tracing::error!("outbox: {e}");
@@ -21,7 +22,9 @@ pub async fn run(shared: Arc<Shared>) {
             last_allow_retry = now;
             match shared.store.unpublished_allow_entries().await {
                 Ok(entries) => {
-                    for e in entries {
+                    // The action that made it publishes it at once: a retry waits a
+                    // little, so two replicas rarely send it twice (twice is harmless).
+                    for e in entries.into_iter().filter(|e| now - e.created_ms >= 10_000) {
                         // Only an entry whose incident was resolved as a false positive
                         // goes out (the resolution may have failed after the entry was kept).
                         let resolved_fp = match shared.store.incident(&e.incident_id).await {
@@ -39,7 +42,29 @@ pub async fn run(shared: Arc<Shared>) {
                 Err(e) => tracing::error!("outbox: allowlist entries: {e}"),
             }
         }
+        if now - last_withdraw_retry >= 5_000 && shared.outbound.is_some() {
+            last_withdraw_retry = now;
+            withdraw_after_false_positives(&shared, now).await;
+        }
         tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// Incidents judged false positives in the last day whose commands are not all withdrawn
+/// (a withdrawal that could not be sent, a command that came in since): withdrawn now.
+async fn withdraw_after_false_positives(shared: &Shared, now: i64) {
+    let ids = match shared.store.false_positives_since(now - 86_400_000).await {
+        Ok(ids) => ids,
+        Err(e) => return tracing::error!("outbox: false positives to withdraw: {e}"),
+    };
+    for id in ids {
+        let Ok(Some(d)) = shared.store.incident(&id).await else { continue };
+        if crate::actions::pending_commands(&d).is_empty() {
+            continue;
+        }
+        if let Err(e) = crate::actions::withdraw_pending(shared, &d, "console", "judged a false positive").await {
+            tracing::warn!(incident = id, "a pending command not withdrawn yet: {e}");
+        }
     }
 }
 

@@ -110,6 +110,20 @@ impl Store {
         Ok(from)
     }
 
+    /// Incidents resolved as false positives since `since_ms`.
+    pub async fn false_positives_since(&self, since_ms: crate::model::UnixMs) -> Result<Vec<String>, StoreError> {
+        sqlx::query(
+            "SELECT id FROM incidents WHERE resolution = 'false_positive' AND resolved_ms >= $1 ORDER BY resolved_ms",
+        )
+        .bind(since_ms)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(query("incidents: recent false positives"))?
+        .iter()
+        .map(|r| r.text("id"))
+        .collect()
+    }
+
     /// Removes the incident's proposal (approved or rejected); whether there was one.
     pub async fn drop_false_positive_proposal(&self, incident_id: &str) -> Result<bool, StoreError> {
         let gone = sqlx::query("DELETE FROM fp_proposals WHERE incident_id = $1")

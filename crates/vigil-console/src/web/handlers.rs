@@ -399,7 +399,9 @@ pub async fn action(
             }
             Err(e) => Err(e),
         },
-        "resolve" => match Resolution::parse(field("outcome")) {
+        // A false positive has one way in (its own action: it allow-lists, and needs four
+        // eyes on an interrupt); never a plain resolution.
+        "resolve" => match Resolution::parse(field("outcome")).filter(|r| *r != Resolution::FalsePositive) {
             Some(r) => actions::resolve(&shared, &id, &c.user, r, field("note")).await,
             None => Err(ActionError::Refused("choose an outcome".into())),
         },

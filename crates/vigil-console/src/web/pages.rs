@@ -42,8 +42,10 @@ pub const SCRIPT: &str = r#"'use strict';
     return editing || (a && /^(INPUT|TEXTAREA|SELECT|BUTTON)$/.test(a.tagName)) || document.visibilityState !== 'visible';
   }
   if (path === '/' || path === '/incident') {
+    var inFlight = false;
     setInterval(function () {
-      if (busy()) { return; }
+      if (busy() || inFlight) { return; }
+      inFlight = true;
       fetch(location.href, { credentials: 'same-origin', cache: 'no-store' }).then(function (r) {
         if (!r.ok || !r.headers.get('content-type') || r.headers.get('content-type').indexOf('text/html') !== 0) { return null; }
         return r.text();
@@ -59,11 +61,11 @@ pub const SCRIPT: &str = r#"'use strict';
           localTimes();
           document.body.setAttribute('data-refreshed', String(Date.now()));
           if (focused) {
-            var again = main.querySelector('a[href="' + focused.replace(/"/g, '\\"') + '"]');
+            var again = Array.prototype.find.call(main.querySelectorAll('a[href]'), function (a) { return a.getAttribute('href') === focused; });
             if (again) { again.focus(); }
           }
         }
-      }).catch(function () {});
+      }).catch(function () {}).then(function () { inFlight = false; });
     }, 5000);
   }
   document.addEventListener('keydown', function (e) {

@@ -88,11 +88,29 @@ impl Lookahead {
         let mut tpl = TopicPartitionList::new();
         tpl.add_partition_offset(&self.topic, partition, Offset::Offset(from)).map_err(|e| e.to_string())?;
         self.consumer.assign(&tpl).map_err(|e| e.to_string())?;
+        let found = self.read_to(partition, from, high, command_id);
+        // Assigned only while looking: an idle assignment would keep fetching.
+        let _ = self.consumer.unassign();
+        found
+    }
+
+    fn read_to(&self, partition: i32, from: i64, high: i64, command_id: &str) -> Result<(bool, i64), String> {
         let deadline = Instant::now() + LOOKAHEAD_BUDGET;
         let verifier = self.trust.verifier(vigil_trust::TopicKind::Interrupts);
+        let mut last_error = None;
         while Instant::now() < deadline {
-            let Some(m) = self.consumer.poll(Duration::from_millis(100)) else { continue };
-            let m = m.map_err(|e| e.to_string())?;
+            let m = match self.consumer.poll(Duration::from_millis(100)) {
+                None => continue,
+                // A transient error (a broker coming back): read on until the deadline.
+                Some(Err(e)) => {
+                    last_error = Some(e.to_string());
+                    continue;
+                }
+                Some(Ok(m)) => m,
+            };
+            if m.partition() != partition || m.offset() < from {
+                continue;
+            }
             let by_console = verifier.check(&m).is_ok_and(|v| v.role.is_none_or(|r| r == vigil_trust::Role::Console));
             let withdrawal = m.payload().and_then(super::read_withdrawal);
             if by_console && withdrawal.is_some_and(|w| w.command_id == command_id) {
@@ -102,7 +120,8 @@ impl Lookahead {
                 return Ok((false, high));
             }
         }
-        Err(format!("partition {partition} not read to offset {high} within {LOOKAHEAD_BUDGET:?}"))
+        let why = last_error.map(|e| format!(" (last error: {e})")).unwrap_or_default();
+        Err(format!("partition {partition} not read to offset {high} within {LOOKAHEAD_BUDGET:?}{why}"))
     }
 }
 

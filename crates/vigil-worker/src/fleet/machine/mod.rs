@@ -564,7 +564,9 @@ impl Machine {
         let gone = match self.streams.get(stream) {
             // An owned stream stays due here; its analysis restarts as the worker decides.
             Some(FleetStream::Owned { .. }) | None => false,
-            Some(FleetStream::Stopping { kept, .. }) => *kept,
+            // Nothing runs any more: if its partition comes back, it is started again
+            // (not taken as still running, which would claim a stream nobody analyses).
+            Some(FleetStream::Stopping { .. }) => true,
             Some(FleetStream::Delegate { .. }) => true,
             Some(_) => false,
         };

@@ -202,3 +202,17 @@ fn a_new_owner_that_hears_the_old_one_handing_off_holds_its_alerts() {
     let actions = m.step(Input::Heard(released), secs(2));
     assert_eq!(actions, vec![Action::Continue { stream: "live/a".into(), incident: None }]);
 }
+
+#[test]
+fn a_stream_that_died_while_handed_off_is_started_again_when_its_partition_comes_back() {
+    let mut m = machine("w1");
+    owning(&mut m, &["live/a"]);
+    m.step(Input::Revoked(vec![0]), secs(5));
+    m.step(Input::Gone("live/a".into()), secs(6));
+    assert_eq!(m.stream("live/a"), None, "nothing runs it any more");
+    m.step(Input::Assigned(vec![0]), secs(7));
+    m.step(start(0, "live/a"), secs(7));
+    let actions = m.step(Input::CaughtUp(0), secs(7));
+    assert_eq!(starts(&actions), vec!["live/a".to_string()], "started, not claimed as running: {actions:?}");
+    assert!(says(&actions).is_empty(), "{actions:?}");
+}
