@@ -261,14 +261,7 @@ pub async fn false_positive(
 
 /// A second reviewer approves the proposed false positive: it takes effect as proposed.
 pub async fn approve_false_positive(shared: &Shared, id: &str, user: &str) -> Result<AllowEntry, ActionError> {
-    let p = shared
-        .store
-        .false_positive_proposal(id)
-        .await?
-        .ok_or_else(|| ActionError::Refused("no false positive is waiting for approval on this incident".into()))?;
-    if p.proposed_by == user {
-        return Err(ActionError::Refused("you proposed this false positive: a second reviewer must approve it".into()));
-    }
+    let p = proposal_for_second_reviewer(shared, id, user).await?;
     let note = format!("{} (proposed by {}, approved by {user})", p.note, p.proposed_by);
     let entry = false_positive_now(shared, id, user, &p.proposed_by, &p.scope, &note, p.expiry_days as u64).await?;
     shared.store.drop_false_positive_proposal(id).await?;
@@ -280,9 +273,13 @@ pub async fn approve_false_positive(shared: &Shared, id: &str, user: &str) -> Re
     Ok(entry)
 }
 
-/// A second reviewer rejects the proposed false positive (a note says why).
-pub async fn reject_false_positive(shared: &Shared, id: &str, user: &str, note: &str) -> Result<(), ActionError> {
-    let note = required_note(note)?;
+/// The false positive waiting on the incident, for `user` to decide on: refused when
+/// there is none, or when `user` proposed it (four eyes).
+async fn proposal_for_second_reviewer(
+    shared: &Shared,
+    id: &str,
+    user: &str,
+) -> Result<crate::store::FpProposal, ActionError> {
     let p = shared
         .store
         .false_positive_proposal(id)
@@ -291,6 +288,13 @@ pub async fn reject_false_positive(shared: &Shared, id: &str, user: &str, note: 
     if p.proposed_by == user {
         return Err(ActionError::Refused("you proposed this false positive: a second reviewer decides on it".into()));
     }
+    Ok(p)
+}
+
+/// A second reviewer rejects the proposed false positive (a note says why).
+pub async fn reject_false_positive(shared: &Shared, id: &str, user: &str, note: &str) -> Result<(), ActionError> {
+    let note = required_note(note)?;
+    let p = proposal_for_second_reviewer(shared, id, user).await?;
     shared.store.drop_false_positive_proposal(id).await?;
     let detail = serde_json::json!({ "proposed_by": p.proposed_by, "note": note });
     shared.store.audit(user, "reject_false_positive", id, &detail, now_ms()).await?;

@@ -143,18 +143,7 @@ fn replicas_share_a_postgres_store_and_ride_out_store_and_broker_outages() {
     let (status, accounts) = get_as(&c1.addr, &admin, "/accounts");
     assert!(status == 200 && accounts.contains("olga"), "{accounts}");
     let csrf = accounts.split("name=\"csrf\" value=\"").nth(1).and_then(|s| s.split('"').next()).unwrap().to_string();
-    let post = |cookie: &str, path: &str, body: &str| {
-        http(
-            &c1.addr,
-            &format!(
-                "POST {path} HTTP/1.1\r\nHost: x\r\nCookie: {cookie}\r\nOrigin: {}\r\n\
-                 Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                origin(p1),
-                body.len()
-            ),
-        )
-        .0
-    };
+    let post = |cookie: &str, path: &str, body: &str| post_full(cookie, path, body).0;
     let rita = format!("csrf={csrf}&name=rita&role=reviewer&password={}", PASSWORD.replace(' ', "+"));
     assert_eq!(post(&admin, "/accounts", &rita), 303);
     sign_in(&c1.addr, &origin(p1), "rita", PASSWORD);
@@ -175,17 +164,7 @@ fn replicas_share_a_postgres_store_and_ride_out_store_and_broker_outages() {
     assert_eq!(status, 403, "a reviewer manages no accounts");
     assert!(refused_page.contains("<nav") && refused_page.contains("needs the admin role"), "{refused_page}");
     // The console keeps an admin: the last one can neither step down nor be disabled.
-    let full = |path: &str, body: &str| {
-        http(
-            &c1.addr,
-            &format!(
-                "POST {path} HTTP/1.1\r\nHost: x\r\nCookie: {admin}\r\nOrigin: {}\r\n\
-                 Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                origin(p1),
-                body.len()
-            ),
-        )
-    };
+    let full = |path: &str, body: &str| post_full(&admin, path, body);
     let (status, page) = full("/accounts", &format!("csrf={csrf}&name=ada&role=reviewer"));
     assert_eq!(status, 409, "{page}");
     assert!(page.contains("ada is the last admin") && page.contains("<nav"), "{page}");
@@ -272,15 +251,7 @@ fn replicas_share_a_postgres_store_and_ride_out_store_and_broker_outages() {
         arg("rule:nsfw_review")
     );
     // Irreversible: the first POST only asks for confirmation (a page repeating the form).
-    let (status, confirm) = http(
-        &c1.addr,
-        &format!(
-            "POST /actions/false-positive HTTP/1.1\r\nHost: x\r\nCookie: {s1}\r\nOrigin: {}\r\n\
-             Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{form}",
-            origin(p1),
-            form.len()
-        ),
-    );
+    let (status, confirm) = post_full(&s1, "/actions/false-positive", &form);
     assert_eq!(status, 200, "{confirm}");
     assert!(confirm.contains("Mark this a false positive?") && confirm.contains("name=\"confirm\" value=\"yes\""));
     assert!(get_as(&c1.addr, &s1, &incident).1.contains("issued"), "nothing done before the confirmation");

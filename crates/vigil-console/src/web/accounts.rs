@@ -70,11 +70,20 @@ fn refused(shared: &Shared, c: &auth::Caller, status: StatusCode, why: &str) -> 
     refusal(shared, c, status, why, ("/accounts", "Back to the accounts"))
 }
 
-/// Whether `name`, an enabled admin now, is the only one: the console must keep one.
-async fn last_admin(shared: &Shared, name: &str) -> Result<bool, crate::store::StoreError> {
-    let users = shared.store.users().await?;
+/// The refusal when `name`, an enabled admin now, is the only one (the console must
+/// keep one) and is about to stop being an admin; `None` when it may.
+async fn keep_an_admin(shared: &Shared, c: &auth::Caller, name: &str) -> Option<Response> {
+    let users = match shared.store.users().await {
+        Ok(u) => u,
+        Err(e) => return Some(store_down(e)),
+    };
     let is_admin = |u: &crate::store::User| u.role == Role::Admin && !u.disabled;
-    Ok(users.iter().any(|u| u.name == name && is_admin(u)) && !users.iter().any(|u| u.name != name && is_admin(u)))
+    let last =
+        users.iter().any(|u| u.name == name && is_admin(u)) && !users.iter().any(|u| u.name != name && is_admin(u));
+    last.then(|| {
+        let why = format!("{name} is the last admin: make another admin first");
+        refused(shared, c, StatusCode::CONFLICT, &why)
+    })
 }
 
 pub async fn save(
@@ -99,15 +108,10 @@ pub async fn save(
     let Some(role) = form.get("role").and_then(|r| Role::parse(r)) else {
         return refused(&shared, &c, StatusCode::BAD_REQUEST, "choose a role: viewer, reviewer or admin");
     };
-    if role < Role::Admin {
-        match last_admin(&shared, name).await {
-            Ok(true) => {
-                let why = format!("{name} is the last admin: make another admin first");
-                return refused(&shared, &c, StatusCode::CONFLICT, &why);
-            }
-            Ok(false) => {}
-            Err(e) => return store_down(e),
-        }
+    if role < Role::Admin
+        && let Some(refusal) = keep_an_admin(&shared, &c, name).await
+    {
+        return refusal;
     }
     let password = form.get("password").map_or("", |s| s.as_str());
     let existing = match shared.store.user(name).await {
@@ -151,15 +155,8 @@ pub async fn disable(
     if name == c.user && disabled {
         return refused(&shared, &c, StatusCode::CONFLICT, "an admin cannot disable their own account");
     }
-    if disabled {
-        match last_admin(&shared, name).await {
-            Ok(true) => {
-                let why = format!("{name} is the last admin: make another admin first");
-                return refused(&shared, &c, StatusCode::CONFLICT, &why);
-            }
-            Ok(false) => {}
-            Err(e) => return store_down(e),
-        }
+    if disabled && let Some(refusal) = keep_an_admin(&shared, &c, name).await {
+        return refusal;
     }
     match shared.store.set_user_disabled(name, disabled).await {
         Ok(()) => {}
